@@ -1,0 +1,284 @@
+"""The backward engine: count dependencies, then one reverse pass in topological order.
+
+Gradients for a node's outputs are summed in buffers; a node runs once every consumer has
+reported. Leaf gradients accumulate into ``.grad`` in place when that is safe: an array handed
+to one consumer is never mutated on behalf of another (the ``_Ownership`` ledger).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.autograd.grad_mode import state
+from ember.tensor.backend import get_array_module
+from ember.tensor.tensor import Tensor
+
+
+def _root_base(arr):
+    while getattr(arr, "base", None) is not None:
+        arr = arr.base
+    return id(arr)
+
+
+class _Ownership:
+    """Which gradient arrays (by their root buffer) have already been given to a consumer."""
+
+    def __init__(self):
+        self.given = set()
+
+    def take(self, arr):
+        """The array if nobody holds it yet, else a private copy."""
+        key = _root_base(arr)
+        if key in self.given:
+            arr = arr.copy()
+            key = id(arr)
+        self.given.add(key)
+        return arr
+
+    def mark(self, arr) -> None:
+        self.given.add(_root_base(arr))
+
+
+def _check_root(t: Tensor, g, i: int):
+    if not isinstance(t, Tensor):
+        raise TypeError(f"backward: element {i} of tensors is not a Tensor but {type(t).__name__}")
+    if not t.requires_grad:
+        raise RuntimeError(
+            f"element {i} of tensors does not require grad and does not have a grad_fn"
+        )
+    if g is None:
+        if t.data.size != 1:
+            raise RuntimeError(
+                "grad can be implicitly created only for scalar outputs: backward on a tensor "
+                f"of shape {tuple(t.data.shape)} needs the `gradient` argument"
+            )
+        xp = get_array_module(t.data)
+        return Tensor(xp.ones(t.data.shape, t.data.dtype)), True
+    if not isinstance(g, Tensor):
+        g = Tensor(np.asarray(g, dtype=t.data.dtype))
+    if g.data.shape != t.data.shape:
+        raise RuntimeError(
+            f"backward: Mismatch in shape: grad_output[{i}] has a shape of "
+            f"{tuple(g.data.shape)} and output[{i}] has a shape of {tuple(t.data.shape)}."
+        )
+    return g, False
+
+
+def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
+                 inputs=None, accumulate: bool = True, allow_unused: bool = False):
+    """Backpropagate from ``tensors``. With ``accumulate`` the leaves' ``.grad`` grows; without
+    it (``autograd.grad``) the gradients of ``inputs`` are returned instead."""
+    own = _Ownership()
+    roots = []
+    for i, (t, g) in enumerate(zip(tensors, grad_tensors)):
+        g, fresh = _check_root(t, g, i)
+        if not fresh:
+            own.mark(g.data)
+        roots.append((t, g))
+
+    # Where the requested inputs' gradients are caught (autograd.grad, backward(inputs=)).
+    capture_leaf, capture_node, captured = {}, {}, {}
+    if inputs is not None:
+        for k, x in enumerate(inputs):
+            if not isinstance(x, Tensor) or not x.requires_grad:
+                raise RuntimeError(f"grad: input {k} does not require grad")
+            if x.grad_fn is None:
+                capture_leaf.setdefault(id(x), []).append(k)
+            else:
+                capture_node.setdefault((id(x.grad_fn), x._output_nr), []).append(k)
+
+    # Dependencies: how many edges point at each node from the part of the graph we will run.
+    deps: dict = {}
+    stack = []
+    seen = set()
+    for t, _ in roots:
+        if t.grad_fn is not None and id(t.grad_fn) not in seen:
+            seen.add(id(t.grad_fn))
+            stack.append(t.grad_fn)
+    while stack:
+        node = stack.pop()
+        edges = node.__dict__.get("next_edges")
+        if edges is None:
+            continue
+        for e in edges:
+            if e is None or e[0] is None:
+                continue
+            n = e[0]
+            deps[n] = deps.get(n, 0) + 1
+            if id(n) not in seen:
+                seen.add(id(n))
+                stack.append(n)
+
+    buffers: dict = {}
+    ready = []
+    prev_enabled = state.enabled
+    state.enabled = create_graph
+    try:
+        for t, g in roots:
+            if t.grad_fn is None:
+                _deliver_leaf(t, g, own, create_graph, accumulate, capture_leaf, captured)
+            else:
+                _add_to_buffer(buffers, t.grad_fn, t._output_nr, g, own, create_graph)
+        for t, _ in roots:
+            n = t.grad_fn
+            if n is not None and deps.get(n, 0) == 0 and n not in ready:
+                ready.append(n)
+
+        while ready:
+            node = ready.pop()
+            grads = buffers.pop(node, None)
+            in_grads = _run_node(node, grads, own, create_graph, capture_node, captured,
+                                 retain_graph)
+            for e, g in zip(node.next_edges, in_grads):
+                if e is None:
+                    continue
+                n, slot = e
+                if n is None:
+                    if g is not None:
+                        _deliver_leaf(slot, g, own, create_graph, accumulate, capture_leaf,
+                                      captured)
+                    continue
+                if g is not None:
+                    _add_to_buffer(buffers, n, slot, g, own, create_graph)
+                left = deps[n] - 1
+                deps[n] = left
+                if left == 0:
+                    ready.append(n)
+    finally:
+        state.enabled = prev_enabled
+
+    if inputs is None:
+        return None
+    results = [None] * len(inputs)
+    for k, g in captured.items():
+        results[k] = g
+    for k, r in enumerate(results):
+        if r is None and not allow_unused:
+            raise RuntimeError(
+                f"grad: input {k} appears to not have been used in the graph. "
+                "Set allow_unused=True if this is the desired behavior."
+            )
+    return results
+
+
+def _add_to_buffer(buffers, node, slot, g, own, create_graph):
+    buf = buffers.get(node)
+    if buf is None:
+        buf = buffers[node] = [None] * node._n_outputs + [False] * node._n_outputs
+    n = node._n_outputs
+    old = buf[slot]
+    if old is None:
+        buf[slot] = g
+    elif create_graph:
+        buf[slot] = old + g
+    elif buf[n + slot]:  # we own old's array: accumulate in place
+        old.data += g.data
+    else:
+        summed = old.data + g.data
+        own.mark(summed)
+        buf[slot] = Tensor(summed)
+        buf[n + slot] = True
+
+
+def _run_node(node, buf, own, create_graph, capture_node, captured, retain_graph):
+    n = node._n_outputs
+    edges = node.next_edges
+    grads = list(buf[:n]) if buf is not None else [None] * n
+    # hooks and retain_grad on the tensors this node produced
+    hooks = node.__dict__.get("_hooks")
+    retain = node.__dict__.get("_retain")
+    for i in range(n):
+        g = grads[i]
+        if g is None:
+            continue
+        if hooks and i in hooks:
+            for h in hooks[i]:
+                r = h(g)
+                if r is not None:
+                    g = r
+            grads[i] = g
+        if retain and i in retain:
+            for ref in retain[i]:
+                t = ref()
+                if t is not None:
+                    if t.grad is None:
+                        t.grad = Tensor(g.data.copy()) if not create_graph else g
+                    else:
+                        t.grad = Tensor(t.grad.data + g.data) if not create_graph else t.grad + g
+        if capture_node:
+            ks = capture_node.get((id(node), i))
+            if ks:
+                for k in ks:
+                    captured[k] = g if create_graph else Tensor(own.take(g.data))
+    if all(g is None for g in grads):
+        return [None] * len(edges)
+    if n > 1 and any(g is None for g in grads):
+        for i, (shape, dt) in enumerate(node._out_meta):
+            if grads[i] is None:
+                xp = get_array_module(next(g for g in grads if g is not None).data)
+                grads[i] = Tensor(xp.zeros(shape, dt))
+    out = node.backward(*grads)
+    if type(out) is not tuple and type(out) is not list:
+        out = (out,)
+    if len(out) != len(edges):
+        raise RuntimeError(
+            f"function {node.name()} returned an incorrect number of gradients "
+            f"(expected {len(edges)}, got {len(out)})"
+        )
+    if state.anomaly:
+        _check_anomaly(node, out)
+    if not retain_graph:
+        node._release()
+    return out
+
+
+def _check_anomaly(node, grads):
+    for i, g in enumerate(grads):
+        if g is None:
+            continue
+        xp = get_array_module(g.data)
+        bad = ~xp.isfinite(g.data)
+        if bool(bad.any()):
+            kind = "nan" if bool(xp.isnan(g.data).any()) else "inf"
+            trace = node.__dict__.get("_trace", "(no forward trace recorded)")
+            raise RuntimeError(
+                f"Function '{node.name()}' returned {kind} values in its {i}th output.\n"
+                f"The forward op that created it was called at:\n{trace}"
+            )
+
+
+def _deliver_leaf(leaf: Tensor, g: Tensor, own, create_graph, accumulate, capture_leaf,
+                  captured):
+    if leaf._hooks:
+        for h in leaf._hooks:
+            r = h(g)
+            if r is not None:
+                g = r
+    if capture_leaf:
+        ks = capture_leaf.get(id(leaf))
+        if ks:
+            for k in ks:
+                prev = captured.get(k)
+                if prev is None:
+                    captured[k] = g if create_graph else Tensor(own.take(g.data))
+                elif create_graph:
+                    captured[k] = prev + g
+                else:
+                    prev.data += g.data
+        if not accumulate or ks is None:
+            return
+    if not accumulate:
+        return
+    if g.data.shape != leaf.data.shape:
+        raise RuntimeError(
+            f"backward: the gradient for a leaf of shape {tuple(leaf.data.shape)} has shape "
+            f"{tuple(g.data.shape)}"
+        )
+    if g.data.dtype != leaf.data.dtype:
+        g = Tensor(g.data.astype(leaf.data.dtype))
+    if leaf.grad is None:
+        leaf.grad = g if create_graph else Tensor(own.take(g.data))
+    elif create_graph or leaf.grad.requires_grad:
+        leaf.grad = leaf.grad + g
+    else:
+        leaf.grad.data += g.data

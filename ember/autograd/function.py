@@ -1,0 +1,213 @@
+"""The Function base: one op, one class; an applied Function is a node of the graph.
+
+``forward`` takes raw arrays (NumPy or CuPy) and returns raw arrays. ``backward`` receives one
+gradient Tensor per output and returns one per input (None where no gradient flows). Writing
+backward with Tensor ops is what makes higher-order gradients work: under ``create_graph=True``
+the backward computation is itself recorded.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+import numpy as np
+
+from ember.autograd.grad_mode import state
+from ember.tensor.dtypes import FLOATING_NP
+from ember.tensor.tensor import Tensor
+
+_FREED = object()
+
+
+def as_array(value):
+    """NumPy turns 0-d results into scalars; Tensors always hold arrays."""
+    if type(value) is np.ndarray:
+        return value
+    if isinstance(value, np.generic) or not hasattr(value, "__cuda_array_interface__"):
+        return np.asarray(value)
+    return value
+
+
+class Function:
+    """Subclass, implement ``forward`` and ``backward``, then call ``MyFn(params).apply(*xs)``.
+
+    Class attributes:
+      ``is_view``: output 0 shares memory with input 0 (it shares the version counter).
+    """
+
+    is_view = False
+
+    # ------------------------------------------------------------ what ops call
+    def save_for_backward(self, *arrays) -> None:
+        """Keep these arrays for backward (only what backward really needs)."""
+        self._saved = arrays
+
+    def mark_non_differentiable(self, *arrays) -> None:
+        """Outputs (given by their arrays) that never carry a gradient, e.g. argmax indices."""
+        self._non_diff = {id(a) for a in arrays}
+
+    @property
+    def saved_tensors(self) -> tuple:
+        """The saved arrays as Tensors, checked against in-place modification.
+
+        Under ``create_graph`` a saved input is the input Tensor itself and a saved output is
+        reconnected to this node, so the backward formula is differentiated through them.
+        """
+        saved = self.__dict__.get("_saved", ())
+        if saved is _FREED:
+            raise RuntimeError(
+                f"{self.name()}: Trying to backward through the graph a second time (or directly "
+                "access saved tensors after they have already been freed). Saved intermediate "
+                "values of the graph are freed when you call .backward() or autograd.grad(). "
+                "Specify retain_graph=True if you need to backward through the graph a second "
+                "time or if you need to access saved tensors after calling backward."
+            )
+        info = self.__dict__.get("_saved_info")
+        if info is None:
+            return tuple(None if a is None else Tensor(as_array(a)) for a in saved)
+        out = []
+        connect = state.enabled
+        for arr, (src, vc, version) in zip(saved, info):
+            if arr is None:
+                out.append(None)
+                continue
+            if vc is not None and vc[0] != version:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by "
+                    f"an inplace operation: [{arr.dtype} tensor of shape {list(arr.shape)}], "
+                    f"which is used by {self.name()}, is at version {vc[0]}; expected version "
+                    f"{version} instead."
+                )
+            if connect and isinstance(src, Tensor):
+                out.append(src)
+            elif connect and type(src) is int:
+                out.append(Tensor(arr, True, self, src))
+            else:
+                out.append(Tensor(as_array(arr)))
+        return tuple(out)
+
+    # -------------------------------------------------------- what subclasses do
+    def forward(self, *arrays):
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, *grads):
+        raise RuntimeError(f"{self.name()}: this op is not differentiable")
+
+    def name(self) -> str:
+        return f"{type(self).__name__}Backward"
+
+    def __repr__(self) -> str:
+        return f"<{self.name()} object>"
+
+    # -------------------------------------------------------------- the engine
+    def apply(self, *inputs):
+        """Run forward on the inputs' arrays and, when grad mode is on and an input requires
+        grad, record this node with one edge per input.
+
+        ``self.needs_input_grad`` is set before forward runs, so forward can save only what
+        the gradients that are really needed will use.
+        """
+        record = False
+        if state.enabled:
+            for x in inputs:
+                if isinstance(x, Tensor) and x.requires_grad:
+                    record = True
+                    break
+        if record:
+            edges = []
+            for x in inputs:
+                if isinstance(x, Tensor) and x.requires_grad:
+                    edges.append((x.grad_fn, x._output_nr) if x.grad_fn is not None else (None, x))
+                else:
+                    edges.append(None)
+            self.needs_input_grad = tuple(e is not None for e in edges)
+        else:
+            self.needs_input_grad = (False,) * len(inputs)
+        arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+        raw = self.forward(*arrays)
+        multi = type(raw) is tuple
+        outs = [as_array(o) for o in raw] if multi else [as_array(raw)]
+        if not record:
+            results = [Tensor(o) for o in outs]
+        else:
+            self.next_edges = edges
+            non_diff = self.__dict__.get("_non_diff")
+            results = []
+            for i, o in enumerate(outs):
+                diff = o.dtype in FLOATING_NP and not (non_diff and id(o) in non_diff)
+                results.append(Tensor(o, diff, self if diff else None, i))
+            self._n_outputs = len(outs)
+            if multi:
+                self._out_meta = [(o.shape, o.dtype) for o in outs]
+            saved = self.__dict__.get("_saved")
+            if saved:
+                self._saved_info = _describe_saved(saved, inputs, results)
+            if state.anomaly:
+                self._trace = "".join(traceback.format_stack()[:-2])
+        if self.is_view:
+            base = inputs[0]
+            results[0]._vc = base._vc
+            results[0]._base = base if base._base is None else base._base
+        return tuple(results) if multi else results[0]
+
+    # hooks registered on non-leaf tensors live on the node that made them
+    def _tensor_hooks(self, output_nr: int) -> list:
+        hooks = self.__dict__.setdefault("_hooks", {})
+        return hooks.setdefault(output_nr, [])
+
+    def _retain_hooks(self, output_nr: int) -> list:
+        hooks = self.__dict__.setdefault("_retain", {})
+        return hooks.setdefault(output_nr, [])
+
+    def _release(self) -> None:
+        """Free what backward saved, so a second backward raises instead of misbehaving."""
+        if self.__dict__.get("_saved"):
+            self._saved = _FREED
+            self._saved_info = None
+
+
+def _describe_saved(saved, inputs, results) -> list:
+    """For each saved array: where it came from (input Tensor, output index, or elsewhere)
+    and the version counter to check in backward."""
+    info = []
+    for arr in saved:
+        entry = (None, None, 0)
+        if arr is None:
+            info.append(entry)
+            continue
+        for x in inputs:
+            if isinstance(x, Tensor) and x.data is arr:
+                entry = (x, x._vc, x._vc[0])
+                break
+        else:
+            for i, r in enumerate(results):
+                if r.data is arr:
+                    entry = (i, r._vc, r._vc[0])
+                    break
+        info.append(entry)
+    return info
+
+
+class once_differentiable:  # noqa: N801
+    """Marks a backward that is not itself differentiable; create_graph through it raises."""
+
+    def __init__(self, backward):
+        self._backward = backward
+
+    def __set_name__(self, owner, name):
+        self._owner = owner
+
+    def __get__(self, obj, objtype=None):
+        fn = self._backward.__get__(obj, objtype)
+        if obj is None:
+            return fn
+
+        def backward(*grads):
+            if state.enabled and any(g is not None and g.requires_grad for g in grads):
+                raise RuntimeError(
+                    f"{obj.name()}: this op's backward is not differentiable; double backward "
+                    "(create_graph=True) through it is not supported"
+                )
+            return fn(*grads)
+
+        return backward

@@ -1,0 +1,71 @@
+"""The array backend: NumPy on the CPU, CuPy on CUDA devices.
+
+Op code asks ``get_array_module(array)`` for ``xp`` and is written once. CuPy is optional and
+imported on first use, so ``import ember`` works (and stays fast) without it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.tensor.device import CPU, device
+
+_cupy = None
+_cupy_error: Exception | None = None
+
+
+def cupy_module():
+    """The cupy module, or a clear RuntimeError when CuPy (or a GPU) is unavailable."""
+    global _cupy, _cupy_error
+    if _cupy is None and _cupy_error is None:
+        try:
+            import cupy
+
+            _cupy = cupy
+        except Exception as exc:  # ImportError, or a CUDA driver error raised at import
+            _cupy_error = exc
+    if _cupy is None:
+        raise RuntimeError(
+            "CUDA is not available: CuPy could not be imported "
+            f"({_cupy_error}). Install the 'cuda12' or 'cuda13' extra on a machine with an "
+            "NVIDIA GPU, or use device='cpu'."
+        )
+    return _cupy
+
+
+def cuda_is_available() -> bool:
+    try:
+        cp = cupy_module()
+        return cp.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def get_array_module(array):
+    """numpy for NumPy arrays and scalars, cupy for CuPy arrays."""
+    if type(array) is np.ndarray or _cupy is None:
+        return np
+    return _cupy.get_array_module(array)
+
+
+def xp_for(dev: device):
+    return np if dev.type == "cpu" else cupy_module()
+
+
+def device_of(array) -> device:
+    if type(array) is np.ndarray or _cupy is None or not isinstance(array, _cupy.ndarray):
+        return CPU
+    return device("cuda", array.device.id)
+
+
+def to_backend(array, dev: device):
+    """Move an array to ``dev`` (a no-op when it is already there)."""
+    if dev.type == "cpu":
+        if type(array) is np.ndarray:
+            return array
+        if _cupy is not None and isinstance(array, _cupy.ndarray):
+            return _cupy.asnumpy(array)
+        return np.asarray(array)
+    cp = cupy_module()
+    with cp.cuda.Device(dev.index or 0):
+        return cp.asarray(array)
