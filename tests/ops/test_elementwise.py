@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+import ember
+from tests.oracle import check_op, gradcheck_op, rand, torch
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
+@pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)),
+                                    ((), (3,)), ((0, 3), (3,)), ((5,), ())])
+def test_binary_matches_torch(op, shapes):
+    a = rand(*shapes[0], seed=1)
+    b = rand(*shapes[1], seed=2, positive=(op == "div"))
+    check_op(lambda x, y: getattr(x, op)(y), [a, b])
+    check_op(lambda x, y: getattr(ember, op)(x, y), [a, b],
+             torch_fn=lambda x, y: getattr(torch, op)(x, y))
+
+
+@pytest.mark.parametrize("expr", [
+    lambda x, y: x + y * 2.0 - 1,
+    lambda x, y: 3.0 / y - x / 2,
+    lambda x, y: 2 - x,
+    lambda x, y: -x ** 2 + y ** 3,
+    lambda x, y: y ** x,
+    lambda x, y: 2.0 ** x,
+    lambda x, y: x ** 0.5 + y,
+])
+def test_operators_and_reflected_forms(expr):
+    check_op(expr, [rand(3, 4, seed=3, positive=True), rand(3, 4, seed=4, positive=True)])
+
+
+def test_noncontiguous_inputs():
+    check_op(lambda x, y: x * y + x, [rand(3, 4, seed=5), rand(3, 4, seed=6)],
+             noncontiguous=True)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, y: x + y, lambda x, y: x - y, lambda x, y: x * y, lambda x, y: x / y,
+    lambda x, y: x ** y,
+])
+def test_gradcheck_binary(fn):
+    gradcheck_op(fn, [rand(2, 3, seed=7, positive=True), rand(3, seed=8, positive=True)])
+
+
+def test_promotion_follows_torch():
+    i = ember.tensor([1, 2])
+    assert i.dtype is ember.int64
+    assert (i + 1.5).dtype is ember.float32
+    assert (i / 2).dtype is ember.float32
+    assert (i * 2).dtype is ember.int64
+    h = ember.ones(2, dtype=ember.float16)
+    assert (h + 1.0).dtype is ember.float16
+    assert (h + ember.tensor(1.0, dtype=ember.float64)).dtype is ember.float16
+    assert (h + ember.ones(2, dtype=ember.bfloat16)).dtype is ember.float32
+    assert (ember.ones(2, dtype=ember.bfloat16) * 2.5).dtype is ember.bfloat16
+    assert (i + ember.tensor(2.5, dtype=ember.float64)).dtype is ember.float64
+    assert (ember.ones(2, dtype=ember.uint8) + ember.ones(2, dtype=ember.int8)).dtype is \
+        ember.int16
+
+
+def test_numpy_operand_reflected():
+    x = ember.ones(3, requires_grad=True)
+    y = np.array([1.0, 2.0, 3.0], dtype=np.float32) * x
+    assert isinstance(y, ember.Tensor)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [1, 2, 3])
+
+
+def test_matmul_shape_error_names_op_and_shapes():
+    with pytest.raises(RuntimeError, match=r"matmul: shapes \(2, 3\) and \(4, 5\) are not aligned"):
+        ember.ones(2, 3) @ ember.ones(4, 5)
