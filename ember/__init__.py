@@ -5,7 +5,11 @@ from __future__ import annotations
 from ember import autograd as autograd
 from ember import ops as _ops
 from ember.autograd import (
-    enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled,
+    enable_grad,
+    inference_mode,
+    is_grad_enabled,
+    no_grad,
+    set_grad_enabled,
 )
 from ember.tensor import *  # noqa: F403
 from ember.tensor import __all__ as _tensor_all

@@ -140,7 +140,8 @@ def div(input, other, *, rounding_mode=None, out=None):
         res = xp.trunc(xa / xb).astype((xa / xb).dtype) if _is_float(xa, xb) else (
             xp.trunc(xa / xb).astype(xp.result_type(xa, xb)))
     else:
-        raise ValueError(f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}")
+        raise ValueError(
+            f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}")
     return Tensor(xp.asarray(res))
 
 

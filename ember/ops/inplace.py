@@ -8,7 +8,6 @@ silently using modified data.
 from __future__ import annotations
 
 from ember.autograd.grad_mode import state
-from ember.tensor import dtypes
 from ember.tensor.backend import get_array_module
 from ember.tensor.tensor import Tensor, write_into
 
