@@ -14,6 +14,7 @@ from ember.autograd import (
 from ember.tensor import *  # noqa: F403
 from ember.tensor import __all__ as _tensor_all
 from ember.tensor import random as _random
+from ember.tensor.serialization import load, save
 from ember.tensor.tensor import Tensor
 
 __version__ = "0.1.0"
@@ -35,5 +36,5 @@ def numel(t: Tensor) -> int:
 
 __all__ = list(_tensor_all) + sorted(_ops.FUNCTIONS) + [
     "autograd", "no_grad", "enable_grad", "inference_mode", "set_grad_enabled",
-    "is_grad_enabled", "is_tensor", "numel", "__version__",
+    "is_grad_enabled", "is_tensor", "numel", "save", "load", "__version__",
 ]

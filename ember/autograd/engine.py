@@ -20,6 +20,14 @@ def _root_base(arr):
     return id(arr)
 
 
+def _writable(arr) -> bool:
+    """False for broadcast views (stride 0), which must not become a gradient buffer."""
+    flags = arr.flags
+    if not getattr(flags, "writeable", True):
+        return False
+    return 0 not in arr.strides or arr.size <= 1
+
+
 class _Ownership:
     """Which gradient arrays (by their root buffer) have already been given to a consumer."""
 
@@ -27,9 +35,9 @@ class _Ownership:
         self.given = set()
 
     def take(self, arr):
-        """The array if nobody holds it yet, else a private copy."""
+        """The array if nobody holds it yet (and it is a real, writable array), else a copy."""
         key = _root_base(arr)
-        if key in self.given:
+        if key in self.given or not _writable(arr):
             arr = arr.copy()
             key = id(arr)
         self.given.add(key)
@@ -77,7 +85,8 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
         roots.append((t, g))
 
     # Where the requested inputs' gradients are caught (autograd.grad, backward(inputs=)).
-    capture_leaf, capture_node, captured = {}, {}, {}
+    # capture_leaf is None without inputs=; with them, leaves not listed get nothing.
+    capture_leaf, capture_node, captured = (None if inputs is None else {}), {}, {}
     if inputs is not None:
         for k, x in enumerate(inputs):
             if not isinstance(x, Tensor) or not x.requires_grad:
@@ -110,13 +119,17 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
                 stack.append(n)
 
     buffers: dict = {}
+    hooked: dict = {}  # leaves with hooks: their summed gradient is delivered after the pass
     ready = []
     prev_enabled = state.enabled
     state.enabled = create_graph
     try:
         for t, g in roots:
             if t.grad_fn is None:
-                _deliver_leaf(t, g, own, create_graph, accumulate, capture_leaf, captured)
+                if t._hooks:
+                    _hold(hooked, t, g)
+                else:
+                    _deliver_leaf(t, g, own, create_graph, accumulate, capture_leaf, captured)
             else:
                 _add_to_buffer(buffers, t.grad_fn, t._output_nr, g, own, create_graph)
         for t, _ in roots:
@@ -134,7 +147,11 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
                     continue
                 n, slot = e
                 if n is None:
-                    if g is not None:
+                    if g is None:
+                        pass
+                    elif slot._hooks:
+                        _hold(hooked, slot, g)
+                    else:
                         _deliver_leaf(slot, g, own, create_graph, accumulate, capture_leaf,
                                       captured)
                     continue
@@ -144,10 +161,18 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
                 deps[n] = left
                 if left == 0:
                     ready.append(n)
+        for leaf, g in hooked.values():
+            _deliver_leaf(leaf, g, own, create_graph, accumulate, capture_leaf, captured)
     finally:
         state.enabled = prev_enabled
 
     if inputs is None:
+        return None
+    if accumulate:  # backward(inputs=...): a non-leaf input keeps its gradient in .grad
+        for k, x in enumerate(inputs):
+            g = captured.get(k)
+            if x.grad_fn is not None and g is not None:
+                x.grad = g if x.grad is None else x.grad + g
         return None
     results = [None] * len(inputs)
     for k, g in captured.items():
@@ -159,6 +184,12 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
                 "Set allow_unused=True if this is the desired behavior."
             )
     return results
+
+
+def _hold(hooked, leaf, g) -> None:
+    """Sum a hooked leaf's gradients first: as in torch, its hooks run once per backward."""
+    prev = hooked.get(id(leaf))
+    hooked[id(leaf)] = (leaf, g) if prev is None else (leaf, prev[1] + g)
 
 
 def _add_to_buffer(buffers, node, slot, g, own, create_graph):
@@ -254,7 +285,7 @@ def _deliver_leaf(leaf: Tensor, g: Tensor, own, create_graph, accumulate, captur
             r = h(g)
             if r is not None:
                 g = r
-    if capture_leaf:
+    if capture_leaf is not None:
         ks = capture_leaf.get(id(leaf))
         if ks:
             for k in ks:

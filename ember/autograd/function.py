@@ -143,7 +143,7 @@ class Function:
             if saved:
                 self._saved_info = _describe_saved(saved, inputs, results)
             if state.anomaly:
-                self._trace = "".join(traceback.format_stack()[:-2])
+                self._trace = "".join(traceback.format_stack()[:-1])  # all but apply itself
         if self.is_view:
             base = inputs[0]
             results[0]._vc = base._vc
@@ -189,7 +189,8 @@ def _describe_saved(saved, inputs, results) -> list:
 
 
 class once_differentiable:  # noqa: N801
-    """Marks a backward that is not itself differentiable; create_graph through it raises."""
+    """Marks a backward that is not itself differentiable. Under create_graph its gradients
+    carry a node that raises, so only a real double backward through it fails (as in torch)."""
 
     def __init__(self, backward):
         self._backward = backward
@@ -204,10 +205,30 @@ class once_differentiable:  # noqa: N801
 
         def backward(*grads):
             if state.enabled and any(g is not None and g.requires_grad for g in grads):
-                raise RuntimeError(
-                    f"{obj.name()}: this op's backward is not differentiable; double backward "
-                    "(create_graph=True) through it is not supported"
-                )
+                state.enabled = False
+                try:
+                    out = fn(*grads)
+                finally:
+                    state.enabled = True
+                single = not isinstance(out, (tuple, list))
+                delayed = [None if o is None else _DelayedError(obj.name()).wrap(o)
+                           for o in ((out,) if single else out)]
+                return delayed[0] if single else tuple(delayed)
             return fn(*grads)
 
         return backward
+
+
+class _DelayedError(Function):
+    """The creator of a once_differentiable gradient under create_graph: backward raises."""
+
+    def __init__(self, op: str):
+        self.op = op
+
+    def wrap(self, t: Tensor) -> Tensor:
+        self.next_edges, self._n_outputs = [], 1
+        return Tensor(t.data, True, self, 0)
+
+    def backward(self, *grads):
+        raise RuntimeError(f"{self.op}: this op's backward is not differentiable; double "
+                           "backward (create_graph=True) through it is not supported")

@@ -24,6 +24,11 @@ class _GradModeContext:
 
     _target = True
 
+    def __new__(cls, *args, **kwargs):
+        if len(args) == 1 and not kwargs and callable(args[0]):
+            return cls()(args[0])  # bare ``@no_grad`` / ``@inference_mode``, as torch allows
+        return super().__new__(cls)
+
     def __enter__(self):
         self._prev = state.enabled
         state.enabled = self._target

@@ -14,8 +14,9 @@ from ember.ops.inplace import make_inplace
 from ember.tensor.tensor import Tensor
 
 FAMILIES = (
-    "conversion", "inplace", "elementwise", "unary", "comparison", "reduction", "linalg",
-    "shape", "indexing", "nn_ops",
+    "conversion", "inplace", "elementwise", "unary", "comparison", "reduction",
+    "reduction_minmax", "reduction_prod", "reduction_stats", "linalg", "shape", "join", "indexing",
+    "nn_ops",
 )
 
 FUNCTIONS: dict = {}

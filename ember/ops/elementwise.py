@@ -6,7 +6,7 @@ every broadcast gradient goes back to its input's shape through ``sum_to_shape``
 
 from __future__ import annotations
 
-from ember.autograd.function import Function
+from ember.autograd.function import Function, as_array
 from ember.ops.promotion import binary_operands, is_scalar
 from ember.ops.reduction import sum_to_shape
 from ember.tensor.backend import get_array_module
@@ -101,7 +101,7 @@ class Pow(Function):
 
             xp = get_array_module(a.data)
             safe = Tensor(xp.where(a.data > 0, a.data, 1).astype(a.data.dtype))
-            gb = sum_to_shape(g * out * log(safe) * Tensor(a.data > 0), sb)
+            gb = sum_to_shape(g * out * log(safe) * Tensor(as_array(a.data > 0)), sb)
         return ga, gb
 
 

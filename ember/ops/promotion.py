@@ -32,8 +32,9 @@ def as_tensor_operand(x, op: str) -> Tensor:
 
 
 def check_same_device(a: Tensor, b: Tensor, op: str) -> None:
-    ta, tb = type(a.data), type(b.data)
-    if ta is not tb and (a.data.ndim or b.data.ndim):
+    if type(a.data) is type(b.data) or not (a.data.ndim and b.data.ndim):
+        return
+    if a.device != b.device:
         raise RuntimeError(
             f"{op}: expected all tensors to be on the same device, got {a.device} and {b.device}"
         )

@@ -129,6 +129,8 @@ def _draw_float(kind: str, shape, d: dtypes.dtype, rng) -> np.ndarray:
         arr = rng.standard_normal(shape, dtype=native)
     else:
         arr = rng.random(shape, dtype=native)
+        if d is dtypes.float16 or d is dtypes.bfloat16:  # rounding must not reach 1: [0, 1)
+            arr = np.minimum(arr, np.float32(1 - 2.0 ** -(11 if d is dtypes.float16 else 8)))
     return arr if arr.dtype == d.np else arr.astype(d.np)
 
 
@@ -158,6 +160,8 @@ def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -
 
 def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,
             requires_grad=False) -> Tensor:
+    if size is None and isinstance(high, (tuple, list)):
+        low, high, size = 0, low, high  # randint(high, size), as in torch
     if high is None:
         low, high = 0, low
     if size is None:

@@ -119,7 +119,7 @@ class Tensor:
             self.data.reshape(()).get().item())
 
     def tolist(self):
-        return self.numpy().tolist()
+        return self.numpy(force=True).tolist()  # torch allows it on tensors requiring grad
 
     def numpy(self, force: bool = False) -> np.ndarray:
         if self.requires_grad and not force:
@@ -289,23 +289,32 @@ def format_tensor(t: Tensor) -> str:
     arr = t.data if type(t.data) is np.ndarray else t.data.get()
     dt = dtypes.from_numpy_dtype(arr.dtype)
     shown = arr.astype(np.float32) if dt in (dtypes.bfloat16, dtypes.float16) else arr
-    if dt.is_floating_point and shown.size and np.all(np.isfinite(shown)) and np.all(
-        shown == np.round(shown)
-    ) and np.abs(shown).max() < 1e8:
-        body = np.array2string(shown, separator=", ", prefix="tensor(",
-                               formatter={"float_kind": lambda v: f"{v:.0f}."})
-    elif dt.is_floating_point:
-        body = np.array2string(shown, separator=", ", prefix="tensor(", precision=4,
-                               floatmode="fixed", suppress_small=True)
+    # torch wraps each innermost row at 79 characters (comma included) at any depth
+    opts = {"separator": ", ", "prefix": "tensor(", "max_line_width": 81}
+    part = _edges(shown)  # as torch, format from the elements that are shown
+    if dt.is_floating_point and _int_mode(part):
+        finite = part[np.isfinite(part) & (part != 0)]
+        width = max((len(_int_str(v)) for v in finite), default=1)  # torch pads to these
+        body = np.array2string(shown, **opts,
+                               formatter={"float_kind": lambda v: _int_str(v).rjust(width)})
+    elif dt.is_floating_point:  # NumPy's switch to scientific notation is torch's
+        body = np.array2string(shown, **opts, precision=4, floatmode="fixed")
+    elif dt is dtypes.bool_:
+        width = 4 if part.all() else 5
+        body = np.array2string(shown, **opts,
+                               formatter={"bool": lambda v: str(bool(v)).rjust(width)})
     else:
-        body = np.array2string(shown, separator=", ", prefix="tensor(")
+        body = np.array2string(shown, **opts)
+    body = body.replace(", ...,", ",  ...,")  # torch pads the ellipsis
     extras = []
     if arr.size == 0 and arr.ndim != 1:
         extras.append(f"size={tuple(arr.shape)}")
+    if arr.size == 0 and dt is not dtypes.get_default_dtype():
+        extras.append(f"dtype={dt!r}")  # nothing in an empty tensor shows its dtype
     if t.device.type != "cpu":
         extras.append(f"device='{t.device}'")
     implied = dtypes.get_default_dtype() if dt.is_floating_point else (dtypes.int64, dtypes.bool_)
-    if dt is not implied and (dt.is_floating_point or dt not in implied):
+    if arr.size and dt is not implied and (dt.is_floating_point or dt not in implied):
         extras.append(f"dtype={dt!r}")
     if t.grad_fn is not None:
         extras.append(f"grad_fn=<{t.grad_fn.name()}>")
@@ -313,6 +322,32 @@ def format_tensor(t: Tensor) -> str:
         extras.append("requires_grad=True")
     tail = "".join(", " + e for e in extras)
     return f"tensor({body}{tail})"
+
+
+def _edges(arr):
+    """The part of a summarised (> 1000 elements) array that printing shows."""
+    if arr.size <= 1000:
+        return arr
+    for ax, n in enumerate(arr.shape):
+        if n > 6:
+            arr = np.take(arr, [0, 1, 2, n - 3, n - 2, n - 1], axis=ax)
+    return arr
+
+
+def _int_mode(arr) -> bool:
+    """torch prints ``1.`` style when every nonzero finite value is integral and their range
+    is small (max <= 1e8, max/min <= 1000); otherwise 4 decimals or scientific notation."""
+    if not arr.size:
+        return False
+    vals = np.abs(arr[np.isfinite(arr) & (arr != 0)])
+    if not vals.size:
+        return True
+    return bool(np.all(vals == np.round(vals)) and vals.max() <= 1e8
+                and vals.max() / vals.min() <= 1000)
+
+
+def _int_str(v) -> str:
+    return f"{v:.0f}." if np.isfinite(v) else f"{v}"
 
 
 def write_into(t: Tensor, result, op: str) -> None:

@@ -1,0 +1,375 @@
+"""Activations on the hot path: relu, sigmoid, tanh, gelu (exact and tanh), silu, softplus.
+
+Why the extra classes: each activation's backward is itself a Function (``ReluGrad``,
+``SigmoidGrad``, ``GeluGrad``...), as in torch. Its forward is a lean raw-array kernel
+(in-place steps, no float64, intermediates from the forward reused), so a first-order
+backward costs a few passes over memory; its backward is written with Tensor ops, so double
+backward still works. float16/bfloat16 compute in float32 and round once (torch's opmath).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ember.autograd.function import Function, as_array
+from ember.ops.pointwise import (
+    check_tensor,
+    const,
+    float_only,
+    floating,
+    quiet,
+    scale_grad,
+    to_float32,
+)
+from ember.ops.special import erf_array, erf_float32
+from ember.tensor.backend import get_array_module
+from ember.tensor.tensor import Tensor
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_K0 = math.sqrt(2.0 / math.pi)  # gelu(approximate='tanh')
+_K1 = 0.044715
+
+
+def _scalar_safe(kernel):
+    """Run a kernel that uses ``out=`` on 0-d arrays too (NumPy makes their results scalars)."""
+
+    def run(*arrays):
+        if arrays[0].ndim == 0:
+            res = kernel(*(a.reshape(1) for a in arrays))
+            return tuple(r.reshape(()) for r in res) if type(res) is tuple else res.reshape(())
+        return kernel(*arrays)
+
+    run.__name__ = kernel.__name__
+    return run
+
+
+def _back_to(arr, dtype):
+    return arr if arr.dtype == dtype else arr.astype(dtype)
+
+
+# ------------------------------------------------------------------------------ relu
+class Relu(Function):
+    def forward(self, x):
+        out = as_array(get_array_module(x).maximum(x, const(x, 0)))  # NaN stays NaN
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, g):
+        (out,) = self.saved_tensors
+        return scale_grad(g, out.data > 0)  # torch: no gradient at 0
+
+
+def relu(input):
+    check_tensor(input, "relu")
+    if input.data.dtype.kind == "b":
+        raise RuntimeError("relu: Boolean inputs not supported for relu")
+    return Relu().apply(input)
+
+
+# --------------------------------------------------------------------------- sigmoid
+@_scalar_safe
+def _sigmoid(x):
+    """1 / (1 + exp(-x)) in place; exp overflowing to inf gives the right 0."""
+    xp = get_array_module(x)
+    t = xp.negative(x)
+    with quiet():
+        xp.exp(t, out=t)
+    t += 1
+    return xp.reciprocal(t, out=t)
+
+
+def sigmoid_array(x):
+    return _back_to(_sigmoid(to_float32(x)), x.dtype)
+
+
+@_scalar_safe
+def _sigmoid_grad(g, out):
+    r = const(out, 1) - out
+    r *= out
+    r *= g
+    return r
+
+
+class Sigmoid(Function):
+    def forward(self, x):
+        out = sigmoid_array(x)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, g):
+        (out,) = self.saved_tensors
+        return SigmoidGrad().apply(g, out)
+
+
+class SigmoidGrad(Function):
+    """g * out * (1 - out)."""
+
+    def forward(self, g, out):
+        self.save_for_backward(g, out)
+        return _sigmoid_grad(g, out)
+
+    def backward(self, gg):
+        g, out = self.saved_tensors
+        ng = self.needs_input_grad
+        return (SigmoidGrad().apply(gg, out) if ng[0] else None,
+                gg * g * (1 - out * 2) if ng[1] else None)
+
+
+def sigmoid(input):
+    return Sigmoid().apply(floating(input, "sigmoid"))
+
+
+# ------------------------------------------------------------------------------ tanh
+@_scalar_safe
+def _tanh_grad(g, out):
+    r = out * out
+    get_array_module(r).subtract(const(r, 1), r, out=r)
+    r *= g
+    return r
+
+
+class Tanh(Function):
+    def forward(self, x):
+        out = as_array(get_array_module(x).tanh(x))
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, g):
+        (out,) = self.saved_tensors
+        return TanhGrad().apply(g, out)
+
+
+class TanhGrad(Function):
+    """g * (1 - out^2)."""
+
+    def forward(self, g, out):
+        self.save_for_backward(g, out)
+        return _tanh_grad(g, out)
+
+    def backward(self, gg):
+        g, out = self.saved_tensors
+        ng = self.needs_input_grad
+        return (TanhGrad().apply(gg, out) if ng[0] else None,
+                gg * g * out * -2 if ng[1] else None)
+
+
+def tanh(input):
+    return Tanh().apply(floating(input, "tanh"))
+
+
+# ------------------------------------------------------------------------------ gelu
+@_scalar_safe
+def _gelu_cdf(x):
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, for float32 or float64 ``x``."""
+    t = x * _INV_SQRT2
+    t = erf_float32(t, out=t) if t.dtype.itemsize == 4 else erf_array(t)
+    t += 1
+    t *= 0.5
+    return t
+
+
+@_scalar_safe
+def _gelu_grad(g, x, cdf):
+    """g * (Phi(x) + x * phi(x))."""
+    xp = get_array_module(x)
+    r = x * x
+    r *= -0.5
+    xp.exp(r, out=r)
+    r *= _INV_SQRT_2PI
+    r *= x
+    r += cdf
+    r *= g
+    return r
+
+
+@_scalar_safe
+def _gelu_tanh(x):
+    """0.5 x (1 + tanh(k0 (x + k1 x^3))); also returns the tanh for backward."""
+    xp = get_array_module(x)
+    t = x * x
+    t *= _K1
+    t += 1
+    t *= x
+    t *= _K0
+    xp.tanh(t, out=t)
+    out = t + 1
+    out *= x
+    out *= 0.5
+    return out, t
+
+
+@_scalar_safe
+def _gelu_tanh_grad(g, x, t):
+    """g * (0.5 (1 + t) + 0.5 x (1 - t^2) k0 (1 + 3 k1 x^2))."""
+    xp = get_array_module(x)
+    r = x * x
+    r *= 3 * _K1
+    r += 1
+    r *= _K0
+    r *= x
+    s = t * t
+    xp.subtract(1, s, out=s)
+    r *= s
+    r += t
+    r += 1
+    r *= 0.5
+    r *= g
+    return r
+
+
+class Gelu(Function):
+    def __init__(self, approximate: str):
+        self.approximate = approximate
+
+    def forward(self, x):
+        x32 = to_float32(x)
+        with quiet():
+            if self.approximate == "tanh":
+                out, self.aux = _gelu_tanh(x32)  # tanh(...) for backward
+            else:
+                self.aux = _gelu_cdf(x32)  # Phi(x) for backward
+                out = x32 * self.aux
+        self.save_for_backward(x)
+        return _back_to(out, x.dtype)
+
+    def backward(self, g):
+        (x,) = self.saved_tensors
+        return GeluGrad(self.approximate, self.aux).apply(g, x)
+
+
+class GeluGrad(Function):
+    """g * gelu'(x), reusing Phi(x) (exact) or the tanh (approximate) from the forward."""
+
+    def __init__(self, approximate: str, aux):
+        self.approximate, self.aux = approximate, aux
+
+    def forward(self, g, x):
+        self.save_for_backward(g, x)
+        x32 = to_float32(x)
+        g32 = to_float32(g)
+        with quiet():
+            if self.approximate == "tanh":
+                r = _gelu_tanh_grad(g32, x32, self.aux)
+            else:
+                r = _gelu_grad(g32, x32, self.aux)
+        return _back_to(r, g.dtype)
+
+    def backward(self, gg):
+        g, x = self.saved_tensors
+        ng = self.needs_input_grad
+        dg = GeluGrad(self.approximate, self.aux).apply(gg, x) if ng[0] else None
+        dx = gg * g * _gelu_second(x, self.approximate) if ng[1] else None
+        return dg, dx
+
+
+def _gelu_second(x: Tensor, approximate: str) -> Tensor:
+    """gelu''(x) in Tensor ops (so even a third derivative is recorded)."""
+    from ember.ops.unary import exp
+
+    if approximate == "tanh":
+        x2 = x * x
+        du = (x2 * (3 * _K1) + 1) * _K0  # u'
+        t = tanh((x2 * _K1 + 1) * x * _K0)
+        return (1 - t * t) * (du - x * t * du * du + x2 * (3 * _K0 * _K1))
+    pdf = exp(x * x * -0.5) * _INV_SQRT_2PI
+    return pdf * (2 - x * x)
+
+
+def gelu(input, approximate: str = "none"):
+    """x * Phi(x); ``approximate='tanh'`` uses the tanh formula (GPT-2's ``gelu_new``)."""
+    if approximate not in ("none", "tanh"):
+        raise RuntimeError(f"gelu: approximate argument must be either none or tanh, got "
+                           f"{approximate!r}")
+    return Gelu(approximate).apply(float_only(input, "gelu"))
+
+
+# ------------------------------------------------------------------------------ silu
+@_scalar_safe
+def _silu_grad(g, x, s):
+    """g * s * (1 + x * (1 - s))."""
+    r = const(s, 1) - s
+    r *= x
+    r += 1
+    r *= s
+    r *= g
+    return r
+
+
+class Silu(Function):
+    def forward(self, x):
+        x32 = to_float32(x)
+        self.s = _sigmoid(x32)
+        self.save_for_backward(x)
+        with quiet():
+            return _back_to(x32 * self.s, x.dtype)
+
+    def backward(self, g):
+        (x,) = self.saved_tensors
+        return SiluGrad(self.s).apply(g, x)
+
+
+class SiluGrad(Function):
+    def __init__(self, s):
+        self.s = s  # sigmoid(x) from the forward
+
+    def forward(self, g, x):
+        self.save_for_backward(g, x)
+        r = _silu_grad(to_float32(g), to_float32(x), self.s)
+        return _back_to(r, g.dtype)
+
+    def backward(self, gg):
+        g, x = self.saved_tensors
+        ng = self.needs_input_grad
+        dg = SiluGrad(self.s).apply(gg, x) if ng[0] else None
+        dx = None
+        if ng[1]:
+            s = sigmoid(x)
+            dx = gg * g * (s * (1 - s) * (x * (1 - s * 2) + 2))
+        return dg, dx
+
+
+def silu(input):
+    """x * sigmoid(x) (also called swish)."""
+    return Silu().apply(float_only(input, "silu"))
+
+
+# -------------------------------------------------------------------------- softplus
+class Softplus(Function):
+    def __init__(self, beta, threshold):
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        x32 = to_float32(x)
+        x1 = x32.reshape(1) if x32.ndim == 0 else x32  # so that out= works
+        bx = x1 * self.beta if self.beta != 1 else x1
+        with quiet():
+            out = xp.exp(bx)
+            xp.log1p(out, out=out)
+        if self.beta != 1:
+            out /= self.beta
+        linear = bx > self.threshold  # torch: x itself above the threshold
+        if linear.any():
+            xp.copyto(out, x1, where=linear)
+        self.linear = linear.reshape(x.shape)
+        self.save_for_backward(x)
+        return _back_to(out.reshape(x.shape), x.dtype)
+
+    def backward(self, g):
+        (x,) = self.saved_tensors
+        s = sigmoid(x * self.beta if self.beta != 1 else x)
+        if not self.linear.any():
+            return g * s
+        return scale_grad(g * s, ~self.linear) + scale_grad(g, self.linear)
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, and x where beta x > threshold (torch semantics)."""
+    return Softplus(beta, threshold).apply(float_only(input, "softplus"))
+
+
+FUNCTIONS = {"relu": relu, "sigmoid": sigmoid, "tanh": tanh, "gelu": gelu, "silu": silu,
+             "softplus": softplus}
+METHODS = dict(FUNCTIONS)
+INPLACE = ("relu", "sigmoid", "tanh")

@@ -1,0 +1,210 @@
+"""softmax, log_softmax and the embedding lookup: the nn ops that sit on every model's hot
+path (attention probabilities, the classifier's log-probabilities, token embeddings).
+
+softmax and log_softmax subtract the row max before ``exp``, so rows around +-1000 stay
+finite. Their backward takes a raw-array fast path when no graph is being built and is
+written with Tensor ops under ``create_graph``, so double backward works.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ember.autograd.function import Function
+from ember.autograd.grad_mode import state
+from ember.ops import index_kernels as K
+from ember.ops.dims import normalize_dim
+from ember.tensor import dtypes
+from ember.tensor.backend import get_array_module
+from ember.tensor.tensor import Tensor
+
+
+def _work(a):
+    """Half-precision inputs are computed in float32 (as PyTorch accumulates them)."""
+    return a.astype(np.float32) if a.dtype.itemsize < 4 else a
+
+
+def _shifted(a, axis: int):
+    """``a - max(a)`` along ``axis`` in a fresh array (float32 for half inputs). A row that
+    is all -inf gives NaN quietly, as in PyTorch."""
+    work = _work(a)
+    with np.errstate(invalid="ignore"):
+        return work - work.max(axis=axis, keepdims=True)
+
+
+class Softmax(Function):
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def forward(self, a):
+        xp = get_array_module(a)
+        if a.size == 0:
+            y = a.copy()
+            self.save_for_backward(y)
+            return y
+        e = _shifted(a, self.dim)
+        xp.exp(e, out=e)
+        with np.errstate(invalid="ignore"):
+            e /= e.sum(axis=self.dim, keepdims=True)
+        y = e.astype(a.dtype, copy=False)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, g):
+        (y,) = self.saved_tensors
+        if not state.enabled:  # plain backward: y * (g - sum(g * y)) on raw arrays
+            gy = g.data * y.data
+            gy -= y.data * gy.sum(axis=self.dim, keepdims=True)
+            return Tensor(gy)
+        return y * (g - (g * y).sum(self.dim, keepdim=True))
+
+
+class LogSoftmax(Function):
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def forward(self, a):
+        xp = get_array_module(a)
+        if a.size == 0:
+            y = a.copy()
+            self.save_for_backward(y)
+            return y
+        t = _shifted(a, self.dim)
+        lse = xp.exp(t).sum(axis=self.dim, keepdims=True)
+        xp.log(lse, out=lse)
+        t -= lse
+        y = t.astype(a.dtype, copy=False)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, g):
+        (y,) = self.saved_tensors
+        if not state.enabled:  # plain backward: g - exp(y) * sum(g) on raw arrays
+            xp = get_array_module(y.data)
+            p = xp.exp(y.data)
+            p *= g.data.sum(axis=self.dim, keepdims=True)
+            return Tensor(g.data - p)
+        from ember.ops.unary import exp
+
+        return g - exp(y) * g.sum(self.dim, keepdim=True)
+
+
+def _softmax_dim(op: str, ndim: int, dim):
+    if dim is None:
+        warnings.warn(f"Implicit dimension choice for {op} has been deprecated. Change the call "
+                      "to include dim=X as an argument.", UserWarning, stacklevel=3)
+        dim = 0 if ndim in (0, 1, 3) else 1
+    return normalize_dim(dim, ndim, op)
+
+
+def _prepare(input: Tensor, dtype, op: str) -> Tensor:
+    if dtype is not None:
+        from ember.ops.conversion import cast_to
+
+        input = cast_to(input, dtype)
+    if input.data.dtype not in dtypes.FLOATING_NP:
+        raise RuntimeError(f"{op}: expected a floating point input, got {input.dtype.name} "
+                           "(pass dtype= to compute in a floating type)")
+    return input
+
+
+def _along(fn_cls, input: Tensor, dim: int) -> Tensor:
+    if input.data.ndim == 0:  # a single element: softmax 1, log_softmax 0
+        from ember.ops.shape import reshape
+
+        return reshape(fn_cls(0).apply(reshape(input, (1,))), ())
+    return fn_cls(dim).apply(input)
+
+
+def softmax(input: Tensor, dim=None, dtype=None, *, _stacklevel: int = 3) -> Tensor:
+    """exp(x - max) / sum(exp(x - max)) along ``dim``."""
+    input = _prepare(input, dtype, "softmax")
+    return _along(Softmax, input, _softmax_dim("softmax", input.data.ndim, dim))
+
+
+def log_softmax(input: Tensor, dim=None, dtype=None, *, _stacklevel: int = 3) -> Tensor:
+    """x - max - log(sum(exp(x - max))) along ``dim``."""
+    input = _prepare(input, dtype, "log_softmax")
+    return _along(LogSoftmax, input, _softmax_dim("log_softmax", input.data.ndim, dim))
+
+
+# ---------------------------------------------------------------------------- embedding
+class Embedding(Function):
+    """Rows of ``weight`` picked by integer indices (any shape)."""
+
+    def __init__(self, idx, padding_idx):
+        self.idx, self.padding_idx = idx, padding_idx
+
+    def forward(self, w):
+        self.num = w.shape[0]
+        return get_array_module(w).take(w, self.idx, axis=0)
+
+    def backward(self, g):
+        return EmbeddingBackward(self.idx, self.num, self.padding_idx).apply(g)
+
+
+class EmbeddingBackward(Function):
+    """The weight gradient: each output row's gradient added into its weight row (repeated
+    indices accumulate; the padding row stays zero)."""
+
+    def __init__(self, idx, num: int, padding_idx):
+        self.idx, self.num, self.padding_idx = idx, num, padding_idx
+
+    def forward(self, g):
+        xp = get_array_module(g)
+        tail = g.shape[self.idx.ndim:]
+        out = xp.zeros((self.num,) + tail, dtype=g.dtype)
+        K.add_rows(out, self.idx.reshape(-1), g.reshape((self.idx.size,) + tail))
+        if self.padding_idx is not None:
+            out[self.padding_idx] = 0
+        return out
+
+    def backward(self, gg):
+        out = Embedding(self.idx, None).apply(gg)
+        if self.padding_idx is None:
+            return out
+        keep = (self.idx != self.padding_idx).astype(gg.data.dtype)
+        return out * Tensor(keep.reshape(keep.shape + (1,) * (gg.data.ndim - 1)))
+
+
+def _renorm_rows(weight: Tensor, idx, max_norm: float, norm_type: float) -> None:
+    """PyTorch's embedding_renorm_: rows used by ``idx`` whose norm exceeds ``max_norm`` are
+    scaled down in place (no autograd), which bumps the weight's version."""
+    xp = get_array_module(weight.data)
+    rows = xp.unique(idx)
+    w = weight.data[rows]
+    norms = (xp.abs(w) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
+    scale = xp.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).astype(w.dtype)
+    weight.data[rows] = w * scale[:, None]
+    weight._vc[0] += 1
+
+
+def embedding(input: Tensor, weight: Tensor, padding_idx=None, max_norm=None,
+              norm_type: float = 2.0, scale_grad_by_freq: bool = False,
+              sparse: bool = False) -> Tensor:
+    """``weight[input]`` with a fast scatter-add backward (torch.nn.functional.embedding)."""
+    idx = input.data if isinstance(input, Tensor) else np.asarray(input)
+    if idx.dtype.name not in ("int32", "int64"):
+        raise RuntimeError(
+            "embedding: Expected tensor for argument #1 'indices' to have one of the following "
+            f"scalar types: Long, Int; but got {dtypes.from_numpy_dtype(idx.dtype)} instead")
+    if weight.data.ndim != 2:
+        raise RuntimeError(f"embedding: 'weight' must be 2-D, got shape "
+                           f"{list(weight.data.shape)}")
+    if scale_grad_by_freq or sparse:
+        raise NotImplementedError("embedding: scale_grad_by_freq and sparse are not supported")
+    num = weight.data.shape[0]
+    if padding_idx is not None:
+        if not -num <= padding_idx < num:
+            raise AssertionError("Padding_idx must be within num_embeddings")
+        padding_idx %= num
+    K.check_bounds(idx, num, 0, negative=False, prefix="embedding: ")
+    if max_norm is not None:
+        _renorm_rows(weight, idx, max_norm, norm_type)
+    return Embedding(idx, padding_idx).apply(weight)
+
+
+METHODS = {"softmax": softmax, "log_softmax": log_softmax}
+FUNCTIONS = {"softmax": softmax, "log_softmax": log_softmax}
