@@ -122,12 +122,20 @@ def settle(step: Callable[[], object], seconds: float, min_calls: int = 2) -> No
         n += 1
 
 
-def time_sample(step: Callable[[], object], inner: int) -> float:
+CLOCKS = {
+    "wall": time.perf_counter,
+    # CPU time of the calling thread: immune to being descheduled on a busy machine, but blind
+    # to work done by worker threads, so only meaningful for single-threaded workloads.
+    "cpu": time.thread_time,
+}
+
+
+def time_sample(step: Callable[[], object], inner: int, clock=time.perf_counter) -> float:
     """Seconds per step, averaged over ``inner`` back-to-back calls."""
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(inner):
         step()
-    return (time.perf_counter() - t0) / inner
+    return (clock() - t0) / inner
 
 
 def calibrate(steps, sample_s: float, max_inner: int = 100_000) -> int:
@@ -140,7 +148,8 @@ def calibrate(steps, sample_s: float, max_inner: int = 100_000) -> int:
         inner = min(max_inner, max(inner * 2, int(sample_s / max(fastest, 1e-9) * 1.1)))
 
 
-def measure(case: Case, repeat: int, sample_s: float, warmup: int = 3) -> Result:
+def measure(case: Case, repeat: int, sample_s: float, warmup: int = 3,
+            clock=time.perf_counter) -> Result:
     """Warm both steps up, calibrate, then take ``repeat`` interleaved samples of each.
 
     The order inside each pair alternates (Ember first, then PyTorch first...). Before each
@@ -159,7 +168,7 @@ def measure(case: Case, repeat: int, sample_s: float, warmup: int = 3) -> Result
         for step, out in order if r % 2 == 0 else order[::-1]:
             gc.collect()
             settle(step, sample_s / 2)
-            out.append(time_sample(step, inner))
+            out.append(time_sample(step, inner, clock))
     return res
 
 
@@ -211,6 +220,9 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                    help="run only the workloads whose name contains this text")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: the cores this process may use)")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall (default) or cpu: the calling thread's CPU time, steadier on a "
+                        "busy machine but wrong for multi-threaded work (large tensors)")
     return p
 
 
@@ -228,8 +240,8 @@ def run_cases(cases, args, title: str, torch=None) -> list:
     results = []
     t0 = time.perf_counter()
     for c in cases:
-        results.append(measure(c, repeat, sample_s))
-    print(f"{title}\n{environment(torch)}; {repeat} interleaved samples of >= "
-          f"{sample_s * 1e3:.0f} ms each; {time.perf_counter() - t0:.0f} s in all\n")
+        results.append(measure(c, repeat, sample_s, clock=CLOCKS[args.clock]))
+    print(f"{title}\n{environment(torch)}; {args.clock} clock; {repeat} interleaved samples "
+          f"of >= {sample_s * 1e3:.0f} ms each; {time.perf_counter() - t0:.0f} s in all\n")
     print_table(results)
     return results

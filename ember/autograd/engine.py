@@ -308,7 +308,13 @@ def _deliver_leaf(leaf: Tensor, g: Tensor, own, create_graph, accumulate, captur
     if g.data.dtype != leaf.data.dtype:
         g = Tensor(g.data.astype(leaf.data.dtype))
     if leaf.grad is None:
-        leaf.grad = g if create_graph else Tensor(own.take(g.data))
+        if create_graph:
+            leaf.grad = g
+        else:
+            arr = own.take(g.data)
+            if not arr.flags.c_contiguous and leaf.data.flags.c_contiguous:
+                arr = get_array_module(arr).ascontiguousarray(arr)  # torch: grad layout = leaf's
+            leaf.grad = Tensor(arr)
     elif create_graph or leaf.grad.requires_grad:
         leaf.grad = leaf.grad + g
     else:

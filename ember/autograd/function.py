@@ -141,6 +141,11 @@ class Function:
                 self._out_meta = [(o.shape, o.dtype) for o in outs]
             saved = self.__dict__.get("_saved")
             if saved:
+                raws = raw if multi else (raw,)
+                if any(r is not o for r, o in zip(raws, outs)):
+                    # a saved NumPy scalar output must be the very array its Tensor holds
+                    swap = {id(r): o for r, o in zip(raws, outs)}
+                    saved = self._saved = tuple(swap.get(id(a), a) for a in saved)
                 self._saved_info = _describe_saved(saved, inputs, results)
             if state.anomaly:
                 self._trace = "".join(traceback.format_stack()[:-1])  # all but apply itself

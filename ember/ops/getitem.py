@@ -76,6 +76,10 @@ def parse_key(data, key) -> IndexKey:
     """Check ``key`` against an array's shape (PyTorch's errors) and classify it."""
     if not isinstance(key, tuple):
         key = (key,)
+    if len(key) <= data.ndim and all(type(k) is int or type(k) is slice for k in key):
+        fast = _plain_basic(data.shape, key)  # the common x[0], x[:, 1:3]: no full parse
+        if fast is not None:
+            return fast
     items = []
     for k in key:
         if k is None or k is Ellipsis or isinstance(k, (bool, np.bool_, slice)):
@@ -162,6 +166,18 @@ def parse_key(data, key) -> IndexKey:
                 i is Ellipsis or i == slice(None) for i in items[1:]):
             return IndexKey(np_key, "rows", k, pre)
     return IndexKey(np_key, "general", pre=pre)
+
+
+def _plain_basic(shape: tuple, key: tuple):
+    """An IndexKey for ints and slices that are in range, else None (the full parse then
+    raises the proper error)."""
+    for size, k in zip(shape, key):
+        if type(k) is int:
+            if not -size <= k < size:
+                return None
+        elif k.step == 0:
+            return None
+    return IndexKey(key + (Ellipsis,), "basic")
 
 
 def _split_ints(items: list) -> tuple:

@@ -341,3 +341,37 @@ def test_saved_output_modified_in_place_is_detected_and_double_backward_uses_it(
     y.mul_(2)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_low_precision_gradients_keep_dtype_and_match_torch(dtype):
+    a_np, b_np = rng_arr(4, 3, seed=20), rng_arr(3, 2, seed=21)
+    grads = []
+    for m in (ember, torch):
+        a = m.tensor(a_np, dtype=getattr(m, dtype), requires_grad=True)
+        b = m.tensor(b_np, dtype=getattr(m, dtype), requires_grad=True)
+        ((a @ b) * 2 + a.sum(0, keepdim=True).T.mean()).sum().backward()
+        assert a.grad.dtype == a.dtype and b.grad.dtype == b.dtype
+        grads.append([a.grad.float().numpy(), b.grad.float().numpy()])
+    for e, t in zip(*grads):
+        np.testing.assert_allclose(e, t, rtol=2e-2, atol=2e-2)
+
+
+def test_mixed_dtype_graph_returns_each_leaf_its_own_dtype():
+    a = ember.ones(2, dtype=ember.float16, requires_grad=True)
+    b = ember.ones(2, dtype=ember.float64, requires_grad=True)
+    y = a * b  # promotes to float64
+    assert y.dtype is ember.float64
+    y.sum().backward()
+    assert a.grad.dtype is ember.float16 and b.grad.dtype is ember.float64
+
+
+def test_leaf_grad_of_a_contiguous_leaf_is_contiguous():
+    """torch gives a contiguous leaf a contiguous .grad, so ``p.grad.view(-1)`` works."""
+    a = ember.ones(2, 3, requires_grad=True)
+    (a.T * ember.tensor(rng_arr(3, 2))).sum().backward()
+    assert a.grad.is_contiguous()
+    assert a.grad.view(-1).shape == (6,)
+    b = ember.ones(4, 3, requires_grad=True)
+    (ember.ones(2, 4) @ b.permute(0, 1)).sum().backward()
+    assert b.grad.is_contiguous()
