@@ -15,8 +15,8 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 def cores() -> int:
@@ -148,8 +148,9 @@ def calibrate(steps, sample_s: float, max_inner: int = 100_000) -> int:
         inner = min(max_inner, max(inner * 2, int(sample_s / max(fastest, 1e-9) * 1.1)))
 
 
-def measure(case: Case, repeat: int, sample_s: float, warmup: int = 3,
-            clock=time.perf_counter) -> Result:
+def measure(
+    case: Case, repeat: int, sample_s: float, warmup: int = 3, clock=time.perf_counter
+) -> Result:
     """Warm both steps up, calibrate, then take ``repeat`` interleaved samples of each.
 
     The order inside each pair alternates (Ember first, then PyTorch first...). Before each
@@ -184,51 +185,76 @@ def print_table(results, title: str = "") -> None:
     """Median times, the ratio Ember/PyTorch, the spreads and the verdict against the target."""
     if title:
         print(title)
-    head = (f"{'workload':<26} {'ember':>11} {'±':>5} {'pytorch':>11} {'±':>5} "
-            f"{'ratio':>6} {'ratio IQR':>11} {'target':>7}  {'verdict':<7} {'n x inner':>10}")
+    head = (
+        f"{'workload':<26} {'ember':>11} {'±':>5} {'pytorch':>11} {'±':>5} "
+        f"{'ratio':>6} {'ratio IQR':>11} {'target':>7}  {'verdict':<7} {'n x inner':>10}"
+    )
     print(head)
     print("-" * len(head))
     for r in results:
         c = r.case
         pr = r.pair_ratios
         target = f"{c.target:.1f}x" if c.target is not None else "-"
-        verdict = "-" if r.ok is None else ("ok" if r.ok else
-                                            f"MISS {r.ratio / c.target:.2f}x")
-        print(f"{c.name:<26} {fmt_time(r.ember_median)} {spread(r.ember):>5.0%} "
-              f"{fmt_time(r.torch_median)} {spread(r.torch):>5.0%} {r.ratio:>5.2f}x "
-              f"{quantile(pr, 0.25):>5.2f}-{quantile(pr, 0.75):<5.2f} {target:>7}  "
-              f"{verdict:<7} {len(r.ember):>4} x {r.inner:<5}")
+        verdict = "-" if r.ok is None else ("ok" if r.ok else f"MISS {r.ratio / c.target:.2f}x")
+        print(
+            f"{c.name:<26} {fmt_time(r.ember_median)} {spread(r.ember):>5.0%} "
+            f"{fmt_time(r.torch_median)} {spread(r.torch):>5.0%} {r.ratio:>5.2f}x "
+            f"{quantile(pr, 0.25):>5.2f}-{quantile(pr, 0.75):<5.2f} {target:>7}  "
+            f"{verdict:<7} {len(r.ember):>4} x {r.inner:<5}"
+        )
     print()
     print("formulations:")
     for r in results:
         print(f"  {r.case.name:<24} {r.case.formulation}")
-    print("\nember/pytorch = ratio of the medians; '±' = interquartile range / median of the "
-          "samples;\n'ratio IQR' = quartiles of the per-pair ratios of interleaved samples; "
-          "'n x inner' = samples x steps per sample.")
+    print(
+        "\nember/pytorch = ratio of the medians; '±' = interquartile range / median of the "
+        "samples;\n'ratio IQR' = quartiles of the per-pair ratios of interleaved samples; "
+        "'n x inner' = samples x steps per sample."
+    )
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     """The options every benchmark takes: ``--repeat``, ``--quick``, ``--sample-ms``."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--repeat", type=int, default=None,
-                   help="samples per framework and workload (default 31, 9 with --quick)")
-    p.add_argument("--quick", action="store_true",
-                   help="fewer and shorter samples: a smoke run, not a measurement")
-    p.add_argument("--sample-ms", type=float, default=None,
-                   help="target duration of one sample in ms (default 20, 5 with --quick)")
-    p.add_argument("--only", default=None,
-                   help="run only the workloads whose name contains this text")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: the cores this process may use)")
-    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                   help="wall (default) or cpu: the calling thread's CPU time, steadier on a "
-                        "busy machine but wrong for multi-threaded work (large tensors)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="samples per framework and workload (default 21, 7 with --quick)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer and shorter samples: a smoke run, not a measurement",
+    )
+    p.add_argument(
+        "--sample-ms",
+        type=float,
+        default=None,
+        help="target duration of one sample in ms (default 15, 5 with --quick)",
+    )
+    p.add_argument(
+        "--only", default=None, help="run only the workloads whose name contains this text"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: the cores this process may use)",
+    )
+    p.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall (default) or cpu: the calling thread's CPU time, steadier on a "
+        "busy machine but wrong for multi-threaded work (large tensors)",
+    )
     return p
 
 
 def settings(args) -> tuple[int, float]:
-    repeat = args.repeat if args.repeat is not None else (9 if args.quick else 31)
-    sample_ms = args.sample_ms if args.sample_ms is not None else (5.0 if args.quick else 20.0)
+    repeat = args.repeat if args.repeat is not None else (7 if args.quick else 21)
+    sample_ms = args.sample_ms if args.sample_ms is not None else (5.0 if args.quick else 15.0)
     return max(1, repeat), sample_ms / 1e3
 
 
@@ -241,7 +267,9 @@ def run_cases(cases, args, title: str, torch=None) -> list:
     t0 = time.perf_counter()
     for c in cases:
         results.append(measure(c, repeat, sample_s, clock=CLOCKS[args.clock]))
-    print(f"{title}\n{environment(torch)}; {args.clock} clock; {repeat} interleaved samples "
-          f"of >= {sample_s * 1e3:.0f} ms each; {time.perf_counter() - t0:.0f} s in all\n")
+    print(
+        f"{title}\n{environment(torch)}; {args.clock} clock; {repeat} interleaved samples "
+        f"of >= {sample_s * 1e3:.0f} ms each; {time.perf_counter() - t0:.0f} s in all\n"
+    )
     print_table(results)
     return results

@@ -25,8 +25,10 @@ CHAIN = (2048, 2048)  # 4,194,304 elements
 
 def _pair(shape, seed):
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal(shape, dtype=np.float32),
-            rng.standard_normal(shape, dtype=np.float32))
+    return (
+        rng.standard_normal(shape, dtype=np.float32),
+        rng.standard_normal(shape, dtype=np.float32),
+    )
 
 
 def _ember_leaves(arrays):
@@ -65,8 +67,13 @@ def binary_case(name, op, shape, target, torch):
         return step
 
     dims = "x".join(map(str, shape))
-    return Case(name, f"a, b: {dims} f32 leaves; a.grad = b.grad = None; "
-                f"y = {op.__doc__}; y.backward(ones)", ember_step, torch_step, target)
+    return Case(
+        name,
+        f"a, b: {dims} f32 leaves; a.grad = b.grad = None; y = {op.__doc__}; y.backward(ones)",
+        ember_step,
+        torch_step,
+        target,
+    )
 
 
 def chain_case(torch, target):
@@ -105,8 +112,13 @@ def chain_case(torch, target):
 
     n = CHAIN[0] * CHAIN[1]
     name = "chain 4M " + ("tanh/exp" if fancy else "mul/add")
-    return Case(name, f"x, y: {n:,} f32 leaves; x.grad = y.grad = None; {text}",
-                ember_step, torch_step, target)
+    return Case(
+        name,
+        f"x, y: {n:,} f32 leaves; x.grad = y.grad = None; {text}",
+        ember_step,
+        torch_step,
+        target,
+    )
 
 
 def _add(a, b):
@@ -137,8 +149,7 @@ def cases(torch) -> list:
 def main(argv=None) -> None:
     args = base_parser(__doc__.splitlines()[0]).parse_args(argv)
     torch = setup_torch(args.threads)
-    run_cases(cases(torch), args, "Ember vs PyTorch: forward + backward, float32, CPU",
-              torch)
+    run_cases(cases(torch), args, "Ember vs PyTorch: forward + backward, float32, CPU", torch)
 
 
 if __name__ == "__main__":

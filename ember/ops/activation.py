@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ember.autograd.function import Function, as_array
 from ember.ops.pointwise import (
     check_tensor,
@@ -21,7 +23,7 @@ from ember.ops.pointwise import (
     scale_grad,
     to_float32,
 )
-from ember.ops.special import erf_array, erf_float32
+from ember.ops.special import erf_array, phi_float32
 from ember.tensor.backend import get_array_module
 from ember.tensor.tensor import Tensor
 
@@ -162,8 +164,9 @@ def tanh(input):
 @_scalar_safe
 def _gelu_cdf(x):
     """Phi(x) = (1 + erf(x / sqrt 2)) / 2, for float32 or float64 ``x``."""
-    t = x * _INV_SQRT2
-    t = erf_float32(t, out=t) if t.dtype.itemsize == 4 else erf_array(t)
+    if x.dtype == np.float32:
+        return phi_float32(x)
+    t = erf_array(x * _INV_SQRT2)
     t += 1
     t *= 0.5
     return t

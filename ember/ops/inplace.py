@@ -7,7 +7,9 @@ silently using modified data.
 
 from __future__ import annotations
 
+from ember.autograd.function import Function
 from ember.autograd.grad_mode import state
+from ember.tensor import dtypes
 from ember.tensor.backend import get_array_module
 from ember.tensor.tensor import Tensor, write_into
 
@@ -63,62 +65,69 @@ def make_inplace(fn, op: str):
     return method
 
 
-def _zero_(self) -> Tensor:
-    return _fill_value(self, 0, "zero_")
+class Overwrite(Function):
+    """The recorded form of ``fill_`` and ``copy_``: the old values get no gradient; the
+    source (a tensor broadcast to the destination's shape) gets the summed gradient."""
+
+    def forward(self, dst, src):
+        self.src_shape = getattr(src, "shape", ())
+        self.src_dtype = getattr(src, "dtype", None)
+        xp = get_array_module(dst)
+        out = xp.empty_like(dst)
+        try:
+            xp.copyto(out, src, casting="unsafe")
+        except ValueError:
+            raise RuntimeError(
+                f"copy_: the source of shape {list(self.src_shape)} cannot be broadcast to "
+                f"the destination of shape {list(dst.shape)}") from None
+        return out
+
+    def backward(self, g):
+        if not self.needs_input_grad[1]:
+            return None, None
+        from ember.ops.conversion import cast_to
+        from ember.ops.reduction import sum_to_shape
+
+        return None, cast_to(sum_to_shape(g, self.src_shape),
+                             dtypes.from_numpy_dtype(self.src_dtype))
 
 
-def _fill_value(t: Tensor, value, op: str) -> Tensor:
-    if isinstance(value, Tensor):
-        if value.data.ndim:
-            raise RuntimeError(f"{op}: only supports 0-dimension value tensor but got tensor "
-                               f"with {value.data.ndim} dimensions.")
-        if _recording(t, (value,)):
-            from ember.ops.shape import expand
+def _overwrite(t: Tensor, src, op: str) -> Tensor:
+    """Write ``src`` (a scalar, an array or a tensor) into ``t`` in place."""
+    if _recording(t, (src,)):
+        if isinstance(src, Tensor) and type(src.data) is not type(t.data):
+            src = src.to(t.device)
+        return apply_inplace(t, lambda d, s: Overwrite().apply(d, s), src, op=op)
+    arr = src.data if isinstance(src, Tensor) else src
+    if isinstance(src, Tensor) and type(arr) is not type(t.data):
+        from ember.tensor.backend import to_backend
 
-            return apply_inplace(t, lambda s, v: expand(v.to(s.dtype), s.data.shape) * 1,
-                                 value, op=op)
-        value = value.item()
-    if state.enabled and t.requires_grad and t.grad_fn is None:
-        raise RuntimeError(f"{op}: a leaf Variable that requires grad is being used in an "
-                           "in-place operation.")
-    t.data.fill(value)
+        arr = to_backend(arr, t.device)
+    try:
+        get_array_module(t.data).copyto(t.data, arr, casting="unsafe")
+    except ValueError:
+        shape = list(getattr(arr, "shape", ()))
+        raise RuntimeError(f"{op}: the source of shape {shape} cannot be broadcast to the "
+                           f"destination of shape {list(t.data.shape)}") from None
     t._vc[0] += 1
-    if state.enabled and t.requires_grad:
-        t.grad_fn = None  # constant now: no history (a non-leaf becomes a leaf w/o grad)
-        t.requires_grad = False
     return t
 
 
+def _zero_(self) -> Tensor:
+    return _overwrite(self, 0, "zero_")
+
+
 def _fill_(self, value) -> Tensor:
-    return _fill_value(self, value, "fill_")
+    if isinstance(value, Tensor) and value.data.ndim:
+        raise RuntimeError(f"fill_: only supports 0-dimension value tensor but got tensor "
+                           f"with {value.data.ndim} dimensions.")
+    return _overwrite(self, value, "fill_")
 
 
 def _copy_(self, src, non_blocking: bool = False) -> Tensor:
-    from ember.ops.conversion import to
-    from ember.ops.shape import expand
-
-    src = src if isinstance(src, Tensor) else Tensor(get_array_module(self.data).asarray(src))
-
-    def copied(dst, s):
-        s = to(s, device=dst.device, dtype=dst.dtype)
-        return expand(s, dst.data.shape) + dst * 0 if s.data.shape != dst.data.shape else (
-            s + dst * 0)
-
-    if _recording(self, (src,)):
-        return apply_inplace(self, copied, src, op="copy_")
-    arr = src.data
-    if type(arr) is not type(self.data):
-        from ember.tensor.backend import to_backend
-
-        arr = to_backend(arr, self.device)
-    try:
-        get_array_module(self.data).copyto(self.data, arr, casting="unsafe")
-    except ValueError:
-        raise RuntimeError(f"copy_: the source of shape {list(src.data.shape)} cannot be "
-                           f"broadcast to the destination of shape {list(self.data.shape)}"
-                           ) from None
-    self._vc[0] += 1
-    return self
+    if not isinstance(src, Tensor):
+        src = Tensor(get_array_module(self.data).asarray(src))
+    return _overwrite(self, src, "copy_")
 
 
 METHODS = {"zero_": _zero_, "fill_": _fill_, "copy_": _copy_}

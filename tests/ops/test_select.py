@@ -3,6 +3,9 @@ including torch's gradient rules at the boundaries and on ties."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import ember
 from tests.oracle import check_op, gradcheck_op, rand, torch
@@ -281,3 +284,31 @@ def test_nan_to_num():
     e = ember.tensor(x)
     assert e.nan_to_num_() is e and np.isfinite(e.numpy()).all()
     gradcheck_op(lambda t: ember.nan_to_num(t), [rand(2, 3, seed=52)])
+
+
+# ------------------------------------------------------------------ property: broadcasting
+THREE_WAY = {
+    "clamp": (lambda m, x, a, b: m.clamp(x, a, b)),
+    "where": (lambda m, x, a, b: m.where(x > 0, a, b)),
+    "lerp": (lambda m, x, a, b: m.lerp(x, a, b)),
+    "maximum": (lambda m, x, a, b: m.maximum(m.minimum(x, a), b)),
+    "fmax": (lambda m, x, a, b: m.fmax(m.fmin(x, a), b)),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=3, min_dims=0, max_dims=3,
+                                                min_side=1, max_side=3),
+       op=st.sampled_from(sorted(THREE_WAY)), seed=st.integers(0, 2**16))
+def test_broadcast_gradients_match_torch(shapes, op, seed):
+    """Random broadcast-compatible shapes: forward and every gradient equal torch's (float64,
+    so ties are rare; the first operand takes the output shape as torch's backward needs)."""
+    out_shape = shapes.result_shape
+    sx = out_shape if op == "clamp" else shapes.input_shapes[0]
+    arrays = [np.asarray(np.random.default_rng(seed + i).uniform(-2, 2, size=s))
+              for i, s in enumerate((sx,) + tuple(shapes.input_shapes[1:]))]
+    if op == "clamp":
+        arrays[1] = np.asarray(arrays[1] - 1.0)  # mostly min < max, sometimes not
+    fn = THREE_WAY[op]
+    check_op(lambda x, a, b: fn(ember, x, a, b), arrays,
+             torch_fn=lambda x, a, b: fn(torch, x, a, b), seed=seed)

@@ -1,0 +1,493 @@
+"""Normalisation: batch_norm, layer_norm, group_norm, rms_norm (torch.nn.functional's forms).
+
+batch_norm and layer_norm sit on the hot path of the reference workloads (BatchNorm2d after
+every conv, LayerNorm twice per transformer block), so each is one fused Function: a raw-array
+forward with a single full-size temporary, and the closed-form backward
+
+    dx = rstd / N * (N * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))
+
+on raw arrays. float16/bfloat16 inputs get float32 statistics. Under ``create_graph`` the
+backward switches to the same formula in Tensor ops, so double backward works. The composites
+(``batch_norm_composite``, ``layer_norm_composite``), built from ember ops, are the oracles the
+tests hold the fused versions to.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ember.autograd.function import Function
+from ember.autograd.grad_mode import no_grad, state
+from ember.ops.pointwise import quiet, to_float32
+from ember.ops.reduction import sum_to_shape
+from ember.ops.shape import reshape
+from ember.ops.unary import rsqrt
+from ember.tensor import dtypes
+from ember.tensor.backend import get_array_module
+from ember.tensor.tensor import Tensor
+
+__all__ = ["batch_norm", "layer_norm", "group_norm", "rms_norm", "instance_norm"]
+
+
+def _shape(t) -> tuple:
+    return tuple(t.data.shape)
+
+
+def _cast(arr, dtype):
+    return arr if arr.dtype == dtype else arr.astype(dtype)
+
+
+def _opt(arr, dtype):
+    return None if arr is None else _cast(arr, dtype)
+
+
+# --------------------------------------------------------------- Tensor-op backward
+def _norm_backward_graph(g, x, w, axes, view, pshape, eps, stats, needs):
+    """The closed-form normalisation backward in Tensor ops, recorded under create_graph.
+
+    ``axes``: the dims the statistics reduce over; ``view``: the shape the weight broadcasts
+    as, ``pshape`` its own shape; ``stats``: None (batch statistics, recomputed from ``x``) or constant (mean, rstd)
+    arrays shaped to broadcast against ``x`` (eval-mode batch norm).
+    """
+    if stats is None:
+        mean = x.mean(axes, keepdim=True)
+        xc = x - mean
+        rstd = rsqrt((xc * xc).mean(axes, keepdim=True) + eps)
+    else:
+        xc = x - Tensor(stats[0])
+        rstd = Tensor(stats[1])
+    xhat = xc * rstd
+    wv = None if w is None else reshape(w, view)
+    dxhat = g if wv is None else g * wv
+    dx = dw = db = None
+    if needs[0]:
+        if stats is None:
+            dx = (dxhat - dxhat.mean(axes, keepdim=True)
+                  - xhat * (dxhat * xhat).mean(axes, keepdim=True)) * rstd
+        else:
+            dx = dxhat * rstd
+    if len(needs) > 1 and needs[1]:
+        dw = reshape(sum_to_shape(g * xhat, view), pshape)
+    if len(needs) > 2 and needs[2]:
+        db = reshape(sum_to_shape(g, view), pshape)
+    return dx, dw, db
+
+
+# ------------------------------------------------------------------------ batch norm
+def _channel_sum(xp, a):
+    """Per-channel sum of an (N, C, L) array: L-long float32 partial sums, then over N."""
+    return xp.einsum("ncl->nc", a).sum(axis=0)
+
+
+def _channel_dot(xp, a, b):
+    return xp.einsum("ncl,ncl->nc", a, b).sum(axis=0)
+
+
+class BatchNormFn(Function):
+    """y = (x - mean) * rstd * w + b per channel of an (N, C, *) input.
+
+    Training normalises with the batch statistics (kept on the node as ``mean``/``var`` for
+    the running-stat update); eval with the given running statistics (raw arrays).
+    """
+
+    def __init__(self, training: bool, eps: float, running_mean=None, running_var=None):
+        self.training, self.eps = training, eps
+        self.rm, self.rv = running_mean, running_var
+
+    def name(self) -> str:
+        return "NativeBatchNormBackward"
+
+    def forward(self, x, weight, bias):
+        xp = get_array_module(x)
+        n, c = x.shape[0], x.shape[1]
+        x3 = to_float32(x).reshape(n, c, math.prod(x.shape[2:]))
+        wd, m = x3.dtype, x3.shape[0] * x3.shape[2]
+        self.b_dtype = None if bias is None else bias.dtype
+        self.save_for_backward(x, weight)
+        if m == 0:
+            self.mean = self.var = self.rstd = xp.zeros(c, wd)
+            return xp.empty(x.shape, x.dtype)
+        with quiet():
+            if self.training:
+                mean = _channel_sum(xp, x3) / m
+                out = x3 - mean[:, None]
+                self.var = _channel_dot(xp, out, out) / m
+                var = self.var
+            else:
+                mean, var = self.rm.astype(wd), self.rv.astype(wd)  # copies: buffers move
+            rstd = xp.sqrt(var + eps_of(self.eps, wd))
+            xp.reciprocal(rstd, out=rstd)
+            scale = rstd if weight is None else rstd * _cast(weight, wd)
+            if self.training:
+                out *= scale[:, None]
+                if bias is not None:
+                    out += _cast(bias, wd)[:, None]
+            else:
+                shift = -mean * scale
+                if bias is not None:
+                    shift += _cast(bias, wd)
+                out = x3 * scale[:, None]
+                out += shift[:, None]
+        self.mean, self.rstd = mean, rstd
+        return _cast(out.reshape(x.shape), x.dtype)
+
+    def backward(self, g):
+        x, w = self.saved_tensors
+        if state.enabled:  # create_graph: the same formula, recorded
+            view = (x.data.shape[1],) + (1,) * (x.data.ndim - 2)
+            axes = (0,) + tuple(range(2, x.data.ndim))
+            stats = None if self.training else (self.mean.reshape(view),
+                                                self.rstd.reshape(view))
+            return _norm_backward_graph(g, x, w, axes, view, view[:1], self.eps, stats,
+                                        self.needs_input_grad)
+        return tuple(None if a is None else Tensor(a) for a in
+                     self._backward_arrays(g.data, x.data, None if w is None else w.data))
+
+    def _backward_arrays(self, g, x, w):
+        xp = get_array_module(x)
+        need_x, need_w, need_b = self.needs_input_grad
+        n, c = x.shape[0], x.shape[1]
+        x3 = to_float32(x).reshape(n, c, math.prod(x.shape[2:]))
+        g3 = to_float32(g).reshape(n, c, math.prod(x.shape[2:]))
+        wd, m = x3.dtype, x3.shape[0] * x3.shape[2]
+        if m == 0:
+            return (xp.zeros(x.shape, x.dtype) if need_x else None,
+                    xp.zeros(w.shape, w.dtype) if need_w else None,
+                    xp.zeros(c, self.b_dtype) if need_b else None)
+        mean, rstd = self.mean, self.rstd
+        dx = dw = db = None
+        with quiet():
+            sum_g = _channel_sum(xp, g3)
+            if need_w or (need_x and self.training):
+                xc = x3 - mean[:, None]
+                sum_gxc = _channel_dot(xp, g3, xc)
+                if need_w:
+                    dw = _cast(sum_gxc * rstd, w.dtype)
+            if need_b:
+                db = _cast(sum_g, self.b_dtype)
+            if need_x:
+                k = rstd if w is None else rstd * _cast(w, wd)
+                if self.training:
+                    xc *= (rstd * rstd * sum_gxc / -m)[:, None]
+                    xc += g3
+                    xc -= (sum_g / m)[:, None]
+                    xc *= k[:, None]
+                    dx = xc
+                else:
+                    dx = g3 * k[:, None]
+                dx = _cast(dx.reshape(x.shape), x.dtype)
+        return dx, dw, db
+
+
+def eps_of(eps: float, dtype):
+    """``eps`` as a scalar of the work dtype (no float64 promotion of float32 arrays)."""
+    return np.dtype(dtype).type(eps)
+
+
+def _verify_batch_size(shape: tuple, op: str) -> None:
+    per_channel = shape[0] * math.prod(shape[2:])
+    if per_channel == 1:
+        raise ValueError(f"{op}: Expected more than 1 value per channel when training, got "
+                         f"input size {shape}")
+
+
+def _check_batch_norm(input, running_mean, running_var, weight, bias, op: str) -> None:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}(): argument 'input' must be Tensor, not {type(input).__name__}")
+    if input.data.ndim < 2:
+        raise ValueError(f"{op}: expected input with at least 2 dims (N, C, *), got shape "
+                         f"{_shape(input)}")
+    if input.data.dtype not in dtypes.FLOATING_NP:
+        raise RuntimeError(f"{op}: expected a floating point input, got {input.dtype.name}")
+    c = input.data.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        if t is not None and _shape(t) != (c,):
+            raise RuntimeError(f"{op}: {name} should have shape ({c},) (one value per channel "
+                               f"of the input of shape {_shape(input)}), got {_shape(t)}")
+
+
+def _update_running(fn: BatchNormFn, running_mean, running_var, momentum, m: int) -> None:
+    """running = (1 - momentum) * running + momentum * batch stat (unbiased var), in place."""
+    with quiet():
+        for buf, stat in ((running_mean, fn.mean),
+                          (running_var, None if running_var is None else fn.var * (m / (m - 1)))):
+            if buf is None:
+                continue
+            arr = buf.data
+            arr *= 1.0 - momentum
+            arr += _cast(stat * momentum, arr.dtype)
+            buf._vc[0] += 1
+
+
+def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+               weight: Tensor | None = None, bias: Tensor | None = None,
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Normalise each channel of an (N, C, *) input; in training, with the batch statistics
+    (and update the running statistics in place), otherwise with the running statistics."""
+    _check_batch_norm(input, running_mean, running_var, weight, bias, "batch_norm")
+    if training:
+        _verify_batch_size(_shape(input), "batch_norm")
+        if eps <= 0.0:
+            raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    elif eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+    if not training and (running_mean is None or running_var is None):
+        raise RuntimeError("batch_norm: running_mean and running_var must be given when "
+                           "training=False (evaluation uses the running statistics)")
+    fn = BatchNormFn(training, eps, None if training else running_mean.data,
+                     None if training else running_var.data)
+    out = fn.apply(input, weight, bias)
+    m = input.data.size // input.data.shape[1] if input.data.shape[1] else 0
+    if training and m > 0 and (running_mean is not None or running_var is not None):
+        _update_running(fn, running_mean, running_var, 0.0 if momentum is None else momentum, m)
+    return out
+
+
+def batch_norm_composite(input, running_mean, running_var, weight=None, bias=None,
+                         training=False, momentum=0.1, eps=1e-5) -> Tensor:
+    """batch_norm from ember ops (mean, var, rsqrt, broadcasting): the oracle of the fused
+    Function, and differentiable to any order."""
+    view = (input.data.shape[1],) + (1,) * (input.data.ndim - 2)
+    axes = (0,) + tuple(range(2, input.data.ndim))
+    if training:
+        mean = input.mean(axes, keepdim=True)
+        var = ((input - mean) * (input - mean)).mean(axes, keepdim=True)
+        m = input.data.size // input.data.shape[1]
+        with no_grad():
+            if running_mean is not None:
+                running_mean.mul_(1 - momentum).add_(reshape(mean, (-1,)) * momentum)
+            if running_var is not None:
+                running_var.mul_(1 - momentum).add_(reshape(var, (-1,)) * (momentum * m / (m - 1)))
+    else:
+        mean, var = reshape(running_mean, view), reshape(running_var, view)
+    out = (input - mean) * rsqrt(var + eps)
+    if weight is not None:
+        out = out * reshape(weight, view)
+    if bias is not None:
+        out = out + reshape(bias, view)
+    return out
+
+
+# ------------------------------------------------------------------------ layer norm
+class LayerNormFn(Function):
+    """y = (x - mean) * rstd * w + b over the trailing ``d`` elements of each row."""
+
+    def __init__(self, normalized_shape: tuple, eps: float):
+        self.normalized_shape, self.eps = normalized_shape, eps
+        self.d = math.prod(normalized_shape)
+
+    def name(self) -> str:
+        return "NativeLayerNormBackward"
+
+    def forward(self, x, weight, bias):
+        xp = get_array_module(x)
+        x2 = to_float32(x).reshape(-1, self.d)
+        wd = x2.dtype
+        self.w_dtype = None if weight is None else weight.dtype
+        self.b_dtype = None if bias is None else bias.dtype
+        with quiet():
+            mean = x2.mean(axis=1)
+            xhat = x2 - mean[:, None]
+            rstd = xp.einsum("ij,ij->i", xhat, xhat)
+            rstd /= self.d
+            rstd += eps_of(self.eps, wd)
+            xp.sqrt(rstd, out=rstd)
+            xp.reciprocal(rstd, out=rstd)
+            xhat *= rstd[:, None]
+            if weight is None and bias is None:
+                # the output is xhat itself: backward recomputes xhat from x, mean and rstd
+                self.save_for_backward(x, None, None, mean, rstd)
+                return _cast(xhat.reshape(x.shape), x.dtype)
+            out = xhat * _cast(weight, wd).reshape(-1) if weight is not None else xhat + 0
+            if bias is not None:
+                out += _cast(bias, wd).reshape(-1)
+        self.save_for_backward(x, weight, xhat, None, rstd)
+        return _cast(out.reshape(x.shape), x.dtype)
+
+    def backward(self, g):
+        x, w, xhat, mean, rstd = self.saved_tensors
+        if state.enabled:  # create_graph: the same formula, recorded
+            k = len(self.normalized_shape)
+            axes = tuple(range(x.data.ndim - k, x.data.ndim))
+            ns = self.normalized_shape
+            return _norm_backward_graph(g, x, w, axes, ns, ns, self.eps, None,
+                                        self.needs_input_grad)
+        xp = get_array_module(x.data)
+        need_x, need_w, need_b = self.needs_input_grad
+        g2 = to_float32(g.data).reshape(-1, self.d)
+        rstd = rstd.data
+        with quiet():
+            if xhat is None:
+                xhat = to_float32(x.data).reshape(-1, self.d) - mean.data[:, None]
+                xhat *= rstd[:, None]
+            else:
+                xhat = xhat.data
+            dx = dw = db = None
+            if need_w:
+                dw = Tensor(_cast(xp.einsum("ij,ij->j", g2, xhat), self.w_dtype)
+                            .reshape(self.normalized_shape))
+            if need_b:
+                db = Tensor(_cast(g2.sum(axis=0), self.b_dtype).reshape(self.normalized_shape))
+            if need_x:
+                dxhat = g2 * _cast(w.data, g2.dtype).reshape(-1) if w is not None else g2
+                s1 = dxhat.mean(axis=1)
+                s2 = xp.einsum("ij,ij->i", dxhat, xhat)
+                s2 /= -self.d
+                out = xhat * s2[:, None]
+                out += dxhat
+                out -= s1[:, None]
+                out *= rstd[:, None]
+                dx = Tensor(_cast(out.reshape(x.data.shape), x.data.dtype))
+        return dx, dw, db
+
+
+def _normalized_shape(normalized_shape) -> tuple:
+    if isinstance(normalized_shape, (int, np.integer)):
+        return (int(normalized_shape),)
+    return tuple(int(s) for s in normalized_shape)
+
+
+def check_trailing(input: Tensor, normalized_shape: tuple, op: str) -> None:
+    """The input's trailing dims must be ``normalized_shape``."""
+    shape = _shape(input)
+    k = len(normalized_shape)
+    if k == 0 or len(shape) < k or shape[len(shape) - k:] != normalized_shape:
+        raise RuntimeError(f"{op}: expected input with trailing shape {normalized_shape}, got "
+                           f"shape {shape}")
+
+
+def _check_affine(t, normalized_shape: tuple, name: str, op: str) -> None:
+    if t is not None and _shape(t) != normalized_shape:
+        raise RuntimeError(f"{op}: {name} should have shape {normalized_shape} (the normalized "
+                           f"shape), got {_shape(t)}")
+
+
+def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Normalise over the trailing ``normalized_shape`` dims, then scale and shift."""
+    return _layer_norm(input, normalized_shape, weight, bias, eps, "layer_norm")
+
+
+def _layer_norm(input, normalized_shape, weight, bias, eps, op: str) -> Tensor:
+    normalized_shape = _normalized_shape(normalized_shape)
+    check_trailing(input, normalized_shape, op)
+    if input.data.dtype not in dtypes.FLOATING_NP:
+        raise RuntimeError(f"{op}: expected a floating point input, got {input.dtype.name}")
+    _check_affine(weight, normalized_shape, "weight", op)
+    _check_affine(bias, normalized_shape, "bias", op)
+    return LayerNormFn(normalized_shape, eps).apply(input, weight, bias)
+
+
+def layer_norm_composite(input, normalized_shape, weight=None, bias=None, eps=1e-5) -> Tensor:
+    """layer_norm from ember ops: the fused Function's oracle."""
+    k = len(_normalized_shape(normalized_shape))
+    axes = tuple(range(input.data.ndim - k, input.data.ndim))
+    mean = input.mean(axes, keepdim=True)
+    xc = input - mean
+    out = xc * rsqrt((xc * xc).mean(axes, keepdim=True) + eps)
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+# ------------------------------------------------------------------------ group norm
+def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None,
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Normalise each group of C / num_groups channels (layer norm over (N, G, -1)), then a
+    per-channel scale and shift."""
+    return _group_norm(input, num_groups, weight, bias, eps, "group_norm")
+
+
+def _group_norm(input, num_groups, weight, bias, eps, op: str) -> Tensor:
+    shape = _shape(input)
+    if len(shape) < 2:
+        raise RuntimeError(f"{op}: Expected at least 2 dimensions for input tensor but "
+                           f"received {len(shape)} (shape {shape})")
+    n, c = shape[0], shape[1]
+    if num_groups <= 0 or c % num_groups:
+        raise RuntimeError(f"{op}: Expected number of channels in input to be divisible by "
+                           f"num_groups, but got input of shape {shape} and "
+                           f"num_groups={num_groups}")
+    _verify_batch_size((n * c // num_groups, num_groups) + shape[2:], op)
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and _shape(t) != (c,):
+            raise RuntimeError(f"{op}: {name} should have shape ({c},) (one value per channel "
+                               f"of the input of shape {shape}), got {_shape(t)}")
+    if input.data.size == 0:
+        grouped = reshape(input, shape)
+    else:
+        grouped = reshape(input, (n, num_groups, -1))
+        grouped = LayerNormFn((grouped.data.shape[2],), eps).apply(grouped, None, None)
+    out = reshape(grouped, shape)
+    view = (c,) + (1,) * (len(shape) - 2)
+    if weight is not None:
+        out = out * reshape(weight, view)
+    if bias is not None:
+        out = out + reshape(bias, view)
+    return out
+
+
+# -------------------------------------------------------------------- instance norm
+def _tile(arr, n: int):
+    return get_array_module(arr).tile(arr, n)
+
+
+def instance_norm(input: Tensor, running_mean: Tensor | None = None,
+                  running_var: Tensor | None = None, weight: Tensor | None = None,
+                  bias: Tensor | None = None, use_input_stats: bool = True,
+                  momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Normalise each (sample, channel) plane: batch norm of the (1, N*C, *) view."""
+    shape = _shape(input)
+    if len(shape) < 3:
+        raise ValueError(f"instance_norm: expected input with at least 3 dims (N, C, *), got "
+                         f"shape {shape}")
+    if use_input_stats:
+        _verify_batch_size(shape, "instance_norm")
+    n, c = shape[0], shape[1]
+    rm = None if running_mean is None else Tensor(_tile(running_mean.data, n))
+    rv = None if running_var is None else Tensor(_tile(running_var.data, n))
+    flat = reshape(input, (1, n * c) + shape[2:])
+    out = reshape(batch_norm(flat, rm, rv, None, None, use_input_stats, momentum, eps), shape)
+    if use_input_stats and n:
+        with no_grad():  # the running statistics average over the batch
+            for buf, new in ((running_mean, rm), (running_var, rv)):
+                if buf is not None:
+                    buf.data[...] = new.data.reshape(n, c).mean(axis=0)
+                    buf._vc[0] += 1
+    view = (c,) + (1,) * (len(shape) - 2)
+    if weight is not None:
+        out = out * reshape(weight, view)
+    if bias is not None:
+        out = out + reshape(bias, view)
+    return out
+
+
+# -------------------------------------------------------------------------- rms norm
+def rms_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,
+             eps: float | None = None) -> Tensor:
+    """x / sqrt(mean(x^2) + eps) over the trailing dims, times ``weight``; ``eps=None`` is
+    the machine epsilon of the compute dtype (float32 for half inputs), as in torch."""
+    return _rms_norm(input, normalized_shape, weight, eps, "rms_norm")
+
+
+def _rms_norm(input, normalized_shape, weight, eps, op: str) -> Tensor:
+    normalized_shape = _normalized_shape(normalized_shape)
+    check_trailing(input, normalized_shape, op)
+    _check_affine(weight, normalized_shape, "weight", op)
+    if input.data.dtype not in dtypes.FLOATING_NP:
+        raise RuntimeError(f"{op}: expected a floating point input, got {input.dtype.name}")
+    work = input
+    if input.data.dtype.itemsize < 4:
+        work = input.to(dtypes.float32)
+    if eps is None:
+        eps = float(np.finfo(work.data.dtype).eps)
+    axes = tuple(range(input.data.ndim - len(normalized_shape), input.data.ndim))
+    out = work * rsqrt((work * work).mean(axes, keepdim=True) + eps)
+    if out.data.dtype != input.data.dtype:
+        out = out.to(input.dtype)
+    return out if weight is None else out * weight
