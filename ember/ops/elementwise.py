@@ -105,31 +105,43 @@ class Pow(Function):
         return ga, gb
 
 
+def _binary(fn: Function, a, b, op: str) -> Tensor:
+    """Apply a broadcasting binary Function; a shape mismatch names the op and both shapes."""
+    try:
+        return fn.apply(a, b)
+    except ValueError:
+        from ember.ops.pointwise import broadcast_error
+
+        sa = getattr(getattr(a, "data", a), "shape", ())
+        sb = getattr(getattr(b, "data", b), "shape", ())
+        raise broadcast_error(op, sa, sb) from None
+
+
 def add(input, other, *, alpha=1, out=None):
     """input + alpha * other."""
     if alpha != 1:
         other = mul(other, alpha)
     a, b = binary_operands(input, other, "add")
-    return Add().apply(a, b)
+    return _binary(Add(), a, b, "add")
 
 
 def sub(input, other, *, alpha=1, out=None):
     if alpha != 1:
         other = mul(other, alpha)
     a, b = binary_operands(input, other, "sub")
-    return Sub().apply(a, b)
+    return _binary(Sub(), a, b, "sub")
 
 
 def mul(input, other, *, out=None):
     a, b = binary_operands(input, other, "mul")
-    return Mul().apply(a, b)
+    return _binary(Mul(), a, b, "mul")
 
 
 def div(input, other, *, rounding_mode=None, out=None):
     """True division (an integer result becomes float); 'trunc' and 'floor' round it."""
     if rounding_mode is None:
         a, b = binary_operands(input, other, "div", float_only=True)
-        return Div().apply(a, b)
+        return _binary(Div(), a, b, "div")
     a, b = binary_operands(input, other, "div")
     xa = a.data if isinstance(a, Tensor) else a
     xb = b.data if isinstance(b, Tensor) else b
@@ -161,7 +173,7 @@ def pow(input, exponent):  # noqa: A001 - torch name
     a, b = binary_operands(input, exponent, "pow")
     if isinstance(a, Tensor) and is_scalar(exponent) and a.data.dtype.kind in "iu" and b < 0:
         raise RuntimeError("pow: Integers to negative integer powers are not allowed.")
-    return Pow().apply(a, b)
+    return _binary(Pow(), a, b, "pow")
 
 
 def true_divide(input, other):

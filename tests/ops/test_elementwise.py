@@ -69,3 +69,10 @@ def test_numpy_operand_reflected():
 def test_matmul_shape_error_names_op_and_shapes():
     with pytest.raises(RuntimeError, match=r"matmul: shapes \(2, 3\) and \(4, 5\) are not aligned"):
         ember.ones(2, 3) @ ember.ones(4, 5)
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "pow"])
+def test_broadcast_error_names_op_and_shapes(op):
+    with pytest.raises(RuntimeError, match=rf"{op}: shapes \(2, 3\) and \(4,\) cannot be "
+                                           r"broadcast together"):
+        getattr(ember, op)(ember.ones(2, 3), ember.ones(4))

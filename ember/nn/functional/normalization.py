@@ -76,13 +76,22 @@ def _norm_backward_graph(g, x, w, axes, view, pshape, eps, stats, needs):
 
 
 # ------------------------------------------------------------------------ batch norm
+def _rowdot(xp, a, b):
+    """sum(a * b) over the last axis, with no full-size temporary. Long rows go through a
+    batched matmul (one dot per row, about twice as fast as einsum), short ones einsum."""
+    n = a.shape[-1]
+    if n >= 64:
+        return xp.matmul(a.reshape(-1, 1, n), b.reshape(-1, n, 1)).reshape(a.shape[:-1])
+    return xp.einsum("...l,...l->...", a, b)
+
+
 def _channel_sum(xp, a):
     """Per-channel sum of an (N, C, L) array: L-long float32 partial sums, then over N."""
     return xp.einsum("ncl->nc", a).sum(axis=0)
 
 
 def _channel_dot(xp, a, b):
-    return xp.einsum("ncl,ncl->nc", a, b).sum(axis=0)
+    return _rowdot(xp, a, b).sum(axis=0)
 
 
 class BatchNormFn(Function):
@@ -289,9 +298,10 @@ class LayerNormFn(Function):
         self.w_dtype = None if weight is None else weight.dtype
         self.b_dtype = None if bias is None else bias.dtype
         with quiet():
-            mean = x2.mean(axis=1)
+            mean = xp.einsum("ij->i", x2)
+            mean /= self.d
             xhat = x2 - mean[:, None]
-            rstd = xp.einsum("ij,ij->i", xhat, xhat)
+            rstd = _rowdot(xp, xhat, xhat)
             rstd /= self.d
             rstd += eps_of(self.eps, wd)
             xp.sqrt(rstd, out=rstd)
@@ -330,11 +340,13 @@ class LayerNormFn(Function):
                 dw = Tensor(_cast(xp.einsum("ij,ij->j", g2, xhat), self.w_dtype)
                             .reshape(self.normalized_shape))
             if need_b:
-                db = Tensor(_cast(g2.sum(axis=0), self.b_dtype).reshape(self.normalized_shape))
+                db = Tensor(_cast(xp.einsum("ij->j", g2), self.b_dtype)
+                            .reshape(self.normalized_shape))
             if need_x:
                 dxhat = g2 * _cast(w.data, g2.dtype).reshape(-1) if w is not None else g2
-                s1 = dxhat.mean(axis=1)
-                s2 = xp.einsum("ij,ij->i", dxhat, xhat)
+                s1 = xp.einsum("ij->i", dxhat)
+                s1 /= self.d
+                s2 = _rowdot(xp, dxhat, xhat)
                 s2 /= -self.d
                 out = xhat * s2[:, None]
                 out += dxhat

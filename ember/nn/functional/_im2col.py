@@ -1,0 +1,187 @@
+"""Raw-array convolution kernels (NumPy or CuPy, written once): im2col, the three GEMMs, col2im.
+
+A convolution with any number of spatial dims is three GEMM-shaped kernels sharing one
+column layout, ``cols`` of shape (C * prod(kernel), N * prod(out)) laid out as
+(C, *kernel, N, *out):
+
+    forward        y  = W @ cols(x)                   one GEMM per group
+    grad_weight    gW = (cols(x) @ g^T)^T             one GEMM per group
+    grad_input     gx = col2im(W^T @ g)               one GEMM, then a loop over kernel offsets
+
+``grad_input`` is also the forward of ``conv_transpose``. The column layout keeps the channel
+dim outermost, so groups are plain slices and every GEMM reads contiguous operands (no hidden
+transposed copies); im2col is one strided copy from an ``as_strided`` view, never a loop
+over pixels. ``gW`` is computed as ``cols @ g^T`` because OpenBLAS runs that orientation of
+this long-K product several times faster than ``g @ cols^T``.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from ember.tensor.backend import get_array_module
+
+
+class Geometry:
+    """Kernel size, stride, (lo, hi) padding per spatial dim, dilation and groups."""
+
+    __slots__ = ("kernel", "stride", "pads", "dilation", "groups")
+
+    def __init__(self, kernel: tuple, stride: tuple, pads: tuple, dilation: tuple, groups: int):
+        self.kernel, self.stride, self.pads = kernel, stride, pads
+        self.dilation, self.groups = dilation, groups
+
+    def out_spatial(self, in_spatial: tuple) -> tuple:
+        return tuple((n + lo + hi - d * (k - 1) - 1) // s + 1 for n, k, s, (lo, hi), d in
+                     zip(in_spatial, self.kernel, self.stride, self.pads, self.dilation))
+
+    def window_slices(self, out_spatial: tuple):
+        """For each kernel offset: the strided slices of the padded input it reads."""
+        ranges = [range(k) for k in self.kernel]
+        for offs in itertools.product(*ranges):
+            yield offs, tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in
+                              zip(offs, self.dilation, self.stride, out_spatial))
+
+
+def _as_strided(xp, arr, shape, strides):
+    return xp.lib.stride_tricks.as_strided(arr, shape=shape, strides=strides)
+
+
+def pad_zeros(x, pads: tuple):
+    """x with zero borders (lo, hi) on its spatial dims (x itself when there are none)."""
+    if not any(lo or hi for lo, hi in pads):
+        return x
+    xp = get_array_module(x)
+    lead = x.shape[:x.ndim - len(pads)]
+    out = xp.zeros(lead + tuple(n + lo + hi for n, (lo, hi) in zip(x.shape[len(lead):], pads)),
+                   dtype=x.dtype)
+    out[(Ellipsis,) + tuple(slice(lo, lo + n) for n, (lo, _) in
+                            zip(x.shape[len(lead):], pads))] = x
+    return out
+
+
+def im2col(x, geo: Geometry, out_spatial: tuple):
+    """(N, C, *in) -> cols (C * prod(kernel), N * prod(out)): one strided copy."""
+    xp = get_array_module(x)
+    n, c = x.shape[:2]
+    xpad = pad_zeros(x, geo.pads)
+    st = xpad.strides
+    sp = st[2:]
+    shape = (c,) + geo.kernel + (n,) + out_spatial
+    strides = ((st[1],) + tuple(s * d for s, d in zip(sp, geo.dilation)) + (st[0],)
+               + tuple(s * k for s, k in zip(sp, geo.stride)))
+    cols = xp.empty(shape, dtype=x.dtype)
+    cols[...] = _as_strided(xp, xpad, shape, strides)
+    return cols.reshape(c * _prod(geo.kernel), n * _prod(out_spatial))
+
+
+def _prod(t) -> int:
+    p = 1
+    for v in t:
+        p *= v
+    return p
+
+
+def _channels_first(g):
+    """(N, O, *sp) -> contiguous (O, N * prod(sp)): the GEMM layout of an output gradient."""
+    xp = get_array_module(g)
+    perm = (1, 0) + tuple(range(2, g.ndim))
+    return xp.ascontiguousarray(g.transpose(perm)).reshape(g.shape[1], -1)
+
+
+def _gemm(xp, a, b, groups: int, dtype, ta: bool = False, tb: bool = False):
+    """Per-group products of row blocks: block g of ``op(a) @ op(b)``, stacked by rows.
+
+    ``ta``/``tb`` transpose a block before multiplying. One 2-D GEMM per group: a stacked
+    matmul on transposed views would leave BLAS for NumPy's slow loop.
+    """
+    if groups == 1:
+        out = (a.T if ta else a) @ (b.T if tb else b)
+        return out if out.dtype == dtype else out.astype(dtype)
+    ab = a.reshape(groups, a.shape[0] // groups, a.shape[1])
+    bb = b.reshape(groups, b.shape[0] // groups, b.shape[1])
+    rows = ab.shape[2] if ta else ab.shape[1]
+    width = bb.shape[1] if tb else bb.shape[2]
+    out = xp.empty((groups * rows, width), dtype=dtype)
+    for g in range(groups):
+        prod = (ab[g].T if ta else ab[g]) @ (bb[g].T if tb else bb[g])
+        out[g * rows:(g + 1) * rows] = prod
+    return out
+
+
+def conv_forward(x, w, bias, geo: Geometry, cols=None, out_sp=None):
+    """y = conv(x, w) + bias. Returns (y, cols) so the caller can keep cols for grad_weight.
+
+    ``out_sp`` truncates the output (the gradient of a conv_transpose whose output_padding
+    reached past the last window)."""
+    xp = get_array_module(x)
+    n = x.shape[0]
+    o = w.shape[0]
+    if out_sp is None:
+        out_sp = geo.out_spatial(x.shape[2:])
+    if cols is None:
+        cols = im2col(x, geo, out_sp)
+    y = _gemm(xp, w.reshape(o, -1), cols, geo.groups, x.dtype)  # (O, N * L)
+    y = y.reshape((o, n) + out_sp).transpose((1, 0) + tuple(range(2, 2 + len(out_sp))))
+    out = xp.empty((n, o) + out_sp, dtype=x.dtype)
+    if bias is not None:
+        xp.add(y, bias.reshape((1, o) + (1,) * len(out_sp)), out=out)
+    else:
+        out[...] = y
+    return out, cols
+
+
+def conv_grad_weight(g, cols, wshape: tuple, groups: int):
+    """dL/dW (O, Cg, *kernel) from the output gradient g (N, O, *out) and the input's cols."""
+    xp = get_array_module(g)
+    g2 = _channels_first(g)  # (O, M)
+    if groups == 1:
+        # cols @ g^T (C*K, O) is the fast orientation of this long-inner-dim product
+        gw = xp.ascontiguousarray((cols @ g2.T).T)
+    else:
+        gw = _gemm(xp, g2, cols, groups, g.dtype, tb=True)
+    gw = gw.reshape(wshape)
+    return gw if gw.dtype == g.dtype else gw.astype(g.dtype)
+
+
+def conv_grad_input(g, w, geo: Geometry, in_spatial: tuple):
+    """dL/dx (N, C, *in) from g (N, O, *out): GEMM to columns, then col2im by kernel offset.
+
+    Also the forward of conv_transpose (with x in the role of g)."""
+    xp = get_array_module(g)
+    n = g.shape[0]
+    out_sp = g.shape[2:]
+    g2 = _channels_first(g)  # (O, M)
+    groups = geo.groups
+    gcols = _gemm(xp, w.reshape(w.shape[0], -1), g2, groups, g.dtype, ta=True)
+    c = w.shape[1] * groups
+    gcols = gcols.reshape((c,) + geo.kernel + (n,) + out_sp)
+    padded = tuple(s + lo + hi for s, (lo, hi) in zip(in_spatial, geo.pads))
+    gx = col2im(gcols, geo, (c, n) + padded, out_sp)
+    crop = gx[(slice(None), slice(None)) + tuple(slice(lo, lo + s) for s, (lo, _) in
+                                                  zip(in_spatial, geo.pads))]
+    return xp.ascontiguousarray(crop.transpose((1, 0) + tuple(range(2, 2 + len(in_spatial)))))
+
+
+def col2im(gcols, geo: Geometry, shape: tuple, out_sp: tuple):
+    """Sum columns (C, *kernel, N, *out) back into a (C, N, *padded) buffer: one strided add
+    per kernel offset (assignment when the windows do not overlap)."""
+    xp = get_array_module(gcols)
+    disjoint = all(s >= d * (k - 1) + 1 for s, d, k in
+                   zip(geo.stride, geo.dilation, geo.kernel))
+    gx = (xp.empty if disjoint and _covers(geo, shape[2:], out_sp) else xp.zeros)(
+        shape, dtype=gcols.dtype)
+    lead = (slice(None),)
+    for offs, sl in geo.window_slices(out_sp):
+        src = gcols[lead + offs]
+        if disjoint:
+            gx[lead + lead + sl] = src
+        else:
+            gx[lead + lead + sl] += src
+    return gx
+
+
+def _covers(geo: Geometry, padded: tuple, out_sp: tuple) -> bool:
+    """Disjoint windows that tile the whole padded buffer (every element written once)."""
+    return all(s == d * (k - 1) + 1 and o * s == p and (k == 1 or d == 1)
+               for s, d, k, o, p in zip(geo.stride, geo.dilation, geo.kernel, out_sp, padded))

@@ -1,0 +1,313 @@
+"""Convolutions (conv1d/2d/3d, conv_transpose1d/2d/3d) as fused Functions over ``_im2col``.
+
+Three Functions close over each other's gradients, so every order of derivative works and
+each one is a single raw-array kernel:
+
+    _Conv(x, w, b)           y  = conv(x, w) + b
+    _ConvTranspose(x, w, b)  y  = conv^T(x, w) + b      (the gradient of conv wrt its input)
+    _ConvWeightGrad(x, g)    gW = d<conv(x, W), g>/dW   (bilinear in x and g)
+
+Conv keeps the im2col columns it built for the weight gradient (up to ``SAVE_COLS_BYTES``;
+past that, backward rebuilds them from x instead of holding the memory).
+"""
+
+from __future__ import annotations
+
+from ember.autograd.function import Function
+from ember.nn.functional import _im2col as kernels
+from ember.ops.promotion import check_same_device
+from ember.tensor.dtypes import FLOATING_NP
+from ember.tensor.tensor import Tensor
+
+SAVE_COLS_BYTES = 1 << 28
+
+_SHAPES = {1: ("(C, L)", "(N, C, L)"), 2: ("(C, H, W)", "(N, C, H, W)"),
+           3: ("(C, D, H, W)", "(N, C, D, H, W)")}
+
+
+def _sum_dims(g: Tensor) -> Tensor:
+    return g.sum(dim=(0,) + tuple(range(2, g.ndim)))
+
+
+class _Conv(Function):
+    def __init__(self, geo: kernels.Geometry, cols=None, out_spatial=None):
+        self.geo = geo
+        self.cols = cols
+        self.out_spatial = out_spatial
+
+    def forward(self, x, w, b):
+        ng = self.needs_input_grad
+        y, cols = kernels.conv_forward(x, w, b, self.geo, self.cols, self.out_spatial)
+        self.cols = None
+        keep = cols if ng[1] and cols.nbytes <= SAVE_COLS_BYTES else None
+        self.save_for_backward(x if ng[1] else None, w if ng[0] else None, keep)
+        self.in_spatial = x.shape[2:]
+        self.wshape = w.shape
+        return y
+
+    def backward(self, g):
+        x, w, cols = self.saved_tensors
+        ng = self.needs_input_grad
+        gx = gw = gb = None
+        if ng[0]:
+            gx = _ConvTranspose(self.geo, self.in_spatial).apply(g, w, None)
+        if ng[1]:
+            gw = _ConvWeightGrad(self.geo, self.wshape,
+                                 None if cols is None else cols.data).apply(x, g)
+        if ng[2]:
+            gb = _sum_dims(g)
+        return gx, gw, gb
+
+
+class _ConvTranspose(Function):
+    def __init__(self, geo: kernels.Geometry, out_spatial: tuple):
+        self.geo = geo
+        self.out_spatial = out_spatial
+
+    def forward(self, x, w, b):
+        ng = self.needs_input_grad
+        self.save_for_backward(x if ng[1] else None, w if ng[0] else None)
+        self.wshape = w.shape
+        self.in_spatial = x.shape[2:]
+        y = kernels.conv_grad_input(x, w, self.geo, self.out_spatial)
+        if b is not None:
+            y += b.reshape((1, -1) + (1,) * (y.ndim - 2))
+        return y
+
+    def backward(self, g):
+        x, w = self.saved_tensors
+        ng = self.needs_input_grad
+        gx = gw = gb = None
+        # both gradients read the columns of g: build them once. The windows are x's
+        # positions (an output_padding >= stride adds a last row no window starts at).
+        out_sp = self.in_spatial
+        cols = kernels.im2col(g.data, self.geo, out_sp) if ng[0] and ng[1] else None
+        if ng[0]:
+            gx = _Conv(self.geo, cols, out_sp).apply(g, w, None)
+        if ng[1]:
+            gw = _ConvWeightGrad(self.geo, self.wshape, cols).apply(g, x)
+        if ng[2]:
+            gb = _sum_dims(g)
+        return gx, gw, gb
+
+
+class _ConvWeightGrad(Function):
+    def __init__(self, geo: kernels.Geometry, wshape: tuple, cols=None):
+        self.geo, self.wshape, self.cols = geo, tuple(wshape), cols
+
+    def forward(self, x, g):
+        ng = self.needs_input_grad
+        self.save_for_backward(x if ng[1] else None, g if ng[0] else None)
+        self.in_spatial, self.out_sp = x.shape[2:], g.shape[2:]
+        cols = self.cols
+        self.cols = None
+        if cols is None:
+            cols = kernels.im2col(x, self.geo, g.shape[2:])
+        return kernels.conv_grad_weight(g, cols, self.wshape, self.geo.groups)
+
+    def backward(self, ggw):
+        x, g = self.saved_tensors
+        ng = self.needs_input_grad
+        gx = _ConvTranspose(self.geo, self.in_spatial).apply(g, ggw, None) if ng[0] else None
+        gg = _Conv(self.geo, None, self.out_sp).apply(x, ggw, None) if ng[1] else None
+        return gx, gg
+
+
+# ------------------------------------------------------------------ argument checking
+def ntuple(value, n: int, op: str, what: str) -> tuple:
+    """An int or a sequence of n ints as a tuple of n ints."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n or not all(isinstance(v, int) for v in value):
+            raise RuntimeError(f"{op}: expected {what} to be a single int or a tuple of {n} "
+                               f"ints, got {tuple(value)}")
+        return tuple(int(v) for v in value)
+    if not isinstance(value, int):
+        raise TypeError(f"{op}: expected {what} to be an int or a tuple of ints, got "
+                        f"{type(value).__name__}")
+    return (int(value),) * n
+
+
+def check_input_rank(input, nd: int, name: str) -> None:
+    """Input is a Tensor of rank nd+1 (unbatched) or nd+2 (batched)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{name}: expected input to be a Tensor, got {type(input).__name__}")
+    if input.data.ndim not in (nd + 1, nd + 2):
+        one, batched = _SHAPES[nd]
+        raise RuntimeError(f"{name}: expected a {nd + 1}D or {nd + 2}D input {one} or "
+                           f"{batched}, got shape {tuple(input.data.shape)}")
+
+
+def _check_tensors(input, weight, bias, nd: int, name: str) -> None:
+    check_input_rank(input, nd, name)
+    if not isinstance(weight, Tensor) or weight.data.ndim != nd + 2:
+        shape = tuple(weight.data.shape) if isinstance(weight, Tensor) else type(weight).__name__
+        raise RuntimeError(f"{name}: expected a {nd + 2}D weight, got {shape}")
+    if input.data.dtype not in FLOATING_NP:
+        raise RuntimeError(f"{name}: expected a floating point input, got {input.dtype}")
+    if input.data.dtype != weight.data.dtype:
+        raise RuntimeError(f"{name}: input type ({input.dtype}) and weight type "
+                           f"({weight.dtype}) should be the same")
+    check_same_device(input, weight, name)
+    if bias is not None:
+        if not isinstance(bias, Tensor):
+            raise TypeError(f"{name}: expected bias to be a Tensor or None, got "
+                            f"{type(bias).__name__}")
+        if bias.data.dtype != input.data.dtype:
+            raise RuntimeError(f"{name}: input type ({input.dtype}) and bias type "
+                               f"({bias.dtype}) should be the same")
+        check_same_device(input, bias, name)
+
+
+def _check_groups(groups, name: str) -> int:
+    if not isinstance(groups, int) or groups <= 0:
+        raise RuntimeError(f"{name}: non-positive groups is not supported (got {groups})")
+    return groups
+
+
+def _positive(values: tuple, name: str, what: str) -> None:
+    if any(v <= 0 for v in values):
+        raise RuntimeError(f"{name}: non-positive {what} is not supported, got {values}")
+
+
+def same_pads(kernel: tuple, dilation: tuple) -> tuple:
+    """'same' padding per dim as (lo, hi); an odd total puts the extra element last (torch)."""
+    out = []
+    for k, d in zip(kernel, dilation):
+        total = d * (k - 1)
+        out.append((total // 2, total - total // 2))
+    return tuple(out)
+
+
+def _conv_pads(padding, kernel, stride, dilation, nd: int, name: str) -> tuple:
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * nd
+        if padding == "same":
+            if any(s != 1 for s in stride):
+                raise RuntimeError(f"{name}: padding='same' is not supported for strided "
+                                   "convolutions")
+            return same_pads(kernel, dilation)
+        raise RuntimeError(f"{name}: invalid padding string {padding!r}, should be one of "
+                           "{'valid', 'same'}")
+    pad = ntuple(padding, nd, name, "padding")
+    if any(p < 0 for p in pad):
+        raise RuntimeError(f"{name}: negative padding is not supported, got {pad}")
+    return tuple((p, p) for p in pad)
+
+
+def conv_nd(input, weight, bias, stride, padding, dilation, groups, nd: int, name: str):
+    """The shared body of conv1d/2d/3d and of the Conv modules (``name`` goes in errors)."""
+    _check_tensors(input, weight, bias, nd, name)
+    groups = _check_groups(groups, name)
+    kernel = tuple(weight.data.shape[2:])
+    stride = ntuple(stride, nd, name, "stride")
+    dilation = ntuple(dilation, nd, name, "dilation")
+    _positive(stride, name, "stride")
+    _positive(dilation, name, "dilation")
+    pads = _conv_pads(padding, kernel, stride, dilation, nd, name)
+    wshape = tuple(weight.data.shape)
+    out_ch = wshape[0]
+    if out_ch % groups:
+        raise RuntimeError(f"{name}: expected weight of shape {wshape} to have out channels "
+                           f"divisible by groups={groups}")
+    shape = tuple(input.data.shape)
+    c_in = shape[-nd - 1]
+    if c_in != wshape[1] * groups:
+        extra = f" (groups={groups}, weight of shape {wshape})" if groups != 1 else ""
+        raise RuntimeError(f"{name}: expected input with {wshape[1] * groups} channels, got "
+                           f"input of shape {shape}{extra}")
+    if bias is not None and tuple(bias.data.shape) != (out_ch,):
+        raise RuntimeError(f"{name}: expected bias of shape ({out_ch},), got "
+                           f"{tuple(bias.data.shape)}")
+    spatial = shape[-nd:]
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, pads))
+    eff = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+    if any(e > p for e, p in zip(eff, padded)):
+        raise RuntimeError(f"{name}: kernel size {eff} can't be greater than the padded input "
+                           f"size {padded} (input of shape {shape}, padding "
+                           f"{tuple(p for p, _ in pads) if pads[0][0] == pads[0][1] else pads})")
+    geo = kernels.Geometry(kernel, stride, pads, dilation, groups)
+    if input.data.ndim == nd + 1:
+        return _Conv(geo).apply(input.unsqueeze(0), weight, bias).squeeze(0)
+    return _Conv(geo).apply(input, weight, bias)
+
+
+def conv_transpose_nd(input, weight, bias, stride, padding, output_padding, groups, dilation,
+                      nd: int, name: str, output_size=None):
+    """The shared body of conv_transpose1d/2d/3d and of the ConvTranspose modules."""
+    _check_tensors(input, weight, bias, nd, name)
+    groups = _check_groups(groups, name)
+    if isinstance(padding, str):
+        raise RuntimeError(f"{name}: padding must be an int or a tuple of ints, got {padding!r}")
+    kernel = tuple(weight.data.shape[2:])
+    stride = ntuple(stride, nd, name, "stride")
+    dilation = ntuple(dilation, nd, name, "dilation")
+    pad = ntuple(padding, nd, name, "padding")
+    out_pad = ntuple(output_padding, nd, name, "output_padding")
+    _positive(stride, name, "stride")
+    _positive(dilation, name, "dilation")
+    if any(p < 0 for p in pad):
+        raise RuntimeError(f"{name}: negative padding is not supported, got {pad}")
+    if any(op < 0 or (op >= s and op >= d) for op, s, d in zip(out_pad, stride, dilation)):
+        raise RuntimeError(f"{name}: output padding must be smaller than either stride or "
+                           f"dilation, got output_padding={out_pad}, stride={stride}, "
+                           f"dilation={dilation}")
+    wshape = tuple(weight.data.shape)
+    shape = tuple(input.data.shape)
+    if wshape[0] % groups:
+        raise RuntimeError(f"{name}: expected weight of shape {wshape} to have in channels "
+                           f"divisible by groups={groups}")
+    if shape[-nd - 1] != wshape[0]:
+        raise RuntimeError(f"{name}: expected input with {wshape[0]} channels, got input of "
+                           f"shape {shape}")
+    out_ch = wshape[1] * groups
+    if bias is not None and tuple(bias.data.shape) != (out_ch,):
+        raise RuntimeError(f"{name}: expected bias of shape ({out_ch},), got "
+                           f"{tuple(bias.data.shape)}")
+    spatial = shape[-nd:]
+    out_sp = tuple((n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, s, p, d, k, op in
+                   zip(spatial, stride, pad, dilation, kernel, out_pad))
+    if any(o <= 0 for o in out_sp):
+        raise RuntimeError(f"{name}: output size {out_sp} is too small (input of shape "
+                           f"{shape}, weight of shape {wshape})")
+    geo = kernels.Geometry(kernel, stride, tuple((p, p) for p in pad), dilation, groups)
+    if input.data.ndim == nd + 1:
+        return _ConvTranspose(geo, out_sp).apply(input.unsqueeze(0), weight, bias).squeeze(0)
+    return _ConvTranspose(geo, out_sp).apply(input, weight, bias)
+
+
+# --------------------------------------------------------------------- public forms
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return conv_nd(input, weight, bias, stride, padding, dilation, groups, 1, "conv1d")
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution over (N, C, H, W) or (C, H, W); padding may be 'same' or 'valid'."""
+    return conv_nd(input, weight, bias, stride, padding, dilation, groups, 2, "conv2d")
+
+
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return conv_nd(input, weight, bias, stride, padding, dilation, groups, 3, "conv3d")
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1):
+    return conv_transpose_nd(input, weight, bias, stride, padding, output_padding, groups,
+                             dilation, 1, "conv_transpose1d")
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1):
+    """The gradient of conv2d wrt its input, as a layer (weight (C_in, C_out/groups, kH, kW))."""
+    return conv_transpose_nd(input, weight, bias, stride, padding, output_padding, groups,
+                             dilation, 2, "conv_transpose2d")
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1):
+    return conv_transpose_nd(input, weight, bias, stride, padding, output_padding, groups,
+                             dilation, 3, "conv_transpose3d")
+
+
+__all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+           "conv_transpose3d"]

@@ -1,0 +1,211 @@
+"""The machinery under every optimizer's update: scratch buffers, chunked and threaded kernel
+runs, and the flat ("foreach") layout of a parameter group.
+
+An optimizer kernel is a plain function of equally shaped raw arrays
+``kernel(param, grad, *state, *scratch)`` that updates param and state in place with ufuncs
+(``out=``). ``run_kernel`` feeds it either whole arrays or, for big contiguous ones, 1-D
+chunks (bounded scratch memory) split across a few threads: NumPy releases the GIL inside
+ufunc loops, so two halves of one Adam step run on two cores.
+
+``FlatBucket`` is the multi-tensor path. NumPy pays ~1 us per ufunc call, so a model with
+hundreds of small tensors spends its optimizer step in call overhead. A bucket moves the
+parameters of one group (one dtype and device) into ONE flat buffer and makes each
+``p.data`` a view of it; the state arrays get flat buffers too and the steps one float32
+vector. One step is then a grad gather (skipped when the grads are already views of the flat
+grad buffer) and a dozen ufunc calls over the whole group. The layout is re-validated by
+identity on every step, so anything that swaps ``p.data`` (``Module.to``, ``load_state_dict``
+with ``assign=True``) or the state (``Optimizer.load_state_dict``) simply triggers a rebuild.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ember.tensor.backend import get_array_module
+
+# Kernels process at most this many elements per call: scratch stays bounded (2 buffers of
+# 4 MiB in float32) however large the model.
+CHUNK = 1 << 20
+# Below this many elements a kernel call is too short for a second thread to pay off.
+PARALLEL_MIN = 1 << 17
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# Threads used for one big kernel call (NumPy arrays only); EMBER_OPTIM_THREADS overrides.
+NUM_THREADS = max(1, int(os.environ.get("EMBER_OPTIM_THREADS", min(_cpu_count(), 4))))
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _get_pool() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=max(1, NUM_THREADS - 1),
+                                   thread_name_prefix="ember-optim")
+    return _pool
+
+
+def _forget_pool() -> None:  # a forked child must not reuse the parent's (dead) threads
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+class Workspace:
+    """Scratch arrays reused across steps, one set per (array module, dtype)."""
+
+    def __init__(self):
+        self._bufs: dict = {}
+
+    def take(self, xp, dtype, n: int, count: int) -> list:
+        """``count`` 1-D scratch arrays of ``n`` elements (views of cached buffers)."""
+        key = (xp.__name__, np.dtype(dtype).str)
+        bufs = self._bufs.get(key)
+        if bufs is None or len(bufs) < count or bufs[0].size < n:
+            size = max(n, bufs[0].size if bufs else 0)
+            bufs = [xp.empty(size, dtype=dtype) for _ in range(max(count, len(bufs or ())))]
+            self._bufs[key] = bufs
+        return [b[:n] for b in bufs[:count]]
+
+    def clear(self) -> None:
+        self._bufs.clear()
+
+
+def run_kernel(kernel, arrays: list, n_scratch: int, workspace: Workspace) -> None:
+    """Call ``kernel(*arrays, *scratch)``; big contiguous arrays go in 1-D chunks of at most
+    CHUNK elements, each split across NUM_THREADS threads (NumPy only)."""
+    first = arrays[0]
+    n = first.size
+    xp = get_array_module(first)
+    threads = NUM_THREADS if xp is np and n >= PARALLEL_MIN else 1
+    contiguous = all(a.flags.c_contiguous for a in arrays)
+    if (n <= CHUNK and threads == 1) or not contiguous:
+        scratch = workspace.take(xp, first.dtype, n, n_scratch)
+        if first.ndim != 1:
+            scratch = [s.reshape(first.shape) for s in scratch]
+        kernel(*arrays, *scratch)
+        return
+    flats = [a.reshape(-1) for a in arrays]  # views: every array is contiguous
+    width = min(n, CHUNK)
+    scratch = workspace.take(xp, first.dtype, width, n_scratch)
+    for start in range(0, n, width):
+        stop = min(n, start + width)
+        if threads == 1 or stop - start < PARALLEL_MIN:
+            kernel(*[a[start:stop] for a in flats], *[s[:stop - start] for s in scratch])
+            continue
+        bounds = [start + (stop - start) * i // threads for i in range(threads + 1)]
+        pool = _get_pool()
+        futures = []
+        for i in range(threads - 1, -1, -1):  # the calling thread takes part 0
+            lo, hi = bounds[i], bounds[i + 1]
+            args = [a[lo:hi] for a in flats] + [s[lo - start:hi - start] for s in scratch]
+            if i:
+                futures.append(pool.submit(kernel, *args))
+            else:
+                kernel(*args)
+        for f in futures:
+            f.result()
+
+
+class FlatBucket:
+    """The parameters of one group (same dtype and device) and their state in flat buffers."""
+
+    __slots__ = ("params", "n", "flat", "views", "names", "state_flat", "state_views",
+                 "steps", "step_views", "grad_flat", "grad_views")
+
+    def __init__(self, params: list, states: list, names: tuple, with_step: bool):
+        first = params[0].data
+        xp = get_array_module(first)
+        dtype = first.dtype
+        sizes = [p.data.size for p in params]
+        offsets = np.concatenate(([0], np.cumsum(sizes))).tolist()
+        self.params = list(params)
+        self.n = offsets[-1]
+        self.names = names
+        self.flat, self.views = _flatten(xp, dtype, [p.data for p in params], offsets)
+        for p, v in zip(params, self.views):
+            p.data = v
+        self.state_flat, self.state_views = {}, {}
+        for name in names:
+            flat, views = _flatten(xp, dtype, [st[name].data for st in states], offsets)
+            for st, v in zip(states, views):
+                st[name].data = v
+            self.state_flat[name], self.state_views[name] = flat, views
+        self.steps = self.step_views = None
+        if with_step:
+            self.steps = np.array([float(st["step"].data) for st in states], dtype=np.float32)
+            self.step_views = [self.steps[i:i + 1].reshape(()) for i in range(len(states))]
+            for st, v in zip(states, self.step_views):
+                st["step"].data = v
+        self.grad_flat = self.grad_views = None
+
+    @staticmethod
+    def supports(params: list, states: list, names: tuple) -> bool:
+        """All parameters and their state arrays share one dtype and array type."""
+        first = params[0].data
+        kind, dtype = type(first), first.dtype
+        dev = getattr(first, "device", None)
+        for p, st in zip(params, states):
+            arrs = [p.data, p.grad.data] + [st[name].data for name in names]
+            for a in arrs:
+                if type(a) is not kind or a.dtype != dtype or getattr(a, "device", None) != dev:
+                    return False
+        return True
+
+    def valid(self, params: list, states: list) -> bool:
+        """Still the same parameters, each still viewing this bucket (and so its state)."""
+        if len(params) != len(self.params):
+            return False
+        for p, q, v in zip(params, self.params, self.views):
+            if p is not q or p.data is not v:
+                return False
+        for name in self.names:
+            for st, v in zip(states, self.state_views[name]):
+                t = st.get(name)
+                if t is None or t.data is not v:
+                    return False
+        if self.step_views is not None:
+            for st, v in zip(states, self.step_views):
+                t = st.get("step")
+                if t is None or t.data is not v:
+                    return False
+        return True
+
+    def gather_grads(self):
+        """The group's gradients as one flat array. The grads become views of it, so grads
+        that are zeroed in place (``zero_grad(set_to_none=False)``) accumulate straight into
+        it and the next gather is free."""
+        params = self.params
+        if self.grad_views is not None and all(
+                p.grad.data is v for p, v in zip(params, self.grad_views)):
+            return self.grad_flat
+        xp = get_array_module(self.flat)
+        if self.grad_flat is None:
+            offsets = np.concatenate(([0], np.cumsum([p.data.size for p in params]))).tolist()
+            self.grad_flat = xp.empty(self.n, dtype=self.flat.dtype)
+            self.grad_views = [self.grad_flat[offsets[i]:offsets[i + 1]].reshape(p.data.shape)
+                               for i, p in enumerate(params)]
+        xp.concatenate([p.grad.data.reshape(-1) for p in params], out=self.grad_flat)
+        for p, v in zip(params, self.grad_views):
+            p.grad.data = v
+        return self.grad_flat
+
+
+def _flatten(xp, dtype, arrays: list, offsets: list):
+    flat = xp.empty(offsets[-1], dtype=dtype)
+    if arrays:
+        xp.concatenate([a.reshape(-1) for a in arrays], out=flat)
+    views = [flat[offsets[i]:offsets[i + 1]].reshape(a.shape) for i, a in enumerate(arrays)]
+    return flat, views
