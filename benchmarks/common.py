@@ -56,6 +56,8 @@ class Case:
 
     The builders run once (allocations outside the timed region); the steps are what is timed.
     ``target`` is the largest acceptable Ember/PyTorch ratio (None: informative only).
+    ``threaded``: either framework spreads the work over worker threads (large BLAS or
+    elementwise kernels), so the ``cpu`` clock cannot time it.
     """
 
     name: str
@@ -63,12 +65,14 @@ class Case:
     ember: Callable[[], Callable[[], object]]
     torch: Callable[[], Callable[[], object]]
     target: float | None = None
+    threaded: bool = False
 
 
 @dataclass
 class Result:
     case: Case
     inner: int
+    clock: str = "wall"
     ember: list = field(default_factory=list)  # seconds per step, one entry per sample
     torch: list = field(default_factory=list)
 
@@ -90,9 +94,13 @@ class Result:
         return sorted(e / t for e, t in zip(self.ember, self.torch))
 
     @property
+    def valid(self) -> bool:
+        return self.clock == "wall" or not self.case.threaded
+
+    @property
     def ok(self) -> bool | None:
         t = self.case.target
-        return None if t is None else self.ratio <= t
+        return None if t is None or not self.valid else self.ratio <= t
 
 
 def quantile(xs, q: float) -> float:
@@ -148,9 +156,7 @@ def calibrate(steps, sample_s: float, max_inner: int = 100_000) -> int:
         inner = min(max_inner, max(inner * 2, int(sample_s / max(fastest, 1e-9) * 1.1)))
 
 
-def measure(
-    case: Case, repeat: int, sample_s: float, warmup: int = 3, clock=time.perf_counter
-) -> Result:
+def measure(case: Case, repeat: int, sample_s: float, warmup: int = 3, clock="wall") -> Result:
     """Warm both steps up, calibrate, then take ``repeat`` interleaved samples of each.
 
     The order inside each pair alternates (Ember first, then PyTorch first...). Before each
@@ -163,13 +169,14 @@ def measure(
         e_step()
         t_step()
     inner = calibrate((e_step, t_step), sample_s)
-    res = Result(case, inner)
+    res = Result(case, inner, clock)
+    timer = CLOCKS[clock]
     for r in range(repeat):
         order = ((e_step, res.ember), (t_step, res.torch))
         for step, out in order if r % 2 == 0 else order[::-1]:
             gc.collect()
             settle(step, sample_s / 2)
-            out.append(time_sample(step, inner, clock))
+            out.append(time_sample(step, inner, timer))
     return res
 
 
@@ -195,7 +202,12 @@ def print_table(results, title: str = "") -> None:
         c = r.case
         pr = r.pair_ratios
         target = f"{c.target:.1f}x" if c.target is not None else "-"
-        verdict = "-" if r.ok is None else ("ok" if r.ok else f"MISS {r.ratio / c.target:.2f}x")
+        if not r.valid:
+            verdict = "n/a*"
+        elif r.ok is None:
+            verdict = "-"
+        else:
+            verdict = "ok" if r.ok else f"MISS {r.ratio / c.target:.2f}x"
         print(
             f"{c.name:<26} {fmt_time(r.ember_median)} {spread(r.ember):>5.0%} "
             f"{fmt_time(r.torch_median)} {spread(r.torch):>5.0%} {r.ratio:>5.2f}x "
@@ -211,6 +223,11 @@ def print_table(results, title: str = "") -> None:
         "samples;\n'ratio IQR' = quartiles of the per-pair ratios of interleaved samples; "
         "'n x inner' = samples x steps per sample."
     )
+    if any(not r.valid for r in results):
+        print(
+            "n/a*: the cpu clock only sees the calling thread; this workload runs on worker "
+            "threads, so its times are not comparable (use --clock wall)."
+        )
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -240,7 +257,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="torch threads (default: the cores this process may use)",
+        help="torch threads (default: the cores this process may use); for a fair "
+        "single-thread run also start with OPENBLAS_NUM_THREADS=1 (NumPy's BLAS)",
     )
     p.add_argument(
         "--clock",
@@ -266,7 +284,7 @@ def run_cases(cases, args, title: str, torch=None) -> list:
     results = []
     t0 = time.perf_counter()
     for c in cases:
-        results.append(measure(c, repeat, sample_s, clock=CLOCKS[args.clock]))
+        results.append(measure(c, repeat, sample_s, clock=args.clock))
     print(
         f"{title}\n{environment(torch)}; {args.clock} clock; {repeat} interleaved samples "
         f"of >= {sample_s * 1e3:.0f} ms each; {time.perf_counter() - t0:.0f} s in all\n"

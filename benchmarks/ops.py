@@ -41,7 +41,7 @@ def _torch_leaves(torch, arrays):
     return [torch.from_numpy(a.copy()).requires_grad_() for a in arrays]
 
 
-def binary_case(name, op, shape, target, torch):
+def binary_case(name, op, shape, target, torch, threaded=False):
     """``y = op(a, b); y.backward(ones)`` on two leaves of ``shape``."""
 
     def ember_step():
@@ -73,6 +73,7 @@ def binary_case(name, op, shape, target, torch):
         ember_step,
         torch_step,
         target,
+        threaded,
     )
 
 
@@ -118,6 +119,7 @@ def chain_case(torch, target):
         ember_step,
         torch_step,
         target,
+        threaded=True,
     )
 
 
@@ -141,7 +143,7 @@ def cases(torch) -> list:
         binary_case("add 16x16", _add, SMALL, 2.0, torch),
         binary_case("mul 16x16", _mul, SMALL, 2.0, torch),
         binary_case("matmul 16x16", _matmul, SMALL, 2.0, torch),
-        binary_case("matmul 1024x1024", _matmul, MATMUL, 1.1, torch),
+        binary_case("matmul 1024x1024", _matmul, MATMUL, 1.1, torch, threaded=True),
         chain_case(torch, 1.1),
     ]
 

@@ -11,6 +11,7 @@ from ember.autograd import (
     no_grad,
     set_grad_enabled,
 )
+from ember.data.seed import seed_everything
 from ember.tensor import *  # noqa: F403
 from ember.tensor import __all__ as _tensor_all
 from ember.tensor import random as _random
@@ -37,4 +38,5 @@ def numel(t: Tensor) -> int:
 __all__ = list(_tensor_all) + sorted(_ops.FUNCTIONS) + [
     "autograd", "no_grad", "enable_grad", "inference_mode", "set_grad_enabled",
     "is_grad_enabled", "is_tensor", "numel", "save", "load", "__version__",
+    "seed_everything",
 ]

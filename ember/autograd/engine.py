@@ -206,6 +206,8 @@ def _add_to_buffer(buffers, node, slot, g, own, create_graph):
         old.data += g.data
     else:
         summed = old.data + g.data
+        if type(summed) is not type(old.data):  # NumPy answers 0-d + 0-d with a scalar
+            summed = np.asarray(summed)
         own.mark(summed)
         buf[slot] = Tensor(summed)
         buf[n + slot] = True

@@ -3,6 +3,7 @@
 from ember.nn import functional as functional
 from ember.nn import init as init
 from ember.nn import layers as _layers
+from ember.nn import utils as utils
 from ember.nn.containers import (
     Flatten,
     Identity,

@@ -11,10 +11,12 @@ ufunc loops, so two halves of one Adam step run on two cores.
 hundreds of small tensors spends its optimizer step in call overhead. A bucket moves the
 parameters of one group (one dtype and device) into ONE flat buffer and makes each
 ``p.data`` a view of it; the state arrays get flat buffers too and the steps one float32
-vector. One step is then a grad gather (skipped when the grads are already views of the flat
-grad buffer) and a dozen ufunc calls over the whole group. The layout is re-validated by
-identity on every step, so anything that swaps ``p.data`` (``Module.to``, ``load_state_dict``
-with ``assign=True``) or the state (``Optimizer.load_state_dict``) simply triggers a rebuild.
+vector. One step is then a grad gather (one ``concatenate``) and a dozen ufunc calls over
+the whole group. The layout is re-validated by
+identity on every step, so anything that swaps ``p.data`` (``Module.to``,
+``vector_to_parameters``) or the state (``Optimizer.load_state_dict``) triggers a rebuild.
+The one visible difference from torch: a tensor that shared a parameter's array before the
+first flat step (say a module state dict taken then and kept) no longer sees the updates.
 """
 
 from __future__ import annotations
@@ -63,6 +65,32 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
+def effective_grad(xp, p, g, weight_decay: float, maximize: bool, out):
+    """``(-g if maximize else g) + weight_decay * p``, into ``out`` when it differs from g."""
+    if weight_decay != 0:
+        xp.multiply(p, weight_decay, out=out)
+        if maximize:
+            xp.subtract(out, g, out=out)
+        else:
+            out += g
+        return out
+    if maximize:
+        xp.negative(g, out=out)
+        return out
+    return g
+
+
+def lerp_(xp, a, b, weight: float, tmp) -> None:
+    """``a.lerp_(b, weight)`` with torch's two formulas (exact at both ends)."""
+    xp.subtract(b, a, out=tmp)
+    if weight < 0.5:
+        tmp *= weight
+        a += tmp
+    else:
+        tmp *= 1 - weight
+        xp.subtract(b, tmp, out=a)
+
+
 class Workspace:
     """Scratch arrays reused across steps, one set per (array module, dtype)."""
 
@@ -83,9 +111,17 @@ class Workspace:
         self._bufs.clear()
 
 
+def _quiet(kernel, *arrays) -> None:
+    """Run a kernel as torch does: a NaN or inf (say eps=0 on a zero gradient) propagates
+    silently. (NumPy's error state is per thread, so pool threads set it too.)"""
+    with np.errstate(all="ignore"):
+        kernel(*arrays)
+
+
 def run_kernel(kernel, arrays: list, n_scratch: int, workspace: Workspace) -> None:
     """Call ``kernel(*arrays, *scratch)``; big contiguous arrays go in 1-D chunks of at most
-    CHUNK elements, each split across NUM_THREADS threads (NumPy only)."""
+    CHUNK elements, each split across NUM_THREADS threads (NumPy only). The caller holds
+    ``np.errstate(all="ignore")``, as ``Optimizer.step`` does."""
     first = arrays[0]
     n = first.size
     xp = get_array_module(first)
@@ -112,7 +148,7 @@ def run_kernel(kernel, arrays: list, n_scratch: int, workspace: Workspace) -> No
             lo, hi = bounds[i], bounds[i + 1]
             args = [a[lo:hi] for a in flats] + [s[lo - start:hi - start] for s in scratch]
             if i:
-                futures.append(pool.submit(kernel, *args))
+                futures.append(pool.submit(_quiet, kernel, *args))
             else:
                 kernel(*args)
         for f in futures:
@@ -123,7 +159,7 @@ class FlatBucket:
     """The parameters of one group (same dtype and device) and their state in flat buffers."""
 
     __slots__ = ("params", "n", "flat", "views", "names", "state_flat", "state_views",
-                 "steps", "step_views", "grad_flat", "grad_views")
+                 "steps", "step_views", "grad_flat")
 
     def __init__(self, params: list, states: list, names: tuple, with_step: bool):
         first = params[0].data
@@ -149,7 +185,7 @@ class FlatBucket:
             self.step_views = [self.steps[i:i + 1].reshape(()) for i in range(len(states))]
             for st, v in zip(states, self.step_views):
                 st["step"].data = v
-        self.grad_flat = self.grad_views = None
+        self.grad_flat = None
 
     @staticmethod
     def supports(params: list, states: list, names: tuple) -> bool:
@@ -184,22 +220,12 @@ class FlatBucket:
         return True
 
     def gather_grads(self):
-        """The group's gradients as one flat array. The grads become views of it, so grads
-        that are zeroed in place (``zero_grad(set_to_none=False)``) accumulate straight into
-        it and the next gather is free."""
-        params = self.params
-        if self.grad_views is not None and all(
-                p.grad.data is v for p, v in zip(params, self.grad_views)):
-            return self.grad_flat
+        """The group's gradients copied into one flat array. (The grads are not made views
+        of it: code such as a data-parallel wrapper may own their arrays.)"""
         xp = get_array_module(self.flat)
         if self.grad_flat is None:
-            offsets = np.concatenate(([0], np.cumsum([p.data.size for p in params]))).tolist()
             self.grad_flat = xp.empty(self.n, dtype=self.flat.dtype)
-            self.grad_views = [self.grad_flat[offsets[i]:offsets[i + 1]].reshape(p.data.shape)
-                               for i, p in enumerate(params)]
-        xp.concatenate([p.grad.data.reshape(-1) for p in params], out=self.grad_flat)
-        for p, v in zip(params, self.grad_views):
-            p.grad.data = v
+        xp.concatenate([p.grad.data.reshape(-1) for p in self.params], out=self.grad_flat)
         return self.grad_flat
 
 

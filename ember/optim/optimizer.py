@@ -41,6 +41,10 @@ class _RequiredParameter:
 
 required = _RequiredParameter()
 
+_SET_MESSAGE = ("optimizer parameters need to be organized in ordered collections, but the "
+                "ordering of tensors in sets will change between runs. Please use a list "
+                "instead.")
+
 
 def _hooked(step):
     """Wrap an optimizer's ``step`` with its pre/post hooks (once, even under super().step)."""
@@ -93,6 +97,8 @@ class Optimizer:
         if isinstance(params, Mapping) or not isinstance(params, Iterable):
             raise TypeError("params argument given to the optimizer should be an iterable of "
                             f"Tensors or dicts, but got {_typename(params)}")
+        if isinstance(params, (set, frozenset)):  # torch only catches sets inside groups
+            raise TypeError(_SET_MESSAGE)
         param_groups = list(params)
         if len(param_groups) == 0:
             raise ValueError("optimizer got an empty parameter list")
@@ -125,9 +131,7 @@ class Optimizer:
         if isinstance(params, Tensor):
             params = [params]
         elif isinstance(params, (set, frozenset)):
-            raise TypeError("optimizer parameters need to be organized in ordered collections, "
-                            "but the ordering of tensors in sets will change between runs. "
-                            "Please use a list instead.")
+            raise TypeError(_SET_MESSAGE)
         else:
             params = list(params)
         names = [p[0] for p in params if isinstance(p, tuple)]
@@ -189,8 +193,9 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            self._step_group(group)
+        with np.errstate(all="ignore"):  # NaN / inf propagate silently, as in torch
+            for group in self.param_groups:
+                self._step_group(group)
         return loss
 
     def _state_names(self, group: dict) -> tuple:
@@ -258,8 +263,11 @@ class Optimizer:
     def _flat_step(self, group: dict, key, params: list, names: tuple) -> bool:
         """One kernel run over the group's flat buffers; False when the layout does not apply
         this step (mixed fresh state or unequal step counts), so the caller goes per param."""
-        states = [self.state[p] for p in params]
-        fresh = [self._needs_init(group, st) for st in states]
+        if names or self._uses_step:
+            states = [self.state[p] for p in params]
+            fresh = [self._needs_init(group, st) for st in states]
+        else:  # stateless (plain SGD): leave self.state untouched, as torch does
+            states, fresh = [{} for _ in params], [False]
         if any(fresh):
             if not all(fresh):
                 return False

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from ember.optim.foreach import effective_grad
 from ember.optim.optimizer import Optimizer, required
+from ember.tensor.backend import get_array_module
 from ember.tensor.tensor import Tensor
 
 
@@ -34,8 +36,6 @@ class SGD(Optimizer):
         return "momentum_buffer" not in state
 
     def _init_state(self, group: dict, p: Tensor, state: dict) -> None:
-        from ember.tensor.backend import get_array_module
-
         state["momentum_buffer"] = Tensor(get_array_module(p.data).zeros_like(p.data))
 
     def _make_kernel(self, group: dict, step, fresh: bool, xp):
@@ -70,17 +70,3 @@ class SGD(Optimizer):
 
         return kernel
 
-
-def effective_grad(xp, p, g, weight_decay: float, maximize: bool, out):
-    """``(-g if maximize else g) + weight_decay * p``, into ``out`` when it differs from g."""
-    if weight_decay != 0:
-        xp.multiply(p, weight_decay, out=out)
-        if maximize:
-            xp.subtract(out, g, out=out)
-        else:
-            out += g
-        return out
-    if maximize:
-        xp.negative(g, out=out)
-        return out
-    return g

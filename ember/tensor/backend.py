@@ -69,3 +69,29 @@ def to_backend(array, dev: device):
     cp = cupy_module()
     with cp.cuda.Device(dev.index or 0):
         return cp.asarray(array)
+
+
+def _keep_freed_memory() -> None:
+    """Ask glibc to keep freed heap memory instead of returning it to the OS at once.
+
+    Every op allocates fresh arrays; with glibc's defaults a large array is mmap'ed and unmapped
+    again, so the next op pays page faults on new memory (measured: a 4M-element elementwise
+    forward+backward chain took 104 ms with the defaults and 63 ms with this). It is the CPU
+    analogue of a caching allocator: the process keeps its peak heap. Set EMBER_MALLOC_TUNE=0
+    to leave malloc alone.
+    """
+    import ctypes
+    import os
+    import sys
+
+    if os.environ.get("EMBER_MALLOC_TUNE", "1") == "0" or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: trim the heap top only above 1 GiB free
+        libc.mallopt(-3, 1 << 28)  # M_MMAP_THRESHOLD: arrays under 256 MiB come from the heap
+    except (OSError, AttributeError):
+        pass  # not glibc (e.g. musl): keep the defaults
+
+
+_keep_freed_memory()

@@ -86,7 +86,16 @@ def _tensors_to_values(data):
 
 def tensor(data, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """A new tensor that copies ``data`` (a list, a number, an array or a tensor)."""
-    arr = _infer_array(data)
+    if dtype is not None and not isinstance(data, (Tensor, np.ndarray)):
+        try:  # straight to the requested dtype: no detour through the default float
+            arr = np.array(data, dtype=np.float64 if dtypes.to_dtype(dtype).is_floating_point
+                           else None)
+        except (TypeError, ValueError):
+            arr = _infer_array(data)
+        if arr.dtype == object:
+            arr = _infer_array(data)
+    else:
+        arr = _infer_array(data)
     if isinstance(data, (Tensor, np.ndarray)):
         arr = arr.copy()
     if dtype is not None:

@@ -87,11 +87,14 @@ class CrossEntropy(Function):
         self.eps, self.reduction = float(smoothing), reduction
         self.prob = not isinstance(target, IndexTarget)
         self._x, self._x_version = x, x._vc[0]  # only for double backward
+        self.dtype = x.data.dtype
 
     # ------------------------------------------------------------------ forward
     def forward(self, x):
         xp = get_array_module(x)
         w = work(x)
+        if not w.flags.c_contiguous:  # p (and so the gradient) must be C-ordered
+            w = xp.ascontiguousarray(w)
         m_rows, c = w.shape
         eps, weight = self.eps, self.weight
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -103,15 +106,16 @@ class CrossEntropy(Function):
                 picked = xp.einsum("ij,ij->i", tw, p)
             else:
                 tgt = self.target
-                picked = p[xp.arange(m_rows), tgt.y]
+                self.flat = xp.arange(0, m_rows * c, c) + tgt.y  # (row, y) in the flat array
+                picked = p.reshape(-1)[self.flat]
                 if eps:
                     smooth = p @ (xp.ones(c, w.dtype) if weight is None else weight)
             xp.exp(p, out=p)
             s = p @ xp.ones(c, w.dtype)
-            lse = xp.log(s)
             low = s < _TINY
-            if m_rows and bool(low.any()):
-                lse += self._rescale_rows(w, p, s, low, xp)
+            corr = self._rescale_rows(w, p, s, low, xp) if m_rows and bool(low.any()) else 0
+            lse = xp.log(s)
+            lse += corr  # the log-sum-exp minus the batch-wide shift
             if self.prob:
                 self.row_sum = tw.sum(axis=1)
                 loss = lse * self.row_sum - picked
@@ -165,8 +169,8 @@ class CrossEntropy(Function):
     def _scale(self, g):
         """The upstream gradient per row (or a scalar), divided for 'mean'."""
         s = g if self.reduction == "none" else g.reshape(())
-        if self.reduction == "mean":
-            s = s / s.dtype.type(self.denom)
+        if self.reduction == "mean":  # nothing counted (all ignored): zero gradient, as torch
+            s = s / s.dtype.type(self.denom) if self.denom else s * 0
         return s
 
     def backward(self, g):
@@ -184,24 +188,23 @@ class CrossEntropy(Function):
                 grad *= scale[:, None] if scale.ndim else scale
             else:
                 grad = self._index_grad(p, s, scale, xp, m_rows, c)
-        return Tensor(grad.astype(self._x.data.dtype, copy=False))
+        return Tensor(grad.astype(self.dtype, copy=False))
 
     def _index_grad(self, p, s, scale, xp, m_rows: int, c: int):
         tgt, eps = self.target, self.eps
         a1 = 1.0 - eps if tgt.wy is None else tgt.wy * (1.0 - eps)
         if tgt.valid is not None:
             scale = scale * tgt.valid
-        rows = xp.arange(m_rows)
         if not eps:  # one pass: grad = scale * w[y] * (softmax - onehot)
             a = a1 * scale
             grad = p * (a / s)[:, None]
-            grad[rows, tgt.y] -= a
+            grad.reshape(-1)[self.flat] -= a
             return grad
         total = float(c) if self.weight is None else self.weight.sum()
         k = a1 + (eps / c) * total
         grad = p * (k / s)[:, None]
         grad -= (eps / c) if self.weight is None else (eps / c) * self.weight
-        grad[rows, tgt.y] -= a1
+        grad.reshape(-1)[self.flat] -= a1
         grad *= scale[:, None] if scale.ndim else scale
         return grad
 
@@ -233,7 +236,7 @@ class CrossEntropy(Function):
             valid = tgt.valid
         scale = g if self.reduction == "none" else g.reshape(())
         if self.reduction == "mean":
-            scale = scale / self.denom
+            scale = scale / self.denom if self.denom else scale * 0
         if valid is not None:
             scale = scale * Tensor(valid.astype(dt, copy=False))
         if scale.data.ndim:

@@ -1,24 +1,27 @@
-"""Raw-array convolution kernels (NumPy or CuPy, written once): im2col, the three GEMMs, col2im.
+"""Raw-array convolution kernels (NumPy or CuPy, written once): im2col, the GEMMs, col2im.
 
 A convolution with any number of spatial dims is three GEMM-shaped kernels sharing one
 column layout, ``cols`` of shape (C * prod(kernel), N * prod(out)) laid out as
 (C, *kernel, N, *out):
 
-    forward        y  = W @ cols(x)                   one GEMM per group
-    grad_weight    gW = (cols(x) @ g^T)^T             one GEMM per group
-    grad_input     gx = col2im(W^T @ g)               one GEMM, then a loop over kernel offsets
+    forward        y  = W @ cols(x)                    one GEMM (per group)
+    grad_weight    gW = (cols(x) @ g^T)^T              one GEMM (per group)
+    grad_input     stride 1: a conv of g with the flipped kernel (im2col + one GEMM);
+                   otherwise col2im(W^T @ g): one GEMM, then a loop over kernel offsets
 
-``grad_input`` is also the forward of ``conv_transpose``. The column layout keeps the channel
-dim outermost, so groups are plain slices and every GEMM reads contiguous operands (no hidden
-transposed copies); im2col is one strided copy from an ``as_strided`` view, never a loop
-over pixels. ``gW`` is computed as ``cols @ g^T`` because OpenBLAS runs that orientation of
-this long-K product several times faster than ``g @ cols^T``.
+``grad_input`` is also the forward of ``conv_transpose``. The channel dim is outermost in
+the column layout, so groups are plain row blocks and every GEMM reads its operands in place
+(BLAS takes the transposes as flags); im2col is a copy out of an ``as_strided`` view, one
+kernel offset at a time, never a loop over pixels. ``gW`` is computed as ``cols @ g^T``:
+OpenBLAS runs that orientation of this long-inner-dim product several times faster than
+``g @ cols^T``. Column buffers come from ``_workspace`` (fresh 75 MB mappings page-fault).
 """
 
 from __future__ import annotations
 
 import itertools
 
+from ember.nn.functional import _workspace
 from ember.tensor.backend import get_array_module
 
 
@@ -61,7 +64,11 @@ def pad_zeros(x, pads: tuple):
 
 
 def im2col(x, geo: Geometry, out_spatial: tuple):
-    """(N, C, *in) -> cols (C * prod(kernel), N * prod(out)): one strided copy."""
+    """(N, C, *in) -> cols (C * prod(kernel), N * prod(out)), in a pooled buffer.
+
+    One ``as_strided`` view holds every window; it is copied one kernel offset at a time
+    (each copy is a plain 4-D strided copy, which NumPy runs about twice as fast as the
+    single 6-D copy)."""
     xp = get_array_module(x)
     n, c = x.shape[:2]
     xpad = pad_zeros(x, geo.pads)
@@ -70,8 +77,11 @@ def im2col(x, geo: Geometry, out_spatial: tuple):
     shape = (c,) + geo.kernel + (n,) + out_spatial
     strides = ((st[1],) + tuple(s * d for s, d in zip(sp, geo.dilation)) + (st[0],)
                + tuple(s * k for s, k in zip(sp, geo.stride)))
-    cols = xp.empty(shape, dtype=x.dtype)
-    cols[...] = _as_strided(xp, xpad, shape, strides)
+    view = _as_strided(xp, xpad, shape, strides)
+    cols = _workspace.take(xp, shape, x.dtype)
+    lead = (slice(None),)
+    for offs in itertools.product(*[range(k) for k in geo.kernel]):
+        cols[lead + offs] = view[lead + offs]
     return cols.reshape(c * _prod(geo.kernel), n * _prod(out_spatial))
 
 
@@ -89,23 +99,29 @@ def _channels_first(g):
     return xp.ascontiguousarray(g.transpose(perm)).reshape(g.shape[1], -1)
 
 
-def _gemm(xp, a, b, groups: int, dtype, ta: bool = False, tb: bool = False):
+def _gemm(xp, a, b, groups: int, dtype, ta: bool = False, tb: bool = False, out=None):
     """Per-group products of row blocks: block g of ``op(a) @ op(b)``, stacked by rows.
 
     ``ta``/``tb`` transpose a block before multiplying. One 2-D GEMM per group: a stacked
     matmul on transposed views would leave BLAS for NumPy's slow loop.
     """
     if groups == 1:
-        out = (a.T if ta else a) @ (b.T if tb else b)
-        return out if out.dtype == dtype else out.astype(dtype)
+        lhs, rhs = (a.T if ta else a), (b.T if tb else b)
+        if out is not None and dtype.kind == "f":  # straight into the pooled buffer
+            return xp.matmul(lhs, rhs, out=out)
+        prod = lhs @ rhs
+        if out is None:
+            return prod if prod.dtype == dtype else prod.astype(dtype)
+        out[...] = prod
+        return out
     ab = a.reshape(groups, a.shape[0] // groups, a.shape[1])
     bb = b.reshape(groups, b.shape[0] // groups, b.shape[1])
     rows = ab.shape[2] if ta else ab.shape[1]
     width = bb.shape[1] if tb else bb.shape[2]
-    out = xp.empty((groups * rows, width), dtype=dtype)
+    if out is None:
+        out = xp.empty((groups * rows, width), dtype=dtype)
     for g in range(groups):
-        prod = (ab[g].T if ta else ab[g]) @ (bb[g].T if tb else bb[g])
-        out[g * rows:(g + 1) * rows] = prod
+        out[g * rows:(g + 1) * rows] = (ab[g].T if ta else ab[g]) @ (bb[g].T if tb else bb[g])
     return out
 
 
@@ -145,22 +161,59 @@ def conv_grad_weight(g, cols, wshape: tuple, groups: int):
 
 
 def conv_grad_input(g, w, geo: Geometry, in_spatial: tuple):
-    """dL/dx (N, C, *in) from g (N, O, *out): GEMM to columns, then col2im by kernel offset.
+    """dL/dx (N, C, *in) from g (N, O, *out). Also the forward of conv_transpose (with x in
+    the role of g).
 
-    Also the forward of conv_transpose (with x in the role of g)."""
+    Stride 1: a convolution of g with the flipped, channel-swapped kernel (im2col + GEMM,
+    both cheaper than col2im's strided adds). Otherwise: GEMM to columns, then col2im by
+    kernel offset."""
     xp = get_array_module(g)
+    flipped = _flipped_geometry(geo, g.shape[2:], in_spatial)
+    if flipped is not None:
+        wt = _flip_kernel(w, geo.groups)
+        cols = im2col(g, flipped, in_spatial)
+        y, _ = conv_forward(g, wt, None, flipped, cols, in_spatial)
+        _workspace.give(cols)
+        return y
     n = g.shape[0]
     out_sp = g.shape[2:]
     g2 = _channels_first(g)  # (O, M)
     groups = geo.groups
-    gcols = _gemm(xp, w.reshape(w.shape[0], -1), g2, groups, g.dtype, ta=True)
     c = w.shape[1] * groups
+    gcols = _workspace.take(xp, (c * _prod(geo.kernel), g2.shape[1]), g.dtype)
+    _gemm(xp, w.reshape(w.shape[0], -1), g2, groups, g.dtype, ta=True, out=gcols)
     gcols = gcols.reshape((c,) + geo.kernel + (n,) + out_sp)
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(in_spatial, geo.pads))
     gx = col2im(gcols, geo, (c, n) + padded, out_sp)
+    _workspace.give(gcols)
     crop = gx[(slice(None), slice(None)) + tuple(slice(lo, lo + s) for s, (lo, _) in
                                                   zip(in_spatial, geo.pads))]
     return xp.ascontiguousarray(crop.transpose((1, 0) + tuple(range(2, 2 + len(in_spatial)))))
+
+
+def _flipped_geometry(geo: Geometry, out_sp: tuple, in_spatial: tuple):
+    """The geometry under which dL/dx is a stride-1 conv of g, or None (strided, or more
+    padding than the dilated kernel reaches)."""
+    if any(s != 1 for s in geo.stride):
+        return None
+    pads = []
+    for (lo, _), k, d, o, n in zip(geo.pads, geo.kernel, geo.dilation, out_sp, in_spatial):
+        lo2 = d * (k - 1) - lo
+        hi2 = n - o - lo2 + d * (k - 1)
+        if lo2 < 0 or hi2 < 0:
+            return None
+        pads.append((lo2, hi2))
+    return Geometry(geo.kernel, geo.stride, tuple(pads), geo.dilation, geo.groups)
+
+
+def _flip_kernel(w, groups: int):
+    """(O, Cg, *k) -> (C, Og, *k): in/out channels swapped within each group, kernel flipped."""
+    xp = get_array_module(w)
+    o, cg = w.shape[:2]
+    k = w.shape[2:]
+    wg = w.reshape((groups, o // groups, cg) + k).swapaxes(1, 2)
+    wg = wg[(Ellipsis,) + (slice(None, None, -1),) * len(k)]
+    return xp.ascontiguousarray(wg).reshape((groups * cg, o // groups) + k)
 
 
 def col2im(gcols, geo: Geometry, shape: tuple, out_sp: tuple):

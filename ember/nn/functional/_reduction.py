@@ -60,7 +60,7 @@ def warn_if_broadcast(op: str, input: Tensor, target: Tensor) -> None:
     """torch warns (and then broadcasts) when a pointwise loss gets differently shaped operands."""
     if tuple(input.data.shape) != tuple(target.data.shape):
         warnings.warn(
-            f"{op}: Using a target size ({shape_str(target.data.shape)}) that is different to the "
-            f"input size ({shape_str(input.data.shape)}). This will likely lead to incorrect "
+            f"{op}: Using a target size {shape_str(target.data.shape)} that is different to the "
+            f"input size {shape_str(input.data.shape)}. This will likely lead to incorrect "
             "results due to broadcasting. Please ensure they have the same size.",
             UserWarning, stacklevel=3)

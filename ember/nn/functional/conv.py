@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ember.autograd.function import Function
 from ember.nn.functional import _im2col as kernels
+from ember.nn.functional import _workspace
 from ember.ops.promotion import check_same_device
 from ember.tensor.dtypes import FLOATING_NP
 from ember.tensor.tensor import Tensor
@@ -32,18 +33,30 @@ def _sum_dims(g: Tensor) -> Tensor:
 class _Conv(Function):
     def __init__(self, geo: kernels.Geometry, cols=None, out_spatial=None):
         self.geo = geo
-        self.cols = cols
+        self.cols = cols  # columns of x built by the caller, who also gives them back
         self.out_spatial = out_spatial
 
     def forward(self, x, w, b):
         ng = self.needs_input_grad
+        own = self.cols is None
         y, cols = kernels.conv_forward(x, w, b, self.geo, self.cols, self.out_spatial)
         self.cols = None
-        keep = cols if ng[1] and cols.nbytes <= SAVE_COLS_BYTES else None
-        self.save_for_backward(x if ng[1] else None, w if ng[0] else None, keep)
+        keep = own and ng[1] and cols.nbytes <= SAVE_COLS_BYTES
+        if own and not keep:
+            _workspace.give(cols)
+        self.save_for_backward(x if ng[1] else None, w if ng[0] else None,
+                               cols if keep else None)
         self.in_spatial = x.shape[2:]
         self.wshape = w.shape
         return y
+
+    def _release(self) -> None:
+        """Autograd is done with this node: its columns go back to the workspace pool."""
+        saved = self.__dict__.get("_saved")
+        cols = saved[2] if isinstance(saved, tuple) and len(saved) == 3 else None
+        super()._release()
+        if cols is not None:
+            _workspace.give(cols)
 
     def backward(self, g):
         x, w, cols = self.saved_tensors
@@ -86,6 +99,8 @@ class _ConvTranspose(Function):
             gx = _Conv(self.geo, cols, out_sp).apply(g, w, None)
         if ng[1]:
             gw = _ConvWeightGrad(self.geo, self.wshape, cols).apply(g, x)
+        if cols is not None:
+            _workspace.give(cols)
         if ng[2]:
             gb = _sum_dims(g)
         return gx, gw, gb
@@ -99,11 +114,14 @@ class _ConvWeightGrad(Function):
         ng = self.needs_input_grad
         self.save_for_backward(x if ng[1] else None, g if ng[0] else None)
         self.in_spatial, self.out_sp = x.shape[2:], g.shape[2:]
-        cols = self.cols
+        cols, own = self.cols, self.cols is None
         self.cols = None
-        if cols is None:
+        if own:
             cols = kernels.im2col(x, self.geo, g.shape[2:])
-        return kernels.conv_grad_weight(g, cols, self.wshape, self.geo.groups)
+        gw = kernels.conv_grad_weight(g, cols, self.wshape, self.geo.groups)
+        if own:
+            _workspace.give(cols)
+        return gw
 
     def backward(self, ggw):
         x, g = self.saved_tensors

@@ -179,8 +179,9 @@ def nll_loss(input: Tensor, target: Tensor, weight=None, size_average=None,
         return loss
     if reduction == "sum" or coef is None:
         return R.apply(loss, reduction)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return loss.sum() / tgt.denom
+    if not tgt.denom:  # nothing counted (all ignored): NaN, with a zero gradient, as torch
+        return loss.sum() * 0.0 + float("nan")
+    return loss.sum() / tgt.denom
 
 
 # -------------------------------------------------------------------- pointwise losses
@@ -265,9 +266,8 @@ def _same_shape(op: str, input: Tensor, target: Tensor) -> None:
 def _broadcast_const(arr, shape, op: str, name: str):
     if arr is None:
         return None
-    xp = get_array_module(arr)
     try:
-        if xp.broadcast_shapes(arr.shape, shape) != tuple(shape):
+        if np.broadcast_shapes(arr.shape, shape) != tuple(shape):
             raise ValueError
     except ValueError:
         raise RuntimeError(f"{op}: {name} of shape {tuple(arr.shape)} does not broadcast to the "
@@ -303,8 +303,8 @@ class BinaryCrossEntropy(Function):
         gx = gt = None
         if ng[0]:  # torch: (x - t) / max(x (1 - x), 1e-12)
             gx = g * (x - t) / clamp((1 - x) * x, min=1e-12)
-        if ng[1]:
-            gt = g * (clamp((-x).log1p(), min=-100.0) - clamp(x.log(), min=-100.0))
+        if ng[1]:  # torch: -logit(x), unclamped
+            gt = g * ((-x).log1p() - x.log())
         return gx, gt
 
 

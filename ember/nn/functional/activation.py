@@ -1,0 +1,289 @@
+"""Activations under torch.nn.functional's names (relu, gelu, leaky_relu, elu, hardtanh...).
+
+The hot ones (relu, gelu, silu, sigmoid, tanh, softplus, softmax, log_softmax) are the fused
+ops of ``ember.ops``, re-exported here with torch's ``inplace=`` flags. The rest are small:
+a masked-gradient Function where torch's gradient is a mask (leaky_relu, hardtanh, threshold,
+hardsigmoid), or a composite of ember ops (elu, mish, logsigmoid...), which differentiates
+to any order. Overflowing branches are clamped first, so no ``0 * inf`` reaches a gradient.
+"""
+
+from __future__ import annotations
+
+from ember.autograd.function import Function
+from ember.ops.activation import gelu, sigmoid, softplus, tanh
+from ember.ops.activation import relu as _relu
+from ember.ops.activation import silu as _silu_op
+from ember.ops.inplace import apply_inplace
+from ember.ops.nn_ops import log_softmax as _log_softmax
+from ember.ops.nn_ops import softmax as _softmax
+from ember.ops.pointwise import check_tensor, const, float_only, quiet, scale_grad, to_float32
+from ember.ops.select import clamp_max, where
+from ember.ops.unary import abs as _abs
+from ember.ops.unary import expm1
+from ember.tensor.backend import get_array_module
+from ember.tensor.tensor import Tensor
+
+__all__ = [
+    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_",
+    "celu", "celu_", "gelu", "silu", "mish", "softplus", "sigmoid", "tanh", "hardtanh",
+    "hardtanh_", "hardsigmoid", "hardswish", "logsigmoid", "softsign", "tanhshrink",
+    "threshold", "threshold_", "glu", "prelu", "softmax", "log_softmax", "softmin",
+]
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _maybe_inplace(input: Tensor, inplace: bool, fn, *args, op: str) -> Tensor:
+    if inplace:
+        return apply_inplace(input, fn, *args, op=op + "_")
+    return fn(input, *args)
+
+
+# ------------------------------------------------------------------ fused ember ops
+def relu(input: Tensor, inplace: bool = False) -> Tensor:
+    return input.relu_() if inplace else _relu(input)
+
+
+def relu_(input: Tensor) -> Tensor:
+    return input.relu_()
+
+
+def silu(input: Tensor, inplace: bool = False) -> Tensor:
+    """x * sigmoid(x)."""
+    return _maybe_inplace(input, inplace, _silu_op, op="silu")
+
+
+def softmax(input: Tensor, dim=None, _stacklevel: int = 3, dtype=None) -> Tensor:
+    return _softmax(input, dim, dtype)
+
+
+def log_softmax(input: Tensor, dim=None, _stacklevel: int = 3, dtype=None) -> Tensor:
+    return _log_softmax(input, dim, dtype)
+
+
+def softmin(input: Tensor, dim=None, _stacklevel: int = 3, dtype=None) -> Tensor:
+    """softmax(-x)."""
+    return _softmax(-input, dim, dtype)
+
+
+# ------------------------------------------------------------ masked-gradient ops
+class _Masked(Function):
+    """Forward on raw arrays; the gradient is ``grad * w`` for a constant ``w`` made in the
+    forward (a mask or the slopes), so it is exact and differentiable again."""
+
+    def backward(self, g):
+        return scale_grad(g, self.w)
+
+
+class LeakyRelu(_Masked):
+    def __init__(self, slope: float):
+        self.slope = slope
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        pos = x > 0
+        self.w = xp.where(pos, const(x, 1), const(x, self.slope))
+        return xp.where(pos, x, x * const(x, self.slope))
+
+
+class Hardtanh(_Masked):
+    """clip(x, lo, hi); the gradient passes strictly inside (lo, hi), as torch's."""
+
+    def __init__(self, lo: float, hi: float):
+        self.lo, self.hi = lo, hi
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.w = (x > self.lo) & (x < self.hi)
+        return xp.minimum(xp.maximum(x, const(x, self.lo)), const(x, self.hi))
+
+
+class Threshold(_Masked):
+    """x where x > threshold, else ``value``."""
+
+    def __init__(self, threshold: float, value: float):
+        self.threshold, self.value = threshold, value
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.w = x > const(x, self.threshold)
+        return xp.where(self.w, x, const(x, self.value))
+
+
+class Hardsigmoid(_Masked):
+    """relu6(x + 3) / 6; gradient 1/6 strictly inside (-3, 3)."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        inside = (x > -3) & (x < 3)
+        self.w = inside * const(x, 1 / 6)
+        x32 = to_float32(x)  # half inputs: float32 math, one rounding (torch's opmath)
+        out = xp.clip(x32 + const(x32, 3), const(x32, 0), const(x32, 6)) / const(x32, 6)
+        return out.astype(x.dtype, copy=False)
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    """x where x > 0, else negative_slope * x."""
+    float_only(input, "leaky_relu")
+    return _maybe_inplace(input, inplace, lambda t: LeakyRelu(negative_slope).apply(t),
+                          op="leaky_relu")
+
+
+def leaky_relu_(input: Tensor, negative_slope: float = 0.01) -> Tensor:
+    return leaky_relu(input, negative_slope, True)
+
+
+def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0,
+             inplace: bool = False) -> Tensor:
+    check_tensor(input, "hardtanh")
+    if min_val > max_val:
+        raise ValueError("min_val cannot be greater than max_val")
+    return _maybe_inplace(input, inplace, lambda t: Hardtanh(min_val, max_val).apply(t),
+                          op="hardtanh")
+
+
+def hardtanh_(input: Tensor, min_val: float = -1.0, max_val: float = 1.0) -> Tensor:
+    return hardtanh(input, min_val, max_val, True)
+
+
+def relu6(input: Tensor, inplace: bool = False) -> Tensor:
+    """min(max(x, 0), 6) (hardtanh(x, 0, 6), with its gradient)."""
+    return hardtanh(input, 0.0, 6.0, inplace)
+
+
+def threshold(input: Tensor, threshold: float, value: float, inplace: bool = False) -> Tensor:
+    check_tensor(input, "threshold")
+    return _maybe_inplace(input, inplace, lambda t: Threshold(threshold, value).apply(t),
+                          op="threshold")
+
+
+def threshold_(input: Tensor, threshold: float, value: float) -> Tensor:
+    return globals()["threshold"](input, threshold, value, True)
+
+
+def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
+    float_only(input, "hardsigmoid")
+    return _maybe_inplace(input, inplace, lambda t: Hardsigmoid().apply(t), op="hardsigmoid")
+
+
+# ---------------------------------------------------------------------- composites
+def _elu(x: Tensor, alpha: float, scale: float, input_scale: float) -> Tensor:
+    """scale * x for x > 0, else scale * alpha * (exp(x * input_scale) - 1); the negative
+    branch sees min(x, 0), so large x cannot overflow into a NaN gradient."""
+    neg = expm1(clamp_max(x, 0) * input_scale if input_scale != 1 else clamp_max(x, 0))
+    return where(x > 0, x * scale if scale != 1 else x, neg * (scale * alpha))
+
+
+def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    float_only(input, "elu")
+    return _maybe_inplace(input, inplace, _elu, alpha, 1.0, 1.0, op="elu")
+
+
+def elu_(input: Tensor, alpha: float = 1.0) -> Tensor:
+    return elu(input, alpha, True)
+
+
+def selu(input: Tensor, inplace: bool = False) -> Tensor:
+    float_only(input, "selu")
+    return _maybe_inplace(input, inplace, _elu, _SELU_ALPHA, _SELU_SCALE, 1.0, op="selu")
+
+
+def selu_(input: Tensor) -> Tensor:
+    return selu(input, True)
+
+
+def celu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    float_only(input, "celu")
+    if alpha == 0:
+        raise RuntimeError("ZeroDivisionError: celu: alpha must not be 0")
+    return _maybe_inplace(input, inplace, _elu, alpha, 1.0, 1.0 / alpha, op="celu")
+
+
+def celu_(input: Tensor, alpha: float = 1.0) -> Tensor:
+    return celu(input, alpha, True)
+
+
+def _hardswish(x: Tensor) -> Tensor:
+    """x * relu6(x + 3) / 6; gradient 0 up to -3, x / 3 + 1/2 inside (-3, 3), 1 from 3 on
+    (torch's choice at the kinks)."""
+    return HardswishFn().apply(x)
+
+
+class HardswishFn(Function):
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.save_for_backward(x)
+        x32 = to_float32(x)
+        with quiet():
+            t = xp.clip(x32 + const(x32, 3), const(x32, 0), const(x32, 6))
+            return (t * x32 / const(x32, 6)).astype(x.dtype, copy=False)
+
+    def backward(self, g):
+        (x,) = self.saved_tensors
+        mid = where(x <= -3, 0.0, x / 3 + 0.5)
+        return g * where(x < 3, mid, 1.0)
+
+
+def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
+    float_only(input, "hardswish")
+    return _maybe_inplace(input, inplace, _hardswish, op="hardswish")
+
+
+def _mish(x: Tensor) -> Tensor:
+    return x * tanh(softplus(x))
+
+
+def mish(input: Tensor, inplace: bool = False) -> Tensor:
+    """x * tanh(softplus(x))."""
+    float_only(input, "mish")
+    return _maybe_inplace(input, inplace, _mish, op="mish")
+
+
+def logsigmoid(input: Tensor) -> Tensor:
+    """log(sigmoid(x)) = -softplus(-x), stable for large |x|."""
+    float_only(input, "log_sigmoid")
+    return -softplus(-input)
+
+
+def softsign(input: Tensor) -> Tensor:
+    """x / (1 + |x|)."""
+    return input / (_abs(input) + 1)
+
+
+def tanhshrink(input: Tensor) -> Tensor:
+    """x - tanh(x)."""
+    return input - tanh(input)
+
+
+def glu(input: Tensor, dim: int = -1) -> Tensor:
+    """a * sigmoid(b), where a and b are the two halves of ``input`` along ``dim``."""
+    check_tensor(input, "glu")
+    if input.data.ndim == 0:
+        raise RuntimeError("glu does not support scalars because halving size must be even")
+    from ember.ops.dims import normalize_dim
+
+    d = normalize_dim(dim, input.data.ndim, "glu")
+    size = input.data.shape[d]
+    if size % 2:
+        raise RuntimeError(f"glu: Halving dimension must be even, but dimension {d} is size "
+                           f"{size} (input shape {tuple(input.data.shape)})")
+    a, b = input.chunk(2, d)
+    return a * sigmoid(b)
+
+
+def prelu(input: Tensor, weight: Tensor) -> Tensor:
+    """x where x > 0, else weight * x, with one weight per channel (dim 1) or one shared."""
+    check_tensor(input, "prelu")
+    n = weight.data.size
+    if weight.data.ndim > 1 or (n != 1 and (input.data.ndim < 2 or
+                                            input.data.shape[1] != n)):
+        raise RuntimeError(f"prelu: expected weight with 1 element or one per channel, got "
+                           f"weight of shape {tuple(weight.data.shape)} for input of shape "
+                           f"{tuple(input.data.shape)}")
+    w = weight
+    if n != 1 and input.data.ndim > 2:
+        w = weight.reshape((n,) + (1,) * (input.data.ndim - 2))
+    elif n == 1:
+        w = weight.reshape(())
+    return where(input > 0, input, input * w)

@@ -1,0 +1,112 @@
+"""linear and bilinear.
+
+``linear`` is one fused Function: one GEMM against ``weight.T`` (BLAS reads the transpose in
+place) with the bias added in place, and a backward of two GEMMs and one sum. Leading batch
+dims are folded into the GEMM's rows first: NumPy's stacked matmul with a transposed operand
+leaves BLAS and is orders of magnitude slower. Backward is written with Tensor ops (matmul,
+sum), so double backward works.
+"""
+
+from __future__ import annotations
+
+from ember.autograd.function import Function
+from ember.ops.linalg import matmul
+from ember.ops.promotion import check_same_device
+from ember.tensor.tensor import Tensor
+
+
+class _Linear(Function):
+    def forward(self, x, w, b):
+        ng = self.needs_input_grad
+        self.save_for_backward(x if ng[1] else None, w if ng[0] else None)
+        self.x_shape = x.shape
+        x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
+        out = x2 @ w.T
+        if out.dtype != x.dtype:  # ml_dtypes' bfloat16 matmul answers in float32
+            out = out.astype(x.dtype)
+        if b is not None:
+            out += b
+        return out.reshape(x.shape[:-1] + (w.shape[0],)) if x.ndim != 2 else out
+
+    def backward(self, g):
+        x, w = self.saved_tensors
+        ng = self.needs_input_grad
+        out_f = g.data.shape[-1]
+        g2 = g.reshape(-1, out_f) if g.ndim != 2 else g
+        gx = gw = gb = None
+        if ng[0]:
+            gx = matmul(g2, w)
+            if len(self.x_shape) != 2:
+                gx = gx.reshape(self.x_shape)
+        if ng[1]:
+            x2 = x.reshape(-1, self.x_shape[-1]) if len(self.x_shape) != 2 else x
+            gw = matmul(g2.transpose(0, 1), x2)
+        if ng[2]:
+            gb = g2.sum(0)
+        return gx, gw, gb
+
+
+def _check(input, weight, bias, name: str) -> None:
+    if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
+        raise TypeError(f"{name}: expected Tensors, got {type(input).__name__} and "
+                        f"{type(weight).__name__}")
+    if weight.data.ndim not in (1, 2):
+        raise RuntimeError(f"{name}: expected a 1D or 2D weight, got shape "
+                           f"{tuple(weight.data.shape)}")
+    if input.data.ndim == 0 or input.data.shape[-1] != weight.data.shape[-1]:
+        raise RuntimeError(f"{name}: expected input with last dimension "
+                           f"{weight.data.shape[-1]}, got input of shape "
+                           f"{tuple(input.data.shape)} (weight of shape "
+                           f"{tuple(weight.data.shape)})")
+    if input.data.dtype != weight.data.dtype:
+        raise RuntimeError(f"{name}: expected input and weight to have the same dtype, got "
+                           f"{input.dtype} and {weight.dtype}")
+    check_same_device(input, weight, name)
+    if bias is not None:
+        if not isinstance(bias, Tensor):
+            raise TypeError(f"{name}: expected bias to be a Tensor or None, got "
+                            f"{type(bias).__name__}")
+        if bias.data.dtype != input.data.dtype:
+            raise RuntimeError(f"{name}: expected input and bias to have the same dtype, got "
+                               f"{input.dtype} and {bias.dtype}")
+        check_same_device(input, bias, name)
+
+
+def linear(input, weight, bias=None):
+    """y = input @ weight.T + bias, with input (*, in_features) and weight (out, in)."""
+    _check(input, weight, bias, "linear")
+    if weight.data.ndim == 1 or input.data.ndim == 1:
+        out = matmul(input, weight.t() if weight.data.ndim == 2 else weight)
+        return out if bias is None else out + bias
+    if bias is not None and bias.data.shape not in ((weight.data.shape[0],), (1,), ()):
+        raise RuntimeError(f"linear: expected bias of shape ({weight.data.shape[0]},), got "
+                           f"{tuple(bias.data.shape)}")
+    if bias is not None and bias.data.shape != (weight.data.shape[0],):
+        return _Linear().apply(input, weight, None) + bias
+    return _Linear().apply(input, weight, bias)
+
+
+def bilinear(input1, input2, weight, bias=None):
+    """y[..., o] = input1 @ weight[o] @ input2 + bias[o], weight (out, in1, in2)."""
+    if not all(isinstance(t, Tensor) for t in (input1, input2, weight)):
+        raise TypeError("bilinear: expected Tensors for input1, input2 and weight")
+    w = weight.data.shape
+    s1, s2 = tuple(input1.data.shape), tuple(input2.data.shape)
+    if len(w) != 3 or not s1 or not s2 or s1[-1] != w[1] or s2[-1] != w[2] or \
+            s1[:-1] != s2[:-1]:
+        raise RuntimeError(f"bilinear: expected inputs (*, {w[1] if len(w) == 3 else '?'}) and "
+                           f"(*, {w[2] if len(w) == 3 else '?'}) with the same batch shape for "
+                           f"weight of shape {tuple(w)}, got {s1} and {s2}")
+    out_f, in1, in2 = w
+    lead = s1[:-1]
+    x1 = input1.reshape(-1, in1)
+    x2 = input2.reshape(-1, in2)
+    # (B, in1) @ (in1, out * in2) -> (B, out, in2), then contract in2 with input2
+    t = matmul(x1, weight.permute(1, 0, 2).reshape(in1, out_f * in2)).reshape(-1, out_f, in2)
+    y = matmul(t, x2.unsqueeze(-1)).squeeze(-1)
+    if bias is not None:
+        y = y + bias
+    return y.reshape(lead + (out_f,))
+
+
+__all__ = ["linear", "bilinear"]
