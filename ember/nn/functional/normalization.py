@@ -2,7 +2,7 @@
 
 batch_norm and layer_norm sit on the hot path of the reference workloads (BatchNorm2d after
 every conv, LayerNorm twice per transformer block), so each is one fused Function: a raw-array
-forward with a single full-size temporary, and the closed-form backward
+forward with one or two full-size temporaries, and the closed-form backward
 
     dx = rstd / N * (N * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))
 
@@ -37,10 +37,6 @@ def _shape(t) -> tuple:
 
 def _cast(arr, dtype):
     return arr if arr.dtype == dtype else arr.astype(dtype)
-
-
-def _opt(arr, dtype):
-    return None if arr is None else _cast(arr, dtype)
 
 
 # --------------------------------------------------------------- Tensor-op backward
