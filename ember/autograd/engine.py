@@ -142,18 +142,18 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
             grads = buffers.pop(node, None)
             in_grads = _run_node(node, grads, own, create_graph, capture_node, captured,
                                  retain_graph)
+            # node edges first (_add_to_buffer marks what it keeps), then the leaves: a leaf
+            # never takes, and later accumulates into, an array that a pending node still holds
+            leaves = None
             for e, g in zip(node.next_edges, in_grads):
                 if e is None:
                     continue
                 n, slot = e
                 if n is None:
-                    if g is None:
-                        pass
-                    elif slot._hooks:
-                        _hold(hooked, slot, g)
-                    else:
-                        _deliver_leaf(slot, g, own, create_graph, accumulate, capture_leaf,
-                                      captured)
+                    if g is not None:
+                        if leaves is None:
+                            leaves = []
+                        leaves.append((slot, g))
                     continue
                 if g is not None:
                     _add_to_buffer(buffers, n, slot, g, own, create_graph)
@@ -161,6 +161,12 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
                 deps[n] = left
                 if left == 0:
                     ready.append(n)
+            for slot, g in leaves or ():
+                if slot._hooks:
+                    _hold(hooked, slot, g)
+                else:
+                    _deliver_leaf(slot, g, own, create_graph, accumulate, capture_leaf,
+                                  captured)
         for leaf, g in hooked.values():
             _deliver_leaf(leaf, g, own, create_graph, accumulate, capture_leaf, captured)
     finally:
@@ -200,6 +206,8 @@ def _add_to_buffer(buffers, node, slot, g, own, create_graph):
     old = buf[slot]
     if old is None:
         buf[slot] = g
+        if not create_graph:
+            own.mark(g.data)  # held here until the node runs: never a leaf's .grad buffer
     elif create_graph:
         buf[slot] = old + g
     elif buf[n + slot]:  # we own old's array: accumulate in place

@@ -7,6 +7,7 @@ every broadcast gradient goes back to its input's shape through ``sum_to_shape``
 from __future__ import annotations
 
 from ember.autograd.function import Function, as_array
+from ember.autograd.grad_mode import state
 from ember.ops.promotion import binary_operands, is_scalar
 from ember.ops.reduction import sum_to_shape
 from ember.tensor.backend import get_array_module
@@ -51,6 +52,10 @@ class Mul(Function):
     def backward(self, g):
         b, a = self.saved_tensors
         sa, sb = self.shapes
+        if not state.enabled:  # no create_graph: raw products, no Function per product
+            gd = g.data
+            return (sum_to_shape(Tensor(as_array(gd * b.data)), sa) if b is not None else None,
+                    sum_to_shape(Tensor(as_array(gd * a.data)), sb) if a is not None else None)
         return (sum_to_shape(g * b, sa) if b is not None else None,
                 sum_to_shape(g * a, sb) if a is not None else None)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ember.autograd.function import Function
+from ember.autograd.grad_mode import state
 from ember.ops.promotion import as_tensor_operand, check_same_device
 from ember.ops.reduction import sum_to_shape
 from ember.tensor.tensor import Tensor
@@ -24,6 +25,12 @@ class MatMul(Function):
         a, b = self.saved_tensors
         sa, sb = self.shapes
         ng = self.needs_input_grad
+        if not state.enabled and len(sa) >= 2 and len(sb) >= 2 and sa[:-2] == sb[:-2]:
+            # no create_graph and no batch broadcasting: two raw products, no graph bookkeeping
+            gd = g.data
+            ga = Tensor(_mm(gd, b.data.swapaxes(-1, -2), gd.dtype)) if ng[0] else None
+            gb = Tensor(_mm(a.data.swapaxes(-1, -2), gd, gd.dtype)) if ng[1] else None
+            return ga, gb
         if len(sa) == 1 and len(sb) == 1:
             return (g * b if ng[0] else None), (g * a if ng[1] else None)
         sa2 = sa if len(sa) > 1 else (1,) + sa
@@ -42,6 +49,11 @@ class MatMul(Function):
             a2 = reshape(a, sa2) if sa2 != sa else a
             gb = reshape(sum_to_shape(matmul(transpose(a2, -1, -2), g2), sb2), sb)
         return ga, gb
+
+
+def _mm(x, y, dtype):
+    out = x @ y
+    return out if out.dtype == dtype else out.astype(dtype)  # ml_dtypes bfloat16 -> float32
 
 
 def _check(a: Tensor, b: Tensor, op: str) -> None:

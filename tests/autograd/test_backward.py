@@ -375,3 +375,18 @@ def test_leaf_grad_of_a_contiguous_leaf_is_contiguous():
     b = ember.ones(4, 3, requires_grad=True)
     (ember.ones(2, 4) @ b.permute(0, 1)).sum().backward()
     assert b.grad.is_contiguous()
+
+
+def test_leaf_accumulation_never_corrupts_a_pending_gradient():
+    """A leaf's .grad must not share memory with a gradient a pending node still holds."""
+    torch = pytest.importorskip("torch")
+    xv = np.array([0.5, -1.5, 2.0], dtype=np.float32)
+    yv = np.array([1.0, 0.25, -3.0], dtype=np.float32)
+    x, y = ember.tensor(xv, requires_grad=True), ember.tensor(yv, requires_grad=True)
+    m = x * y
+    ((x * m + (m + x)) * 1.0).sum().backward()
+    xt, yt = torch.tensor(xv, requires_grad=True), torch.tensor(yv, requires_grad=True)
+    mt = xt * yt
+    ((xt * mt + (mt + xt)) * 1.0).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(y.grad.numpy(), yt.grad.numpy(), rtol=1e-6)

@@ -151,6 +151,17 @@ def test_weight_gradient_without_saved_columns(monkeypatch):
              atol=1e-4)
 
 
+@pytest.mark.parametrize("small_gw", [0, 10**9])
+def test_weight_gradient_both_gemm_forms(monkeypatch, small_gw):
+    """One big GEMM, or the per-image stacked matmul used for tiny weight gradients."""
+    from ember.nn.functional import _im2col
+
+    monkeypatch.setattr(_im2col, "SMALL_GW", small_gw)
+    check_op(lambda x, w, lib=F: lib.conv2d(x, w, stride=2, padding=1),
+             [rand(6, 3, 7, 7, seed=56), rand(8, 3, 3, 3, seed=57)],
+             torch_fn=lambda x, w: TF.conv2d(x, w, stride=2, padding=1), atol=1e-4)
+
+
 # ------------------------------------------------------------------- conv1d / conv3d
 @pytest.mark.parametrize("stride,padding,dilation,groups,bias", [
     (1, 0, 1, 1, True), (2, 1, 1, 1, False), (1, "same", 2, 2, True), (3, 2, 2, 4, True),
@@ -449,3 +460,15 @@ def test_workspace_take_and_give():
     _workspace.give(np.zeros((2048, 2048), np.float32))
     assert _workspace._idle[0] == 0
     _workspace.clear()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_stays_half(dtype):
+    x, w, b = rand(2, 3, 6, 6, seed=63), rand(4, 3, 3, 3, seed=64), rand(4, seed=65)
+    ref = F.conv2d(ember.tensor(x), ember.tensor(w), ember.tensor(b), padding=1).numpy()
+    dt = getattr(ember, dtype)
+    xs = [ember.tensor(a).to(dt).requires_grad_() for a in (x, w, b)]
+    y = F.conv2d(*xs, padding=1)
+    y.sum().backward()
+    assert y.dtype == dt and all(t.grad.dtype == dt for t in xs)
+    np.testing.assert_allclose(y.float().detach().numpy(), ref, atol=0.3, rtol=0.05)

@@ -51,10 +51,10 @@ MAX_GRID = [(k, s, p, d, c) for k, s, p, d, c in itertools.product(
 def test_max_pool2d_grid_matches_torch(kernel, stride, padding, dilation, ceil_mode):
     x = rand(2, 3, 9, 8, seed=1)  # continuous values: no ties
     for ri in (False, True):
-        check_op(lambda x, lib=F: lib.max_pool2d(x, kernel, stride, padding, dilation,
-                                                 ceil_mode, ri), [x],
-                 torch_fn=lambda x: TF.max_pool2d(x, kernel, stride, padding, dilation,
-                                                  ceil_mode, ri))
+        check_op(lambda x, lib=F, ri=ri: lib.max_pool2d(x, kernel, stride, padding, dilation,
+                                                        ceil_mode, ri), [x],
+                 torch_fn=lambda x, ri=ri: TF.max_pool2d(x, kernel, stride, padding, dilation,
+                                                         ceil_mode, ri))
 
 
 @pytest.mark.parametrize("k,s,p,d,ceil_mode", [(2, 2, 0, 1, False), (3, 2, 1, 1, True),
@@ -82,8 +82,8 @@ def test_max_pool_ties_go_to_the_first_maximum():
     x = np.maximum(rand(2, 3, 8, 8, seed=4), 0)
     x[0, 0, :4, :4] = 0.0
     for kw in (dict(kernel_size=2), dict(kernel_size=3, stride=1, padding=1)):
-        check_op(lambda x, lib=F: lib.max_pool2d(x, return_indices=True, **kw), [x],
-                 torch_fn=lambda x: TF.max_pool2d(x, return_indices=True, **kw))
+        check_op(lambda x, lib=F, kw=kw: lib.max_pool2d(x, return_indices=True, **kw), [x],
+                 torch_fn=lambda x, kw=kw: TF.max_pool2d(x, return_indices=True, **kw))
 
 
 def test_max_pool_nan_propagates_like_torch():
@@ -160,10 +160,10 @@ def test_adaptive_max_pool2d_matches_torch(size):
 
 def test_adaptive_1d_pools_match_torch():
     for size in (1, 4, 7):
-        check_op(lambda x, lib=F: lib.adaptive_avg_pool1d(x, size), [rand(2, 3, 10, seed=14)],
-                 torch_fn=lambda x: TF.adaptive_avg_pool1d(x, size))
-        check_op(lambda x, lib=F: lib.adaptive_max_pool1d(x, size), [rand(2, 3, 10, seed=15)],
-                 torch_fn=lambda x: TF.adaptive_max_pool1d(x, size))
+        check_op(lambda x, s=size: F.adaptive_avg_pool1d(x, s), [rand(2, 3, 10, seed=14)],
+                 torch_fn=lambda x, s=size: TF.adaptive_avg_pool1d(x, s))
+        check_op(lambda x, s=size: F.adaptive_max_pool1d(x, s), [rand(2, 3, 10, seed=15)],
+                 torch_fn=lambda x, s=size: TF.adaptive_max_pool1d(x, s))
 
 
 def test_noncontiguous_input():

@@ -24,6 +24,8 @@ import itertools
 from ember.nn.functional import _workspace
 from ember.tensor.backend import get_array_module
 
+SMALL_GW = 2048  # weight-gradient results up to this size use the per-image stacked matmul
+
 
 class Geometry:
     """Kernel size, stride, (lo, hi) padding per spatial dim, dilation and groups."""
@@ -151,7 +153,15 @@ def conv_grad_weight(g, cols, wshape: tuple, groups: int):
     """dL/dW (O, Cg, *kernel) from the output gradient g (N, O, *out) and the input's cols."""
     xp = get_array_module(g)
     g2 = _channels_first(g)  # (O, M)
-    if groups == 1:
+    n = g.shape[0]
+    if groups == 1 and cols.shape[0] * g2.shape[0] <= SMALL_GW and n >= 4:
+        # a tiny result over a huge inner dim (an RGB first layer): threaded BLAS spends the
+        # call synchronising (and stalls badly on a busy machine); one stacked per-image
+        # matmul (N, O, L) @ (N, L, C*K), summed over N, is several times faster
+        o, kk, per = g2.shape[0], cols.shape[0], g2.shape[1] // n
+        gw = xp.matmul(g2.reshape(o, n, per).transpose(1, 0, 2),
+                       cols.reshape(kk, n, per).transpose(1, 2, 0)).sum(0)
+    elif groups == 1:
         # cols @ g^T (C*K, O) is the fast orientation of this long-inner-dim product
         gw = xp.ascontiguousarray((cols @ g2.T).T)
     else:
