@@ -14,10 +14,7 @@ class MatMul(Function):
         ng = self.needs_input_grad
         self.save_for_backward(a if ng[1] else None, b if ng[0] else None)
         self.shapes = (a.shape, b.shape)
-        out = a @ b
-        if out.dtype != a.dtype:  # ml_dtypes' bfloat16 matmul answers in float32
-            out = out.astype(a.dtype)
-        return out
+        return _mm(a, b, a.dtype)
 
     def backward(self, g):
         from ember.ops.shape import reshape, transpose
@@ -30,6 +27,13 @@ class MatMul(Function):
             gd = g.data
             ga = Tensor(_mm(gd, b.data.swapaxes(-1, -2), gd.dtype)) if ng[0] else None
             gb = Tensor(_mm(a.data.swapaxes(-1, -2), gd, gd.dtype)) if ng[1] else None
+            return ga, gb
+        if not state.enabled and len(sa) > 2 and len(sb) == 2:
+            # (..., m, k) @ (k, n): fold the batch into rows; the weight gradient is one GEMM
+            gd, k, n = g.data, sa[-1], sb[-1]
+            ga = Tensor(_mm(gd, b.data.T, gd.dtype)) if ng[0] else None
+            gb = Tensor(_mm(a.data.reshape(-1, k).T, gd.reshape(-1, n), gd.dtype)) if ng[1] \
+                else None
             return ga, gb
         if len(sa) == 1 and len(sb) == 1:
             return (g * b if ng[0] else None), (g * a if ng[1] else None)
@@ -52,7 +56,13 @@ class MatMul(Function):
 
 
 def _mm(x, y, dtype):
-    out = x @ y
+    """x @ y in ``dtype``. A stack times one matrix is folded into a single 2-D GEMM: NumPy's
+    stacked matmul leaves BLAS when the matrix is a transposed view (measured 480 ms vs
+    1.5 ms for a (64, 1024, 128) @ (128, 128).T)."""
+    if x.ndim > 2 and y.ndim == 2:
+        out = (x.reshape(-1, x.shape[-1]) @ y).reshape(x.shape[:-1] + (y.shape[-1],))
+    else:
+        out = x @ y
     return out if out.dtype == dtype else out.astype(dtype)  # ml_dtypes bfloat16 -> float32
 
 
