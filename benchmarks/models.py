@@ -1,6 +1,6 @@
 """The three reference models (issue 3, Benchmarks), written twice with the same code.
 
-Each builder takes the framework's ``nn`` module and ``F`` (``torch.nn``/``torch.nn.functional``
+Each builder takes the framework's ``nn`` module and ``nnf`` (``torch.nn``/``torch.nn.functional``
 or ``ember.nn``/``ember.nn.functional``), so the Ember model is a faithful port by construction:
 same layers, same order, same state-dict keys. ``copy_weights`` then loads torch's initial
 weights into the Ember model, so both start from identical numbers.
@@ -42,7 +42,7 @@ def cnn(nn):
     )
 
 
-def gpt(nn, F):
+def gpt(nn, nnf):
     """A character-level GPT: token + position embeddings, pre-LayerNorm blocks (causal
     ``scaled_dot_product_attention``, 4x GELU MLP), final LayerNorm, untied lm_head."""
 
@@ -59,7 +59,7 @@ def gpt(nn, F):
             q = q.view(b, t, h, c // h).transpose(1, 2)
             k = k.view(b, t, h, c // h).transpose(1, 2)
             v = v.view(b, t, h, c // h).transpose(1, 2)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = nnf.scaled_dot_product_attention(q, k, v, is_causal=True)
             y = y.transpose(1, 2).contiguous().view(b, t, c)
             return self.c_proj(y)
 

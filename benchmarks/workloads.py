@@ -31,20 +31,20 @@ class Workload:
         self.build, self.data, self.optimizer, self.forward = build, data, optimizer, forward
 
 
-def _mlp_forward(lib, F, model, batch):
+def _mlp_forward(lib, nnf, model, batch):
     x, y = batch
-    return F.cross_entropy(model(x), y)
+    return nnf.cross_entropy(model(x), y)
 
 
-def _cnn_forward(lib, F, model, batch):
+def _cnn_forward(lib, nnf, model, batch):
     x, y = batch
-    return F.cross_entropy(model(x), y)
+    return nnf.cross_entropy(model(x), y)
 
 
-def _gpt_forward(lib, F, model, batch):
+def _gpt_forward(lib, nnf, model, batch):
     idx, pos, y = batch
     logits = model(idx, pos)
-    return F.cross_entropy(logits.view(-1, models.GPT_VOCAB), y.view(-1))
+    return nnf.cross_entropy(logits.view(-1, models.GPT_VOCAB), y.view(-1))
 
 
 def _gpt_data(lib):
@@ -63,12 +63,12 @@ def _xy(fn):
 WORKLOADS = [
     Workload("mlp", 1.0,
              "784-512-512-10 ReLU MLP, batch 128, cross_entropy, Adam(lr=1e-3)",
-             lambda nn, F: models.mlp(nn), _xy(models.mlp_data),
+             lambda nn, nnf: models.mlp(nn), _xy(models.mlp_data),
              lambda optim, params: optim.Adam(params, lr=1e-3), _mlp_forward),
     Workload("cnn", 1.5,
              "4x [conv3x3 (no bias) + BatchNorm2d + ReLU], 2 maxpools, Linear(4096, 10); "
              "input 64x3x32x32, cross_entropy, SGD(lr=0.01, momentum=0.9)",
-             lambda nn, F: models.cnn(nn), _xy(models.cnn_data),
+             lambda nn, nnf: models.cnn(nn), _xy(models.cnn_data),
              lambda optim, params: optim.SGD(params, lr=0.01, momentum=0.9), _cnn_forward),
     Workload("gpt", 1.0,
              "char GPT: vocab 65, block 128, 4 layers, 4 heads, n_embd 128, pre-LN, causal "
@@ -79,7 +79,7 @@ WORKLOADS = [
 
 
 def build_pair(w: Workload, torch):
-    """(torch_state, ember_state): each a (model, optimizer, batch, F, lib) tuple, with the
+    """(torch_state, ember_state): each a (model, optimizer, batch, nnf, lib) tuple, with the
     Ember model holding a copy of torch's freshly initialised weights."""
     import ember
     import ember.nn as enn
@@ -100,11 +100,11 @@ def build_pair(w: Workload, torch):
 
 def make_step(state, w: Workload):
     """The timed unit: one full training step. Returns the loss tensor."""
-    model, opt, batch, F, lib = state
+    model, opt, batch, nnf, lib = state
 
     def step():
         opt.zero_grad()
-        loss = w.forward(lib, F, model, batch)
+        loss = w.forward(lib, nnf, model, batch)
         loss.backward()
         opt.step()
         return loss

@@ -243,7 +243,13 @@ class ProcessPool:
                     args=("process", dataset, spec, wid, num_workers, seed + wid, init_fn, q,
                           writer, self.done, parent),
                     daemon=True, name=f"ember-data-worker-{wid}")
-                p.start()
+                try:
+                    p.start()
+                except (TypeError, AttributeError) as exc:  # spawn/forkserver pickle the args
+                    raise TypeError(
+                        f"DataLoader: cannot start {ctx.get_start_method()!r} worker processes: "
+                        f"{exc}. Those start methods pickle the dataset; use the 'fork' context "
+                        f"(the default on Linux) or multiprocessing_context='thread'.") from exc
                 writer.close()
                 self.queues.append(q)
                 self.conns.append(reader)
@@ -260,25 +266,23 @@ class ProcessPool:
         by_conn = {c: i for i, c in enumerate(self.conns)}
         sentinels = {p.sentinel: i for i, p in enumerate(self.procs)}
         ready = mp_wait(list(by_conn) + list(sentinels), timeout)
-        out, dead = [], []
+        out, dead = [], set()
         for obj in ready:
             if obj in by_conn:
                 wid = by_conn[obj]
                 try:
                     msg = obj.recv()
-                except (EOFError, OSError):
-                    dead.append(wid)
+                except (EOFError, OSError):  # the pipe closed: the worker is gone
+                    dead.add(wid)
                     continue
                 kind, tok, index, payload = msg
                 out.append((wid, (kind, tok, index, unbox(payload) if kind == "data"
                                   else payload)))
             else:
-                dead.append(sentinels[obj])
-        for wid in dead:
-            if self.conns[wid].poll():
-                continue  # read what it sent before reporting its death
-            p = self.procs[wid]
-            p.join(0.1)
+                dead.add(sentinels[obj])
+        if dead:  # workers only exit when told to: any exit now is a crash
+            p = self.procs[min(dead)]
+            p.join(1.0)
             code = p.exitcode
             how = f" (killed by signal {-code})" if code is not None and code < 0 else ""
             self.shutdown(grace=0.2)
@@ -346,7 +350,8 @@ class ThreadPool:
             dead = [t.name for t in self.threads if not t.is_alive()]
             if dead and not self.closed:
                 self.shutdown(grace=0.2)
-                raise WorkerDiedError(f"DataLoader worker thread {dead[0]} exited unexpectedly")
+                raise WorkerDiedError(
+                    f"DataLoader worker thread {dead[0]} exited unexpectedly") from None
             return []
         while True:
             try:

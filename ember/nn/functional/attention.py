@@ -23,6 +23,7 @@ import numpy as np
 
 from ember.autograd.function import Function
 from ember.autograd.grad_mode import state
+from ember.nn.functional import _causal_attention as _causal
 from ember.nn.functional._cross_entropy import work
 from ember.tensor import dtypes
 from ember.tensor.backend import get_array_module, to_backend
@@ -71,12 +72,17 @@ class ScaledDotProductAttention(Function):
     already scaled by 1 / (1 - p), or None.
     """
 
-    def __init__(self, allowed, scale: float, keep):
+    def __init__(self, allowed, scale: float, keep, causal: bool = False):
         self.allowed, self.scale, self.keep = allowed, scale, keep
+        self.causal = causal  # row-blocked causal path (ember.nn.functional._causal_attention)
 
     def forward(self, q, k, v, fmask):
         xp = get_array_module(q)
         qw, kw, vw = work(q), work(k), work(v)
+        if self.causal:
+            out, blocks = _causal.forward(self, qw, kw, vw, self.allowed, q.dtype)
+            self.save_for_backward(q, k, v, None, None, out, *blocks)
+            return out
         s = (qw * self.scale) @ _t(kw, xp)
         bias = self._bias(s, fmask, xp)
         with np.errstate(invalid="ignore", over="ignore"):
@@ -136,11 +142,16 @@ class ScaledDotProductAttention(Function):
     def backward(self, g):
         if state.enabled:
             return self._backward_graph(g)
-        q, k, v, fmask, e, out = (t if t is None else t.data for t in self.saved_tensors)
-        xp = get_array_module(e)
+        saved = [t if t is None else t.data for t in self.saved_tensors]
+        q, k, v, fmask, e, out = saved[:6]
         ng = self.needs_input_grad
         g, out = work(g.data), work(out)
         qw, kw, vw = work(q), work(k), work(v)
+        if self.causal:
+            grads = _causal.backward(self, g, out, qw, kw, vw, saved[6:], ng)
+            return tuple(None if a is None else Tensor(a.astype(dt, copy=False))
+                         for a, dt in zip(grads + (None,), (q.dtype, k.dtype, v.dtype, None)))
+        xp = get_array_module(e)
         r, keep = self.r, self.keep
         c = xp.einsum("...i,...i->...", g, out)  # rowsum(P * dP)
         dq = dk = dv = dm = None
@@ -171,7 +182,7 @@ class ScaledDotProductAttention(Function):
         """The same gradients with Tensor ops on the saved inputs (double backward)."""
         from ember.ops.reduction import sum_to_shape
 
-        q, k, v, fmask, _, _ = self.saved_tensors
+        q, k, v, fmask = self.saved_tensors[:4]
         ng = self.needs_input_grad
         p = attention_probs(q, k, fmask, self.allowed, self.scale, getattr(self, "dead", None))
         keep = None if self.keep is None else Tensor(self.keep.astype(q.data.dtype))
@@ -305,7 +316,9 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     if tgt == 0 or src == 0 or query.data.size == 0 or key.data.size == 0:
         p = attention_probs(query, key, fmask, allowed, scale)
         return p.matmul(value)
-    return ScaledDotProductAttention(allowed, scale, keep).apply(query, key, value, fmask)
+    causal = (is_causal and keep is None and type(query.data) is np.ndarray
+              and query.data.shape[:-2] == key.data.shape[:-2] == value.data.shape[:-2])
+    return ScaledDotProductAttention(allowed, scale, keep, causal).apply(query, key, value, fmask)
 
 
 def _keep_mask(q, k, v, fmask, allowed, p: float):

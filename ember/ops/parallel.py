@@ -1,0 +1,143 @@
+"""Block-parallel execution of raw-array kernels on the CPU.
+
+Why: NumPy's ufuncs run on one core while torch's CPU kernels use every core, so a fused
+kernel (gelu, layer norm, attention) that is a dozen ufunc passes loses 2x on two cores. NumPy
+releases the GIL inside ufunc loops and BLAS calls, so the same kernel run on blocks of rows
+from a few threads uses the other cores too.
+
+Blocks are handed out dynamically (a shared counter), not split evenly up front: on a busy
+machine a descheduled worker simply takes fewer blocks, and the caller never waits for a
+thread that has not started (it only waits for blocks already in progress). Smaller blocks
+also keep a kernel's temporaries in cache.
+
+``EMBER_NUM_THREADS`` sets the thread count (default: the cores this process may use);
+``set_num_threads`` changes it at run time. Only NumPy arrays are split: CuPy runs on the GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+_threads = max(1, int(os.environ.get("EMBER_NUM_THREADS", 0) or _cores()))
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def get_num_threads() -> int:
+    """Threads a block-parallel kernel may use (the caller included)."""
+    return _threads
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads (the calling one included) for block-parallel kernels."""
+    global _threads
+    if int(n) < 1:
+        raise ValueError(f"set_num_threads: expected a positive thread count, got {n}")
+    _threads = int(n)
+
+
+def _get_pool(workers: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    if _pool is None or _pool_size < workers:
+        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ember-cpu")
+        _pool_size = workers
+    return _pool
+
+
+def _forget_pool() -> None:  # a forked child must not reuse the parent's (dead) threads
+    global _pool, _pool_size
+    _pool, _pool_size = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+class _Blocks:
+    """The shared state of one parallel run: next block, blocks done, first error."""
+
+    __slots__ = ("kernel", "n", "block", "count", "next", "done", "lock", "finished", "error")
+
+    def __init__(self, kernel, n: int, block: int):
+        self.kernel, self.n, self.block = kernel, n, block
+        self.count = -(-n // block)
+        self.next = self.done = 0
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+
+    def work(self) -> None:
+        lock, block, n, count = self.lock, self.block, self.n, self.count
+        while True:
+            with lock:
+                i = self.next
+                if i >= count or self.error is not None:
+                    return
+                self.next = i + 1
+            try:
+                self.kernel(i * block, min(n, (i + 1) * block))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                with lock:
+                    if self.error is None:
+                        self.error = exc
+                    self.next = count
+                self.finished.set()
+                return
+            with lock:
+                self.done += 1
+                last = self.done == count
+            if last:
+                self.finished.set()
+
+    def work_quietly(self) -> None:
+        # NumPy's error state is per thread: pool threads silence it as the kernels' callers do
+        with np.errstate(all="ignore"):
+            self.work()
+
+
+def run_blocks(kernel, n: int, block: int, threads: int | None = None) -> None:
+    """Call ``kernel(lo, hi)`` for the consecutive blocks ``[lo, hi)`` of ``range(n)``
+    (``block`` long, the last one shorter), spread over up to ``threads`` threads
+    (default ``get_num_threads()``). Blocks must write disjoint outputs.
+
+    With one thread or one block, everything runs in the calling thread, in order.
+    """
+    if n <= 0:
+        return
+    block = max(1, int(block))
+    threads = _threads if threads is None else max(1, int(threads))
+    count = -(-n // block)
+    if threads == 1 or count == 1:
+        for lo in range(0, n, block):
+            kernel(lo, min(n, lo + block))
+        return
+    state = _Blocks(kernel, n, block)
+    pool = _get_pool(threads - 1)
+    for _ in range(min(threads, count) - 1):
+        pool.submit(state.work_quietly)
+    state.work()
+    if state.error is None and state.done < state.count:
+        state.finished.wait()
+    if state.error is not None:
+        raise state.error
+
+
+def split(n: int, min_block: int, threads: int | None = None, per_thread: int = 4) -> int:
+    """A block length for ``run_blocks`` over ``n`` items: about ``per_thread`` blocks per
+    thread (so a late thread still gets a share), never below ``min_block`` items."""
+    threads = _threads if threads is None else max(1, int(threads))
+    if threads == 1:
+        return max(n, 1)
+    return max(min_block, -(-n // (threads * per_thread)))

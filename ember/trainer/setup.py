@@ -1,0 +1,192 @@
+"""Trainer arguments: validation with clear errors, Lightning's defaults, and the default
+callbacks, loggers and strategy built from the layers below."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+
+_CLIP_ALGORITHMS = ("norm", "value")
+
+
+def batch_limit(value, name: str):
+    """Lightning's rule: None -> 1.0 (all); a float in [0, 1] is a fraction; an int (or a
+    float with an integer value above 1) is a count of batches."""
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"Trainer({name}={value!r}): expected an int or a float")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"Trainer({name}={value}): must be >= 0")
+        return value
+    if 0.0 <= value <= 1.0:
+        return float(value)
+    if value > 1 and value % 1.0 == 0:
+        return int(value)
+    raise ValueError(f"Trainer({name}={value}): must be a fraction in [0.0, 1.0] or an int "
+                     "number of batches")
+
+
+def non_negative_int(value, name: str, minimum: int = 0, allow_none: bool = False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"Trainer({name}={value!r}): expected an int >= {minimum}")
+    return value
+
+
+_TIME = re.compile(r"^(\d+):(\d+):(\d+):(\d+)$")
+
+
+def parse_max_time(value) -> datetime.timedelta | None:
+    """'DD:HH:MM:SS', a dict of timedelta arguments, or a timedelta."""
+    if value is None:
+        return None
+    if isinstance(value, datetime.timedelta):
+        return value
+    if isinstance(value, dict):
+        try:
+            return datetime.timedelta(**value)
+        except TypeError as exc:
+            raise ValueError(f"Trainer(max_time={value!r}): the dict must hold timedelta "
+                             f"arguments (days, hours, minutes, seconds...): {exc}") from None
+    if isinstance(value, str):
+        m = _TIME.match(value.strip())
+        if m:
+            d, h, mi, s = (int(x) for x in m.groups())
+            return datetime.timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    raise ValueError(f"Trainer(max_time={value!r}): expected 'DD:HH:MM:SS', a dict such as "
+                     "{'hours': 1} or a datetime.timedelta")
+
+
+def parse_precision(value) -> str:
+    text = str(value) if value is not None else "32-true"
+    if text in ("32", "32-true"):
+        return "32-true"
+    raise ValueError(f"Trainer(precision={value!r}): only 32-bit precision ('32' or '32-true') "
+                     "is available; mixed precision ('16-mixed', 'bf16-mixed') comes with "
+                     "issue 9")
+
+
+def parse_clip(value, algorithm):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or value < 0):
+        raise ValueError(f"Trainer(gradient_clip_val={value!r}): expected a number >= 0")
+    if algorithm is None:
+        algorithm = "norm"
+    if algorithm not in _CLIP_ALGORITHMS:
+        raise ValueError(f"Trainer(gradient_clip_algorithm={algorithm!r}) is invalid; allowed "
+                         f"algorithms: {list(_CLIP_ALGORITHMS)}")
+    return value, algorithm
+
+
+def parse_fast_dev_run(value) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if not isinstance(value, int) or value < 0:
+        raise ValueError(f"Trainer(fast_dev_run={value!r}): expected a bool or an int >= 0")
+    return value
+
+
+def resolve_device(accelerator, devices):
+    """The device of a single-process run, from ``accelerator`` and ``devices``."""
+    from ember.tensor.device import device as make_device
+
+    acc = "cpu" if accelerator is None else str(accelerator).lower()
+    if acc not in ("cpu", "cuda", "gpu", "auto"):
+        raise ValueError(f"Trainer(accelerator={accelerator!r}): expected 'cpu', 'cuda' (or "
+                         "'gpu') or 'auto'")
+    if acc == "auto":
+        from ember.tensor.backend import cuda_is_available
+
+        acc = "cuda" if cuda_is_available() else "cpu"
+    elif acc in ("cuda", "gpu"):
+        from ember.tensor.backend import cupy_module
+
+        try:
+            cupy_module()
+        except RuntimeError as exc:
+            raise RuntimeError(f"Trainer(accelerator={accelerator!r}): {exc}") from None
+        acc = "cuda"
+    index = 0
+    if devices in (None, "auto", 1, "1", -1, "-1"):
+        pass
+    elif isinstance(devices, (list, tuple)) and len(devices) == 1 and acc == "cuda":
+        index = int(devices[0])
+    else:
+        raise ValueError(f"Trainer(devices={devices!r}): one process drives one device (use 1 "
+                         "or 'auto'); to train on several, launch one process per device with "
+                         "mpiexec and a distributed strategy")
+    return make_device("cpu") if acc == "cpu" else make_device("cuda", index)
+
+
+def resolve_strategy(strategy, device):
+    from ember.distributed.strategy import SingleDeviceStrategy, Strategy
+
+    if isinstance(strategy, Strategy):
+        return strategy
+    if strategy in (None, "auto", "single_device"):
+        return SingleDeviceStrategy(device)
+    raise ValueError(f"Trainer(strategy={strategy!r}): expected 'auto', 'single_device' or a "
+                     "Strategy instance (data-parallel strategies live in ember.distributed)")
+
+
+def root_dir(value) -> str:
+    return os.fspath(value) if value is not None else os.getcwd()
+
+
+def _is_progress_bar(callback) -> bool:
+    return any(c.__name__ in ("ProgressBar", "TQDMProgressBar") for c in type(callback).__mro__)
+
+
+def _has(callbacks, name: str) -> bool:
+    return any(any(c.__name__ == name for c in type(cb).__mro__) for cb in callbacks)
+
+
+def default_callbacks(callbacks: list, enable_progress_bar: bool, enable_model_summary: bool,
+                      enable_checkpointing: bool) -> list:
+    """The user's callbacks plus the defaults (progress bar, model summary), each added only
+    when its class exists in ``ember.callbacks`` and the user did not pass one."""
+    import ember.callbacks as cbs
+
+    out = list(callbacks)
+    bars = [cb for cb in out if _is_progress_bar(cb)]
+    if len(bars) > 1:
+        raise ValueError(f"Trainer(callbacks=...): found {len(bars)} progress bars; pass one")
+    if bars and not enable_progress_bar:
+        raise ValueError(f"Trainer(enable_progress_bar=False) but {type(bars[0]).__name__} is "
+                         "in callbacks; remove one of them")
+    if enable_progress_bar and not bars and hasattr(cbs, "TQDMProgressBar"):
+        out.append(cbs.TQDMProgressBar())
+    if enable_model_summary and not _has(out, "ModelSummary") and hasattr(cbs, "ModelSummary"):
+        out.append(cbs.ModelSummary())
+    if enable_checkpointing and not _has(out, "ModelCheckpoint") and \
+            hasattr(cbs, "ModelCheckpoint"):  # issue 6 adds ModelCheckpoint
+        out.append(cbs.ModelCheckpoint())
+    return order_callbacks(out)
+
+
+def order_callbacks(callbacks: list) -> list:
+    """Checkpoint callbacks run last (Lightning), so they see what the others did."""
+    ckpt = [cb for cb in callbacks if _has([cb], "ModelCheckpoint") or _has([cb], "Checkpoint")]
+    return [cb for cb in callbacks if cb not in ckpt] + ckpt
+
+
+def default_loggers(logger, save_dir: str) -> list:
+    """``logger=True`` (or None): a TensorBoardLogger in ``save_dir/lightning_logs``."""
+    if logger is None or logger is True:
+        import ember.loggers as lgs
+
+        if hasattr(lgs, "TensorBoardLogger"):
+            return [lgs.TensorBoardLogger(save_dir=save_dir, name="lightning_logs")]
+        return []
+    if logger is False:
+        return []
+    loggers = list(logger) if isinstance(logger, (list, tuple)) else [logger]
+    for lg in loggers:
+        if not hasattr(lg, "log_metrics"):
+            raise TypeError(f"Trainer(logger=...): {type(lg).__name__} is not a Logger (it has "
+                            "no log_metrics)")
+    return loggers

@@ -1,0 +1,103 @@
+"""A stand-in Trainer for callback unit tests: the attributes CONTEXT.md lists, and a driver
+that calls the hooks in Lightning's order for a small fit."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import ember
+from ember.distributed.strategy import SingleDeviceStrategy
+from ember.loggers import Logger
+
+
+class RecordingLogger(Logger):
+    """Remembers every log_metrics call as (step, metrics)."""
+
+    def __init__(self):
+        self.calls: list[tuple[int | None, dict]] = []
+
+    def log_metrics(self, metrics, step=None):
+        self.calls.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params, metrics=None):
+        pass
+
+    def values(self, name):
+        return [(step, m[name]) for step, m in self.calls if name in m]
+
+
+def fake_trainer(**overrides) -> SimpleNamespace:
+    t = SimpleNamespace(
+        current_epoch=0, global_step=0, batches_seen=0, num_training_batches=10,
+        num_val_batches=[4], num_sanity_val_batches=[2], num_test_batches=[3],
+        num_predict_batches=[3], max_epochs=2, max_steps=-1, callback_metrics={},
+        logged_metrics={}, progress_bar_metrics={}, should_stop=False, is_global_zero=True,
+        strategy=SingleDeviceStrategy(), log_dir=None, default_root_dir=".", loggers=[],
+        logger=None, callbacks=[], optimizers=[], lr_scheduler_configs=[], lightning_module=None,
+        module=None, stage="fitting", sanity_checking=False, training=True,
+        estimated_stepping_batches=20, accumulate_grad_batches=1, enable_progress_bar=True,
+        log_every_n_steps=1, max_time=None, world_size=1,
+    )
+    for k, v in overrides.items():
+        setattr(t, k, v)
+    return t
+
+
+def run_fit(trainer, callbacks, module=None, *, epochs=None, loss_fn=None, val=True,
+            sanity=False, step_fn=None, batch_fn=None):
+    """Drive the fit hooks: sanity check, then per epoch the train batches (an optimizer step
+    every accumulate_grad_batches batches) and a validation run, stopping on should_stop."""
+    cbs = callbacks if isinstance(callbacks, list) else [callbacks]
+    module = module if module is not None else SimpleNamespace(automatic_optimization=True)
+    epochs = epochs if epochs is not None else trainer.max_epochs
+    loss_fn = loss_fn or (lambda epoch, i: ember.tensor(1.0 / (1 + epoch * 10 + i)))
+    batch_fn = batch_fn or (lambda i: (ember.zeros(8, 3), ember.zeros(8)))
+
+    def call(name, *args):
+        for cb in cbs:
+            getattr(cb, name)(trainer, module, *args)
+
+    def validate():
+        call("on_validation_start")
+        call("on_validation_epoch_start")
+        counts = trainer.num_sanity_val_batches if trainer.sanity_checking else (
+            trainer.num_val_batches)
+        for i in range(sum(counts)):
+            call("on_validation_batch_start", batch_fn(i), i)
+            call("on_validation_batch_end", None, batch_fn(i), i)
+        call("on_validation_epoch_end")
+        call("on_validation_end")
+
+    call("setup", "fit")
+    call("on_fit_start")
+    if sanity:
+        trainer.sanity_checking = True
+        call("on_sanity_check_start")
+        validate()
+        call("on_sanity_check_end")
+        trainer.sanity_checking = False
+    call("on_train_start")
+    for epoch in range(epochs):
+        trainer.current_epoch = epoch
+        call("on_train_epoch_start")
+        for i in range(trainer.num_training_batches):
+            batch = batch_fn(i)
+            call("on_train_batch_start", batch, i)
+            trainer.batches_seen += 1
+            acc = trainer.accumulate_grad_batches
+            if (i + 1) % acc == 0 or i + 1 == trainer.num_training_batches:
+                if step_fn is not None:
+                    step_fn(trainer)
+                trainer.global_step += 1
+            call("on_train_batch_end", {"loss": loss_fn(epoch, i)}, batch, i)
+            if trainer.should_stop:
+                break
+        if val:
+            validate()
+        call("on_train_epoch_end")
+        if trainer.should_stop:
+            break
+    call("on_train_end")
+    call("on_fit_end")
+    call("teardown", "fit")
+    return trainer
