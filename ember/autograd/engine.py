@@ -13,6 +13,17 @@ from ember.autograd.grad_mode import state
 from ember.tensor.backend import get_array_module
 from ember.tensor.tensor import Tensor
 
+# Callbacks queued (queue_callback) during each backward in progress, innermost last.
+_callbacks: list = []
+
+
+def queue_callback(fn) -> None:
+    """Run ``fn()`` once the backward pass in progress has finished (after every gradient
+    and hook), as torch's ``Engine.queue_callback``: DDP joins its allreduces here."""
+    if not _callbacks:
+        raise RuntimeError("queue_callback: can only be called while a backward pass runs")
+    _callbacks[-1].append(fn)
+
 
 def _root_base(arr):
     while getattr(arr, "base", None) is not None:
@@ -98,21 +109,30 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
 
     # Dependencies: how many edges point at each node from the part of the graph we will run.
     deps: dict = {}
+    # Leaves with post-accumulate hooks: id -> [edges still to deliver, got a gradient]
+    post: dict = {}
+    count_post = accumulate
     stack = []
     seen = set()
     for t, _ in roots:
         if t.grad_fn is not None and id(t.grad_fn) not in seen:
             seen.add(id(t.grad_fn))
             stack.append(t.grad_fn)
+        elif t.grad_fn is None and count_post and t._post_acc_hooks:
+            _count_post(post, t, capture_leaf)
     while stack:
         node = stack.pop()
         edges = node.__dict__.get("next_edges")
         if edges is None:
             continue
         for e in edges:
-            if e is None or e[0] is None:
+            if e is None:
                 continue
             n = e[0]
+            if n is None:
+                if count_post and e[1]._post_acc_hooks:
+                    _count_post(post, e[1], capture_leaf)
+                continue
             deps[n] = deps.get(n, 0) + 1
             if id(n) not in seen:
                 seen.add(id(n))
@@ -123,6 +143,7 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
     ready = []
     prev_enabled = state.enabled
     state.enabled = create_graph
+    _callbacks.append([])
     try:
         for t, g in roots:
             if t.grad_fn is None:
@@ -130,6 +151,8 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
                     _hold(hooked, t, g)
                 else:
                     _deliver_leaf(t, g, own, create_graph, accumulate, capture_leaf, captured)
+                if post:
+                    _leaf_edge_done(post, t, g, hooked)
             else:
                 _add_to_buffer(buffers, t.grad_fn, t._output_nr, g, own, create_graph)
         for t, _ in roots:
@@ -150,7 +173,7 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
                     continue
                 n, slot = e
                 if n is None:
-                    if g is not None:
+                    if g is not None or (post and id(slot) in post):
                         if leaves is None:
                             leaves = []
                         leaves.append((slot, g))
@@ -162,15 +185,24 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
                 if left == 0:
                     ready.append(n)
             for slot, g in leaves or ():
-                if slot._hooks:
-                    _hold(hooked, slot, g)
-                else:
-                    _deliver_leaf(slot, g, own, create_graph, accumulate, capture_leaf,
-                                  captured)
+                if g is not None:
+                    if slot._hooks:
+                        _hold(hooked, slot, g)
+                    else:
+                        _deliver_leaf(slot, g, own, create_graph, accumulate, capture_leaf,
+                                      captured)
+                if post:
+                    _leaf_edge_done(post, slot, g, hooked)
         for leaf, g in hooked.values():
             _deliver_leaf(leaf, g, own, create_graph, accumulate, capture_leaf, captured)
+            if id(leaf) in post:
+                _run_post_hooks(leaf)
+        queued = _callbacks[-1]
+        while queued:
+            queued.pop(0)()
     finally:
         state.enabled = prev_enabled
+        _callbacks.pop()
 
     if inputs is None:
         return None
@@ -190,6 +222,39 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
                 "Set allow_unused=True if this is the desired behavior."
             )
     return results
+
+
+def _count_post(post, leaf, capture_leaf) -> None:
+    """One more edge will deliver to ``leaf`` (only leaves whose .grad this pass accumulates)."""
+    if capture_leaf is not None and id(leaf) not in capture_leaf:
+        return
+    entry = post.get(id(leaf))
+    if entry is None:
+        post[id(leaf)] = [1, False]
+    else:
+        entry[0] += 1
+
+
+def _leaf_edge_done(post, leaf, g, hooked) -> None:
+    """An edge to ``leaf`` has delivered (``g`` may be None); after the last one the leaf's
+    .grad is final and its post-accumulate hooks run (at the end, for leaves with hooks
+    whose gradient is held until then)."""
+    entry = post.get(id(leaf))
+    if entry is None:
+        return
+    entry[0] -= 1
+    if g is not None:
+        entry[1] = True
+    if entry[0] == 0:
+        if not entry[1]:
+            del post[id(leaf)]  # no gradient this pass: torch runs no hook either
+        elif id(leaf) not in hooked:
+            _run_post_hooks(leaf)
+
+
+def _run_post_hooks(leaf) -> None:
+    for h in tuple(leaf._post_acc_hooks):
+        h(leaf)
 
 
 def _hold(hooked, leaf, g) -> None:

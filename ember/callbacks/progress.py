@@ -170,10 +170,17 @@ class TQDMProgressBar(Callback):
     def _record_loss(self, outputs) -> None:
         if isinstance(outputs, dict):
             outputs = outputs.get("loss")
-        if outputs is None:
-            return
         # keep the raw (possibly device) array: no sync here, only at refresh points
-        self._losses.append(outputs.data if isinstance(outputs, Tensor) else outputs)
+        if isinstance(outputs, Tensor):
+            data = outputs.data
+        elif isinstance(outputs, (int, float)) and not isinstance(outputs, bool):
+            data = float(outputs)
+        elif hasattr(outputs, "dtype") and hasattr(outputs, "size"):  # numpy / cupy
+            data = outputs
+        else:
+            return  # manual optimization may return anything
+        if getattr(data, "size", 1) == 1:
+            self._losses.append(data)
 
     # ---- training
     def on_train_start(self, trainer, pl_module) -> None:

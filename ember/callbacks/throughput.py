@@ -2,7 +2,8 @@
 
 Time is ``time.perf_counter`` wall clock from the start of training, data loading included
 (that is what a user waits for), with validation runs paused out so they do not sink the rate.
-The rates go to the loggers and into ``trainer.progress_bar_metrics``.
+The rates go to the loggers, and samples/s and tokens/s into ``trainer.progress_bar_metrics``,
+every ``log_every_n_steps`` (rank 0).
 """
 
 from __future__ import annotations
@@ -107,12 +108,18 @@ class ThroughputMonitor(Callback):
         if not metrics:
             return
         self.metrics = metrics
+        # only at log points: reading trainer.progress_bar_metrics converts (syncs) its values
+        if not (getattr(trainer, "is_global_zero", True) and _should_update_logs(trainer)):
+            return
+        sep = self.separator
+        shown = {k: v for k, v in metrics.items()
+                 if k in (f"train{sep}samples_per_sec", f"train{sep}tokens_per_sec")}
         pbar = getattr(trainer, "progress_bar_metrics", None)
         if isinstance(pbar, dict):
-            pbar.update(metrics)
-        if getattr(trainer, "is_global_zero", True) and _should_update_logs(trainer):
-            for logger in getattr(trainer, "loggers", None) or []:
-                logger.log_metrics(dict(metrics), step=trainer.global_step)
+            pbar.update(shown)
+        step = max(trainer.global_step - 1, 0)  # the trainer's logging step for this batch
+        for logger in getattr(trainer, "loggers", None) or []:
+            logger.log_metrics(dict(metrics), step=step)
 
     def compute(self, world_size: int = 1) -> dict[str, float]:
         """Rates over the window; empty until ``window_size`` batches have been seen."""
@@ -149,5 +156,6 @@ def _accumulating(trainer, batch_idx: int) -> bool:
 
 
 def _should_update_logs(trainer) -> bool:
+    """After an optimizer step: the trainer's rule for writing step metrics."""
     every = getattr(trainer, "log_every_n_steps", 1) or 1
     return trainer.global_step % every == 0 or bool(getattr(trainer, "should_stop", False))

@@ -20,7 +20,7 @@ class Tensor:
 
     __slots__ = (
         "data", "grad", "requires_grad", "grad_fn", "_output_nr", "_vc", "_base",
-        "_hooks", "_retains_grad", "__weakref__",
+        "_hooks", "_retains_grad", "_post_acc_hooks", "__weakref__",
     )
     __array_ufunc__ = None  # ndarray (op) Tensor defers to Tensor's reflected operators
     __array_priority__ = 1000
@@ -35,6 +35,7 @@ class Tensor:
         self._base = None
         self._hooks = None
         self._retains_grad = False
+        self._post_acc_hooks = None
 
     # ----------------------------------------------------------------- metadata
     @property
@@ -208,6 +209,20 @@ class Tensor:
             hooks = self.grad_fn._tensor_hooks(self._output_nr)
         hooks.append(hook)
         return _RemovableHandle(hooks, hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` on a leaf once backward has accumulated its final ``.grad``
+        for the pass (while the rest of backward still runs: DDP starts allreduces here)."""
+        if not self.requires_grad:
+            raise RuntimeError("register_post_accumulate_grad_hook: cannot register a hook on "
+                               "a tensor that doesn't require gradient")
+        if self.grad_fn is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf "
+                               "tensors")
+        if self._post_acc_hooks is None:
+            self._post_acc_hooks = []
+        self._post_acc_hooks.append(hook)
+        return _RemovableHandle(self._post_acc_hooks, hook)
 
     def retain_grad(self) -> None:
         """Keep ``.grad`` for a non-leaf tensor after backward (leaves always keep theirs)."""

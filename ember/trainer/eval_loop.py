@@ -27,6 +27,13 @@ class EvalLoop:
         """Ask for the dataloaders and count the batches each run takes."""
         trainer = self.trainer
         loaders = request_loaders(trainer, self.stage, explicit)
+        if loaders is not None and self.stage == "validate" and trainer.overfit_batches > 0 \
+                and trainer.state.fn == "fit":  # overfit: validate on the training batches
+            if trainer._fit_loop.train_loader is None:
+                trainer._fit_loop.setup_data()
+            self.loaders = [trainer._fit_loop.train_loader]
+            self.num_batches = [trainer._fit_loop.num_training_batches]
+            return
         if loaders is not None:
             loaders = [trainer.strategy.process_dataloader(dl, self.stage) for dl in loaders]
         self.loaders = loaders

@@ -53,6 +53,14 @@ def test_running_loss_is_a_mean_of_recent_losses(capsys):
     assert [re.search(r"loss (\S+)", ln).group(1) for ln in got] == ["4", "3", "4", "5"]
 
 
+def test_outputs_without_a_scalar_loss_are_ignored(capsys):
+    tr = fake_trainer(num_training_batches=3, max_epochs=1)
+    outs = iter([None, {"logits": 1}, ember.zeros(2, 2)])
+    run_fit(tr, TQDMProgressBar(), val=False, loss_fn=lambda e, i: next(outs))
+    got = lines(capsys.readouterr().out)
+    assert len(got) == 3 and not any(" loss " in ln for ln in got)
+
+
 def test_prog_bar_metrics_and_logged_loss(capsys):
     tr = fake_trainer(num_training_batches=2, max_epochs=1, num_val_batches=[3])
     tr.progress_bar_metrics.update({"train_loss": ember.tensor(0.25), "val_acc": 0.95,

@@ -42,8 +42,9 @@ def test_samples_per_sec_from_controlled_timings(clock):
     assert mon.metrics == pytest.approx({"train/batches_per_sec": 2.0,
                                          "train/samples_per_sec": 16.0})
     steps = [s for s, _ in logger.values("train/samples_per_sec")]
-    assert steps == [4, 5, 6, 7, 8, 9, 10]  # nothing until the window is full
-    assert tr.progress_bar_metrics["train/samples_per_sec"] == pytest.approx(16.0)
+    # nothing until the window is full; logged at the trainer's step (global_step - 1)
+    assert steps == [3, 4, 5, 6, 7, 8, 9]
+    assert tr.progress_bar_metrics == pytest.approx({"train/samples_per_sec": 16.0})
     assert "train/tokens_per_sec" not in mon.metrics  # float x: no token ids
 
 
@@ -93,7 +94,7 @@ def test_accumulation_logs_whole_steps_and_world_size(clock):
                       accumulate_grad_batches=2, world_size=4)
     mon = ThroughputMonitor(window_size=2)
     run_fit(tr, mon, val=False, step_fn=tick(clock, 1.0))
-    assert [s for s, _ in logger.values("train/samples_per_sec")] == [1, 2, 3, 4]
+    assert [s for s, _ in logger.values("train/samples_per_sec")] == [0, 1, 2, 3]
     m = mon.metrics
     # one optimizer step per second covers 2 batches of 8, timed from step to step
     assert m["train/device/samples_per_sec"] == pytest.approx(8.0)
@@ -105,7 +106,7 @@ def test_log_every_n_steps_and_rank(clock):
     tr = fake_trainer(loggers=[logger], num_training_batches=10, max_epochs=1,
                       log_every_n_steps=5)
     run_fit(tr, ThroughputMonitor(window_size=2), val=False, step_fn=tick(clock, 1.0))
-    assert [s for s, _ in logger.values("train/samples_per_sec")] == [5, 10]
+    assert [s for s, _ in logger.values("train/samples_per_sec")] == [4, 9]
     logger2 = RecordingLogger()
     tr2 = fake_trainer(loggers=[logger2], num_training_batches=4, max_epochs=1,
                        is_global_zero=False)

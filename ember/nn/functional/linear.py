@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ember.autograd.function import Function
 from ember.ops.linalg import matmul
+from ember.ops.parallel import gemm
 from ember.ops.promotion import check_same_device
 from ember.tensor.tensor import Tensor
 
@@ -21,11 +22,14 @@ class _Linear(Function):
         self.save_for_backward(x if ng[1] else None, w if ng[0] else None)
         self.x_shape = x.shape
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
-        out = x2 @ w.T
-        if out.dtype != x.dtype:  # ml_dtypes' bfloat16 matmul answers in float32
-            out = out.astype(x.dtype)
-        if b is not None:
-            out += b
+        if b is not None and x.dtype.kind == "f" and x.dtype.itemsize >= 4 and b.dtype == x.dtype:
+            out = gemm(x2, w.T, b)  # large products: row blocks on the CPU threads, + bias
+        else:
+            out = gemm(x2, w.T)
+            if out.dtype != x.dtype:  # ml_dtypes' bfloat16 matmul answers in float32
+                out = out.astype(x.dtype)
+            if b is not None:
+                out += b
         return out.reshape(x.shape[:-1] + (w.shape[0],)) if x.ndim != 2 else out
 
     def backward(self, g):
