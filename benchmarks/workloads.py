@@ -1,7 +1,7 @@
 """The three reference workloads (issue 3, Benchmarks): a full training step in Ember and in
 PyTorch, timed in one process.
 
-    python -m benchmarks.workloads [--only mlp|cnn|gpt] [--steps N] [--quick]
+    python -m benchmarks.workloads [--only mlp|cnn|gpt] [--steps N] [--quick] [--single-core]
 
 One step is ``zero_grad(); loss = loss_fn(model(x), y); loss.backward(); opt.step()``, the same
 code in both frameworks (models in ``benchmarks/models.py``; Ember starts from torch's initial
@@ -13,6 +13,8 @@ the first steps must agree with torch's.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import numpy as np
@@ -146,7 +148,18 @@ def main(argv=None) -> None:
                    help="timed samples per framework (default 25, 9 with --quick); each sample "
                         "is at least one full step")
     p.add_argument("--no-check", action="store_true", help="skip the correctness check")
+    p.add_argument("--single-core", action="store_true",
+                   help="one thread per framework, timed with the calling thread's CPU clock "
+                        "(steady on a busy machine): re-runs itself with OPENBLAS_NUM_THREADS=1 "
+                        "EMBER_NUM_THREADS=1, --threads 1 --clock cpu")
     args = p.parse_args(argv)
+    if args.single_core:
+        if os.environ.get("EMBER_NUM_THREADS") != "1" or \
+                os.environ.get("OPENBLAS_NUM_THREADS") != "1":
+            env = dict(os.environ, OPENBLAS_NUM_THREADS="1", EMBER_NUM_THREADS="1")
+            rest = sys.argv[1:] if argv is None else list(argv)
+            os.execve(sys.executable, [sys.executable, "-m", "benchmarks.workloads", *rest], env)
+        args.threads, args.clock = 1, "cpu"
     if args.steps is not None:
         args.repeat = args.steps
     repeat = args.repeat if args.repeat is not None else (9 if args.quick else 25)

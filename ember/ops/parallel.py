@@ -139,7 +139,8 @@ def run_blocks(kernel, n: int, block: int, threads: int | None = None) -> None:
 # machine one descheduled thread stalls the product (measured under load: a (2048, 128) @
 # (128, 384) took 16 ms on 2 OpenBLAS threads, 2-7 ms on one). ``gemm`` instead runs OpenBLAS
 # on one thread and hands row blocks to the block scheduler above.
-GEMM_MIN_MACS = 1 << 22  # smaller products stay one BLAS call
+GEMM_MIN_MACS = 1 << 22  # smaller products are not split
+BLAS_ONE_THREAD_MACS = 1 << 17  # from here on OpenBLAS would thread: run it on one instead
 _GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _blas_api = None
 
@@ -172,26 +173,26 @@ def _openblas():
 
 
 def gemm(a, b, bias=None):
-    """``a @ b`` (plus ``bias``, a row vector, when given) for 2-D arrays. Large
-    float32/float64 NumPy products are split into blocks of rows (or of columns when ``a`` has
-    few rows), run on the CPU threads with OpenBLAS on one thread each, each block adding its
-    bias while it is in cache; everything else is a plain ``a @ b``."""
+    """``a @ b`` (plus ``bias``, a row vector, when given) for 2-D arrays.
+
+    float32/float64 NumPy products run with OpenBLAS on one thread; large ones are split into
+    blocks of rows (or of columns when ``a`` has few rows) run on the CPU threads, each block
+    adding its bias while it is in cache. Anything else is a plain ``a @ b``.
+    """
     m, k = a.shape
     n = b.shape[1]
-    threads = _threads
-    if (threads == 1 or m * n * k < GEMM_MIN_MACS or type(a) is not np.ndarray
-            or type(b) is not np.ndarray or a.dtype != b.dtype or a.dtype not in _GEMM_DTYPES
-            or (bias is not None and (type(bias) is not np.ndarray or bias.dtype != a.dtype))):
-        out = a @ b
-        if bias is not None:
-            out += bias
-        return out
-    api = _openblas()
+    macs = m * n * k
+    api = None
+    if (macs >= BLAS_ONE_THREAD_MACS and type(a) is np.ndarray and type(b) is np.ndarray
+            and a.dtype == b.dtype and a.dtype in _GEMM_DTYPES
+            and (bias is None or (type(bias) is np.ndarray and bias.dtype == a.dtype))):
+        api = _openblas()
     if not api:
         out = a @ b
         if bias is not None:
             out += bias
         return out
+    threads = _threads if macs >= GEMM_MIN_MACS else 1
     out = np.empty((m, n), a.dtype)
     if m >= 128 or m >= n:
         rows = max(64, -(-m // (2 * threads)))
@@ -213,11 +214,13 @@ def gemm(a, b, bias=None):
         size, block = n, cols
     get, put = api
     before = get()
-    put(1)
+    if before != 1:
+        put(1)
     try:
         run_blocks(kernel, size, block, threads)
     finally:
-        put(before)
+        if before != 1:
+            put(before)
     return out
 
 

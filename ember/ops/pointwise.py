@@ -86,6 +86,12 @@ class ScaleGrad(Function):
 
     def forward(self, g, w):
         self.w = w
+        if (w.dtype == np.bool_ and w.shape == g.shape and type(g) is np.ndarray
+                and type(w) is np.ndarray and g.dtype.kind == "f"):
+            # float * bool goes through NumPy's casting loop (measured 0.66 ms on 2M elements);
+            # casting the mask first and multiplying in place is 0.47 ms
+            out = w.astype(g.dtype)
+            return np.multiply(g, out, out=out)
         return g * w
 
     def backward(self, gg):

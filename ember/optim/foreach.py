@@ -22,10 +22,10 @@ first flat step (say a module state dict taken then and kept) no longer sees the
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ember.ops.parallel import get_num_threads, run_blocks, split
 from ember.tensor.backend import get_array_module
 
 # Kernels process at most this many elements per call: scratch stays bounded (2 buffers of
@@ -35,34 +35,9 @@ CHUNK = 1 << 20
 PARALLEL_MIN = 1 << 17
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-# Threads used for one big kernel call (NumPy arrays only); EMBER_OPTIM_THREADS overrides.
-NUM_THREADS = max(1, int(os.environ.get("EMBER_OPTIM_THREADS", min(_cpu_count(), 4))))
-
-_pool: ThreadPoolExecutor | None = None
-
-
-def _get_pool() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=max(1, NUM_THREADS - 1),
-                                   thread_name_prefix="ember-optim")
-    return _pool
-
-
-def _forget_pool() -> None:  # a forked child must not reuse the parent's (dead) threads
-    global _pool
-    _pool = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
+# Threads used for one big kernel call (NumPy arrays only): EMBER_OPTIM_THREADS, or else the
+# thread count of ember.ops.parallel (EMBER_NUM_THREADS / set_num_threads), whose pool runs it.
+NUM_THREADS = int(os.environ.get("EMBER_OPTIM_THREADS", 0)) or None
 
 
 def effective_grad(xp, p, g, weight_decay: float, maximize: bool, out):
@@ -111,13 +86,6 @@ class Workspace:
         self._bufs.clear()
 
 
-def _quiet(kernel, *arrays) -> None:
-    """Run a kernel as torch does: a NaN or inf (say eps=0 on a zero gradient) propagates
-    silently. (NumPy's error state is per thread, so pool threads set it too.)"""
-    with np.errstate(all="ignore"):
-        kernel(*arrays)
-
-
 def run_kernel(kernel, arrays: list, n_scratch: int, workspace: Workspace) -> None:
     """Call ``kernel(*arrays, *scratch)``; big contiguous arrays go in 1-D chunks of at most
     CHUNK elements, each split across NUM_THREADS threads (NumPy only). The caller holds
@@ -125,7 +93,7 @@ def run_kernel(kernel, arrays: list, n_scratch: int, workspace: Workspace) -> No
     first = arrays[0]
     n = first.size
     xp = get_array_module(first)
-    threads = NUM_THREADS if xp is np and n >= PARALLEL_MIN else 1
+    threads = (NUM_THREADS or get_num_threads()) if xp is np and n >= PARALLEL_MIN else 1
     contiguous = all(a.flags.c_contiguous for a in arrays)
     if (n <= CHUNK and threads == 1) or not contiguous:
         scratch = workspace.take(xp, first.dtype, n, n_scratch)
@@ -141,18 +109,13 @@ def run_kernel(kernel, arrays: list, n_scratch: int, workspace: Workspace) -> No
         if threads == 1 or stop - start < PARALLEL_MIN:
             kernel(*[a[start:stop] for a in flats], *[s[:stop - start] for s in scratch])
             continue
-        bounds = [start + (stop - start) * i // threads for i in range(threads + 1)]
-        pool = _get_pool()
-        futures = []
-        for i in range(threads - 1, -1, -1):  # the calling thread takes part 0
-            lo, hi = bounds[i], bounds[i + 1]
-            args = [a[lo:hi] for a in flats] + [s[lo - start:hi - start] for s in scratch]
-            if i:
-                futures.append(pool.submit(_quiet, kernel, *args))
-            else:
-                kernel(*args)
-        for f in futures:
-            f.result()
+
+        def part(lo, hi, start=start):
+            kernel(*[a[start + lo:start + hi] for a in flats], *[s[lo:hi] for s in scratch])
+
+        # blocks handed out dynamically (ember.ops.parallel): a descheduled thread on a busy
+        # machine takes fewer of them instead of stalling the step
+        run_blocks(part, stop - start, split(stop - start, PARALLEL_MIN // 2, threads), threads)
 
 
 class FlatBucket:

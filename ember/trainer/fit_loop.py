@@ -52,6 +52,9 @@ class FitLoop:
         self.val_check_batch: int | float = math.inf
         self._start_time: float | None = None
         self._loaded_epoch = -1
+        # Resuming mid-epoch (issue 6): the dataloader, restored from its state_dict, yields
+        # the remaining batches; their indices continue from here.
+        self.resume_batch_idx = 0
 
     # ------------------------------------------------------------------ data
     def setup_data(self) -> None:
@@ -136,7 +139,9 @@ class FitLoop:
         if val_loop.loaders is None and trainer._validation_possible():
             val_loop.setup_data(trainer._fit_val_source)
         self._start_time = time.monotonic()
-        trainer.lightning_module.train()
+        module = trainer.lightning_module
+        if not module.training:  # left in eval mode (e.g. by predict): train it; submodules
+            module.train()  # the user froze in eval mode under a training model stay frozen
         call_hooks(trainer, "on_train_start")
         while not self.done():
             self._maybe_reload()
@@ -168,10 +173,12 @@ class FitLoop:
         connector = trainer._logger_connector
         connector.results = connector.train_results
         call_hooks(trainer, "on_train_epoch_start")
-        progress.batch_idx = 0
+        offset, self.resume_batch_idx = self.resume_batch_idx, 0
+        progress.batch_idx = offset
         reached_end = False
         step_fn = module.training_step
-        for batch_idx, batch, is_last in iterate(self.train_loader, self.num_training_batches):
+        for i, batch, is_last in iterate(self.train_loader, self.num_training_batches - offset):
+            batch_idx = i + offset
             batch = transfer_batch(trainer, batch, 0)
             connector.train_results.begin_batch(batch)
             call_callback_hooks(trainer, "on_train_batch_start", batch, batch_idx)
@@ -189,9 +196,9 @@ class FitLoop:
                 update_lr_schedulers(trainer, "step", plateau=False)
             if is_last:
                 update_lr_schedulers(trainer, "epoch", plateau=False)
+            connector.collect_train_step()
             call_hooks(trainer, "on_train_batch_end", outputs, batch, batch_idx)
-            if not accumulating:
-                connector.train_step_end()
+            connector.train_step_end(accumulating)
             self._check_time()
             if self._should_check_val(batch_idx, is_last):
                 if not accumulating:

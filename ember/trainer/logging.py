@@ -103,8 +103,8 @@ def extract_batch_size(batch) -> int | None:
     if isinstance(batch, (str, bytes)):
         return None
     if isinstance(batch, dict):
-        batch = batch.values()
-    if isinstance(batch, (list, tuple)) or hasattr(batch, "values"):
+        batch = list(batch.values())
+    if isinstance(batch, (list, tuple)):
         for item in batch:
             size = extract_batch_size(item)
             if size is not None:
@@ -202,7 +202,7 @@ class ResultCollection:
         if dl_idx is not None:
             name = name + DATALOADER_SUFFIX.format(dl_idx)
         if on_step and sync_dist and strategy is not None and strategy.world_size > 1:
-            value = strategy.reduce(value, op=reduce if reduce != "sum" else "sum")
+            value = strategy.reduce(value, op=reduce)  # every rank logs, so every rank calls
         key = (fx, name)
         entry = self.entries.get(key)
         if entry is None:
@@ -321,6 +321,7 @@ class LoggerConnector:
         self.trainer = trainer
         self.train_results = ResultCollection(training=True)
         self.results: ResultCollection | None = None  # the collection of the running loop
+        self._pending_log: dict = {}  # step values waiting for the end of the optimizer step
 
     # ------------------------------------------------------------------ intake
     def log(self, fx, name, value, *, on_step, on_epoch, **options) -> None:
@@ -339,17 +340,27 @@ class LoggerConnector:
         return self.trainer._progress.batches_that_stepped
 
     # ---------------------------------------------------------------- training
-    def train_step_end(self) -> None:
-        """After a training batch that stepped the optimizer: step values to the progress
-        bar and callback metrics, and to the loggers every ``log_every_n_steps``."""
-        trainer = self.trainer
+    def collect_train_step(self) -> None:
+        """Values logged with ``on_step`` so far in this batch: to the progress bar and the
+        callback metrics now (before ``on_train_batch_end``, so that the progress bar shows
+        this batch), and kept for the loggers until the optimizer step ends the batch."""
         metrics = self.train_results.step_metrics()
         self._store.update(metrics, logged=False)
+        self._pending_log.update(metrics.log)
+
+    def train_step_end(self, accumulating: bool) -> None:
+        """After ``on_train_batch_end``: on a batch that stepped the optimizer, send this
+        step's values to the loggers every ``log_every_n_steps``."""
+        self.collect_train_step()
+        if accumulating:
+            return
+        trainer = self.trainer
         n = trainer.log_every_n_steps
         due = (n > 0 and (self._step() + 1) % n == 0) or trainer.should_stop
-        if due and metrics.log:
-            self._store.logged.update(metrics.log)
-            send_to_loggers(trainer, metrics.log, self._step())
+        pending, self._pending_log = self._pending_log, {}
+        if due and pending:
+            self._store.logged.update(pending)
+            send_to_loggers(trainer, pending, self._step())
 
     def update_train_epoch_metrics(self) -> Metrics:
         metrics = self.train_results.epoch_metrics(self.trainer.strategy)
@@ -421,4 +432,5 @@ class LoggerConnector:
 
     def reset(self) -> None:
         self.train_results.reset()
+        self._pending_log = {}
         self._store.reset()

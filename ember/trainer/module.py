@@ -15,6 +15,8 @@ class TrainingModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHook
     """Subclass it; write ``training_step``, ``configure_optimizers`` and, as needed,
     ``validation_step``, ``test_step``, ``predict_step`` and the hooks."""
 
+    example_input_array = None  # set it to let ModelSummary show input/output shapes
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         d = self.__dict__
@@ -22,7 +24,6 @@ class TrainingModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHook
         d["_automatic_optimization"] = True
         d["_current_fx_name"] = None
         d["_log_hyperparams"] = True
-        d["example_input_array"] = None
 
     # ------------------------------------------------------------------ state
     @property

@@ -147,8 +147,8 @@ def _has(callbacks, name: str) -> bool:
 
 def default_callbacks(callbacks: list, enable_progress_bar: bool, enable_model_summary: bool,
                       enable_checkpointing: bool) -> list:
-    """The user's callbacks plus the defaults (progress bar, model summary), each added only
-    when its class exists in ``ember.callbacks`` and the user did not pass one."""
+    """The user's callbacks plus the defaults the user did not pass: the progress bar, the
+    model summary and (once issue 6 adds it to ember.callbacks) ModelCheckpoint."""
     import ember.callbacks as cbs
 
     out = list(callbacks)
@@ -158,13 +158,13 @@ def default_callbacks(callbacks: list, enable_progress_bar: bool, enable_model_s
     if bars and not enable_progress_bar:
         raise ValueError(f"Trainer(enable_progress_bar=False) but {type(bars[0]).__name__} is "
                          "in callbacks; remove one of them")
-    if enable_progress_bar and not bars and hasattr(cbs, "TQDMProgressBar"):
+    if enable_progress_bar and not bars:
         out.append(cbs.TQDMProgressBar())
-    if enable_model_summary and not _has(out, "ModelSummary") and hasattr(cbs, "ModelSummary"):
+    if enable_model_summary and not _has(out, "ModelSummary"):
         out.append(cbs.ModelSummary())
-    if enable_checkpointing and not _has(out, "ModelCheckpoint") and \
-            hasattr(cbs, "ModelCheckpoint"):  # issue 6 adds ModelCheckpoint
-        out.append(cbs.ModelCheckpoint())
+    checkpoint = getattr(cbs, "ModelCheckpoint", None)  # the seam for issue 6
+    if enable_checkpointing and checkpoint is not None and not _has(out, "ModelCheckpoint"):
+        out.append(checkpoint())
     return order_callbacks(out)
 
 
@@ -177,11 +177,9 @@ def order_callbacks(callbacks: list) -> list:
 def default_loggers(logger, save_dir: str) -> list:
     """``logger=True`` (or None): a TensorBoardLogger in ``save_dir/lightning_logs``."""
     if logger is None or logger is True:
-        import ember.loggers as lgs
+        from ember.loggers.tensorboard import TensorBoardLogger
 
-        if hasattr(lgs, "TensorBoardLogger"):
-            return [lgs.TensorBoardLogger(save_dir=save_dir, name="lightning_logs")]
-        return []
+        return [TensorBoardLogger(save_dir=save_dir, name="lightning_logs")]
     if logger is False:
         return []
     loggers = list(logger) if isinstance(logger, (list, tuple)) else [logger]

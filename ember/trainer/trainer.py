@@ -4,9 +4,12 @@ optimization in optimization.py, ``self.log`` in logging.py."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import signal
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -30,6 +33,18 @@ from ember.trainer.properties import TrainerProperties
 
 _STAGE_OF_FN = {"fit": "fitting", "validate": "validating", "test": "testing",
                 "predict": "predicting"}
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class TrainerState:
@@ -251,7 +266,12 @@ class Trainer(TrainerProperties):
         return result
 
     def _cleanup_after(self, exc: BaseException, status: str) -> None:
-        """on_exception, teardown and logger finalisation, without masking ``exc``."""
+        """on_exception, teardown and logger finalisation, without masking ``exc``; a second
+        Ctrl-C during this cleanup is ignored."""
+        with _sigint_ignored():
+            self._cleanup_steps(exc, status)
+
+    def _cleanup_steps(self, exc: BaseException, status: str) -> None:
         self.state.status, self.interrupted = "interrupted", True
         steps = [lambda: call_callback_hooks(self, "on_exception", exc),
                  lambda: call_datamodule_hook(self, "on_exception", exc)]

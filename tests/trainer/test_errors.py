@@ -176,7 +176,7 @@ def test_manual_optimization_rejects_accumulation_and_clipping():
 ])
 def test_bad_trainer_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        Trainer(**QUIET, **kwargs)
+        Trainer(**{**QUIET, **kwargs})
 
 
 def test_cuda_without_cupy_is_a_clear_error(monkeypatch):
@@ -188,7 +188,7 @@ def test_cuda_without_cupy_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(backend, "cupy_module", no_cupy)
     with pytest.raises(RuntimeError, match=r"Trainer\(accelerator='cuda'\): CUDA is not "
                                            "available"):
-        Trainer(accelerator="cuda", **QUIET)
+        Trainer(**{**QUIET, "accelerator": "cuda"})
 
 
 def test_data_errors():

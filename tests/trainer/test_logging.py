@@ -15,12 +15,10 @@ from ember.trainer import logging as trainer_logging
 from tests.trainer.helpers import QUIET, RecordingLogger, ToyModel, loader, toy_data
 
 
-class Logs(ToyModel):
-    """Logs whatever ``plan`` says from training_step / validation_step."""
+class _Logs(ToyModel):
+    """Logs whatever the plans say from training_step / validation_step."""
 
-    def __init__(self, train_plan=None, val_plan=None):
-        super().__init__()
-        self.train_plan, self.val_plan = train_plan, val_plan
+    train_plan = val_plan = None
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -32,6 +30,12 @@ class Logs(ToyModel):
     def validation_step(self, batch, batch_idx):
         if self.val_plan:
             self.val_plan(self, batch, batch_idx)
+
+
+def Logs(train_plan=None, val_plan=None) -> _Logs:
+    model = _Logs()
+    model.train_plan, model.val_plan = train_plan, val_plan
+    return model
 
 
 def run(model, logger=None, train=None, val=None, **kwargs):
@@ -129,8 +133,8 @@ def test_logging_in_epoch_hooks():
 
     logger = RecordingLogger()
     run(EpochHooks(), logger, max_epochs=2)
-    assert logger.values("epoch_metric") == [(1, 0.0), (3, 1.0)]
-    assert logger.values("val_epoch_metric") == [(1, 5.0), (3, 5.0)]
+    assert logger.values("epoch_metric") == [(3, 0.0), (7, 1.0)]  # 4 batches an epoch
+    assert logger.values("val_epoch_metric") == [(3, 5.0), (7, 5.0)]
 
 
 def test_validation_logs_with_on_step_go_to_the_loggers():
@@ -277,3 +281,20 @@ def test_log_in_a_hook_that_does_not_allow_it():
 def test_log_without_a_trainer_warns():
     with pytest.warns(UserWarning, match="not attached to a Trainer"):
         ToyModel().log("x", 1.0)
+
+
+def test_progress_bar_sees_the_current_batch_even_while_accumulating():
+    seen = []
+
+    class Reader(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            seen.append(trainer.progress_bar_metrics["i"])
+
+    model = Logs(lambda m, b, i, loss: m.log("i", float(i), prog_bar=True))
+    logger = RecordingLogger()
+    trainer = Trainer(callbacks=[Reader()], max_epochs=1, accumulate_grad_batches=2,
+                      logger=logger, log_every_n_steps=1, enable_progress_bar=False,
+                      enable_model_summary=False)
+    trainer.fit(model, loader(16, 4))
+    assert seen == [0.0, 1.0, 2.0, 3.0]
+    assert logger.values("i") == [(0, 1.0), (1, 3.0)]  # loggers: once per optimizer step

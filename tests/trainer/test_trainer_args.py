@@ -400,9 +400,9 @@ def test_cpu_accelerator_one_device_and_32_bit_precision_are_accepted():
     for kwargs in ({"accelerator": "cpu", "devices": 1}, {"accelerator": "auto"},
                    {"precision": "32"}, {"precision": "32-true"}, {"precision": 32},
                    {"strategy": "single_device", "accelerator": "cpu"}):
-        t = Trainer(**QUIET, **kwargs)
+        t = Trainer(**{**QUIET, **kwargs})
         assert t.precision == "32-true"
-    t = Trainer(accelerator="cpu", devices=1, max_epochs=1, **QUIET)
+    t = Trainer(devices=1, max_epochs=1, **QUIET)
     t.fit(ToyModel(), loader(8, 4))
     assert t.global_step == 2 and t.root_device == ember.device("cpu")
 
@@ -514,3 +514,28 @@ def test_validate_prints_a_table(capsys):
     Trainer(**QUIET).validate(ToyModel(), loader(8, 4))
     out = capsys.readouterr().out
     assert "Validate metric" in out and "val_loss" in out
+
+
+def test_a_real_fit_with_the_built_in_callbacks(tmp_path, capsys):
+    """The defaults (TQDMProgressBar, ModelSummary, TensorBoardLogger) and the other built-in
+    callbacks run against the real Trainer."""
+    from ember.callbacks import (
+        GradientAccumulationScheduler,
+        LambdaCallback,
+        LearningRateMonitor,
+        ThroughputMonitor,
+        Timer,
+    )
+
+    events = []
+    trainer = Trainer(
+        default_root_dir=tmp_path, max_epochs=3, log_every_n_steps=1,
+        callbacks=[LearningRateMonitor(), GradientAccumulationScheduler({1: 2}),
+                   Timer(duration="00:01:00:00"), ThroughputMonitor(window_size=2),
+                   LambdaCallback(on_train_epoch_end=lambda t, m: events.append(t.global_step))])
+    trainer.fit(ToyModel(), loader(32, 4), loader(8, 4))
+    assert events == [8, 12, 16]  # 8 steps, then 4 per epoch with accumulation 2
+    assert trainer.accumulate_grad_batches == 2
+    out = capsys.readouterr().out
+    assert "Epoch 3/3" in out and "Total params" in out
+    assert (tmp_path / "lightning_logs" / "version_0" / "hparams.yaml").exists()
