@@ -57,11 +57,15 @@ class DistributedDataParallel(Module):
 
     ``bucket_cap_mb``/``first_bucket_mb``: bucket sizes; ``compression``: None, 'fp16' or
     'bf16' (the buckets travel in half precision, pre-divided by the world size);
-    ``broadcast_buffers``: take rank 0's buffers before each training forward.
+    ``broadcast_buffers``: take rank 0's buffers before each training forward;
+    ``find_unused_parameters``: after each forward, walk the graph from the outputs so that
+    buckets holding parameters it does not reach are sent without waiting for the end of
+    backward (costs a graph walk per forward; correctness never depends on it).
     """
 
     def __init__(self, module: Module, bucket_cap_mb: float = 25, first_bucket_mb: float = 1,
-                 compression=None, comm=None, broadcast_buffers: bool = True) -> None:
+                 compression=None, comm=None, broadcast_buffers: bool = True,
+                 find_unused_parameters: bool = False) -> None:
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"DistributedDataParallel: expected an ember.nn.Module, got "
@@ -76,6 +80,7 @@ class DistributedDataParallel(Module):
         self.module = module
         self.comm = comm
         self.broadcast_buffers = broadcast_buffers
+        self.find_unused_parameters = find_unused_parameters
         self.require_backward_grad_sync = True
         self.reducer = None
         if comm.size > 1:
@@ -112,7 +117,10 @@ class DistributedDataParallel(Module):
                 buffers = [b for b in self.module.buffers() if b is not None]
                 if buffers:
                     _coalesced_broadcast(self.comm, buffers)
-        return self.module(*args, **kwargs)
+        out = self.module(*args, **kwargs)
+        if r is not None and is_grad_enabled() and self.find_unused_parameters:
+            r.reachable = _reachable_leaves(out)
+        return out
 
     @contextlib.contextmanager
     def no_sync(self):
@@ -162,6 +170,37 @@ class DistributedDataParallel(Module):
                      ("" if k == "module" else k), v) for k, v in meta.items())
             state_dict = stripped
         return self.module.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def _reachable_leaves(out) -> set:
+    """ids of the leaf tensors the autograd graph of ``out`` (nested outputs) reaches."""
+    from ember.tensor.tensor import Tensor
+
+    roots, stack, seen, leaves = [], [out], set(), set()
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Tensor):
+            if x.grad_fn is not None:
+                roots.append(x.grad_fn)
+            elif x.requires_grad:
+                leaves.add(id(x))
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+    while roots:
+        node = roots.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for e in node.__dict__.get("next_edges") or ():
+            if e is None:
+                continue
+            if e[0] is None:
+                leaves.add(id(e[1]))
+            else:
+                roots.append(e[0])
+    return leaves
 
 
 def _first_difference(ref: list, mine: list) -> str:

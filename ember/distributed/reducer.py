@@ -178,6 +178,7 @@ class Reducer:
                 self._where[id(p)] = (b, slot)
         self.sync_flag = sync_flag or (lambda: True)
         self.forward_sync = None  # what DDP.forward decided for the coming backward
+        self.reachable = None  # ids of the parameters the last forward used (if walked)
         self.active = False
         self._sync = True
         self._next = 0
@@ -196,6 +197,13 @@ class Reducer:
                 b.pending = len(b.params)
                 b.ready = [False] * len(b.params)
                 b.flags[...] = 0
+            if self.reachable is not None:  # the forward did not use these: ready now
+                for b in self.buckets:
+                    for slot, p in enumerate(b.params):
+                        if id(p) not in self.reachable:
+                            self._fill(b, slot, p)
+                            b.pending -= 1
+                self.reachable = None
 
     def _on_grad(self, p) -> None:
         if not self.active:
@@ -214,6 +222,20 @@ class Reducer:
         b.pending -= 1
         if b.pending == 0:
             self._launch_ready()
+
+    @staticmethod
+    def _fill(b: _Bucket, slot: int, p) -> None:
+        """A parameter whose hook did not fire this pass: send its ``.grad`` as it stands
+        (accumulated under no_sync) or zeros (flag 0: unused on this rank)."""
+        view = b.views[slot]
+        g = None if p.grad is None else p.grad.data
+        if g is None:
+            view[...] = 0
+        else:
+            if g is not view:
+                view[...] = g
+            b.flags[slot] = 1
+        b.ready[slot] = True
 
     def _launch_ready(self) -> None:
         buckets = self.buckets
@@ -244,17 +266,8 @@ class Reducer:
                 return
             for b in self.buckets[self._next:]:
                 for slot, p in enumerate(b.params):
-                    if b.ready[slot]:
-                        continue
-                    view = b.views[slot]
-                    g = None if p.grad is None else p.grad.data
-                    if g is None:  # no gradient on this rank: it contributes zeros
-                        view[...] = 0
-                    else:  # accumulated earlier (no_sync micro-batches): still ours to send
-                        if g is not view:
-                            view[...] = g
-                        b.flags[slot] = 1
-                    b.ready[slot] = True
+                    if not b.ready[slot]:
+                        self._fill(b, slot, p)
                 b.pending = 0
             self._launch_ready()
             self.thread.wait()

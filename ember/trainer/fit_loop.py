@@ -123,9 +123,13 @@ class FitLoop:
         return t.should_stop and self.can_stop_early()
 
     def _check_time(self) -> None:
+        """max_time: rank 0's clock decides for every rank (clocks differ; a rank that stops
+        alone would leave the others waiting in a collective)."""
         t = self.trainer
-        if t.max_time is not None and self._start_time is not None and \
-                time.monotonic() - self._start_time >= t.max_time.total_seconds():
+        if t.max_time is None or self._start_time is None:
+            return
+        expired = time.monotonic() - self._start_time >= t.max_time.total_seconds()
+        if t.strategy.broadcast(expired):
             t.should_stop = True
 
     # ------------------------------------------------------------------- run

@@ -161,13 +161,14 @@ class TrainerProperties:
 
     @property
     def log_dir(self) -> str:
-        """Where this run writes: the first logger's directory, else default_root_dir."""
+        """Where this run writes: the first logger's directory, else default_root_dir.
+
+        No collective here (Lightning broadcasts, which hangs when only rank 0 asks)."""
         path = None
         if self.loggers:
             first = self.loggers[0]
             path = first.log_dir if first.log_dir is not None else first.save_dir
-        path = self._default_root_dir if path is None else os.fspath(path)
-        return self.strategy.broadcast(path)
+        return self._default_root_dir if path is None else os.fspath(path)
 
     # ------------------------------------------------------------- callbacks
     @property

@@ -539,3 +539,33 @@ def test_a_real_fit_with_the_built_in_callbacks(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Epoch 3/3" in out and "Total params" in out
     assert (tmp_path / "lightning_logs" / "version_0" / "hparams.yaml").exists()
+
+
+def test_sanity_check_does_not_change_the_training_randomness():
+    """The sanity check's dataloader draws from the RNG; its state is restored after, so the
+    run with a sanity check trains exactly like the run without one."""
+    def run(sanity):
+        ember.manual_seed(5)
+        model = ToyModel()
+        Trainer(max_epochs=2, num_sanity_val_steps=sanity, **QUIET).fit(
+            model, loader(32, 4, shuffle=True), loader(8, 4))
+        return weights(model)
+
+    for a, b in zip(run(0), run(2)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_loop_state_seams_for_checkpoints():
+    """Issue 6 restores the counters from Progress.state_dict() and resumes mid-epoch by
+    setting resume_batch_idx (the restored dataloader yields the remaining batches)."""
+    c = Counter()
+    trainer = Trainer(callbacks=[c], max_epochs=2, limit_val_batches=0, **QUIET)
+    trainer._fit_loop.resume_batch_idx = 2
+    trainer.fit(ToyModel(), loader(16, 4))
+    assert c.train_batch_ids == [2, 3, 0, 1, 2, 3]
+    state = trainer._progress.state_dict()
+    assert state == {"current_epoch": 2, "global_step": 6, "batches_seen": 6,
+                     "batches_that_stepped": 6, "batch_idx": 4}
+    other = Trainer(**QUIET)
+    other._progress.load_state_dict(state)
+    assert (other.current_epoch, other.global_step, other.batches_seen) == (2, 6, 6)
