@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 
 import numpy as np
@@ -34,6 +33,7 @@ _LOCAL_VARS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_LOCAL_RANK
                "MV2_COMM_WORLD_LOCAL_RANK")
 
 _OPS = ("sum", "mean", "max", "min")
+_POLL_SLEEP = 50e-6  # seconds between tests of a non-blocking reduction (see allreduce)
 
 
 def _first_int(names):
@@ -87,7 +87,7 @@ class LocalCommunicator:
     name = "local"
     is_mpi = False
 
-    def allreduce(self, array, op: str = "sum"):
+    def allreduce(self, array, op: str = "sum", yield_while=None):
         _check_op(op, "allreduce")
         return array
 
@@ -163,8 +163,14 @@ class Communicator:
                 None if op is None else _bf16_op(op))
         return arr, (None if op is None else self._ops[op])
 
-    def allreduce(self, array, op: str = "sum"):
-        """Reduce ``array`` over all ranks, in place ('sum', 'mean', 'max', 'min'); returns it."""
+    def allreduce(self, array, op: str = "sum", yield_while=None):
+        """Reduce ``array`` over all ranks, in place ('sum', 'mean', 'max', 'min'); returns it.
+
+        MPICH's blocking calls spin on a core. With ``yield_while`` (a callable) the reduction
+        is an Iallreduce tested every ~50 us with sleeps in between while ``yield_while()`` is
+        true (another thread needs the core: backward is still computing), then waited for
+        normally.
+        """
         _check_op(op, "allreduce")
         host, staged = _host_contiguous(array)
         if op == "mean" and host.dtype.kind not in "fc" and host.dtype.name != "bfloat16":
@@ -172,32 +178,20 @@ class Communicator:
         buf, mpi_op = self._buffer(host, op)
         self._enter("allreduce")
         try:
-            self.mpi.Allreduce(self._MPI.IN_PLACE, buf, op=mpi_op)
+            if yield_while is None:
+                self.mpi.Allreduce(self._MPI.IN_PLACE, buf, op=mpi_op)
+            else:
+                req = self.mpi.Iallreduce(self._MPI.IN_PLACE, buf, op=mpi_op)
+                while not req.Test():
+                    if not yield_while():
+                        req.Wait()
+                        break
+                    time.sleep(_POLL_SLEEP)
         finally:
             self._exit()
         if op == "mean":
             host *= host.dtype.type(1.0 / self.size)
         return _write_back(array, host, staged)
-
-    def allreduce_polled(self, array, op: str = "sum", sleep: float = 50e-6):
-        """``allreduce`` of a contiguous NumPy array through Iallreduce, testing it with
-        short sleeps in between: the waiting thread leaves the CPU to the computing one
-        (MPICH's blocking calls spin). Returns the array."""
-        _check_op(op, "allreduce")
-        buf, mpi_op = self._buffer(array, op)
-        self._enter("allreduce")
-        try:
-            req = self.mpi.Iallreduce(self._MPI.IN_PLACE, buf, op=mpi_op)
-            spins = 0
-            while not req.Test():
-                spins += 1
-                if spins > 20:
-                    time.sleep(sleep)
-        finally:
-            self._exit()
-        if op == "mean":
-            array *= array.dtype.type(1.0 / self.size)
-        return array
 
     def broadcast(self, array, root: int = 0):
         """Overwrite ``array`` with rank ``root``'s values, in place; returns it."""
@@ -378,7 +372,3 @@ def world(timeout: float | None = None):
 
         install_excepthook(_WORLD)
     return _WORLD
-
-
-def hostname() -> str:
-    return socket.gethostname()

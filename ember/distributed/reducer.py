@@ -15,6 +15,7 @@ parameters no rank used: those keep ``grad=None``), the thread is joined and eve
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -183,7 +184,9 @@ class Reducer:
         self._sync = True
         self._next = 0
         self.thread = CommThread()
-        self.t_backward_end = 0.0
+        self.t_backward_end = self._t_begin = 0.0
+        # buckets sent while backward computes poll with sleeps instead of spinning in MPI
+        self.yield_cpu = os.environ.get("EMBER_DDP_YIELD", "1") != "0"
         self._handles = [p.register_post_accumulate_grad_hook(self._on_grad)
                          for p in self.params]
 
@@ -191,6 +194,7 @@ class Reducer:
     def _begin(self) -> None:
         sync = self.forward_sync if self.forward_sync is not None else self.sync_flag()
         self.active, self._sync, self._next = True, sync, 0
+        self._t_begin = time.perf_counter()
         queue_callback(self._finalize)
         if sync:
             for b in self.buckets:
@@ -247,16 +251,18 @@ class Reducer:
         """On the communication thread: average one bucket over the ranks, in place."""
         b.t_start = time.perf_counter()
         scale = 1.0 / self.comm.size
-        import os
-        ar = self.comm.allreduce_polled if os.environ.get("EMBER_DDP_WAIT") == "poll" else self.comm.allreduce
+        busy = self._backward_running if self.yield_cpu else None
         if b.low is None:
-            ar(b.flat, "sum")
+            self.comm.allreduce(b.flat, "sum", yield_while=busy)
             b.flat *= b.flat.dtype.type(scale)
         else:
             compress(b.flat, scale, b.low)
-            self.comm.allreduce(b.low, "sum")
+            self.comm.allreduce(b.low, "sum", yield_while=busy)
             decompress(b.low, b.flat)
         b.t_end = time.perf_counter()
+
+    def _backward_running(self) -> bool:
+        return self.t_backward_end < self._t_begin
 
     def _finalize(self) -> None:
         """Engine callback at the end of backward: fill, launch, join, write back."""

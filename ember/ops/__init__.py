@@ -24,12 +24,7 @@ FUNCTIONS: dict = {}
 
 def _install() -> None:
     for name in FAMILIES:
-        try:
-            mod = importlib.import_module(f"ember.ops.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"ember.ops.{name}":
-                continue  # a family that is not written yet
-            raise
+        mod = importlib.import_module(f"ember.ops.{name}")
         FUNCTIONS.update(getattr(mod, "FUNCTIONS", {}))
         methods = getattr(mod, "METHODS", {})
         for meth, fn in methods.items():

@@ -101,7 +101,7 @@ class FakeComm:
     def __init__(self, log=None):
         self.log = log if log is not None else []
 
-    def allreduce(self, arr, op="sum"):
+    def allreduce(self, arr, op="sum", yield_while=None):
         self.log.append(("allreduce", arr.size, time.perf_counter()))
         time.sleep(0.002)
         if op == "sum":

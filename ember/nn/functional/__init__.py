@@ -1,30 +1,33 @@
 """``ember.nn.functional``: the functional forms of the layers and losses (torch's ``F``).
 
-One module per family; each exports ``__all__``. The ops that already live in ``ember.ops``
-(activations, softmax, embedding, pad, one_hot) are re-exported here under torch's names.
+One module per family, each with ``__all__``. The ops that already live in ``ember.ops``
+(activations, softmax, embedding, pad, one_hot) are re-exported by those families under
+torch.nn.functional's names.
 """
 
 from __future__ import annotations
 
-import importlib
+from ember.nn.functional import activation as _activation
+from ember.nn.functional import attention as _attention
+from ember.nn.functional import conv as _conv
+from ember.nn.functional import dropout as _dropout
+from ember.nn.functional import linear as _linear
+from ember.nn.functional import loss as _loss
+from ember.nn.functional import normalization as _normalization
+from ember.nn.functional import pooling as _pooling
+from ember.nn.functional import sparse as _sparse
+from ember.nn.functional.activation import *  # noqa: F403
+from ember.nn.functional.attention import *  # noqa: F403
+from ember.nn.functional.conv import *  # noqa: F403
+from ember.nn.functional.dropout import *  # noqa: F403
+from ember.nn.functional.linear import *  # noqa: F403
+from ember.nn.functional.loss import *  # noqa: F403
+from ember.nn.functional.normalization import *  # noqa: F403
+from ember.nn.functional.pooling import *  # noqa: F403
+from ember.nn.functional.sparse import *  # noqa: F403
 
-FAMILIES = ("activation", "linear", "conv", "pooling", "normalization", "dropout", "loss",
-            "attention", "sparse")
-
-__all__: list = []
-
-
-def _load() -> None:
-    for name in FAMILIES:
-        try:
-            mod = importlib.import_module(f"ember.nn.functional.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"ember.nn.functional.{name}":
-                continue  # a family that is not written yet
-            raise
-        for attr in mod.__all__:
-            globals()[attr] = getattr(mod, attr)
-            __all__.append(attr)
-
-
-_load()
+_FAMILIES = (
+    _activation, _linear, _conv, _pooling, _normalization, _dropout, _loss, _attention,
+    _sparse,
+)
+__all__ = [name for mod in _FAMILIES for name in mod.__all__]

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-import importlib
+from ember.nn.layers import activation as _activation
+from ember.nn.layers import attention as _attention
+from ember.nn.layers import conv as _conv
+from ember.nn.layers import dropout as _dropout
+from ember.nn.layers import linear as _linear
+from ember.nn.layers import loss as _loss
+from ember.nn.layers import normalization as _normalization
+from ember.nn.layers import pooling as _pooling
+from ember.nn.layers import sparse as _sparse
+from ember.nn.layers import transformer as _transformer
+from ember.nn.layers.activation import *  # noqa: F403
+from ember.nn.layers.attention import *  # noqa: F403
+from ember.nn.layers.conv import *  # noqa: F403
+from ember.nn.layers.dropout import *  # noqa: F403
+from ember.nn.layers.linear import *  # noqa: F403
+from ember.nn.layers.loss import *  # noqa: F403
+from ember.nn.layers.normalization import *  # noqa: F403
+from ember.nn.layers.pooling import *  # noqa: F403
+from ember.nn.layers.sparse import *  # noqa: F403
+from ember.nn.layers.transformer import *  # noqa: F403
 
-FAMILIES = ("activation", "linear", "conv", "pooling", "normalization", "dropout", "sparse",
-            "loss", "attention", "transformer")
-
-__all__: list = []
-
-
-def _load() -> None:
-    for name in FAMILIES:
-        try:
-            mod = importlib.import_module(f"ember.nn.layers.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"ember.nn.layers.{name}":
-                continue  # a family that is not written yet
-            raise
-        for attr in mod.__all__:
-            globals()[attr] = getattr(mod, attr)
-            __all__.append(attr)
-
-
-_load()
+_FAMILIES = (
+    _activation, _linear, _conv, _pooling, _normalization, _dropout, _sparse, _loss,
+    _attention, _transformer,
+)
+__all__ = [name for mod in _FAMILIES for name in mod.__all__]
