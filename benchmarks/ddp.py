@@ -33,19 +33,35 @@ def _batch(workload: str, per_rank: int, rank: int, step: int):
         x = rng.standard_normal((per_rank,) + models.CNN_INPUT[1:], dtype=np.float32)
         y = rng.integers(0, 10, per_rank)
         return ember.tensor(x), ember.tensor(y)
+    if workload == "gpt":
+        tokens = rng.integers(0, models.GPT_VOCAB, (per_rank, models.GPT_BLOCK + 1))
+        pos = np.arange(models.GPT_BLOCK, dtype=np.int64)
+        return ember.tensor(tokens[:, :-1]), ember.tensor(pos), ember.tensor(tokens[:, 1:])
     raise ValueError(f"unknown workload {workload!r}")
+
+
+def _loss(nnf, workload, model, batch):
+    if workload == "gpt":
+        idx, pos, y = batch
+        logits = model(idx, pos)
+        return nnf.cross_entropy(logits.view(-1, models.GPT_VOCAB), y.view(-1))
+    x, y = batch
+    return nnf.cross_entropy(model(x), y)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workload", default="mlp", choices=("mlp", "cnn"))
-    parser.add_argument("--batch", type=int, default=64, help="per-rank batch")
+    parser.add_argument("--workload", default="mlp", choices=("mlp", "cnn", "gpt"))
+    parser.add_argument("--batch", type=int, default=None,
+                        help="per-rank batch (default: mlp 64, cnn 32, gpt 8)")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--bucket-mb", type=float, default=25.0)
     parser.add_argument("--first-bucket-mb", type=float, default=1.0)
     parser.add_argument("--compression", default=None, choices=(None, "fp16", "bf16"))
     args = parser.parse_args(argv)
+    if args.batch is None:
+        args.batch = {"mlp": 64, "cnn": 32, "gpt": 8}[args.workload]
 
     import ember
     import ember.nn.functional as F
@@ -56,7 +72,9 @@ def main(argv=None) -> None:
 
     comm = world()
     ember.manual_seed(0)
-    model = models.mlp(nn) if args.workload == "mlp" else models.cnn(nn)
+    build = {"mlp": lambda: models.mlp(nn), "cnn": lambda: models.cnn(nn),
+             "gpt": lambda: models.gpt(nn, F)}
+    model = build[args.workload]()
     wrapped = model
     if comm.size > 1:
         wrapped = DistributedDataParallel(model, bucket_cap_mb=args.bucket_mb,
@@ -66,11 +84,11 @@ def main(argv=None) -> None:
     batches = [_batch(args.workload, args.batch, comm.rank, s) for s in range(8)]
     times, comm_s, hidden = [], [], []
     for step in range(args.warmup + args.steps):
-        x, y = batches[step % len(batches)]
+        batch = batches[step % len(batches)]
         comm.barrier()
         t0 = time.perf_counter()
         opt.zero_grad()
-        loss = F.cross_entropy(wrapped(x), y)
+        loss = _loss(F, args.workload, wrapped, batch)
         loss.backward()
         opt.step()
         dt = time.perf_counter() - t0

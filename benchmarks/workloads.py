@@ -130,6 +130,30 @@ def check(w: Workload, torch, steps: int = CHECK_STEPS) -> bool:
     return first_ok and track_ok
 
 
+def core_probe() -> float:
+    """How much a second thread speeds up a NumPy kernel right now (about 1.8 on two idle
+    cores, about 1.0 when other processes keep the other core busy): the 2-thread numbers
+    of both frameworks are only comparable to a quiet machine's when this is near 2."""
+    import statistics
+
+    from ember.ops import parallel
+
+    x = np.random.default_rng(0).standard_normal(1 << 21).astype(np.float32)
+    out = np.empty_like(x)
+
+    def run(threads):
+        t0 = time.perf_counter()
+        parallel.run_blocks(lambda lo, hi: np.exp(x[lo:hi], out=out[lo:hi]), x.size, 1 << 18,
+                            threads)
+        return time.perf_counter() - t0
+
+    one, two = [], []
+    for _ in range(15):
+        one.append(run(1))
+        two.append(run(2))
+    return statistics.median(one) / statistics.median(two)
+
+
 def case(w: Workload, torch) -> Case:
     """A benchmarks.common Case whose two builders share one torch initialisation."""
     pair = {}
@@ -173,11 +197,16 @@ def main(argv=None) -> None:
         print()
     results = []
     t0 = time.perf_counter()
+    probe = [core_probe()]
     for w in chosen:
         results.append(measure(case(w, torch), repeat, sample_s, warmup=3, clock=args.clock))
+        probe.append(core_probe())
     print(f"Ember vs PyTorch: full training step, float32, CPU\n{environment(torch)}; "
           f"{args.clock} clock; {repeat} interleaved samples per framework; "
-          f"{time.perf_counter() - t0:.0f} s in all\n")
+          f"{time.perf_counter() - t0:.0f} s in all")
+    print("second-core probe (2-thread speed-up of a NumPy kernel, ~1.8 when the other core "
+          "is idle, ~1.0 when it is busy) before/after each workload: "
+          + " ".join(f"{p:.2f}" for p in probe) + "\n")
     print_table(results)
 
 

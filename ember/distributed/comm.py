@@ -272,6 +272,11 @@ class Communicator:
     def dup(self, name: str) -> Communicator:
         """A new communicator over the same ranks (collective): its collectives never mix
         with this one's, so another thread can use it (the DDP gradient thread does)."""
+        if self.watchdog is not None and name in self.watchdog.channels:
+            k = 2  # a second DDP model, say: its own channel (ranks dup in the same order)
+            while f"{name}-{k}" in self.watchdog.channels:
+                k += 1
+            name = f"{name}-{k}"
         return Communicator(self.mpi.Dup(), name, self.watchdog,
                             (self.local_rank, self.local_size))
 

@@ -114,13 +114,20 @@ class DistributedDataParallel(Module):
             r.forward_sync = self.require_backward_grad_sync
             if self.require_backward_grad_sync and self.broadcast_buffers and \
                     self.module.training:
-                buffers = [b for b in self.module.buffers() if b is not None]
-                if buffers:
-                    _coalesced_broadcast(self.comm, buffers)
+                self.sync_buffers()
         out = self.module(*args, **kwargs)
         if r is not None and is_grad_enabled() and self.find_unused_parameters:
             r.reachable = _reachable_leaves(out)
         return out
+
+    def sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers now (one message per dtype). Forward does it
+        before each training step; call it before evaluation, so that every rank evaluates
+        with the same BatchNorm statistics."""
+        if self.comm.size > 1:
+            buffers = [b for b in self.module.buffers() if b is not None]
+            if buffers:
+                _coalesced_broadcast(self.comm, buffers)
 
     @contextlib.contextmanager
     def no_sync(self):

@@ -158,6 +158,11 @@ class DDPStrategy(Strategy):
         with self.model.no_sync():
             yield
 
+    def sync_buffers(self) -> None:
+        """Rank 0's buffers on every rank (call before evaluation with plain BatchNorm)."""
+        if self.model is not None:
+            self.model.sync_buffers()
+
     def process_dataloader(self, dataloader, stage: str):
         """A copy of ``dataloader`` whose sampler gives this rank its shard: padded and
         shuffled like the original for 'fit', unpadded for evaluation stages."""

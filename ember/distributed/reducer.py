@@ -6,11 +6,16 @@ small first cap (so communication starts early) then the full cap, as torch's re
 Each bucket owns one preallocated flat array (its gradients, then one "has a gradient" flag per
 parameter). A post-accumulate-grad hook copies a finished gradient into its slot; when a
 bucket is complete (and every bucket before it has been launched, so all ranks issue the
-allreduces in the same order) it goes to the communication thread, whose blocking Allreduce
-releases the GIL while backward goes on. At the end of backward (an engine callback) the
-remaining buckets are filled, gradients that never came are zero-filled (the flags say which
-parameters no rank used: those keep ``grad=None``), the thread is joined and every
-``param.grad`` becomes a view of its bucket, averaged over the ranks.
+allreduces in the same order) it goes to the communication thread, whose MPI calls release the
+GIL while backward goes on. MPICH's blocking calls spin on a core, which on a busy CPU takes it
+from backward; so while backward still computes, the thread runs an Iallreduce and tests it
+with 50 us sleeps in between, and once backward has ended it simply waits
+(``EMBER_DDP_YIELD=0``: always the blocking Allreduce).
+
+At the end of backward (an engine callback) the remaining buckets are filled, gradients that
+never came are zero-filled (the flags say which parameters no rank used: those keep
+``grad=None``), the thread is joined and every ``param.grad`` becomes a view of its bucket,
+averaged over the ranks.
 """
 
 from __future__ import annotations
@@ -184,7 +189,7 @@ class Reducer:
         self._sync = True
         self._next = 0
         self.thread = CommThread()
-        self.t_backward_end = self._t_begin = 0.0
+        self.t_backward_end = self._t_begin = self._t_sync_end = 0.0
         # buckets sent while backward computes poll with sleeps instead of spinning in MPI
         self.yield_cpu = os.environ.get("EMBER_DDP_YIELD", "1") != "0"
         self._handles = [p.register_post_accumulate_grad_hook(self._on_grad)
@@ -208,6 +213,7 @@ class Reducer:
                             self._fill(b, slot, p)
                             b.pending -= 1
                 self.reachable = None
+                self._launch_ready()
 
     def _on_grad(self, p) -> None:
         if not self.active:
@@ -270,6 +276,7 @@ class Reducer:
         try:
             if not self._sync:
                 return
+            self._t_sync_end = self.t_backward_end
             for b in self.buckets[self._next:]:
                 for slot, p in enumerate(b.params):
                     if not b.ready[slot]:
@@ -296,7 +303,7 @@ class Reducer:
         for b in self.buckets:
             d = b.t_end - b.t_start
             total += d
-            hidden += max(0.0, min(b.t_end, self.t_backward_end) - b.t_start)
+            hidden += max(0.0, min(b.t_end, self._t_sync_end) - b.t_start)
         return {"allreduce_s": total, "hidden_s": hidden,
                 "hidden_share": hidden / total if total > 0 else 0.0}
 

@@ -65,6 +65,44 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
+# ------------------------------------------------------------------------ BLAS threads
+# OpenBLAS splits every GEMM statically over its threads and busy-waits at the end: on a busy
+# machine one descheduled thread stalls the product (measured under load: a (2048, 128) @
+# (128, 384) took 16 ms on 2 OpenBLAS threads, 2-7 ms on one). ``gemm`` instead runs OpenBLAS
+# on one thread and hands row blocks to the block scheduler above.
+GEMM_MIN_MACS = 1 << 22  # smaller products are not split
+BLAS_ONE_THREAD_MACS = 1 << 17  # from here on OpenBLAS would thread: run it on one instead
+_GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_blas_api = None
+
+
+def _openblas():
+    """(get, set) of the OpenBLAS thread count NumPy uses, via ctypes (threadpoolctl's trick),
+    or False when NumPy's BLAS is not an OpenBLAS that exposes them."""
+    global _blas_api
+    if _blas_api is None:
+        _blas_api = False
+        try:
+            import ctypes
+
+            with open("/proc/self/maps") as f:
+                paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower()
+                                and ln.split()[-1].startswith("/")})
+            for path in paths:
+                lib = ctypes.CDLL(path)
+                for prefix in ("scipy_openblas_", "openblas_"):
+                    for suffix in ("64_", ""):
+                        get = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
+                        put = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
+                        if get is not None and put is not None:
+                            get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
+                            _blas_api = (get, put)
+                            return _blas_api
+        except (OSError, AttributeError):
+            _blas_api = False
+    return _blas_api
+
+
 class _Blocks:
     """The shared state of one parallel run: next block, blocks done, first error."""
 
@@ -125,59 +163,32 @@ def run_blocks(kernel, n: int, block: int, threads: int | None = None) -> None:
         return
     state = _Blocks(kernel, n, block)
     pool = _get_pool(threads - 1)
-    for _ in range(min(threads, count) - 1):
-        pool.submit(state.work_quietly)
-    state.work()
-    if state.error is None and state.done < state.count:
-        state.finished.wait()
+    # BLAS calls inside the blocks run on one OpenBLAS thread: its own workers would compete
+    # with ours for the same cores (and spin after every call)
+    api = _openblas()
+    before = api[0]() if api else 1
+    if before != 1:
+        api[1](1)
+    try:
+        for _ in range(min(threads, count) - 1):
+            pool.submit(state.work_quietly)
+        state.work()
+        if state.error is None and state.done < state.count:
+            state.finished.wait()
+    finally:
+        if before != 1:
+            api[1](before)
     if state.error is not None:
         raise state.error
-
-
-# ------------------------------------------------------------------------ BLAS threads
-# OpenBLAS splits every GEMM statically over its threads and busy-waits at the end: on a busy
-# machine one descheduled thread stalls the product (measured under load: a (2048, 128) @
-# (128, 384) took 16 ms on 2 OpenBLAS threads, 2-7 ms on one). ``gemm`` instead runs OpenBLAS
-# on one thread and hands row blocks to the block scheduler above.
-GEMM_MIN_MACS = 1 << 22  # smaller products are not split
-BLAS_ONE_THREAD_MACS = 1 << 17  # from here on OpenBLAS would thread: run it on one instead
-_GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_blas_api = None
-
-
-def _openblas():
-    """(get, set) of the OpenBLAS thread count NumPy uses, via ctypes (threadpoolctl's trick),
-    or False when NumPy's BLAS is not an OpenBLAS that exposes them."""
-    global _blas_api
-    if _blas_api is None:
-        _blas_api = False
-        try:
-            import ctypes
-
-            with open("/proc/self/maps") as f:
-                paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower()
-                                and ln.split()[-1].startswith("/")})
-            for path in paths:
-                lib = ctypes.CDLL(path)
-                for prefix in ("scipy_openblas_", "openblas_"):
-                    for suffix in ("64_", ""):
-                        get = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
-                        put = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
-                        if get is not None and put is not None:
-                            get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
-                            _blas_api = (get, put)
-                            return _blas_api
-        except (OSError, AttributeError):
-            _blas_api = False
-    return _blas_api
 
 
 def gemm(a, b, bias=None):
     """``a @ b`` (plus ``bias``, a row vector, when given) for 2-D arrays.
 
     float32/float64 NumPy products run with OpenBLAS on one thread; large ones are split into
-    blocks of rows (or of columns when ``a`` has few rows) run on the CPU threads, each block
-    adding its bias while it is in cache. Anything else is a plain ``a @ b``.
+    blocks of rows (or of columns when ``a`` has fewer rows than ``b`` has columns) run on the
+    CPU threads, each block adding its bias while it is in cache. Anything else is a plain
+    ``a @ b``.
     """
     m, k = a.shape
     n = b.shape[1]
@@ -194,8 +205,10 @@ def gemm(a, b, bias=None):
         return out
     threads = _threads if macs >= GEMM_MIN_MACS else 1
     out = np.empty((m, n), a.dtype)
-    if m >= 128 or m >= n:
-        rows = max(64, -(-m // (2 * threads)))
+    # Every block packs its own copy of the operand it shares with the others (b for row
+    # blocks, a for column blocks), so split the dimension that duplicates the smaller one.
+    if threads == 1 or m >= n:
+        rows = m if threads == 1 else max(64, -(-m // (2 * threads)))
 
         def kernel(lo, hi):
             ob = np.matmul(a[lo:hi], b, out=out[lo:hi])
@@ -212,12 +225,15 @@ def gemm(a, b, bias=None):
                 ob += bias[lo:hi]
 
         size, block = n, cols
+    if threads > 1:
+        run_blocks(kernel, size, block, threads)  # sets OpenBLAS to one thread meanwhile
+        return out
     get, put = api
     before = get()
     if before != 1:
         put(1)
     try:
-        run_blocks(kernel, size, block, threads)
+        kernel(0, size)
     finally:
         if before != 1:
             put(before)

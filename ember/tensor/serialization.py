@@ -62,9 +62,9 @@ def _escape(key: str) -> str:
 class _Encoder:
     """Turns an object into a JSON tree, collecting its arrays under unique names."""
 
-    def __init__(self):
+    def __init__(self, reserved=()):
         self.tensors: list[tuple[str, np.ndarray]] = []
-        self._names = {"__metadata__"}
+        self._names = {"__metadata__", *reserved}  # names taken by tensors stored elsewhere
         self._active: set[int] = set()
 
     def _name(self, path: list) -> str:
@@ -76,12 +76,7 @@ class _Encoder:
         return name
 
     def _array(self, arr, path: list) -> str:
-        if arr.dtype not in _CODES:
-            raise TypeError(f"ember.save: cannot store an array of dtype {arr.dtype} at "
-                            f"{_where(path)}")
-        arr = to_backend(arr, CPU)
-        if not arr.flags.c_contiguous:
-            arr = arr.copy(order="C")  # (np.ascontiguousarray would make 0-d arrays 1-d)
+        arr = host_array(arr, _where(path))
         name = self._name(path)
         self.tensors.append((name, arr))
         return name
@@ -130,6 +125,16 @@ class _Encoder:
             return {"m": items}
         tag = "l" if isinstance(value, list) else "u"
         return {tag: [self.encode(v, path + [i]) for i, v in enumerate(value)]}
+
+
+def host_array(arr, where: str) -> np.ndarray:
+    """``arr`` as a C-contiguous NumPy array of a storable dtype (what the writer takes)."""
+    if arr.dtype not in _CODES:
+        raise TypeError(f"ember.save: cannot store an array of dtype {arr.dtype} at {where}")
+    arr = to_backend(arr, CPU)
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")  # (np.ascontiguousarray would make 0-d arrays 1-d)
+    return arr
 
 
 def _where(path: list) -> str:

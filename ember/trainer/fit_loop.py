@@ -9,6 +9,7 @@ accumulation window (the loggers' x axis, as in Lightning).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 
@@ -55,6 +56,13 @@ class FitLoop:
         # Resuming mid-epoch (issue 6): the dataloader, restored from its state_dict, yields
         # the remaining batches; their indices continue from here.
         self.resume_batch_idx = 0
+        self.skip_batches = 0  # a loader without state_dict: drop this many batches first
+        # Where the loop stands, for checkpoints (checkpoint_state.py): ("between",) at a clean
+        # boundary, ("batch"|"batch_end"|"validation", batch_idx, is_last, accumulating)
+        # inside a batch, ("epoch_end", reached_end) in the epoch-end hooks.
+        self.position: tuple = ("between",)
+        self.resume = None  # set by a checkpoint restore; applied when run() starts
+        self.time_offset = 0.0  # training time spent before a resume (for max_time)
 
     # ------------------------------------------------------------------ data
     def setup_data(self) -> None:
@@ -142,11 +150,17 @@ class FitLoop:
             return
         if val_loop.loaders is None and trainer._validation_possible():
             val_loop.setup_data(trainer._fit_val_source)
-        self._start_time = time.monotonic()
+        self._start_time = time.monotonic() - self.time_offset
+        self.time_offset = 0.0
+        self.position = ("between",)
         module = trainer.lightning_module
         if not module.training:  # left in eval mode (e.g. by predict): train it; submodules
             module.train()  # the user froze in eval mode under a training model stay frozen
         call_hooks(trainer, "on_train_start")
+        resume, self.resume = self.resume, None
+        if resume is not None:  # a checkpoint's loader, metrics and RNG states, then the rest
+            self._run_tail(resume.apply(self))  # of the batch or epoch end it was saved in
+            self.resume_batch_idx = self.progress.batch_idx
         while not self.done():
             self._maybe_reload()
             self.run_epoch()
@@ -176,19 +190,25 @@ class FitLoop:
         module = trainer.lightning_module
         connector = trainer._logger_connector
         connector.results = connector.train_results
-        call_hooks(trainer, "on_train_epoch_start")
         offset, self.resume_batch_idx = self.resume_batch_idx, 0
         progress.batch_idx = offset
+        self.position = ("between",)
+        call_hooks(trainer, "on_train_epoch_start")
         reached_end = False
         step_fn = module.training_step
-        for i, batch, is_last in iterate(self.train_loader, self.num_training_batches - offset):
+        loader = self.train_loader
+        if self.skip_batches:
+            loader, self.skip_batches = itertools.islice(loader, self.skip_batches, None), 0
+        for i, batch, is_last in iterate(loader, self.num_training_batches - offset):
             batch_idx = i + offset
             batch = transfer_batch(trainer, batch, 0)
             connector.train_results.begin_batch(batch)
+            connector.sent.clear()
+            accumulating = self._should_accumulate(batch_idx, is_last)
+            self.position = ("batch", batch_idx, is_last, accumulating)
             call_callback_hooks(trainer, "on_train_batch_start", batch, batch_idx)
             if call_module_hook(trainer, "on_train_batch_start", batch, batch_idx) == -1:
                 break  # Lightning: -1 skips the rest of the epoch
-            accumulating = self._should_accumulate(batch_idx, is_last)
             args = step_args(step_fn, "training_step", batch, batch_idx, None)
             if module.automatic_optimization:
                 outputs = run_automatic(trainer, args, batch_idx, accumulating)
@@ -201,21 +221,50 @@ class FitLoop:
             if is_last:
                 update_lr_schedulers(trainer, "epoch", plateau=False)
             connector.collect_train_step()
+            self.position = ("batch_end", batch_idx, is_last, accumulating)
             call_hooks(trainer, "on_train_batch_end", outputs, batch, batch_idx)
+            reached_end = is_last
+            if self._finish_batch(batch_idx, is_last, accumulating, "batch_end"):
+                break
+        self._end_epoch(reached_end)
+
+    def _finish_batch(self, batch_idx: int, is_last: bool, accumulating: bool,
+                      start: str) -> bool:
+        """A batch after its ``on_train_batch_end`` hooks (from ``start``: "batch_end", or
+        "validation" to begin after the validation): logging, validation, plateau schedulers,
+        counters. True when the epoch ends with this batch."""
+        trainer = self.trainer
+        connector = trainer._logger_connector
+        if start == "batch_end":
             connector.train_step_end(accumulating)
             self._check_time()
             if self._should_check_val(batch_idx, is_last):
                 if not accumulating:
                     call_module_hook(trainer, "on_validation_model_zero_grad")
+                self.position = ("validation", batch_idx, is_last, accumulating)
                 self._run_validation()
                 connector.results = connector.train_results
-            if not accumulating:
-                update_lr_schedulers(trainer, "step", plateau=True)
-                progress.batches_that_stepped += 1
-            reached_end = is_last
-            if self._max_steps_reached() or (trainer.should_stop and self.can_stop_early()):
-                break
-        self._end_epoch(reached_end)
+        if not accumulating:
+            update_lr_schedulers(trainer, "step", plateau=True)
+            self.progress.batches_that_stepped += 1
+        self.position = ("between",)
+        stop = self._max_steps_reached() or (trainer.should_stop and self.can_stop_early())
+        if not (is_last or stop or accumulating):
+            trainer._at_loop_boundary()
+        return is_last or stop
+
+    def _run_tail(self, tail) -> None:
+        """Resuming from a checkpoint saved inside a batch or the epoch end: finish that
+        batch or epoch end as the interrupted run would have (issue 6)."""
+        if tail is None or tail[0] == "between":
+            return
+        self.trainer._logger_connector.results = self.trainer._logger_connector.train_results
+        if tail[0] == "epoch_end":
+            self._finish_epoch(bool(tail[1]))
+            return
+        _, batch_idx, is_last, accumulating = tail
+        if self._finish_batch(int(batch_idx), bool(is_last), bool(accumulating), tail[0]):
+            self._end_epoch(bool(is_last))
 
     def _run_validation(self) -> None:
         trainer = self.trainer
@@ -229,13 +278,23 @@ class FitLoop:
         """Lightning's fit-loop epoch end: metric-monitoring callbacks see the module's
         ``on_train_epoch_end`` logs."""
         trainer, connector = self.trainer, self.trainer._logger_connector
+        self.position = ("epoch_end", reached_end)
         connector.update_train_epoch_metrics()
         call_callback_hooks(trainer, "on_train_epoch_end", monitoring=False)
         call_module_hook(trainer, "on_train_epoch_end")
         connector.update_train_epoch_metrics()
         call_callback_hooks(trainer, "on_train_epoch_end", monitoring=True)
-        connector.train_epoch_end()
+        self._finish_epoch(reached_end)
+
+    def _finish_epoch(self, reached_end: bool) -> None:
+        """The epoch end after its hooks: epoch metrics to the loggers, plateau schedulers,
+        the epoch counter."""
+        self.trainer._logger_connector.train_epoch_end()
         if reached_end:  # ReduceLROnPlateau sees this epoch's validation metrics
-            update_lr_schedulers(trainer, "epoch", plateau=True)
+            update_lr_schedulers(self.trainer, "epoch", plateau=True)
         self.progress.current_epoch += 1
+        self.progress.batch_idx = 0
+        self.position = ("between",)
         self._check_time()
+        if not self.done():
+            self.trainer._at_loop_boundary()

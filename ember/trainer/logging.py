@@ -309,6 +309,7 @@ def send_to_loggers(trainer, metrics: dict, step: int) -> None:
         return
     scalars = {key: to_float(value) for key, value in metrics.items()}
     scalars.setdefault("epoch", trainer.current_epoch)
+    trainer._logger_connector.sent.append((step, scalars))
     for logger in trainer.loggers:
         logger.log_metrics(scalars, step=step)
 
@@ -322,6 +323,9 @@ class LoggerConnector:
         self.train_results = ResultCollection(training=True)
         self.results: ResultCollection | None = None  # the collection of the running loop
         self._pending_log: dict = {}  # step values waiting for the end of the optimizer step
+        # (step, metrics) sent to the loggers since the current training batch began: a
+        # checkpoint saved inside the batch replays them on resume (checkpoint_state.py)
+        self.sent: list = []
 
     # ------------------------------------------------------------------ intake
     def log(self, fx, name, value, *, on_step, on_epoch, **options) -> None:
@@ -433,4 +437,5 @@ class LoggerConnector:
     def reset(self) -> None:
         self.train_results.reset()
         self._pending_log = {}
+        self.sent = []
         self._store.reset()

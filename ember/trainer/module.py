@@ -153,6 +153,17 @@ class TrainingModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHook
         if trainer is None or trainer.is_global_zero:
             builtins.print(*args, **kwargs)
 
+    # ------------------------------------------------------------ checkpoints
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, strict: bool = True,
+                             **kwargs):
+        """Rebuild the module from a checkpoint: ``cls(**saved hyperparameters, **kwargs)``
+        (``save_hyperparameters()`` in ``__init__`` makes that possible), then
+        ``on_load_checkpoint`` and the weights (``strict``: every key and shape must match)."""
+        from ember.trainer.checkpoint_state import load_module_from_checkpoint
+
+        return load_module_from_checkpoint(cls, checkpoint_path, map_location, strict, kwargs)
+
     # ----------------------------------------------------------- optimization
     def optimizers(self, use_pl_optimizer: bool = True):
         """The optimizer (or list of them) from ``configure_optimizers``, wrapped so that
@@ -177,9 +188,12 @@ class TrainingModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHook
         if self.automatic_optimization:
             raise RuntimeError("manual_backward is for manual optimization: set "
                                "self.automatic_optimization = False in __init__")
-        from ember.trainer.optimization import run_backward
+        from ember.trainer.optimization import check_loss, run_backward
 
-        run_backward(self.trainer, loss, *args, **kwargs)
+        trainer = self.trainer
+        if loss.numel() == 1 and check_loss(trainer, loss, trainer._progress.batch_idx) is None:
+            return  # on_nonfinite_loss="skip"
+        run_backward(trainer, loss, *args, **kwargs)
 
     def backward(self, loss, *args, **kwargs) -> None:
         """How the loss is back-propagated; override for e.g. ``retain_graph=True``."""

@@ -252,6 +252,31 @@ def run_backward(trainer, loss, *args, **kwargs) -> None:
     call_module_hook(trainer, "on_after_backward")
 
 
+def check_loss(trainer, loss: Tensor, batch_idx: int) -> Tensor | None:
+    """``Trainer(on_nonfinite_loss=...)``: the loss, or None to skip this batch. The message
+    names the epoch, the global step and the batch."""
+    mode = getattr(trainer, "on_nonfinite_loss", None)
+    if mode is None:
+        return loss
+    from ember.tensor.backend import get_array_module
+
+    arr = loss.data
+    if bool(get_array_module(arr).isfinite(arr).all()):
+        return loss
+    where = (f"at global step {trainer.global_step} (epoch {trainer.current_epoch}, batch_idx "
+             f"{batch_idx})")
+    text = f"training_step returned a non-finite loss ({float(arr.reshape(-1)[0])}) {where}"
+    if mode == "raise":
+        raise FloatingPointError(f"{text}. Trainer(on_nonfinite_loss='skip') skips such "
+                                 "batches, 'warn' only warns")
+    if mode == "skip":
+        warnings.warn(f"{text}: skipping this batch (no backward, no parameter update)",
+                      RuntimeWarning, stacklevel=4)
+        return None
+    warnings.warn(text, RuntimeWarning, stacklevel=4)
+    return loss
+
+
 def _detached(value):
     return value.detach() if isinstance(value, Tensor) else value
 
@@ -300,6 +325,10 @@ class _Closure:
         trainer = self.trainer
         output = call_module_hook(trainer, "training_step", *self.step_args)
         loss, self.outputs = training_loss(output)
+        # with detect_anomaly, backward first: anomaly mode names the op that made the NaN
+        after = trainer.detect_anomaly and trainer.on_nonfinite_loss == "raise"
+        if loss is not None and not after:
+            loss = check_loss(trainer, loss, self.batch_idx)
         if self.zero_grad:
             call_callback_hooks(trainer, "on_before_zero_grad", self.optimizer)
             call_module_hook(trainer, "on_before_zero_grad", self.optimizer)
@@ -310,6 +339,8 @@ class _Closure:
         acc = trainer.accumulate_grad_batches
         closure_loss = loss / acc if acc > 1 else loss
         run_backward(trainer, closure_loss)
+        if after:
+            check_loss(trainer, loss, self.batch_idx)
         return closure_loss
 
 

@@ -82,6 +82,16 @@ def parse_clip(value, algorithm):
     return value, algorithm
 
 
+_NONFINITE = ("raise", "skip", "warn")
+
+
+def parse_nonfinite(value) -> str | None:
+    if value is not None and value not in _NONFINITE:
+        raise ValueError(f"Trainer(on_nonfinite_loss={value!r}): expected one of "
+                         f"{list(_NONFINITE)} or None")
+    return value
+
+
 def parse_fast_dev_run(value) -> int:
     if isinstance(value, bool):
         return int(value)

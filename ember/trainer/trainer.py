@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import signal
 import sys
@@ -14,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from ember.trainer import checkpoint_state as ckpt
 from ember.trainer import setup as args
 from ember.trainer.data import limited_batches, request_loaders
 from ember.trainer.datamodule import DataModule
@@ -69,6 +71,11 @@ class Trainer(TrainerProperties):
     callbacks, log_every_n_steps, enable_progress_bar, enable_model_summary,
     enable_checkpointing, default_root_dir), debugging (fast_dev_run, detect_anomaly,
     deterministic) and hardware (accelerator, devices, strategy, precision).
+
+    Ember adds ``on_nonfinite_loss``: what a NaN/inf loss from ``training_step`` does:
+    "raise" (default: stop with an error naming the step), "skip" (no backward and no update
+    for that batch, with a warning), "warn", or None (no check; it costs one device sync per
+    step on a GPU).
     """
 
     def __init__(self, *, accelerator="auto", strategy="auto", devices="auto",
@@ -86,7 +93,8 @@ class Trainer(TrainerProperties):
                  gradient_clip_val=None, gradient_clip_algorithm=None, deterministic=None,
                  benchmark=None, inference_mode: bool = True,
                  use_distributed_sampler: bool = True, detect_anomaly: bool = False,
-                 reload_dataloaders_every_n_epochs: int = 0, default_root_dir=None):
+                 reload_dataloaders_every_n_epochs: int = 0, default_root_dir=None,
+                 on_nonfinite_loss: str | None = "raise"):
         if num_nodes != 1:
             raise ValueError(f"Trainer(num_nodes={num_nodes}): multi-node runs are launched "
                              "with mpiexec and a distributed strategy; keep num_nodes=1")
@@ -127,6 +135,7 @@ class Trainer(TrainerProperties):
         self.inference_mode = inference_mode
         self.use_distributed_sampler = use_distributed_sampler
         self.detect_anomaly = bool(detect_anomaly)
+        self.on_nonfinite_loss = args.parse_nonfinite(on_nonfinite_loss)
         self.reload_dataloaders_every_n_epochs = args.non_negative_int(
             reload_dataloaders_every_n_epochs, "reload_dataloaders_every_n_epochs")
         self.enable_progress_bar = True if enable_progress_bar is None else enable_progress_bar
@@ -169,6 +178,10 @@ class Trainer(TrainerProperties):
         self._fit_val_source = None
         self._warned_no_val_step = False
         self._setup_done = False
+        self.ckpt_path: str | None = None  # the checkpoint the last run resumed from
+        self._ckpt_path_arg = None
+        self.received_sigterm = False
+        self._sigterm_installed = False
 
     def _apply_fast_dev_run(self, n: int) -> None:
         """Lightning's fast_dev_run: n batches of each kind, one epoch, no sanity check, no
@@ -225,16 +238,26 @@ class Trainer(TrainerProperties):
 
     def save_checkpoint(self, filepath, weights_only: bool = False,
                         storage_options=None) -> None:
-        """Checkpoints (safetensors + JSON) come with issue 6; the state they need is already
-        collectable: ``self._progress.state_dict()``, the module/optimizer/scheduler/callback
-        and datamodule ``state_dict()``s."""
-        raise NotImplementedError("Trainer.save_checkpoint: checkpointing comes with issue 6")
+        """Write the full training state (or only the model and hyperparameters with
+        ``weights_only``) to ``filepath``: one safetensors file, written atomically by rank
+        0. Every rank must call it at the same point. See checkpoint_state.py."""
+        if storage_options is not None:
+            raise TypeError("Trainer.save_checkpoint: storage_options is not supported (Ember "
+                            "writes local files)")
+        ckpt.save_checkpoint(self, filepath, weights_only)
 
-    @staticmethod
-    def _check_ckpt_path(ckpt_path, fn: str) -> None:
-        if ckpt_path is not None:
-            raise NotImplementedError(f"Trainer.{fn}(ckpt_path=...): loading checkpoints comes "
-                                      "with issue 6")
+    def _check_ckpt_path(self, ckpt_path, fn: str) -> None:
+        if ckpt_path is not None and ckpt_path not in ("last", "best"):
+            try:
+                ckpt_path = os.fspath(ckpt_path)
+            except TypeError:
+                raise TypeError(f"Trainer.{fn}(ckpt_path=...): expected a path, 'last' or "
+                                f"'best', got {type(ckpt_path).__name__}") from None
+        self._ckpt_path_arg = ckpt_path
+
+    def _at_loop_boundary(self) -> None:
+        """The fit loop is between batches or epochs: save and stop after a SIGTERM."""
+        ckpt.check_preemption(self)
 
     # ----------------------------------------------------------------- running
     def _launch(self, model, fn: str, datamodule, data):
@@ -251,8 +274,16 @@ class Trainer(TrainerProperties):
         self.state.fn, self.state.status = fn, "running"
         self.should_stop = self.interrupted = False
         self.lightning_module, self.datamodule = model, datamodule
+        handler = ckpt.SigtermHandler(self) if fn == "fit" else contextlib.nullcontext()
         try:
-            result = self._run(fn, data)
+            with handler:
+                result = self._run(fn, data)
+        except ckpt.Preempted as exc:
+            if self.is_global_zero:
+                print(f"\nReceived SIGTERM: saved a checkpoint to {exc.path}; stopping "
+                      "training", file=sys.stderr)
+            self._cleanup_after(exc, "interrupted")
+            return None
         except KeyboardInterrupt as exc:
             if self.is_global_zero:
                 print("\nDetected KeyboardInterrupt, shutting down gracefully...",
@@ -304,12 +335,15 @@ class Trainer(TrainerProperties):
         self.strategy.barrier("post_setup")
         call_module_hook(self, "configure_model")
         module.to(self.strategy.root_device)
+        restorer = self._restorer(fn)
         self.model = self.strategy.setup_module(module)
         self._logger_connector.reset()
         if fn == "fit":
             self._fit_loop.source, self._fit_loop.train_loader = data[0], None
             self._setup_optimizers()
             call_hooks(self, "on_fit_start")
+            if restorer is not None:
+                restorer.restore_training_state()
         self._logger_connector.log_hyperparams()
         result = self._run_stage(fn, data)
         if fn == "fit":
@@ -318,6 +352,19 @@ class Trainer(TrainerProperties):
         self.strategy.teardown()
         self._logger_connector.finalize("success")
         return result
+
+    def _restorer(self, fn: str):
+        """Resolve ``ckpt_path`` (after setup: callbacks know their directories) and restore
+        the module (and, for fit, the callbacks) from it."""
+        path = ckpt.resolve_ckpt_path(self, self._ckpt_path_arg, fn)
+        self.ckpt_path = path
+        if path is None:
+            return None
+        restorer = ckpt.Restorer(self, path)
+        restorer.restore_module()
+        if fn == "fit":
+            restorer.restore_callbacks()
+        return restorer
 
     def _verify(self, fn: str) -> None:
         module = self.lightning_module

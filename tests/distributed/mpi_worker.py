@@ -72,7 +72,7 @@ def sgd(params):
     return ember.optim.SGD(params, lr=0.1, momentum=0.9)
 
 
-def train_ddp(comm, model, shape, micro: int = 1, **ddp_kwargs):
+def train_ddp(comm, model, shape, micro: int = 1, sync_buffers: bool = False, **ddp_kwargs):
     ddp = DistributedDataParallel(model, comm=comm, **ddp_kwargs)
     opt = sgd(model.parameters())
     for step in range(STEPS):
@@ -88,6 +88,8 @@ def train_ddp(comm, model, shape, micro: int = 1, **ddp_kwargs):
                 F.cross_entropy(ddp(x), y).backward()
         opt.step()
     timings = ddp.communication_timings()
+    if sync_buffers:
+        ddp.sync_buffers()
     ddp.close()
     return timings
 
@@ -149,9 +151,10 @@ def scenario_train(comm) -> dict:
     ember.manual_seed(11)
     model = bn_net()
     init = copy.deepcopy(model.state_dict())
-    train_ddp(comm, model, (2, 5, 5))
+    train_ddp(comm, model, (2, 5, 5), sync_buffers=True)
     params = np.concatenate([p.data.ravel() for p in model.parameters()]).astype(np.float64)
     res["bn_param_rank_spread"] = max_rank_spread(comm, params)
+    res["bn_state_rank_spread"] = max_rank_spread(comm, flat_state(model))
     if comm.rank == 0:
         ref = _loaded(bn_net, init)
         train_simulated_bn(ref, (2, 5, 5), comm.size)
@@ -272,6 +275,21 @@ def scenario_raise(comm) -> dict:
         raise ValueError("deliberate failure on the last rank")
     comm.allreduce(x)
     time.sleep(60)  # not reached: the abort ends every rank
+    return {}
+
+
+def scenario_raise_in_context(comm) -> dict:
+    """The exception is swallowed outside the block: only abort_on_exception can end it."""
+    from ember.distributed.failure import abort_on_exception
+
+    try:
+        with abort_on_exception(comm):
+            if comm.rank == 0:
+                raise KeyError("deliberate failure inside abort_on_exception")
+    except KeyError:
+        pass
+    comm.barrier()
+    time.sleep(60)
     return {}
 
 

@@ -46,6 +46,7 @@ def test_gradient_accumulation_with_no_sync(trained):
 def test_batchnorm_buffers_broadcast(trained):
     # plain BatchNorm: per-rank batch statistics, rank 0's running stats (as torch)
     assert trained["bn_param_rank_spread"] == 0.0
+    assert trained["bn_state_rank_spread"] == 0.0  # after sync_buffers (before evaluation)
     assert trained["bn_vs_simulated"] <= TOL
 
 
@@ -101,6 +102,13 @@ def test_exception_on_one_rank_aborts_the_job(tmp_path):
     assert run.seconds < 30, run.output
     assert "rank 1/2" in run.output and "deliberate failure on the last rank" in run.output
     assert "Traceback" in run.output
+
+
+def test_abort_on_exception_block(tmp_path):
+    run = run_worker(tmp_path, "raise_in_context", 2, timeout=60)
+    assert run.returncode != 0
+    assert run.seconds < 30, run.output
+    assert "rank 0/2" in run.output and "KeyError" in run.output
 
 
 def test_watchdog_names_the_stalled_rank(tmp_path):

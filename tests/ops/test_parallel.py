@@ -147,3 +147,21 @@ def test_gemm_other_dtypes_fall_back_to_numpy():
     a = np.arange(12).reshape(3, 4)
     np.testing.assert_array_equal(P.gemm(a, a.T), a @ a.T)
     np.testing.assert_array_equal(P.gemm(a, a.T, np.arange(3)), a @ a.T + np.arange(3))
+
+
+def test_run_blocks_runs_blas_on_one_thread_inside_and_restores_it():
+    api = P._openblas()
+    if not api:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS with a thread-count API")
+    get, put = api
+    before_blas, before = get(), P.get_num_threads()
+    put(2)
+    P.set_num_threads(2)
+    inside = []
+    try:
+        P.run_blocks(lambda lo, hi: inside.append(get()), 4, 1)
+        assert inside and set(inside) == {1}
+        assert get() == 2
+    finally:
+        put(before_blas)
+        P.set_num_threads(before)

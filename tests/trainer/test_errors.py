@@ -221,10 +221,10 @@ def test_several_val_dataloaders_need_dataloader_idx():
         Trainer(**QUIET).validate(ToyModel(), [loader(8, 4), loader(8, 4)])
 
 
-def test_checkpoints_are_the_next_issue(tmp_path):
-    with pytest.raises(NotImplementedError, match="issue 6"):
+def test_checkpoint_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
         Trainer(**QUIET).fit(ToyModel(), loader(), ckpt_path=tmp_path / "x.ckpt")
-    with pytest.raises(NotImplementedError, match="issue 6"):
+    with pytest.raises(RuntimeError, match="no model is attached"):
         Trainer(**QUIET).save_checkpoint(tmp_path / "x.ckpt")
 
 

@@ -1,0 +1,948 @@
+"""ModelCheckpoint on a fake Trainer whose save_checkpoint writes a small JSON marker: file
+names, top-k bookkeeping (exactly which files remain), triggers, version suffixes, errors,
+rank behaviour and state round trips; then the same scenarios through the real Trainer."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+
+from ember.callbacks import model_checkpoint as mc_mod
+from ember.callbacks.callback import Callback
+from ember.callbacks.model_checkpoint import ModelCheckpoint
+from ember.distributed.strategy import SingleDeviceStrategy
+from tests.callbacks.fakes import RecordingLogger, fake_trainer, run_fit
+from tests.trainer.helpers import QUIET, ToyModel, loader
+
+
+def ckpt_trainer(tmp_path, *, write=True, **kw):
+    """A fake Trainer (10 batches = 10 steps per epoch) whose ``save_checkpoint`` writes
+    ``{"epoch", "step", "weights_only", "callbacks": {state_key: state}}`` as JSON."""
+    kw.setdefault("num_training_batches", 10)
+    t = fake_trainer(state=SimpleNamespace(fn="fit"), default_root_dir=str(tmp_path), **kw)
+    t.saved = []
+
+    def save_checkpoint(filepath, weights_only=False):
+        t.saved.append(os.path.basename(filepath))
+        if not write:
+            return
+        os.makedirs(os.path.dirname(filepath), exist_ok=True)
+        states = {cb.state_key: cb.state_dict() for cb in t.callbacks}
+        with open(filepath, "w") as f:
+            json.dump({"epoch": t.current_epoch, "step": t.global_step,
+                       "weights_only": weights_only, "callbacks": states}, f)
+
+    t.save_checkpoint = save_checkpoint
+    return t
+
+
+class Script(Callback):
+    """Logs ``values[current_epoch]`` under ``key`` at each validation epoch end."""
+
+    def __init__(self, key, values):
+        self.key, self.values = key, values
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            trainer.callback_metrics[self.key] = float(self.values[trainer.current_epoch])
+
+
+def fit(tmp_path, cb, values=None, key="val_loss", epochs=None, **kw):
+    """A fake fit of ``len(values)`` epochs (``epochs`` without values) whose validation
+    logs ``values[epoch]`` under ``key``."""
+    trainer = ckpt_trainer(tmp_path, **kw)
+    trainer.callbacks = [cb]
+    cbs = [cb] if values is None else [Script(key, values), cb]
+    run_fit(trainer, cbs, epochs=epochs or (len(values) if values else 2))
+    return trainer
+
+
+def files(d):
+    out = set()
+    for root, _, names in os.walk(d):
+        out |= {os.path.relpath(os.path.join(root, n), d) for n in names}
+    return out
+
+
+def marker(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+# ------------------------------------------------------------------------- names
+@pytest.mark.parametrize("template, metrics, auto, expected", [
+    ("{epoch}", {"epoch": 0}, True, "epoch=0.ckpt"),
+    ("{epoch:03d}", {"epoch": 5}, True, "epoch=005.ckpt"),
+    ("{epoch}-{val_loss:.2f}", {"epoch": 2, "val_loss": 0.123456}, True,
+     "epoch=2-val_loss=0.12.ckpt"),
+    ("{epoch}-{step}-{val_loss:.3f}", {"epoch": 2, "step": 300, "val_loss": 0.123}, True,
+     "epoch=2-step=300-val_loss=0.123.ckpt"),
+    (None, {"epoch": 2, "step": 300}, True, "epoch=2-step=300.ckpt"),
+    ("epoch={epoch}-validation_loss={val_loss:.2f}", {"epoch": 2, "val_loss": 0.123456},
+     False, "epoch=2-validation_loss=0.12.ckpt"),
+    ("{missing:d}", {}, True, "missing=0.ckpt"),
+    ("epoch={epoch}-step={step}-val_acc={val/acc:.2f}", {"epoch": 2, "step": 9,
+                                                          "val/acc": 0.789}, False,
+     "epoch=2-step=9-val_acc=0.79.ckpt"),
+    ("{val/acc:.2f}", {"val/acc": 0.789}, True, "val/acc=0.79.ckpt"),
+    ("{val.loss:.1f}", {"val.loss": 0.5}, True, "val.loss=0.5.ckpt"),
+    ("{epoch}-{epoch_test}", {"epoch": 1, "epoch_test": 7}, True,
+     "epoch=1-epoch_test=7.ckpt"),
+    ("model-{epoch}", {"epoch": 1}, True, "model-epoch=1.ckpt"),
+    ("{epoch}_{val_loss}", {"epoch": 1, "val_loss": 0.25}, False, "1_0.25.ckpt"),
+])
+def test_format_checkpoint_name(tmp_path, template, metrics, auto, expected):
+    cb = ModelCheckpoint(dirpath=tmp_path, filename=template, auto_insert_metric_name=auto)
+    assert cb.format_checkpoint_name(metrics) == os.path.join(os.path.realpath(tmp_path),
+                                                              expected)
+    assert metrics.get("missing") is None  # the caller's dict is left alone
+
+
+def test_format_checkpoint_name_version_override_and_no_dir():
+    cb = ModelCheckpoint(filename="{epoch}")
+    assert cb.format_checkpoint_name({"epoch": 2}, ver=3) == "epoch=2-v3.ckpt"
+    assert cb.format_checkpoint_name({"epoch": 2, "step": 5}, filename="{step}") == \
+        "step=5.ckpt"
+    cb.CHECKPOINT_JOIN_CHAR, cb.CHECKPOINT_EQUALS_CHAR = "_", ":"
+    assert cb.format_checkpoint_name({"epoch": 2, "step": 5}, filename="{epoch}_{step}",
+                                     ver=1) == "epoch:2_step:5_v1.ckpt"
+
+
+# --------------------------------------------------------------------- top-k runs
+VALUES = [5, 3, 4, 1, 2]
+
+
+def test_top_k_scenario_exact_files(tmp_path):
+    d = tmp_path / "ck"
+    cb = ModelCheckpoint(dirpath=d, filename="{epoch}-{step}-{val_loss:.3f}",
+                         monitor="val_loss", save_top_k=2, save_last=True)
+    trainer = fit(tmp_path, cb, VALUES)
+    e3, e4 = (os.path.join(str(d), n) for n in ("epoch=3-step=40-val_loss=1.000.ckpt",
+                                                "epoch=4-step=50-val_loss=2.000.ckpt"))
+    assert files(d) == {"epoch=3-step=40-val_loss=1.000.ckpt",
+                        "epoch=4-step=50-val_loss=2.000.ckpt", "last.ckpt"}
+    # every save, in order: the top-k file, then last.ckpt
+    assert trainer.saved == ["epoch=0-step=10-val_loss=5.000.ckpt", "last.ckpt",
+                             "epoch=1-step=20-val_loss=3.000.ckpt", "last.ckpt",
+                             "epoch=2-step=30-val_loss=4.000.ckpt", "last.ckpt",
+                             "epoch=3-step=40-val_loss=1.000.ckpt", "last.ckpt",
+                             "epoch=4-step=50-val_loss=2.000.ckpt", "last.ckpt"]
+    assert cb.best_model_path == e3 and cb.best_model_score == 1.0
+    assert cb.best_k_models == {e3: 1.0, e4: 2.0}
+    assert cb.kth_best_model_path == e4 and cb.kth_value == 2.0
+    assert cb.current_score == 2.0
+    assert cb.last_model_path == os.path.join(str(d), "last.ckpt")
+    assert marker(e3)["step"] == 40 and marker(d / "last.ckpt")["step"] == 50
+    # the state written into a file already names that file (set before saving)
+    state = marker(e3)["callbacks"][cb.state_key]
+    assert state["best_model_path"] == e3 and state["best_model_score"] == 1.0
+    assert state["last_global_step_saved"] == 40  # a resumed run does not save step 40 again
+    assert marker(d / "last.ckpt")["callbacks"][cb.state_key]["last_model_path"] == \
+        cb.last_model_path
+
+
+def test_top_1_keeps_only_the_best(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss")
+    fit(tmp_path, cb, VALUES)
+    assert files(tmp_path / "ck") == {"epoch=3-step=40.ckpt"}
+    assert cb.best_k_models == {cb.best_model_path: 1.0}
+    assert cb.kth_best_model_path == cb.best_model_path
+
+
+def test_save_top_k_minus_one_keeps_all(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss", save_top_k=-1,
+                         filename="{epoch}-{val_loss:.1f}")
+    fit(tmp_path, cb, VALUES)
+    names = {"epoch=0-val_loss=5.0.ckpt", "epoch=1-val_loss=3.0.ckpt",
+             "epoch=2-val_loss=4.0.ckpt", "epoch=3-val_loss=1.0.ckpt",
+             "epoch=4-val_loss=2.0.ckpt"}
+    assert files(tmp_path / "ck") == names
+    assert len(cb.best_k_models) == 5
+    assert os.path.basename(cb.best_model_path) == "epoch=3-val_loss=1.0.ckpt"
+    assert os.path.basename(cb.kth_best_model_path) == "epoch=0-val_loss=5.0.ckpt"
+    assert cb.kth_value == 5.0
+
+
+def test_save_top_k_zero_saves_only_last(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss", save_top_k=0,
+                         save_last=True)
+    trainer = fit(tmp_path, cb, VALUES)
+    assert files(tmp_path / "ck") == {"last.ckpt"}
+    assert trainer.saved == ["last.ckpt"] * 5
+    assert cb.best_model_path == "" and cb.best_model_score is None and cb.best_k_models == {}
+    # nothing at all without save_last
+    cb = ModelCheckpoint(dirpath=tmp_path / "none", monitor="val_loss", save_top_k=0)
+    assert fit(tmp_path, cb, VALUES).saved == []
+
+
+def test_mode_max(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_acc", mode="max",
+                         save_top_k=2, filename="{epoch}-{val_acc:.2f}")
+    fit(tmp_path, cb, [0.1, 0.5, 0.3, 0.7, 0.2], key="val_acc")
+    assert files(tmp_path / "ck") == {"epoch=1-val_acc=0.50.ckpt", "epoch=3-val_acc=0.70.ckpt"}
+    assert cb.best_model_score == 0.7 and cb.kth_value == 0.5
+    assert ModelCheckpoint(mode="max").kth_value == -math.inf
+    assert ModelCheckpoint().kth_value == math.inf
+
+
+def test_ties_do_not_replace(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss")
+    fit(tmp_path, cb, [2, 1, 1, 1])
+    assert files(tmp_path / "ck") == {"epoch=1-step=20.ckpt"}
+
+
+def test_nan_is_ranked_worst(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss", save_top_k=2)
+    fit(tmp_path, cb, [math.nan, 3, 2])
+    assert files(tmp_path / "ck") == {"epoch=1-step=20.ckpt", "epoch=2-step=30.ckpt"}
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck2", monitor="val_loss", save_top_k=-1)
+    fit(tmp_path, cb, [math.nan, 3])
+    assert sorted(cb.best_k_models.values()) == [3.0, math.inf]
+
+
+def test_monitor_none_keeps_latest_or_all(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "one")
+    fit(tmp_path, cb, epochs=3)
+    assert files(tmp_path / "one") == {"epoch=2-step=30.ckpt"}
+    assert cb.best_model_path == os.path.join(str(tmp_path / "one"), "epoch=2-step=30.ckpt")
+    assert cb.best_model_score is None and cb.best_k_models == {}
+    cb = ModelCheckpoint(dirpath=tmp_path / "all", save_top_k=-1)
+    fit(tmp_path, cb, epochs=3)
+    assert files(tmp_path / "all") == {"epoch=0-step=10.ckpt", "epoch=1-step=20.ckpt",
+                                       "epoch=2-step=30.ckpt"}
+
+
+def test_every_n_train_steps(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=3, save_top_k=-1,
+                         save_last=True)
+    trainer = fit(tmp_path, cb, epochs=2)
+    assert files(tmp_path / "ck") == {f"epoch={s // 10}-step={s}.ckpt"
+                                      for s in (3, 6, 9, 12, 15, 18)} | {"last.ckpt"}
+    # last.ckpt follows every save, and the epoch end (step 10, 20) refreshes it too
+    assert trainer.saved.count("last.ckpt") == 8
+    assert marker(tmp_path / "ck" / "last.ckpt")["step"] == 20
+
+
+def test_every_n_train_steps_with_accumulation_saves_once_per_step(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=1, save_top_k=-1)
+    trainer = fit(tmp_path, cb, epochs=1, accumulate_grad_batches=5)
+    assert trainer.saved == ["epoch=0-step=1.ckpt", "epoch=0-step=2.ckpt"]
+
+
+def test_every_n_epochs(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_epochs=2, save_top_k=-1,
+                         save_last=True)
+    trainer = fit(tmp_path, cb, epochs=5)
+    assert files(tmp_path / "ck") == {"epoch=1-step=20.ckpt", "epoch=3-step=40.ckpt",
+                                      "last.ckpt"}
+    assert trainer.saved.count("last.ckpt") == 5  # save_last ignores every_n_epochs
+    cb = ModelCheckpoint(dirpath=tmp_path / "off", every_n_epochs=0, save_last=True)
+    assert set(fit(tmp_path, cb, epochs=2).saved) == {"last.ckpt"}
+
+
+def test_train_time_interval(tmp_path, monkeypatch):
+    clock = SimpleNamespace(t=100.0)
+    monkeypatch.setattr(mc_mod, "time", SimpleNamespace(monotonic=lambda: clock.t))
+
+    class Tick(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            clock.t += 1.0
+
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", train_time_interval=timedelta(seconds=3.5),
+                         save_top_k=-1)
+    trainer = ckpt_trainer(tmp_path)
+    run_fit(trainer, [Tick(), cb], epochs=1)
+    # the clock reads 101, 102, ... after each batch; 3.5 s pass at steps 4 and 8
+    assert trainer.saved == ["epoch=0-step=4.ckpt", "epoch=0-step=8.ckpt"]
+
+
+def test_version_suffix_on_name_collisions(tmp_path):
+    metrics = {"train_loss": 1.0}
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", filename="{epoch}", every_n_train_steps=3,
+                         monitor="train_loss", save_top_k=-1)
+    fit(tmp_path, cb, epochs=1, callback_metrics=metrics)
+    assert files(tmp_path / "ck") == {"epoch=0.ckpt", "epoch=0-v1.ckpt", "epoch=0-v2.ckpt"}
+    assert marker(tmp_path / "ck" / "epoch=0-v2.ckpt")["step"] == 9
+    # without the counter the file is overwritten
+    cb = ModelCheckpoint(dirpath=tmp_path / "nover", filename="{epoch}", every_n_train_steps=3,
+                         monitor="train_loss", save_top_k=-1, enable_version_counter=False)
+    trainer = fit(tmp_path, cb, epochs=1, callback_metrics=metrics)
+    assert files(tmp_path / "nover") == {"epoch=0.ckpt"}
+    assert marker(tmp_path / "nover" / "epoch=0.ckpt")["step"] == 9
+    assert trainer.saved == ["epoch=0.ckpt"] * 3
+
+
+def test_monitor_none_overwrites_its_own_previous_file(tmp_path):
+    """Lightning: without a monitor, a name equal to the previous checkpoint's replaces it
+    (no -v1), whatever save_top_k."""
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", filename="{epoch}", every_n_train_steps=4,
+                         save_top_k=-1)
+    trainer = fit(tmp_path, cb, epochs=1)
+    assert files(tmp_path / "ck") == {"epoch=0.ckpt"} and trainer.saved == ["epoch=0.ckpt"] * 2
+    assert marker(tmp_path / "ck" / "epoch=0.ckpt")["step"] == 8
+
+
+def test_existing_files_get_versions_and_are_kept(tmp_path):
+    d = tmp_path / "ck"
+    d.mkdir()
+    (d / "last.ckpt").write_text("old run")
+    (d / "epoch=0-step=10.ckpt").write_text("old run")
+    cb = ModelCheckpoint(dirpath=d, monitor="val_loss", save_last=True)
+    with pytest.warns(UserWarning, match="exists and is not empty"):
+        fit(tmp_path, cb, [2, 1])
+    assert files(d) == {"last.ckpt", "epoch=0-step=10.ckpt", "last-v1.ckpt",
+                        "epoch=1-step=20.ckpt"}
+    assert (d / "last.ckpt").read_text() == "old run"
+    assert (d / "epoch=0-step=10.ckpt").read_text() == "old run"
+    assert cb.last_model_path == os.path.join(str(d), "last-v1.ckpt")
+    assert cb._find_last_checkpoints(SimpleNamespace(loggers=[])) == {
+        os.path.join(str(d), "last.ckpt"), os.path.join(str(d), "last-v1.ckpt")}
+
+
+def test_custom_last_name(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True, save_top_k=0)
+    cb.CHECKPOINT_NAME_LAST = "{epoch}-last"
+    fit(tmp_path, cb, epochs=3)
+    assert files(tmp_path / "ck") == {"epoch=2-last.ckpt"}  # the older ones are replaced
+
+
+def test_save_last_link(tmp_path):
+    d = tmp_path / "ck"
+    cb = ModelCheckpoint(dirpath=d, monitor="val_loss", save_last="link")
+    trainer = fit(tmp_path, cb, [3, 2, 4])
+    assert files(d) == {"epoch=1-step=20.ckpt", "last.ckpt"}
+    # epochs 0 and 1 linked last.ckpt to the new best; epoch 2 saved no top-k file, so
+    # last.ckpt became a real file (a link would point at a stale checkpoint)
+    assert trainer.saved == ["epoch=0-step=10.ckpt", "epoch=1-step=20.ckpt", "last.ckpt"]
+    assert not os.path.islink(d / "last.ckpt") and marker(d / "last.ckpt")["step"] == 30
+    assert marker(d / "epoch=1-step=20.ckpt")["step"] == 20  # not written through a link
+    cb = ModelCheckpoint(dirpath=tmp_path / "l2", monitor="val_loss", save_last="link")
+    fit(tmp_path, cb, [3, 2])
+    link = tmp_path / "l2" / "last.ckpt"
+    assert os.path.islink(link)
+    assert os.path.realpath(link) == os.path.realpath(tmp_path / "l2" / "epoch=1-step=20.ckpt")
+
+
+# ----------------------------------------------------------------- when to save
+def test_saves_at_train_epoch_end_by_default_after_validation(tmp_path):
+    seen = []
+
+    class Spy(Callback):
+        def on_validation_end(self, trainer, pl_module):
+            seen.append(("val_end", list(trainer.saved)))
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            seen.append(("epoch_end", list(trainer.saved)))
+
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss")
+    trainer = ckpt_trainer(tmp_path)
+    run_fit(trainer, [Script("val_loss", [1]), cb, Spy()], epochs=1)
+    assert seen == [("val_end", []), ("epoch_end", ["epoch=0-step=10.ckpt"])]
+
+
+def test_save_on_train_epoch_end_false_saves_at_validation_end(tmp_path):
+    seen = []
+
+    class Spy(Callback):
+        def on_validation_end(self, trainer, pl_module):
+            seen.append(list(trainer.saved))
+
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss",
+                         save_on_train_epoch_end=False)
+    trainer = ckpt_trainer(tmp_path)
+    run_fit(trainer, [Script("val_loss", [1, 0.5]), cb, Spy()], epochs=2)
+    assert seen == [["epoch=0-step=10.ckpt"], ["epoch=0-step=10.ckpt", "epoch=1-step=20.ckpt"]]
+    assert files(tmp_path / "ck") == {"epoch=1-step=20.ckpt"}
+
+
+@pytest.mark.parametrize("trainer_kw, at_epoch_end", [
+    ({}, True), ({"val_check_interval": 1.0, "check_val_every_n_epoch": 1}, True),
+    ({"val_check_interval": 0.5}, False), ({"val_check_interval": 3}, False),
+    ({"check_val_every_n_epoch": 2}, False), ({"check_val_every_n_epoch": None}, False),
+    ({"num_val_batches": [0], "check_val_every_n_epoch": 1}, True),
+    ({"num_val_batches": []}, True),
+])
+def test_save_on_train_epoch_end_resolution(tmp_path, trainer_kw, at_epoch_end):
+    trainer = ckpt_trainer(tmp_path, **trainer_kw)
+    assert ModelCheckpoint()._should_save_on_train_epoch_end(trainer) is at_epoch_end
+    assert ModelCheckpoint(save_on_train_epoch_end=True)._should_save_on_train_epoch_end(
+        trainer) is True
+
+
+def test_no_validation_saves_train_metric_at_epoch_end(tmp_path):
+    class LogTrain(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            trainer.callback_metrics["train_loss"] = [3.0, 1.0, 2.0][trainer.current_epoch]
+
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="train_loss",
+                         filename="{epoch}-{train_loss:.1f}")
+    trainer = ckpt_trainer(tmp_path, num_val_batches=[0])
+    run_fit(trainer, [LogTrain(), cb], epochs=3, val=False)
+    assert files(tmp_path / "ck") == {"epoch=1-train_loss=1.0.ckpt"}
+
+
+def test_validation_every_second_epoch(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss", save_top_k=-1)
+    trainer = ckpt_trainer(tmp_path, check_val_every_n_epoch=2)
+    metric = Script("val_loss", [4, 3, 2, 1])
+
+    def epoch(e, validate):
+        trainer.current_epoch, trainer.global_step = e, 10 * (e + 1)
+        if validate:
+            metric.on_validation_epoch_end(trainer, None)
+            cb.on_validation_end(trainer, None)
+        cb.on_train_epoch_end(trainer, None)
+
+    cb.setup(trainer, None, "fit")
+    for e in range(4):
+        epoch(e, validate=e % 2 == 1)
+    assert trainer.saved == ["epoch=1-step=20.ckpt", "epoch=3-step=40.ckpt"]
+
+
+def test_nothing_saved_in_sanity_check_other_stages_fast_dev_run_or_without_steps(tmp_path):
+    for kw in ({"sanity_checking": True}, {"state": SimpleNamespace(fn="validate")},
+               {"fast_dev_run": 1}, {"global_step": 0}):
+        trainer = ckpt_trainer(tmp_path, callback_metrics={"val_loss": 1.0},
+                               global_step=kw.pop("global_step", 5))
+        for k, v in kw.items():
+            setattr(trainer, k, v)
+        cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss", save_last=True,
+                             every_n_train_steps=1)
+        cb.on_train_batch_end(trainer, None, None, None, 0)
+        cb.on_train_epoch_end(trainer, None)
+        cb.on_validation_end(trainer, None)
+        assert trainer.saved == [], kw
+    # the sanity check does not count as a validation run (missing key: no error yet)
+    trainer = ckpt_trainer(tmp_path)
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck2", monitor="val_loss", every_n_train_steps=1)
+    run_fit(trainer, [cb], epochs=0, sanity=True)
+    assert cb._val_has_run is False
+
+
+def test_no_duplicate_save_at_the_same_step(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=5, every_n_epochs=None,
+                         save_last=True)
+    trainer = fit(tmp_path, cb, epochs=1)
+    # step 10 is saved by the batch hook; the epoch end at step 10 does not save again
+    assert trainer.saved == ["epoch=0-step=5.ckpt", "last.ckpt", "epoch=0-step=10.ckpt",
+                             "last.ckpt"]
+
+
+# --------------------------------------------------------------- missing monitor
+def test_missing_monitor_is_an_error_listing_the_logged_keys(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_los")
+    trainer = ckpt_trainer(tmp_path)
+    with pytest.raises(ValueError) as info:
+        run_fit(trainer, [Script("val_loss", [1, 2]), cb], epochs=2)
+    assert str(info.value) == (
+        "`ModelCheckpoint(monitor='val_los')` could not find the monitored key in the returned "
+        "metrics: ['val_loss']. HINT: Did you call `log('val_los', value)` in the "
+        "`TrainingModule`?")
+    assert trainer.saved == [] and not (tmp_path / "ck").exists()
+
+
+def test_missing_monitor_before_validation_warns_then_raises(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss", every_n_train_steps=2)
+    trainer = ckpt_trainer(tmp_path, callback_metrics={"train_loss": 1.0}, global_step=2)
+    with pytest.warns(UserWarning, match=r"metrics: \['train_loss'\]"):
+        cb.on_train_batch_end(trainer, None, None, None, 1)
+    assert trainer.saved == []
+    trainer.global_step = 4
+    cb.on_train_batch_end(trainer, None, None, None, 3)  # warned once only
+    cb.on_validation_end(trainer, None)  # validation ran without logging val_loss
+    trainer.global_step = 6
+    with pytest.raises(ValueError, match="could not find the monitored key"):
+        cb.on_train_batch_end(trainer, None, None, None, 5)
+
+
+# ------------------------------------------------------------ loggers, options
+def test_loggers_are_notified_and_weights_only_passed(tmp_path):
+    class Notified(RecordingLogger):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def after_save_checkpoint(self, checkpoint_callback):
+            self.seen.append(os.path.basename(checkpoint_callback.best_model_path))
+
+    logger = Notified()
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", save_weights_only=True)
+    trainer = fit(tmp_path, cb, epochs=2, loggers=[logger], logger=logger)
+    assert logger.seen == ["epoch=0-step=10.ckpt", "epoch=1-step=20.ckpt"]
+    assert marker(cb.best_model_path)["weights_only"] is True
+    assert trainer.saved == ["epoch=0-step=10.ckpt", "epoch=1-step=20.ckpt"]
+
+
+def test_default_dirpath(tmp_path):
+    cb = ModelCheckpoint()
+    cb.setup(ckpt_trainer(tmp_path), None, "fit")
+    assert cb.dirpath == os.path.join(str(tmp_path), "checkpoints")
+    cb = ModelCheckpoint()
+    logger = RecordingLogger()
+    trainer = ckpt_trainer(tmp_path, loggers=[logger], log_dir=str(tmp_path / "logs" / "v_3"))
+    cb.setup(trainer, None, "fit")
+    assert cb.dirpath == os.path.join(str(tmp_path), "logs", "v_3", "checkpoints")
+    # a logger without a directory: the root directory
+    cb = ModelCheckpoint()
+    cb.setup(ckpt_trainer(tmp_path, loggers=[logger], log_dir=None), None, "fit")
+    assert cb.dirpath == os.path.join(str(tmp_path), "checkpoints")
+    # a given dirpath is made absolute and kept
+    cb = ModelCheckpoint(dirpath="~/x/../y")
+    assert cb.dirpath == os.path.realpath(os.path.expanduser("~/y"))
+
+
+def test_verbose(tmp_path, capsys):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss", verbose=True)
+    fit(tmp_path, cb, [2, 3])
+    out = capsys.readouterr().out.splitlines()
+    path = os.path.join(str(tmp_path / "ck"), "epoch=0-step=10.ckpt")
+    assert out == [f"Epoch 0, global step 10: 'val_loss' reached 2.00000 (best 2.00000), "
+                   f"saving model to {path!r} as top 1",
+                   "Epoch 1, global step 20: 'val_loss' was not in top 1"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"mode": "avg"}, "`mode` can be min, max"),
+    ({"save_top_k": -2}, "save_top_k=-2"),
+    ({"every_n_train_steps": -1}, "every_n_train_steps=-1"),
+    ({"every_n_epochs": -1}, "every_n_epochs=-1"),
+    ({"every_n_epochs": 1, "every_n_train_steps": 2}, "mutually exclusive"),
+    ({"train_time_interval": timedelta(seconds=1), "every_n_epochs": 2}, "mutually exclusive"),
+    ({"save_top_k": 3}, "No quantity for top_k to track"),
+    ({"save_last": "copy"}, "save_last"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ModelCheckpoint(**kwargs)
+
+
+def test_trigger_defaults_and_state_key():
+    cb = ModelCheckpoint()
+    assert (cb._every_n_epochs, cb._every_n_train_steps) == (1, 0)
+    cb = ModelCheckpoint(every_n_train_steps=5)
+    assert (cb._every_n_epochs, cb._every_n_train_steps) == (0, 5)
+    assert ModelCheckpoint(train_time_interval=2)._train_time_interval == timedelta(seconds=2)
+    with pytest.raises(TypeError, match="timedelta"):
+        ModelCheckpoint(train_time_interval="1h")
+    keys = {ModelCheckpoint(monitor="a").state_key, ModelCheckpoint(monitor="b").state_key,
+            ModelCheckpoint(monitor="a", mode="max").state_key,
+            ModelCheckpoint(monitor="a", every_n_train_steps=3).state_key}
+    assert len(keys) == 4
+    assert ModelCheckpoint(monitor="a").state_key == ModelCheckpoint(monitor="a",
+                                                                     save_top_k=3).state_key
+
+
+# ------------------------------------------------------------------------ ranks
+class OtherRank(SingleDeviceStrategy):
+    """Rank 1 of 2: broadcast returns what rank 0 holds (given), decisions are recorded."""
+
+    def __init__(self, rank0_metrics=None):
+        super().__init__()
+        self.rank0_metrics = rank0_metrics
+        self.broadcasts = []
+
+    @property
+    def global_rank(self):
+        return 1
+
+    @property
+    def world_size(self):
+        return 2
+
+    def broadcast(self, obj, src=0):
+        self.broadcasts.append(obj)
+        if isinstance(obj, bool):  # "does the file exist?": rank 0 has not written it yet
+            return False
+        if isinstance(obj, dict) and self.rank0_metrics is not None:
+            return {**obj, **self.rank0_metrics}
+        return obj
+
+
+def test_other_ranks_call_save_but_never_remove(tmp_path):
+    d = tmp_path / "ck"
+    cb0 = ModelCheckpoint(dirpath=d, monitor="val_loss", save_top_k=2, save_last=True)
+    t0 = fit(tmp_path / "r0", cb0, VALUES)
+    # rank 1 shares the directory: the files rank 0 wrote stay, whatever rank 1 decides
+    d1 = tmp_path / "r1"
+    d1.mkdir()
+    for name in ("epoch=0-step=10.ckpt", "epoch=1-step=20.ckpt"):
+        (d1 / name).write_text("x")
+    cb1 = ModelCheckpoint(dirpath=d1, monitor="val_loss", save_top_k=2, save_last=True)
+    t1 = fit(tmp_path / "r1x", cb1, VALUES, write=False, strategy=OtherRank())
+    assert files(d1) == {"epoch=0-step=10.ckpt", "epoch=1-step=20.ckpt"}
+    assert t1.saved != []
+    # same decisions: the same sequence of saves and the same bookkeeping (names relative)
+    assert [os.path.basename(p) for p in cb1.best_k_models] == \
+        [os.path.basename(p) for p in cb0.best_k_models]
+    assert os.path.basename(cb1.best_model_path) == os.path.basename(cb0.best_model_path)
+    assert len(t1.saved) == len(t0.saved)
+
+
+def test_metrics_that_name_files_come_from_rank_zero(tmp_path):
+    """A rank whose local val_loss differs still names and ranks files with rank 0's."""
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss",
+                         filename="{epoch}-{val_loss:.1f}")
+    strategy = OtherRank(rank0_metrics={"val_loss": 0.5})
+    trainer = ckpt_trainer(tmp_path, write=False, strategy=strategy,
+                           callback_metrics={"val_loss": 9.0}, global_step=10)
+    cb.setup(trainer, None, "fit")
+    cb.on_train_epoch_end(trainer, None)
+    assert trainer.saved == ["epoch=0-val_loss=0.5.ckpt"] and cb.best_model_score == 0.5
+
+
+# ------------------------------------------------------------------------ state
+def test_state_is_strict_json_and_round_trips(tmp_path):
+    d = tmp_path / "ck"
+    cb = ModelCheckpoint(dirpath=d, monitor="val_loss", save_top_k=2, save_last=True)
+    fresh = json.loads(json.dumps(cb.state_dict(), allow_nan=False))
+    assert fresh["kth_value"] == "inf" and fresh["best_model_score"] is None
+    fit(tmp_path, cb, VALUES)
+    state = json.loads(json.dumps(cb.state_dict(), allow_nan=False))
+    assert state == {
+        "monitor": "val_loss", "best_model_score": 1.0, "current_score": 2.0,
+        "best_model_path": cb.best_model_path, "dirpath": str(d),
+        "best_k_models": {os.path.join(str(d), "epoch=3-step=40.ckpt"): 1.0,
+                          os.path.join(str(d), "epoch=4-step=50.ckpt"): 2.0},
+        "kth_best_model_path": os.path.join(str(d), "epoch=4-step=50.ckpt"),
+        "kth_value": 2.0, "last_model_path": os.path.join(str(d), "last.ckpt"),
+        "last_global_step_saved": 50}
+    other = ModelCheckpoint(dirpath=d, monitor="val_loss", save_top_k=2, save_last=True)
+    other.load_state_dict(state)
+    assert other.state_dict() == cb.state_dict()
+
+
+def test_resume_continues_top_k_and_removes_old_files(tmp_path):
+    """Three epochs, a state round trip into a new callback, two more: the same files and
+    state as one uninterrupted run."""
+    d_whole, d = tmp_path / "whole", tmp_path / "ck"
+    whole = ModelCheckpoint(dirpath=d_whole, monitor="val_loss", save_top_k=2, save_last=True)
+    fit(tmp_path, whole, VALUES)
+
+    first = ModelCheckpoint(dirpath=d, monitor="val_loss", save_top_k=2, save_last=True)
+    trainer = ckpt_trainer(tmp_path)
+    trainer.callbacks = [first]
+    run_fit(trainer, [Script("val_loss", VALUES), first], epochs=3)
+    assert files(d) == {"epoch=1-step=20.ckpt", "epoch=2-step=30.ckpt", "last.ckpt"}
+    state = json.loads(json.dumps(first.state_dict()))
+
+    resumed = ModelCheckpoint(dirpath=d, monitor="val_loss", save_top_k=2, save_last=True)
+    resumed.load_state_dict(state)
+    trainer.callbacks = [resumed]
+    with pytest.warns(UserWarning, match="exists and is not empty"):
+        resumed.setup(trainer, None, "fit")
+    script = Script("val_loss", VALUES)
+    for epoch in (3, 4):
+        trainer.current_epoch, trainer.global_step = epoch, 10 * (epoch + 1)
+        script.on_validation_epoch_end(trainer, None)
+        resumed.on_train_epoch_end(trainer, None)
+    assert files(d) == files(d_whole) == {"epoch=3-step=40.ckpt", "epoch=4-step=50.ckpt",
+                                          "last.ckpt"}
+    norm = {str(d_whole): "D", str(d): "D"}
+
+    def rel(state):
+        text = json.dumps(state)
+        for k, v in norm.items():
+            text = text.replace(k, v)
+        return json.loads(text)
+
+    assert rel(resumed.state_dict()) == rel(whole.state_dict())
+
+
+def test_resume_does_not_save_again_at_the_restored_step(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)
+    cb.load_state_dict({"dirpath": cb.dirpath, "best_model_path": "",
+                        "last_global_step_saved": 30})
+    trainer = ckpt_trainer(tmp_path, global_step=30)
+    cb.on_train_epoch_end(trainer, None)
+    assert trainer.saved == []
+
+
+def test_resume_with_a_changed_dirpath_keeps_only_best_model_path(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "a", monitor="val_loss")
+    fit(tmp_path, cb, [2, 1])
+    moved = ModelCheckpoint(dirpath=tmp_path / "b", monitor="val_loss")
+    with pytest.warns(UserWarning, match="The dirpath has changed from"):
+        moved.load_state_dict(cb.state_dict())
+    assert moved.best_model_path == cb.best_model_path
+    assert moved.best_model_score is None and moved.best_k_models == {}
+
+
+def test_state_loaded_before_setup_waits_for_the_directory(tmp_path):
+    first = ModelCheckpoint(monitor="val_loss")
+    fit(tmp_path, first, [2, 1])
+    assert first.dirpath == os.path.join(str(tmp_path), "checkpoints")
+    later = ModelCheckpoint(monitor="val_loss")
+    later.load_state_dict(first.state_dict())
+    assert later.best_model_path == ""  # not applied before the directory is known
+    with pytest.warns(UserWarning, match="exists and is not empty"):
+        later.setup(ckpt_trainer(tmp_path), None, "fit")
+    assert later.state_dict() == first.state_dict()
+
+
+def test_the_resumed_from_file_is_never_removed(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss")
+    trainer = fit(tmp_path, cb, [2])
+    resume_from = cb.best_model_path
+    trainer.ckpt_path = resume_from
+    trainer.current_epoch, trainer.global_step = 1, 20
+    trainer.callback_metrics["val_loss"] = 1.0
+    cb.on_train_epoch_end(trainer, None)
+    assert os.path.exists(resume_from) and cb.best_model_path != resume_from
+    # a file outside dirpath is never removed either
+    outside = tmp_path / "elsewhere.ckpt"
+    assert not cb._should_remove_checkpoint(trainer, str(outside), cb.best_model_path)
+    assert not cb._should_remove_checkpoint(trainer, cb.best_model_path, cb.best_model_path)
+
+
+def test_to_yaml(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss", save_top_k=2)
+    fit(tmp_path, cb, [3, 2, 1])
+    cb.to_yaml()
+    import yaml
+
+    with open(tmp_path / "ck" / "best_k_models.yaml") as f:
+        assert yaml.safe_load(f) == {os.path.join(str(tmp_path / "ck"), "epoch=1-step=20.ckpt"):
+                                     2.0, os.path.join(str(tmp_path / "ck"),
+                                                       "epoch=2-step=30.ckpt"): 1.0}
+
+
+# ------------------------------------------------------------- with the real Trainer
+class Scripted(ToyModel):
+    """Logs ``values[current_epoch]`` as ``key`` at each validation epoch end."""
+
+    values: list = []
+    key = "val_loss"
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def on_validation_epoch_end(self):
+        self.log(self.key, float(self.values[self.current_epoch]))
+
+
+def scripted(values, key="val_loss", cls=Scripted):
+    model = cls()
+    model.values, model.key = list(values), key
+    return model
+
+
+@pytest.fixture
+def marker_saves(monkeypatch):
+    """Trainer.save_checkpoint replaced by the JSON marker writer (when and what name; the
+    file format has its own tests)."""
+    from ember.trainer import Trainer
+
+    def save_checkpoint(self, filepath, weights_only=False, storage_options=None):
+        filepath = os.fspath(filepath)
+        self._marker_saves = getattr(self, "_marker_saves", []) + [os.path.basename(filepath)]
+        os.makedirs(os.path.dirname(filepath), exist_ok=True)
+        with open(filepath, "w") as f:
+            json.dump({"epoch": self.current_epoch, "step": self.global_step,
+                       "weights_only": weights_only}, f)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_checkpoint)
+
+
+def real_trainer(tmp_path, callbacks, **kw):
+    from ember.trainer import Trainer
+
+    args = {**QUIET, "max_epochs": 5, "num_sanity_val_steps": 0, "limit_train_batches": 3,
+            "limit_val_batches": 1, "default_root_dir": str(tmp_path), "callbacks": callbacks}
+    args.update(kw)
+    return Trainer(**args)
+
+
+def test_trainer_top_k_scenario(tmp_path, marker_saves):
+    d = tmp_path / "ck"
+    cb = ModelCheckpoint(dirpath=d, filename="{epoch}-{step}-{val_loss:.3f}",
+                         monitor="val_loss", save_top_k=2, save_last=True)
+    trainer = real_trainer(tmp_path, [cb], num_sanity_val_steps=2)
+    trainer.fit(scripted(VALUES), loader(n=12), loader(n=4))
+    assert files(d) == {"epoch=3-step=12-val_loss=1.000.ckpt",
+                        "epoch=4-step=15-val_loss=2.000.ckpt", "last.ckpt"}
+    assert trainer.checkpoint_callback is cb and trainer.callbacks[-1] is cb
+    assert cb.best_model_path == os.path.join(str(d), "epoch=3-step=12-val_loss=1.000.ckpt")
+    assert cb.best_model_score == 1.0 and marker(d / "last.ckpt")["step"] == 15
+    assert trainer._marker_saves[:2] == ["epoch=0-step=3-val_loss=5.000.ckpt", "last.ckpt"]
+    assert len(trainer._marker_saves) == 10
+
+
+def test_trainer_monitor_logged_in_on_train_epoch_end_without_validation(tmp_path,
+                                                                         marker_saves):
+    class EpochEndLogger(ToyModel):
+        values = [3.0, 1.0, 2.0]
+
+        def validation_step(self, batch, batch_idx):
+            pass
+
+        def on_train_epoch_end(self):
+            self.log("epoch_metric", self.values[self.current_epoch])
+
+    d = tmp_path / "ck"
+    cb = ModelCheckpoint(dirpath=d, monitor="epoch_metric", filename="{epoch}-{epoch_metric}")
+    trainer = real_trainer(tmp_path, [cb], max_epochs=3)
+    trainer.fit(EpochEndLogger(), loader(n=12))
+    assert files(d) == {"epoch=1-epoch_metric=1.0.ckpt"}
+
+
+def test_trainer_val_check_interval_saves_after_each_validation(tmp_path, marker_saves):
+    class TwicePerEpoch(Scripted):
+        def on_validation_epoch_end(self):
+            self.log("val_loss", float(self.values.pop(0)))
+
+    d = tmp_path / "ck"
+    cb = ModelCheckpoint(dirpath=d, monitor="val_loss", save_top_k=-1,
+                         filename="{epoch}-{step}-{val_loss:.0f}")
+    trainer = real_trainer(tmp_path, [cb], max_epochs=2, limit_train_batches=4,
+                           val_check_interval=0.5)
+    trainer.fit(scripted([4, 3, 2, 1], cls=TwicePerEpoch), loader(n=16), loader(n=4))
+    assert trainer._marker_saves == ["epoch=0-step=2-val_loss=4.ckpt",
+                                     "epoch=0-step=4-val_loss=3.ckpt",
+                                     "epoch=1-step=6-val_loss=2.ckpt",
+                                     "epoch=1-step=8-val_loss=1.ckpt"]
+
+
+def test_trainer_missing_monitor_error(tmp_path, marker_saves):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_los")
+    trainer = real_trainer(tmp_path, [cb])
+    with pytest.raises(ValueError, match=r"metrics: \['train_loss', 'val_loss'\]"):
+        trainer.fit(scripted(VALUES), loader(n=12), loader(n=4))
+    assert not (tmp_path / "ck").exists()
+
+
+def test_trainer_every_n_train_steps_and_logger_dir(tmp_path, marker_saves):
+    from ember.loggers.csv_logs import CSVLogger
+
+    logger = CSVLogger(save_dir=str(tmp_path), name="run", version=7)
+    cb = ModelCheckpoint(every_n_train_steps=4, save_top_k=-1)
+    trainer = real_trainer(tmp_path, [cb], logger=logger, max_epochs=2)
+    trainer.fit(scripted(VALUES), loader(n=12), loader(n=4))
+    d = tmp_path / "run" / "version_7" / "checkpoints"
+    assert cb.dirpath == str(d)
+    assert files(d) == {"epoch=1-step=4.ckpt"}  # monitor=None, top_k -1: steps 4 only
+    assert trainer._marker_saves == ["epoch=1-step=4.ckpt"]
+
+
+def test_trainer_with_early_stopping(tmp_path, marker_saves):
+    from ember.callbacks.early_stopping import EarlyStopping
+
+    d = tmp_path / "ck"
+    es = EarlyStopping("val_loss", patience=2)
+    cb = ModelCheckpoint(dirpath=d, monitor="val_loss", save_last=True)
+    trainer = real_trainer(tmp_path, [cb, es], max_epochs=10)
+    trainer.fit(scripted([5, 3, 4, 3.5, 1, 1, 1, 1, 1, 1]), loader(n=12), loader(n=4))
+    assert trainer.callbacks[-2:] == [es, cb]  # checkpoints last
+    assert es.stopped_epoch == 3 and trainer.current_epoch == 4
+    assert files(d) == {"epoch=1-step=6.ckpt", "last.ckpt"}
+    assert marker(d / "last.ckpt")["step"] == 12
+
+
+# ------------------------------------------------- real checkpoints through the real Trainer
+def read(path):
+    from ember.trainer.checkpoint_io import read_checkpoint
+
+    return read_checkpoint(path)
+
+
+def test_real_checkpoints_top_k_and_their_state(tmp_path):
+    d = tmp_path / "ck"
+    cb = ModelCheckpoint(dirpath=d, filename="{epoch}-{step}-{val_loss:.3f}",
+                         monitor="val_loss", save_top_k=2, save_last=True)
+    trainer = real_trainer(tmp_path, [cb])
+    trainer.fit(scripted(VALUES), loader(n=12), loader(n=4))
+    best = os.path.join(str(d), "epoch=3-step=12-val_loss=1.000.ckpt")
+    assert files(d) == {"epoch=3-step=12-val_loss=1.000.ckpt",
+                        "epoch=4-step=15-val_loss=2.000.ckpt", "last.ckpt"}
+    ckpt = read(best)
+    assert (ckpt["epoch"], ckpt["global_step"]) == (3, 12)
+    state = ckpt["callbacks"][cb.state_key]
+    assert state["best_model_path"] == best and state["best_model_score"] == 1.0
+    assert state["last_global_step_saved"] == 12
+    assert read(d / "last.ckpt")["global_step"] == 15
+    # save_weights_only: the model and hyperparameters, no training state
+    cb = ModelCheckpoint(dirpath=tmp_path / "w", save_weights_only=True)
+    real_trainer(tmp_path, [cb], max_epochs=1).fit(scripted(VALUES), loader(n=12), loader(n=4))
+    ckpt = read(cb.best_model_path)
+    assert "optimizer_states" not in ckpt and "callbacks" not in ckpt
+    assert set(ckpt["state_dict"]) == {"layer.weight", "layer.bias"}
+
+
+def test_real_resume_from_last_continues_top_k_like_one_run(tmp_path):
+    def make(d):
+        return ModelCheckpoint(dirpath=d, filename="{epoch}-{step}-{val_loss:.3f}",
+                               monitor="val_loss", save_top_k=2, save_last=True)
+
+    whole = make(tmp_path / "whole")
+    real_trainer(tmp_path, [whole]).fit(scripted(VALUES), loader(n=12), loader(n=4))
+
+    d = tmp_path / "ck"
+    first = make(d)
+    real_trainer(tmp_path, [first], max_epochs=3).fit(scripted(VALUES), loader(n=12),
+                                                      loader(n=4))
+    assert files(d) == {"epoch=1-step=6-val_loss=3.000.ckpt",
+                        "epoch=2-step=9-val_loss=4.000.ckpt", "last.ckpt"}
+    resumed = make(d)
+    trainer = real_trainer(tmp_path, [resumed])
+    with pytest.warns(UserWarning, match="exists and is not empty"):
+        trainer.fit(scripted(VALUES), loader(n=12), loader(n=4), ckpt_path="last")
+    assert trainer.ckpt_path == os.path.join(str(d), "last.ckpt")
+    assert files(d) == files(tmp_path / "whole")
+    for a, b in ((resumed, whole),):
+        assert {os.path.basename(p): v for p, v in a.best_k_models.items()} == \
+            {os.path.basename(p): v for p, v in b.best_k_models.items()}
+        assert os.path.basename(a.best_model_path) == os.path.basename(b.best_model_path)
+        assert a.best_model_score == b.best_model_score == 1.0
+    assert read(d / "last.ckpt")["global_step"] == 15
+
+
+def test_real_fit_ckpt_path_best(tmp_path):
+    d = tmp_path / "ck"
+    cb = ModelCheckpoint(dirpath=d, filename="{epoch}-{step}-{val_loss:.3f}",
+                         monitor="val_loss", save_top_k=2, save_last=True)
+    trainer = real_trainer(tmp_path, [cb])
+    trainer.fit(scripted(VALUES), loader(n=12), loader(n=4))
+    best = cb.best_model_path
+    trainer.max_epochs = 7
+    with pytest.warns(UserWarning, match="exists and is not empty"):
+        trainer.fit(scripted(VALUES + [0.5, 0.7]), loader(n=12), loader(n=4),
+                    ckpt_path="best")
+    assert trainer.ckpt_path == best and trainer.global_step == 21
+    # resumed after epoch 3 (step 12) with the state saved then: epoch 4 re-ran (its old file
+    # of the first run stays, the rerun got "-v1" and later dropped out), epochs 5 and 6 are
+    # the new top 2; the file the run resumed from is never removed
+    assert files(d) == {"epoch=3-step=12-val_loss=1.000.ckpt",
+                        "epoch=4-step=15-val_loss=2.000.ckpt",
+                        "epoch=5-step=18-val_loss=0.500.ckpt",
+                        "epoch=6-step=21-val_loss=0.700.ckpt", "last.ckpt"}
+    assert {os.path.basename(p) for p in cb.best_k_models} == {
+        "epoch=5-step=18-val_loss=0.500.ckpt", "epoch=6-step=21-val_loss=0.700.ckpt"}
+    assert os.path.basename(cb.best_model_path) == "epoch=5-step=18-val_loss=0.500.ckpt"
+
+
+def test_real_early_stopping_state_survives_resume(tmp_path):
+    from ember.callbacks.early_stopping import EarlyStopping
+
+    values = [6, 5, 6, 5.5, 5.2, 5.1, 1, 1, 1, 1]
+    whole = EarlyStopping("val_loss", patience=3)
+    t = real_trainer(tmp_path, [whole, ModelCheckpoint(dirpath=tmp_path / "w")], max_epochs=10)
+    t.fit(scripted(values), loader(n=12), loader(n=4))
+    assert whole.stopped_epoch == 4 and t.current_epoch == 5
+
+    d = tmp_path / "ck"
+    first = EarlyStopping("val_loss", patience=3)
+    real_trainer(tmp_path, [first, ModelCheckpoint(dirpath=d, save_last=True)],
+                 max_epochs=3).fit(scripted(values), loader(n=12), loader(n=4))
+    assert first.wait_count == 1 and not first.stopped_epoch
+    resumed = EarlyStopping("val_loss", patience=3)
+    trainer = real_trainer(tmp_path, [resumed, ModelCheckpoint(dirpath=d, save_last=True)],
+                           max_epochs=10)
+    with pytest.warns(UserWarning, match="not empty"):
+        trainer.fit(scripted(values), loader(n=12), loader(n=4), ckpt_path="last")
+    assert trainer.current_epoch == 5 and resumed.stopped_epoch == 4
+    assert resumed.state_dict() == whole.state_dict()
+    assert resumed.stopping_reason == "patience_exhausted"
