@@ -3,7 +3,7 @@
 Layout (readable with the plain ``safetensors`` library):
 
 - The model's ``state_dict`` tensors under their exact keys (``layer.weight``), so
-  ``safetensors.torch.load_file`` + ``torch_model.load_state_dict`` take the weights.
+  PyTorch takes the weights (safetensors.torch load_file, then load_state_dict).
 - Every other array (optimizer state, RNG states, logged values) under a namespaced key made
   of its path in the checkpoint dict, joined with "/" (``optimizer_states/0/state/3/exp_avg``,
   ``rng_states/numpy/state``); a model loader ignores them.

@@ -238,7 +238,7 @@ def resolve_ckpt_path(trainer, ckpt_path, fn: str) -> str | None:
         if not callbacks:
             raise ValueError(f'Trainer.{fn}(ckpt_path="best") needs a ModelCheckpoint callback '
                              "(none is configured); pass a checkpoint path instead")
-        best = getattr(callbacks[0], "best_model_path", "")
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if not best:
             raise ValueError(f'Trainer.{fn}(ckpt_path="best"): the ModelCheckpoint has not '
                              "saved a best checkpoint yet (best_model_path is empty)")

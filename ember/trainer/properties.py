@@ -184,8 +184,13 @@ class TrainerProperties:
 
     @property
     def checkpoint_callback(self):
-        found = self.checkpoint_callbacks
-        return found[0] if found else None
+        """The first callback that keeps checkpoint paths (``best_model_path`` /
+        ``last_model_path``: ModelCheckpoint and look-alikes), where ``ckpt_path="best"`` /
+        ``"last"`` look; None if there is none."""
+        for cb in self.callbacks:
+            if hasattr(cb, "best_model_path") or hasattr(cb, "last_model_path"):
+                return cb
+        return None
 
     @property
     def early_stopping_callbacks(self) -> list:

@@ -356,6 +356,7 @@ class Trainer(TrainerProperties):
     def _restorer(self, fn: str):
         """Resolve ``ckpt_path`` (after setup: callbacks know their directories) and restore
         the module (and, for fit, the callbacks) from it."""
+        self._fit_loop.resume = None
         path = ckpt.resolve_ckpt_path(self, self._ckpt_path_arg, fn)
         self.ckpt_path = path
         if path is None:

@@ -946,3 +946,89 @@ def test_real_early_stopping_state_survives_resume(tmp_path):
     assert trainer.current_epoch == 5 and resumed.stopped_epoch == 4
     assert resumed.state_dict() == whole.state_dict()
     assert resumed.stopping_reason == "patience_exhausted"
+
+
+def test_trainer_adds_a_default_model_checkpoint(tmp_path):
+    from ember.trainer import Trainer
+
+    args = {**QUIET, "max_epochs": 2, "num_sanity_val_steps": 0, "limit_train_batches": 3,
+            "limit_val_batches": 1, "default_root_dir": str(tmp_path)}
+    args.pop("enable_checkpointing")
+    trainer = Trainer(**args)
+    cb = trainer.checkpoint_callback
+    assert isinstance(cb, ModelCheckpoint) and trainer.callbacks[-1] is cb
+    trainer.fit(scripted(VALUES), loader(n=12), loader(n=4))
+    assert files(tmp_path) == {os.path.join("checkpoints", "epoch=1-step=6.ckpt")}
+    assert cb.best_model_path == str(tmp_path / "checkpoints" / "epoch=1-step=6.ckpt")
+    # with a logger: under its version directory (CSVLogger shares TensorBoardLogger's
+    # save_dir/name/version_N layout and imports faster)
+    from ember.loggers.csv_logs import CSVLogger
+
+    args["logger"] = CSVLogger(save_dir=str(tmp_path), name="lightning_logs")
+    trainer = Trainer(**args)
+    trainer.fit(scripted(VALUES), loader(n=12), loader(n=4))
+    d = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    assert trainer.checkpoint_callback.dirpath == str(d)
+    assert files(d) == {"epoch=1-step=6.ckpt"}
+    assert "ModelCheckpoint" not in {type(c).__name__ for c in
+                                     Trainer(**{**args, "enable_checkpointing": False}).callbacks}
+
+
+# ------------------------------------------------------------------ two MPI ranks
+_MPI_WORKER = '''
+import json, os, sys
+from ember.callbacks import EarlyStopping, ModelCheckpoint
+from ember.distributed.ddp_strategy import DDPStrategy
+from ember.trainer import Trainer
+from tests.callbacks.test_model_checkpoint import QUIET, loader, scripted
+
+out, d = sys.argv[1], sys.argv[2]
+strategy = DDPStrategy()
+rank = strategy.global_rank
+# each rank logs its own values: rank 1's would pick other files and stop elsewhere
+values = [5, 3, 4, 1, 2, 2.5, 3, 3.5, 4, 4] if rank == 0 else [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
+saves = []
+cb = ModelCheckpoint(dirpath=d, filename="{epoch}-{val_loss:.1f}", monitor="val_loss",
+                     save_top_k=2, save_last=True)
+es = EarlyStopping("val_loss", patience=3)
+trainer = Trainer(**{**QUIET, "strategy": strategy, "max_epochs": 10, "limit_val_batches": 1,
+                     "num_sanity_val_steps": 0, "limit_train_batches": 2,
+                     "default_root_dir": d, "callbacks": [es, cb]})
+original = trainer.save_checkpoint
+trainer.save_checkpoint = lambda p, weights_only=False: (saves.append(os.path.basename(p)),
+                                                          original(p, weights_only))
+trainer.fit(scripted(values), loader(n=16), loader(n=8))
+res = {"saves": saves, "best": os.path.basename(cb.best_model_path),
+       "best_k": sorted(os.path.basename(p) for p in cb.best_k_models),
+       "score": cb.best_model_score, "epoch": trainer.current_epoch,
+       "stopped": es.stopped_epoch, "files": sorted(os.listdir(d))}
+with open(f"{out}.{rank}", "w") as f:
+    json.dump(res, f)
+'''
+
+
+@pytest.mark.mpi
+def test_two_ranks_take_rank_zeros_decisions(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.distributed.mpirun import ROOT, child_env, mpiexec
+
+    script, out, d = tmp_path / "worker.py", tmp_path / "out", tmp_path / "ck"
+    script.write_text(_MPI_WORKER)
+    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(script), str(out), str(d)],
+                          env=child_env(), cwd=str(ROOT), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r0, r1 = (json.loads((tmp_path / f"out.{r}").read_text()) for r in (0, 1))
+    # rank 0's values name and rank the files; early stopping stops both ranks when rank 1
+    # runs out of patience (its 1 at epoch 0, then three worse values)
+    assert r0 == r1
+    assert r0["stopped"] == 3 and r0["epoch"] == 4
+    assert r0["best"] == "epoch=3-val_loss=1.0.ckpt" and r0["score"] == 1.0
+    assert r0["best_k"] == ["epoch=1-val_loss=3.0.ckpt", "epoch=3-val_loss=1.0.ckpt"]
+    assert r0["files"] == ["epoch=1-val_loss=3.0.ckpt", "epoch=3-val_loss=1.0.ckpt",
+                           "last.ckpt"]
+    assert r0["saves"] == ["epoch=0-val_loss=5.0.ckpt", "last.ckpt", "epoch=1-val_loss=3.0.ckpt",
+                           "last.ckpt", "epoch=2-val_loss=4.0.ckpt", "last.ckpt",
+                           "epoch=3-val_loss=1.0.ckpt", "last.ckpt"]

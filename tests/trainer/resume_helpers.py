@@ -148,9 +148,7 @@ def main(mode: str, root: str) -> None:
               f"step={trainer.global_step} handler_restored={handler_back}", flush=True)
     elif mode == "kill9":
         ckpts = os.path.join(root, "ckpts")
-        with open(os.path.join(root, "started"), "w") as fh:
-            fh.write("started")
-        fit(root, [SaveEveryStep(ckpts, 0.002)], logger=False, max_epochs=EPOCHS)
+        fit(root, [SaveEveryStep(ckpts, 0.02)], logger=False, max_epochs=EPOCHS)
         print("DONE", flush=True)
 
 

@@ -268,3 +268,41 @@ def test_unsavable_values_are_named(tmp_path):
                                         r"builtins.object at \['thing'\]"):
         trainer.save_checkpoint(tmp_path / "x.ckpt")
     assert not os.listdir(tmp_path)
+
+
+def test_datamodule_state_and_saving_outside_fit(tmp_path):
+    from ember.trainer import DataModule
+
+    class Stream(DataModule):
+        def __init__(self, position: int = 0):
+            super().__init__()
+            self.save_hyperparameters()
+            self.position = position
+
+        def train_dataloader(self):
+            return loaders()[0]
+
+        def val_dataloader(self):
+            return loaders()[1]
+
+        def state_dict(self):
+            return {"position": self.position}
+
+        def load_state_dict(self, state):
+            self.position = state["position"]
+
+    trainer = Trainer(**QUIET, logger=False, max_steps=2)
+    trainer.fit(DropoutNet(), datamodule=Stream(7))
+    trainer.save_checkpoint(tmp_path / "x.ckpt")
+    ckpt = read_checkpoint(tmp_path / "x.ckpt")
+    assert ckpt[Stream.__qualname__] == {"position": 7}  # Lightning's key
+    assert ckpt["datamodule_hyper_parameters"] == {"position": 7}
+    dm = Stream()
+    Trainer(**QUIET, logger=False, max_steps=3).fit(DropoutNet(), datamodule=dm,
+                                                    ckpt_path=tmp_path / "x.ckpt")
+    assert dm.position == 7
+
+    evaluator = Trainer(**QUIET, logger=False)  # after validate only: no optimizer, no loop
+    evaluator.validate(DropoutNet(), loaders()[1], verbose=False)
+    evaluator.save_checkpoint(tmp_path / "eval.ckpt")
+    assert read_checkpoint(tmp_path / "eval.ckpt")["optimizer_states"] == []

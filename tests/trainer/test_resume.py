@@ -231,3 +231,30 @@ def data_loader(shuffle: bool = True):
     from ember.data import DataLoader
 
     return DataLoader(data(40, 0), batch_size=4, shuffle=shuffle)
+
+
+@pytest.mark.filterwarnings("ignore:.*(could not find the monitored key|is not empty)")
+def test_resume_from_model_checkpoint_files(tmp_path):
+    """With the real ModelCheckpoint (top-k on val_loss, last.ckpt, every 7 steps): a run
+    that crashes resumes from "last" to the uninterrupted run's weights and logs, and the
+    callback's bookkeeping comes back."""
+    from ember.callbacks import ModelCheckpoint
+
+    def callback(root):
+        return ModelCheckpoint(dirpath=os.path.join(root, "ckpts"), monitor="val_loss",
+                               save_top_k=2, save_last=True, every_n_train_steps=7)
+
+    class Crash(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 25:
+                raise RuntimeError("simulated crash")
+
+    ref_root, run_root = str(tmp_path / "ref"), str(tmp_path / "run")
+    _, ref_model = fit(ref_root, [callback(ref_root)])
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(run_root, [callback(run_root), Crash()])
+    cb = callback(run_root)
+    trainer, model = fit(run_root, [cb], ckpt_path="last")
+    assert trainer.ckpt_path == os.path.join(run_root, "ckpts", "last.ckpt")
+    _assert_same((weights(model), csv_rows(run_root)), (weights(ref_model), csv_rows(ref_root)))
+    assert len(cb.best_k_models) == 2 and os.path.isfile(cb.best_model_path)

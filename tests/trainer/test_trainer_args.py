@@ -363,17 +363,22 @@ def test_log_every_n_steps_counts_optimizer_steps_under_accumulation():
 
 
 def test_default_callbacks_follow_the_enable_flags():
-    from ember.callbacks import ModelSummary, TQDMProgressBar
+    from ember.callbacks import ModelCheckpoint, ModelSummary, TQDMProgressBar
 
     names = {type(c).__name__ for c in Trainer(logger=False).callbacks}
-    assert {"TQDMProgressBar", "ModelSummary"} <= names
-    t = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    assert {"TQDMProgressBar", "ModelSummary", "ModelCheckpoint"} <= names
+    off = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
+    t = Trainer(**off, enable_checkpointing=False)
     assert t.callbacks == [] and t.progress_bar_callback is None
+    t = Trainer(**off)
+    assert [type(c) for c in t.callbacks] == [ModelCheckpoint]
     bar = TQDMProgressBar()
-    t = Trainer(logger=False, callbacks=bar, enable_model_summary=False)
+    t = Trainer(logger=False, callbacks=bar, enable_model_summary=False,
+                enable_checkpointing=False)
     assert t.callbacks == [bar] and t.progress_bar_callback is bar
     summary = ModelSummary(max_depth=2)
-    t = Trainer(logger=False, callbacks=[summary], enable_progress_bar=False)
+    t = Trainer(logger=False, callbacks=[summary], enable_progress_bar=False,
+                enable_checkpointing=False)
     assert t.callbacks == [summary]
 
 
