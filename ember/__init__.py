@@ -40,3 +40,15 @@ __all__ = list(_tensor_all) + sorted(_ops.FUNCTIONS) + [
     "is_grad_enabled", "is_tensor", "numel", "save", "load", "__version__",
     "seed_everything",
 ]
+
+
+_LAZY_SUBMODULES = ("nn", "optim", "data", "trainer", "callbacks", "loggers", "distributed")
+
+
+def __getattr__(name: str):
+    """``ember.nn``, ``ember.optim``... without importing them (and their costs) up front."""
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"ember.{name}")
+    raise AttributeError(f"module 'ember' has no attribute {name!r}")
