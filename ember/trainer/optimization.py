@@ -218,6 +218,10 @@ def after_closure(trainer, optimizer) -> None:
     """Between backward and the update: ``on_before_optimizer_step``, then clipping."""
     call_callback_hooks(trainer, "on_before_optimizer_step", optimizer)
     call_module_hook(trainer, "on_before_optimizer_step", optimizer)
+    if trainer.is_global_zero:  # weight and gradient histograms, while gradients exist
+        for lg in trainer.loggers:
+            if hasattr(lg, "maybe_log_histograms"):
+                lg.maybe_log_histograms(trainer.lightning_module, trainer.global_step)
     if trainer.lightning_module.automatic_optimization:
         call_module_hook(trainer, "configure_gradient_clipping", optimizer,
                          gradient_clip_val=trainer.gradient_clip_val,

@@ -85,3 +85,14 @@ def test_default_logger_is_tensorboard_in_default_root_dir(tmp_path):
     log_dir = os.path.join(tmp_path, "lightning_logs", "version_0")
     assert trainer.log_dir == log_dir
     assert [s for s, _ in scalars(load(log_dir), "train_loss")] == list(range(6))
+
+
+def test_fit_logs_weight_and_gradient_histograms_every_n_steps(tmp_path):
+    logger = TensorBoardLogger(tmp_path, histogram_every_n_steps=4)
+    trainer = Trainer(max_epochs=1, logger=logger, **QUIET)
+    trainer.fit(Regressor(), _loader())
+    ea = load(logger.log_dir)
+    tags = set(ea.Tags()["histograms"])
+    assert {"weights/net.weight", "gradients/net.weight", "weights/net.bias"} <= tags
+    steps = [e.step for e in ea.Histograms("gradients/net.weight")]
+    assert steps and all(s % 4 == 0 for s in steps)
