@@ -197,16 +197,20 @@ def main(argv=None) -> None:
         print()
     results = []
     t0 = time.perf_counter()
-    probe = [core_probe()]
+    probing = args.clock == "wall" and (args.threads or 2) > 1
+    probe = [core_probe()] if probing else []
     for w in chosen:
         results.append(measure(case(w, torch), repeat, sample_s, warmup=3, clock=args.clock))
-        probe.append(core_probe())
+        if probing:
+            probe.append(core_probe())
     print(f"Ember vs PyTorch: full training step, float32, CPU\n{environment(torch)}; "
           f"{args.clock} clock; {repeat} interleaved samples per framework; "
           f"{time.perf_counter() - t0:.0f} s in all")
-    print("second-core probe (2-thread speed-up of a NumPy kernel, ~1.8 when the other core "
-          "is idle, ~1.0 when it is busy) before/after each workload: "
-          + " ".join(f"{p:.2f}" for p in probe) + "\n")
+    if probing:
+        print("second-core probe (2-thread speed-up of a NumPy kernel, ~1.8 when the other "
+              "core is idle, ~1.0 when it is busy) before/after each workload: "
+              + " ".join(f"{p:.2f}" for p in probe))
+    print()
     print_table(results)
 
 

@@ -195,6 +195,16 @@ def remainder(input, other):
     return sub(input, mul(q, other))
 
 
+def _inplace_operator(name: str):
+    """``x += y`` is ``x.add_(y)``: the tensor itself changes, as in PyTorch."""
+
+    def method(self, other):
+        return getattr(self, name)(other)
+
+    method.__name__ = f"__i{name[:-1]}__"
+    return method
+
+
 def _r(fn):
     def reflected(self, other):
         return fn(other, self)
@@ -211,6 +221,10 @@ METHODS = {
     "__floordiv__": floor_divide, "__rfloordiv__": _r(floor_divide),
     "__mod__": remainder, "__rmod__": _r(remainder),
     "__pow__": pow, "__rpow__": _r(pow), "__neg__": neg, "__pos__": lambda self: self,
+    "__iadd__": _inplace_operator("add_"), "__isub__": _inplace_operator("sub_"),
+    "__imul__": _inplace_operator("mul_"), "__itruediv__": _inplace_operator("div_"),
+    "__ifloordiv__": _inplace_operator("floor_divide_"), "__imod__": _inplace_operator(
+        "remainder_"), "__ipow__": _inplace_operator("pow_"),
 }
 FUNCTIONS = {
     "add": add, "sub": sub, "subtract": sub, "mul": mul, "multiply": mul, "div": div,

@@ -240,6 +240,23 @@ def gemm(a, b, bias=None):
     return out
 
 
+BINARY_MIN = 1 << 18  # elements: below this one pass is too short to share
+
+
+def binary(ufunc, a, b):
+    """``ufunc(a, b)`` for two equally shaped C-contiguous NumPy arrays, split over the
+    threads when large (one pass over memory per block); anything else is a plain call."""
+    n = a.size
+    if (_threads == 1 or n < BINARY_MIN or type(a) is not np.ndarray
+            or type(b) is not np.ndarray or a.shape != b.shape or not a.flags.c_contiguous
+            or not b.flags.c_contiguous):
+        return ufunc(a, b)
+    out = np.empty(a.shape, np.result_type(a, b))
+    fa, fb, fo = a.reshape(-1), b.reshape(-1), out.reshape(-1)
+    run_blocks(lambda lo, hi: ufunc(fa[lo:hi], fb[lo:hi], out=fo[lo:hi]), n, split(n, 1 << 16))
+    return out
+
+
 def split(n: int, min_block: int, threads: int | None = None, per_thread: int = 4) -> int:
     """A block length for ``run_blocks`` over ``n`` items: about ``per_thread`` blocks per
     thread (so a late thread still gets a share), never below ``min_block`` items."""

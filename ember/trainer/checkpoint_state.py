@@ -347,6 +347,41 @@ class Restorer:
         trainer._fit_loop.resume = _FitResume(trainer, loop, ckpt.get("rng_states"))
 
 
+def _sampler_state(state: dict):
+    inner = state.get("sampler")
+    if isinstance(inner, dict) and isinstance(inner.get("sampler"), dict) and \
+            "yielded" not in inner:
+        inner = inner["sampler"]  # a BatchSampler's state wraps its sampler's
+    return inner if isinstance(inner, dict) and "yielded" in inner else None
+
+
+def _refold_loader_state(trainer, loader, state: dict, epoch_complete: bool) -> tuple:
+    """A loader state saved by a DistributedSampler under another world size, made to resume
+    at the same global position of the epoch's order here; (state, whether it changed)."""
+    import copy
+
+    from ember.distributed.sampler import DistributedSampler, fold_loader_state
+
+    inner = _sampler_state(state)
+    old = inner.get("num_replicas") if inner is not None else None
+    distributed = isinstance(getattr(loader, "sampler", None), DistributedSampler)
+    if old is None or (distributed and int(old) == trainer.strategy.world_size):
+        return dict(state), False
+    if epoch_complete:  # the next iter() starts the next epoch from its beginning
+        out = copy.deepcopy(state)
+        _sampler_state(out).update(epoch=int(inner["epoch"]) + 1, yielded=0, started=False,
+                                   offset=0)
+        out["batches_consumed"] = 0
+        return out, True
+    out = fold_loader_state(state, loader.batch_size or 1)
+    if not distributed:  # one process, a plain sampler: the position in the epoch's order
+        inner = _sampler_state(out)
+        n = len(loader.dataset)
+        inner["yielded"] = min(n, int(inner.pop("offset", 0)) + int(inner["yielded"]) * int(old))
+        inner.pop("num_replicas", None)
+    return out, True
+
+
 class _FitResume:
     """What the fit loop applies when it starts (after the sanity check, which resets the
     metrics and would otherwise see the restored RNG states)."""
@@ -377,14 +412,20 @@ class _FitResume:
             gen.set_state(np.asarray(saved["generator"], dtype=np.uint8))
         state = saved.get("state")
         consumed = self.trainer._progress.batch_idx
+        refolded = False
         if state is not None and hasattr(loader, "load_state_dict"):
-            state = dict(state)
+            state, refolded = _refold_loader_state(self.trainer, loader, state,
+                                                   bool(self.loop.get("epoch_complete")))
             if self.loop.get("epoch_complete") and state.get("batches_consumed"):
                 try:  # the next iter() starts a new epoch, even under limit_train_batches
                     state["batches_consumed"] = max(int(state["batches_consumed"]), len(loader))
                 except TypeError:
                     pass
             loader.load_state_dict(state)
+            total = fit_loop.num_training_batches
+            if refolded and not self.loop.get("epoch_complete") and total < float("inf"):
+                # the batches left for this rank decide where the epoch's count stands
+                self.trainer._progress.batch_idx = max(0, int(total) - len(loader))
         elif consumed and not self.loop.get("epoch_complete"):
             warnings.warn(f"Resuming mid-epoch with a training dataloader that has no "
                           f"state_dict ({type(loader).__name__}): its first {consumed} batches "

@@ -34,7 +34,7 @@ class EvalLoop:
             self.loaders = [trainer._fit_loop.train_loader]
             self.num_batches = [trainer._fit_loop.num_training_batches]
             return
-        if loaders is not None:
+        if loaders is not None and trainer.use_distributed_sampler:
             loaders = [trainer.strategy.process_dataloader(dl, self.stage) for dl in loaders]
         self.loaders = loaders
         limit_name = "limit_val_batches" if self.stage == "validate" else "limit_test_batches"
@@ -61,6 +61,9 @@ class EvalLoop:
         connector.results = self.results
         multi = len(self.loaders) > 1
         step_fn = getattr(module, f"{p}_step")
+        sync_buffers = getattr(trainer.strategy, "sync_buffers", None)
+        if sync_buffers is not None:  # DDP: rank 0's BatchNorm statistics on every rank
+            sync_buffers()
         call_module_hook(trainer, f"on_{p}_model_eval")
         try:
             with no_grad():

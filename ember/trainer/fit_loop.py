@@ -80,7 +80,9 @@ class FitLoop:
         loader = loaders[0]
         if trainer.overfit_batches > 0:
             loader = sequential_copy(loader)
-        self.train_loader = trainer.strategy.process_dataloader(loader, "fit")
+        if trainer.use_distributed_sampler:
+            loader = trainer.strategy.process_dataloader(loader, "fit")
+        self.train_loader = loader
         self.num_training_batches = limited_batches(self.train_loader,
                                                     trainer.limit_train_batches, "training",
                                                     "limit_train_batches")

@@ -151,14 +151,10 @@ class _Entry:
             self.total = value if self.total is None else _extreme(self.total, value,
                                                                     self.reduce)
 
-    def epoch_value(self, strategy):
-        """The epoch's reduction; synced across ranks when asked (every rank calls this)."""
-        total, weight = self.total, self.weight
-        if self.sync_dist and strategy is not None and strategy.world_size > 1:
-            op = "sum" if self.reduce in ("mean", "sum") else self.reduce
-            total = strategy.reduce(total, op=op)
-            if self.reduce == "mean":
-                weight = strategy.reduce(float(weight), op="sum")
+    def epoch_value(self, strategy=None, synced=None):
+        """The epoch's reduction. ``synced``: (total, weight) already reduced across ranks
+        (``ResultCollection.epoch_metrics`` batches every entry into one collective)."""
+        total, weight = (self.total, self.weight) if synced is None else synced
         if self.reduce == "mean":
             return total / weight if weight else total
         return total
@@ -201,8 +197,6 @@ class ResultCollection:
         dl_idx = self.dataloader_idx if add_dataloader_idx else None
         if dl_idx is not None:
             name = name + DATALOADER_SUFFIX.format(dl_idx)
-        if on_step and sync_dist and strategy is not None and strategy.world_size > 1:
-            value = strategy.reduce(value, op=reduce)  # every rank logs, so every rank calls
         key = (fx, name)
         entry = self.entries.get(key)
         if entry is None:
@@ -217,12 +211,19 @@ class ResultCollection:
             batch_size = self._current_batch_size() if on_epoch and reduce == "mean" else 1
         entry.update(value, int(batch_size))
 
-    def step_metrics(self) -> Metrics:
-        """Values logged with ``on_step`` since the last call."""
+    def step_metrics(self, strategy=None) -> Metrics:
+        """Values logged with ``on_step`` since the last call. In training, the fresh
+        ``sync_dist`` values of every rank are reduced here, all in one collective per op
+        (every rank reaches this boundary in step). Evaluation steps are not synced: the
+        unpadded evaluation shards give ranks different numbers of batches."""
         out = Metrics()
-        for entry in self.entries.values():
-            if not entry.fresh:
-                continue
+        fresh = [e for e in self.entries.values() if e.fresh]
+        if self.training and _distributed(strategy):
+            synced = [e for e in fresh if e.sync_dist]
+            for _, reduced in _reduce_groups(strategy, [(e.reduce, e.value) for e in synced]):
+                for i, value in reduced.items():
+                    synced[i].value = value
+        for entry in fresh:
             entry.fresh = False
             forked = entry.forked(True)
             if self.training:
@@ -237,10 +238,21 @@ class ResultCollection:
     def epoch_metrics(self, strategy=None) -> Metrics:
         """Every ``on_epoch`` value reduced over what was logged so far."""
         out = Metrics()
-        for entry in self.entries.values():
-            if not entry.on_epoch or entry.total is None:
-                continue
-            value = entry.epoch_value(strategy)
+        entries = [e for e in self.entries.values() if e.on_epoch and e.total is not None]
+        synced: dict = {}
+        if _distributed(strategy):  # one collective per op for all synced entries
+            todo = [e for e in entries if e.sync_dist]
+            items = []
+            for e in todo:
+                op = "sum" if e.reduce in ("mean", "sum") else e.reduce
+                items.append((op, (e.total, float(e.weight)) if e.reduce == "mean"
+                              else e.total))
+            for _, reduced in _reduce_groups(strategy, items):
+                for i, value in reduced.items():
+                    synced[id(todo[i])] = tuple(value) if todo[i].reduce == "mean" \
+                        else (value, todo[i].weight)
+        for entry in entries:
+            value = entry.epoch_value(strategy, synced.get(id(entry)))
             forked = entry.forked(False)
             out.callback[entry.name] = value
             out.callback[forked] = value
@@ -254,6 +266,39 @@ class ResultCollection:
     def reset(self) -> None:
         self.entries.clear()
         self.begin_batch(None)
+
+
+def _distributed(strategy) -> bool:
+    return strategy is not None and strategy.world_size > 1
+
+
+def _reduce_groups(strategy, items: list):
+    """Reduce ``items`` ((op, scalar or tuple of scalars) pairs) across ranks in ONE
+    collective; yields (op, {index: reduced value}). One op: one ``strategy.reduce`` of them
+    all. Several ops: every rank writes its values into its own row of a zero (ranks, n)
+    matrix, one sum-reduce gathers them, and each op is applied locally. Every rank must log
+    the same synced names."""
+    groups: dict = {}
+    for i, (op, value) in enumerate(items):
+        groups.setdefault(op, {})[i] = value
+    if len(groups) <= 1:
+        for op, group in groups.items():
+            yield op, strategy.reduce(group, op=op)
+        return
+    widths = [len(v) if isinstance(v, tuple) else 1 for _, v in items]
+    row = [to_float(x) for _, v in items for x in (v if isinstance(v, tuple) else (v,))]
+    table = np.zeros((strategy.world_size, len(row)))
+    table[strategy.global_rank] = row
+    table = strategy.reduce(table, op="sum")
+    fold = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min}
+    starts = np.cumsum([0] + widths)
+    for op in sorted(groups):
+        out = {}
+        for i in groups[op]:
+            cols = fold[op](table[:, starts[i]:starts[i + 1]], axis=0)
+            out[i] = tuple(float(c) for c in cols) if isinstance(items[i][1], tuple) \
+                else float(cols[0])
+        yield op, out
 
 
 def validate_log_call(fx: str | None, name, on_step, on_epoch) -> tuple[bool, bool]:
@@ -348,7 +393,7 @@ class LoggerConnector:
         """Values logged with ``on_step`` so far in this batch: to the progress bar and the
         callback metrics now (before ``on_train_batch_end``, so that the progress bar shows
         this batch), and kept for the loggers until the optimizer step ends the batch."""
-        metrics = self.train_results.step_metrics()
+        metrics = self.train_results.step_metrics(self.trainer.strategy)
         self._store.update(metrics, logged=False)
         self._pending_log.update(metrics.log)
 

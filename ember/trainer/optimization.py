@@ -10,6 +10,7 @@ size b give the gradient of one batch of size k*b with a mean loss.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from collections.abc import Mapping
@@ -354,8 +355,10 @@ def run_automatic(trainer, step_args: tuple, batch_idx: int, accumulating: bool)
     optimizer = proxy.optimizer
     closure = _Closure(trainer, step_args, batch_idx, optimizer,
                        zero_grad=batch_idx % trainer.accumulate_grad_batches == 0)
-    if accumulating:
-        closure()
+    if accumulating:  # DDP: no gradient allreduce for the window's micro-batches
+        block = getattr(trainer.strategy, "block_backward_sync", None)
+        with block() if block is not None else contextlib.nullcontext():
+            closure()
     else:
         call_module_hook(trainer, "optimizer_step", trainer.current_epoch, batch_idx, proxy,
                          closure)

@@ -133,14 +133,32 @@ def resolve_device(accelerator, devices):
 
 
 def resolve_strategy(strategy, device):
+    """A Strategy instance, or a name: 'auto' (data parallel when an MPI launcher started more
+    than one rank, else one device), 'ddp' or 'single_device'."""
     from ember.distributed.strategy import SingleDeviceStrategy, Strategy
 
     if isinstance(strategy, Strategy):
         return strategy
-    if strategy in (None, "auto", "single_device"):
+    if strategy == "single_device":
         return SingleDeviceStrategy(device)
-    raise ValueError(f"Trainer(strategy={strategy!r}): expected 'auto', 'single_device' or a "
-                     "Strategy instance (data-parallel strategies live in ember.distributed)")
+    if strategy in (None, "auto", "ddp"):
+        from ember.distributed.ddp_strategy import strategy_for
+
+        return strategy_for(strategy, device)
+    raise ValueError(f"Trainer(strategy={strategy!r}): expected 'auto', 'ddp', 'single_device' "
+                     "or a Strategy instance")
+
+
+def share_log_versions(trainer) -> None:
+    """Rank 0's logger versions on every rank, so ``trainer.log_dir`` (and the checkpoint
+    directory under it) is the same everywhere; only rank 0 creates it."""
+    strategy = trainer.strategy
+    if strategy.world_size <= 1:
+        return
+    for logger in trainer.loggers:
+        if getattr(logger, "_version", 0) is None:
+            version = logger.version if strategy.is_global_zero else None
+            logger._version = strategy.broadcast(version)
 
 
 def root_dir(value) -> str:

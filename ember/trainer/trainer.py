@@ -333,6 +333,7 @@ class Trainer(TrainerProperties):
         call_module_hook(self, "setup", stage=fn)
         self._setup_done = True
         self.strategy.barrier("post_setup")
+        args.share_log_versions(self)
         call_module_hook(self, "configure_model")
         module.to(self.strategy.root_device)
         restorer = self._restorer(fn)
@@ -463,7 +464,8 @@ class Trainer(TrainerProperties):
         if loaders is None:
             raise ValueError("Trainer.predict: no data; pass dataloaders=, a datamodule=, or "
                              "implement predict_dataloader()")
-        loaders = [self.strategy.process_dataloader(dl, "predict") for dl in loaders]
+        if self.use_distributed_sampler:
+            loaders = [self.strategy.process_dataloader(dl, "predict") for dl in loaders]
         self._predict_loaders = loaders
         self._predict_num_batches = [limited_batches(dl, self.limit_predict_batches, "predict",
                                                      "limit_predict_batches")

@@ -76,3 +76,23 @@ def test_broadcast_error_names_op_and_shapes(op):
     with pytest.raises(RuntimeError, match=rf"{op}: shapes \(2, 3\) and \(4,\) cannot be "
                                            r"broadcast together"):
         getattr(ember, op)(ember.ones(2, 3), ember.ones(4))
+
+
+def test_augmented_assignment_is_in_place_like_torch():
+    y = ember.ones(2) * 1
+    z = y
+    y += 1
+    y *= 3
+    assert z is y
+    np.testing.assert_array_equal(z.numpy(), [6.0, 6.0])
+    a = ember.ones(2, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        a += 1
+    b = a * 2
+    b += 1
+    b *= 3
+    b.sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [6.0, 6.0])
+    i = ember.tensor([1, 2])
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        i /= 2

@@ -299,3 +299,11 @@ def test_errors(fn, exc, pattern):
     x = ember.ones(2, 3)
     with pytest.raises(exc, match=pattern):
         fn(x)
+
+
+def test_pad_is_public_under_nn_functional():
+    import ember.nn.functional as F
+
+    out = F.pad(ember.ones(2, 2), (1, 1), value=0.5)
+    np.testing.assert_array_equal(out.numpy()[:, 0], [0.5, 0.5])
+    assert tuple(out.shape) == (2, 4)

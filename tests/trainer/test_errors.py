@@ -167,7 +167,7 @@ def test_manual_optimization_rejects_accumulation_and_clipping():
     ({"fast_dev_run": -1}, "fast_dev_run=-1"),
     ({"devices": 2}, "devices=2"),
     ({"accelerator": "tpu"}, "accelerator='tpu'"),
-    ({"strategy": "ddp"}, "strategy='ddp'"),
+    ({"strategy": "fsdp"}, "strategy='fsdp'"),
     ({"accumulate_grad_batches": 0}, "accumulate_grad_batches=0"),
     ({"check_val_every_n_epoch": 0}, "check_val_every_n_epoch=0"),
     ({"check_val_every_n_epoch": None, "val_check_interval": 0.5}, "must be an int"),

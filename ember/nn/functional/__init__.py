@@ -30,4 +30,6 @@ _FAMILIES = (
     _activation, _linear, _conv, _pooling, _normalization, _dropout, _loss, _attention,
     _sparse,
 )
-__all__ = [name for mod in _FAMILIES for name in mod.__all__]
+from ember.ops.join import pad  # noqa: E402 - torch.nn.functional.pad
+
+__all__ = [name for mod in _FAMILIES for name in mod.__all__] + ["pad"]

@@ -77,9 +77,11 @@ def backward(fn, g, out, qw, kw, vw, blocks, ng):
     tgt, src = qw.shape[-2], kw.shape[-2]
     sp = spans(tgt, src)
     rs, scale = fn.r, fn.scale
+    # *_like keeps the inputs' memory order: heads made by a transposed view get gradients
+    # whose transpose back is contiguous again (no copy in the view/reshape backward)
     dq = np.empty_like(qw) if ng[0] else None
-    dk = np.zeros(kw.shape, kw.dtype) if ng[1] else None
-    dv = np.zeros(vw.shape, vw.dtype) if ng[2] else None
+    dk = np.zeros_like(kw) if ng[1] else None
+    dv = np.zeros_like(vw) if ng[2] else None
     n0, per = _chunks(qw.shape[0], qw.ndim)
 
     def chunk(a, b):
