@@ -166,17 +166,3 @@ def test_run_blocks_runs_blas_on_one_thread_inside_and_restores_it():
         put(before_blas)
         P.set_num_threads(before)
 
-
-def test_binary_matches_the_ufunc(threads):
-    rng = np.random.default_rng(1)
-    a = rng.standard_normal((700, 500)).astype(np.float32)
-    b = rng.standard_normal((700, 500)).astype(np.float32)
-    old = P.BINARY_MIN
-    P.BINARY_MIN = 1
-    try:
-        for x, y in ((a, b), (a, b[:, :1]), (a.T, b.T), (a[0], b[0, 0])):
-            out = P.binary(np.multiply, x, y)
-            np.testing.assert_array_equal(out, x * y)
-            assert out.dtype == np.float32
-    finally:
-        P.BINARY_MIN = old

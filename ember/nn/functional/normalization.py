@@ -386,15 +386,18 @@ class LayerNormFn(Function):
         return dx, dw, db
 
 
-# The NumPy float32 path: row blocks (cache-sized, spread over the CPU threads by
-# ember.ops.parallel), row sums as matrix-vector products (BLAS: 3x faster than a NumPy
+# The NumPy float32 path: row sums as matrix-vector products (BLAS: 3x faster than a NumPy
 # reduction over short rows) and the backward's two row sums from one product:
 # sum(dxhat) = g @ w and sum(dxhat * xhat) = (g * xhat) @ w, with g * xhat also giving dw.
+# Written over row blocks (ember.ops.parallel), but run as ONE block on one thread: the
+# kernel is memory-bound, and on two threads it measured slower (0.86 vs 0.74 ms f+b at
+# (2048, 128) with the second core idle). LN_THREADS = 2 splits it again.
+LN_THREADS = 1
 _LN_MIN_BLOCK = 1 << 14  # elements: smaller blocks cost more in calls than they save
 
 
 def _ln_rows(m: int, d: int) -> int:
-    return split(m, max(1, _LN_MIN_BLOCK // d), per_thread=2)
+    return split(m, max(1, _LN_MIN_BLOCK // d), threads=LN_THREADS, per_thread=2)
 
 
 def _ln_forward_np(x2, w, b, eps):
@@ -428,7 +431,7 @@ def _ln_forward_np(x2, w, b, eps):
         elif b is not None:
             np.add(hb, b, out=out[lo:hi])
 
-    run_blocks(kernel, m, _ln_rows(m, d))
+    run_blocks(kernel, m, _ln_rows(m, d), LN_THREADS)
     return out, (xhat if affine else None), mean, rstd
 
 
@@ -475,7 +478,7 @@ def _ln_backward_np(g2, x2, xhat, mean, rstd, w, need_x, need_w, need_b):
             ob += prod
         ob *= r[:, None]
 
-    run_blocks(kernel, m, rows)
+    run_blocks(kernel, m, rows, LN_THREADS)
     return (dx, None if dwp is None else dwp.sum(axis=0),
             None if dbp is None else dbp.sum(axis=0))
 

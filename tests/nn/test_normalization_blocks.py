@@ -1,0 +1,36 @@
+"""The NumPy layer-norm kernel over several row blocks on two threads (LN_THREADS = 2): the
+per-block partial sums of dw and db, the last short block, with and without affine."""
+
+import numpy as np
+import pytest
+
+import ember.nn.functional as F
+from ember.nn.functional import normalization as N
+from ember.ops import parallel
+from tests.oracle import check_op, torch
+from tests.oracle import rand as _rand
+
+TF = torch.nn.functional
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    before = parallel.get_num_threads()
+    parallel.set_num_threads(2)
+    monkeypatch.setattr(N, "LN_THREADS", 2)
+    monkeypatch.setattr(N, "_LN_MIN_BLOCK", 64)  # many small blocks
+    yield
+    parallel.set_num_threads(before)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_in_row_blocks_matches_torch(two_threads, affine):
+    x = np.asarray(_rand(3, 37, 16, seed=1))  # 111 rows: 4 blocks of 28, the last one short
+    assert -(-111 // N._ln_rows(111, 16)) > 2
+    if affine:
+        w, b = np.asarray(_rand(16, seed=2)), np.asarray(_rand(16, seed=3))
+        check_op(lambda t, u, v: F.layer_norm(t, (16,), u, v), [x, w, b],
+                 torch_fn=lambda t, u, v: TF.layer_norm(t, (16,), u, v), atol=1e-5, rtol=1e-4)
+    else:
+        check_op(lambda t: F.layer_norm(t, (16,)), [x],
+                 torch_fn=lambda t: TF.layer_norm(t, (16,)), atol=1e-5, rtol=1e-4)
