@@ -61,8 +61,9 @@ def _ember_epoch(ds, workers, context=None):
     from ember.data import DataLoader
 
     kw = {"multiprocessing_context": context} if context else {}
-    loader = DataLoader(ds, batch_size=BATCH, num_workers=workers,
-                        persistent_workers=workers > 0, **kw)
+    loader = DataLoader(
+        ds, batch_size=BATCH, num_workers=workers, persistent_workers=workers > 0, **kw
+    )
 
     def step():
         for _ in loader:
@@ -74,8 +75,7 @@ def _ember_epoch(ds, workers, context=None):
 def _torch_epoch(ds, workers, torch):
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(ds, batch_size=BATCH, num_workers=workers,
-                        persistent_workers=workers > 0)
+    loader = DataLoader(ds, batch_size=BATCH, num_workers=workers, persistent_workers=workers > 0)
 
     def step():
         for _ in loader:
@@ -88,20 +88,24 @@ def cases(torch):
     out = []
     for kind, ds in (("io", SlowIO()), ("cpu", SlowCPU())):
         for workers in (0, 2, 4):
-            out.append(Case(
-                name=f"{kind} {workers} workers",
-                formulation=f"one epoch: {N} samples of {MS:.0f} ms {kind}-bound "
-                            f"__getitem__, batch {BATCH}, worker processes",
-                ember=lambda ds=ds, w=workers: _ember_epoch(ds, w),
-                torch=lambda ds=ds, w=workers: _torch_epoch(ds, w, torch),
-            ))
-        out.append(Case(
-            name=f"{kind} 4 threads (ember)",
-            formulation="Ember's thread workers (multiprocessing_context='thread'); torch "
-                        "column: its 4 worker processes",
-            ember=lambda ds=ds: _ember_epoch(ds, 4, "thread"),
-            torch=lambda ds=ds: _torch_epoch(ds, 4, torch),
-        ))
+            out.append(
+                Case(
+                    name=f"{kind} {workers} workers",
+                    formulation=f"one epoch: {N} samples of {MS:.0f} ms {kind}-bound "
+                    f"__getitem__, batch {BATCH}, worker processes",
+                    ember=lambda ds=ds, w=workers: _ember_epoch(ds, w),
+                    torch=lambda ds=ds, w=workers: _torch_epoch(ds, w, torch),
+                )
+            )
+        out.append(
+            Case(
+                name=f"{kind} 4 threads (ember)",
+                formulation="Ember's thread workers (multiprocessing_context='thread'); torch "
+                "column: its 4 worker processes",
+                ember=lambda ds=ds: _ember_epoch(ds, 4, "thread"),
+                torch=lambda ds=ds: _torch_epoch(ds, 4, torch),
+            )
+        )
     return out
 
 
@@ -109,8 +113,7 @@ def main(argv=None) -> None:
     args = base_parser(__doc__).parse_args(argv)
     torch = setup_torch(args.threads)
     results = run_cases(cases(torch), args, "DataLoader: Ember vs PyTorch", torch)
-    base = {r.case.name.split()[0]: r.ember_median for r in results if " 0 workers" in
-            r.case.name}
+    base = {r.case.name.split()[0]: r.ember_median for r in results if " 0 workers" in r.case.name}
     print("\nEmber speed-up over num_workers=0:")
     for r in results:
         kind = r.case.name.split()[0]

@@ -52,8 +52,9 @@ def _loss(nnf, workload, model, batch):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workload", default="mlp", choices=("mlp", "cnn", "gpt"))
-    parser.add_argument("--batch", type=int, default=None,
-                        help="per-rank batch (default: mlp 64, cnn 32, gpt 8)")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="per-rank batch (default: mlp 64, cnn 32, gpt 8)"
+    )
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--bucket-mb", type=float, default=25.0)
@@ -72,14 +73,21 @@ def main(argv=None) -> None:
 
     comm = world()
     ember.manual_seed(0)
-    build = {"mlp": lambda: models.mlp(nn), "cnn": lambda: models.cnn(nn),
-             "gpt": lambda: models.gpt(nn, F)}
+    build = {
+        "mlp": lambda: models.mlp(nn),
+        "cnn": lambda: models.cnn(nn),
+        "gpt": lambda: models.gpt(nn, F),
+    }
     model = build[args.workload]()
     wrapped = model
     if comm.size > 1:
-        wrapped = DistributedDataParallel(model, bucket_cap_mb=args.bucket_mb,
-                                          first_bucket_mb=args.first_bucket_mb,
-                                          compression=args.compression, comm=comm)
+        wrapped = DistributedDataParallel(
+            model,
+            bucket_cap_mb=args.bucket_mb,
+            first_bucket_mb=args.first_bucket_mb,
+            compression=args.compression,
+            comm=comm,
+        )
     opt = ember.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batches = [_batch(args.workload, args.batch, comm.rank, s) for s in range(8)]
     times, comm_s, hidden = [], [], []
@@ -103,12 +111,16 @@ def main(argv=None) -> None:
     if comm.rank == 0:
         step_s = max(all_med)
         thr = comm.size * args.batch / step_s
-        line = (f"{args.workload}: {comm.size} rank(s), batch {args.batch}/rank: step "
-                f"{step_s * 1e3:.2f} ms (median; IQR {_iqr(times) * 1e3:.2f} ms), "
-                f"{thr:.0f} samples/s")
+        line = (
+            f"{args.workload}: {comm.size} rank(s), batch {args.batch}/rank: step "
+            f"{step_s * 1e3:.2f} ms (median; IQR {_iqr(times) * 1e3:.2f} ms), "
+            f"{thr:.0f} samples/s"
+        )
         if comm_s:
-            line += (f"; allreduce {statistics.median(comm_s) * 1e3:.2f} ms/step, hidden "
-                     f"behind backward {sum(hidden) / max(sum(comm_s), 1e-12):.0%}")
+            line += (
+                f"; allreduce {statistics.median(comm_s) * 1e3:.2f} ms/step, hidden "
+                f"behind backward {sum(hidden) / max(sum(comm_s), 1e-12):.0%}"
+            )
         print(line, flush=True)
 
 

@@ -36,9 +36,14 @@ def cnn(nn):
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
     return nn.Sequential(
-        *block(3, 32), *block(32, 32), nn.MaxPool2d(2),
-        *block(32, 64), *block(64, 64), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 8 * 8, 10),
+        *block(3, 32),
+        *block(32, 32),
+        nn.MaxPool2d(2),
+        *block(32, 64),
+        *block(64, 64),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 8 * 8, 10),
     )
 
 
@@ -107,8 +112,10 @@ def copy_weights(torch_model, ember_model) -> None:
     """Load torch's parameters and buffers into the Ember model (strict: same keys)."""
     import ember
 
-    state = {k: ember.tensor(v.detach().cpu().numpy().copy())
-             for k, v in torch_model.state_dict().items()}
+    state = {
+        k: ember.tensor(v.detach().cpu().numpy().copy())
+        for k, v in torch_model.state_dict().items()
+    }
     ember_model.load_state_dict(state)
 
 
@@ -141,8 +148,8 @@ def gpt_data(seed: int = 0):
         lut = {ch: i for i, ch in enumerate(chars)}
         data = np.array([lut[ch] for ch in text[:200_000]], dtype=np.int64)
         starts = rng.integers(0, len(data) - GPT_BLOCK - 1, GPT_BATCH)
-        x = np.stack([data[s:s + GPT_BLOCK] for s in starts])
-        y = np.stack([data[s + 1:s + GPT_BLOCK + 1] for s in starts])
+        x = np.stack([data[s : s + GPT_BLOCK] for s in starts])
+        y = np.stack([data[s + 1 : s + GPT_BLOCK + 1] for s in starts])
         return x, y
     seq = rng.integers(0, GPT_VOCAB, (GPT_BATCH, GPT_BLOCK + 1))
     return seq[:, :-1].copy(), seq[:, 1:].copy()

@@ -59,24 +59,40 @@ def _xy(fn):
     def data(lib):
         x, y = fn()
         return lib.tensor(x), lib.tensor(y)
+
     return data
 
 
 WORKLOADS = [
-    Workload("mlp", 1.0,
-             "784-512-512-10 ReLU MLP, batch 128, cross_entropy, Adam(lr=1e-3)",
-             lambda nn, nnf: models.mlp(nn), _xy(models.mlp_data),
-             lambda optim, params: optim.Adam(params, lr=1e-3), _mlp_forward),
-    Workload("cnn", 1.5,
-             "4x [conv3x3 (no bias) + BatchNorm2d + ReLU], 2 maxpools, Linear(4096, 10); "
-             "input 64x3x32x32, cross_entropy, SGD(lr=0.01, momentum=0.9)",
-             lambda nn, nnf: models.cnn(nn), _xy(models.cnn_data),
-             lambda optim, params: optim.SGD(params, lr=0.01, momentum=0.9), _cnn_forward),
-    Workload("gpt", 1.0,
-             "char GPT: vocab 65, block 128, 4 layers, 4 heads, n_embd 128, pre-LN, causal "
-             "SDPA, 4x GELU MLP, untied lm_head; batch 16, cross_entropy, AdamW(lr=1e-3)",
-             models.gpt, _gpt_data,
-             lambda optim, params: optim.AdamW(params, lr=1e-3), _gpt_forward),
+    Workload(
+        "mlp",
+        1.0,
+        "784-512-512-10 ReLU MLP, batch 128, cross_entropy, Adam(lr=1e-3)",
+        lambda nn, nnf: models.mlp(nn),
+        _xy(models.mlp_data),
+        lambda optim, params: optim.Adam(params, lr=1e-3),
+        _mlp_forward,
+    ),
+    Workload(
+        "cnn",
+        1.5,
+        "4x [conv3x3 (no bias) + BatchNorm2d + ReLU], 2 maxpools, Linear(4096, 10); "
+        "input 64x3x32x32, cross_entropy, SGD(lr=0.01, momentum=0.9)",
+        lambda nn, nnf: models.cnn(nn),
+        _xy(models.cnn_data),
+        lambda optim, params: optim.SGD(params, lr=0.01, momentum=0.9),
+        _cnn_forward,
+    ),
+    Workload(
+        "gpt",
+        1.0,
+        "char GPT: vocab 65, block 128, 4 layers, 4 heads, n_embd 128, pre-LN, causal "
+        "SDPA, 4x GELU MLP, untied lm_head; batch 16, cross_entropy, AdamW(lr=1e-3)",
+        models.gpt,
+        _gpt_data,
+        lambda optim, params: optim.AdamW(params, lr=1e-3),
+        _gpt_forward,
+    ),
 ]
 
 
@@ -94,8 +110,13 @@ def build_pair(w: Workload, torch):
     models.copy_weights(tmodel, emodel)
     tmodel.train()
     emodel.train()
-    t = (tmodel, w.optimizer(torch.optim, tmodel.parameters()), w.data(torch),
-         torch.nn.functional, torch)
+    t = (
+        tmodel,
+        w.optimizer(torch.optim, tmodel.parameters()),
+        w.data(torch),
+        torch.nn.functional,
+        torch,
+    )
     e = (emodel, w.optimizer(eoptim, emodel.parameters()), w.data(ember), eF, ember)
     return t, e
 
@@ -123,10 +144,12 @@ def check(w: Workload, torch, steps: int = CHECK_STEPS) -> bool:
     diffs = [abs(a - b) for a, b in zip(el, tl)]
     first_ok = diffs[0] <= 1e-5 * max(1.0, abs(tl[0]))
     track_ok = all(d <= 1e-3 * max(1.0, abs(b)) for d, b in zip(diffs, tl))
-    print(f"  {w.name}: loss ember/torch step 1 {el[0]:.7f} / {tl[0]:.7f} (|diff| "
-          f"{diffs[0]:.1e}); step {steps} {el[-1]:.7f} / {tl[-1]:.7f} (|diff| {diffs[-1]:.1e}); "
-          f"max |diff| over {steps} steps {max(diffs):.1e}  "
-          f"{'ok' if first_ok and track_ok else 'MISMATCH'}")
+    print(
+        f"  {w.name}: loss ember/torch step 1 {el[0]:.7f} / {tl[0]:.7f} (|diff| "
+        f"{diffs[0]:.1e}); step {steps} {el[-1]:.7f} / {tl[-1]:.7f} (|diff| {diffs[-1]:.1e}); "
+        f"max |diff| over {steps} steps {max(diffs):.1e}  "
+        f"{'ok' if first_ok and track_ok else 'MISMATCH'}"
+    )
     return first_ok and track_ok
 
 
@@ -143,8 +166,9 @@ def core_probe() -> float:
 
     def run(threads):
         t0 = time.perf_counter()
-        parallel.run_blocks(lambda lo, hi: np.exp(x[lo:hi], out=out[lo:hi]), x.size, 1 << 18,
-                            threads)
+        parallel.run_blocks(
+            lambda lo, hi: np.exp(x[lo:hi], out=out[lo:hi]), x.size, 1 << 18, threads
+        )
         return time.perf_counter() - t0
 
     one, two = [], []
@@ -168,18 +192,27 @@ def case(w: Workload, torch) -> Case:
 
 def main(argv=None) -> None:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=None,
-                   help="timed samples per framework (default 25, 9 with --quick); each sample "
-                        "is at least one full step")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed samples per framework (default 25, 9 with --quick); each sample "
+        "is at least one full step",
+    )
     p.add_argument("--no-check", action="store_true", help="skip the correctness check")
-    p.add_argument("--single-core", action="store_true",
-                   help="one thread per framework, timed with the calling thread's CPU clock "
-                        "(steady on a busy machine): re-runs itself with OPENBLAS_NUM_THREADS=1 "
-                        "EMBER_NUM_THREADS=1, --threads 1 --clock cpu")
+    p.add_argument(
+        "--single-core",
+        action="store_true",
+        help="one thread per framework, timed with the calling thread's CPU clock "
+        "(steady on a busy machine): re-runs itself with OPENBLAS_NUM_THREADS=1 "
+        "EMBER_NUM_THREADS=1, --threads 1 --clock cpu",
+    )
     args = p.parse_args(argv)
     if args.single_core:
-        if os.environ.get("EMBER_NUM_THREADS") != "1" or \
-                os.environ.get("OPENBLAS_NUM_THREADS") != "1":
+        if (
+            os.environ.get("EMBER_NUM_THREADS") != "1"
+            or os.environ.get("OPENBLAS_NUM_THREADS") != "1"
+        ):
             env = dict(os.environ, OPENBLAS_NUM_THREADS="1", EMBER_NUM_THREADS="1")
             rest = sys.argv[1:] if argv is None else list(argv)
             os.execve(sys.executable, [sys.executable, "-m", "benchmarks.workloads", *rest], env)
@@ -203,13 +236,17 @@ def main(argv=None) -> None:
         results.append(measure(case(w, torch), repeat, sample_s, warmup=3, clock=args.clock))
         if probing:
             probe.append(core_probe())
-    print(f"Ember vs PyTorch: full training step, float32, CPU\n{environment(torch)}; "
-          f"{args.clock} clock; {repeat} interleaved samples per framework; "
-          f"{time.perf_counter() - t0:.0f} s in all")
+    print(
+        f"Ember vs PyTorch: full training step, float32, CPU\n{environment(torch)}; "
+        f"{args.clock} clock; {repeat} interleaved samples per framework; "
+        f"{time.perf_counter() - t0:.0f} s in all"
+    )
     if probing:
-        print("second-core probe (2-thread speed-up of a NumPy kernel, ~1.8 when the other "
-              "core is idle, ~1.0 when it is busy) before/after each workload: "
-              + " ".join(f"{p:.2f}" for p in probe))
+        print(
+            "second-core probe (2-thread speed-up of a NumPy kernel, ~1.8 when the other "
+            "core is idle, ~1.0 when it is busy) before/after each workload: "
+            + " ".join(f"{p:.2f}" for p in probe)
+        )
     print()
     print_table(results)
 

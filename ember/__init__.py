@@ -35,11 +35,24 @@ def numel(t: Tensor) -> int:
     return t.numel()
 
 
-__all__ = list(_tensor_all) + sorted(_ops.FUNCTIONS) + [
-    "autograd", "no_grad", "enable_grad", "inference_mode", "set_grad_enabled",
-    "is_grad_enabled", "is_tensor", "numel", "save", "load", "__version__",
-    "seed_everything",
-]
+__all__ = (
+    list(_tensor_all)
+    + sorted(_ops.FUNCTIONS)
+    + [
+        "autograd",
+        "no_grad",
+        "enable_grad",
+        "inference_mode",
+        "set_grad_enabled",
+        "is_grad_enabled",
+        "is_tensor",
+        "numel",
+        "save",
+        "load",
+        "__version__",
+        "seed_everything",
+    ]
+)
 
 
 _LAZY_SUBMODULES = ("nn", "optim", "data", "trainer", "callbacks", "loggers", "distributed")

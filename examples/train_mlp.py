@@ -57,8 +57,11 @@ def main(argv=None) -> float:
     ember.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     x, y = two_spirals(2048, rng)
-    params = [init_layer(2, args.hidden), init_layer(args.hidden, args.hidden),
-              init_layer(args.hidden, 2)]
+    params = [
+        init_layer(2, args.hidden),
+        init_layer(args.hidden, args.hidden),
+        init_layer(args.hidden, 2),
+    ]
     flat = [p for layer in params for p in layer]
     start = time.perf_counter()
     for step in range(args.steps + 1):

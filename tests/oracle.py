@@ -52,8 +52,9 @@ def _np(x):
     return np.asarray(x)
 
 
-def check_op(fn, inputs, torch_fn=None, *, grad=True, atol=1e-5, rtol=1e-4,
-             noncontiguous=False, seed=0):
+def check_op(
+    fn, inputs, torch_fn=None, *, grad=True, atol=1e-5, rtol=1e-4, noncontiguous=False, seed=0
+):
     """Compare ``fn`` (Ember) with ``torch_fn`` (default: the same ``fn``) forward and backward.
 
     ``inputs`` are NumPy arrays (floating ones get requires_grad) or plain Python values
@@ -78,8 +79,10 @@ def check_op(fn, inputs, torch_fn=None, *, grad=True, atol=1e-5, rtol=1e-4,
         else:
             e_in.append(x)
             t_in.append(x)
-    e_args = [x[0] if isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], ember.Tensor)
-              else x for x in e_in]
+    e_args = [
+        x[0] if isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], ember.Tensor) else x
+        for x in e_in
+    ]
     e_out = _outputs(fn(*e_args))
     t_out = _outputs(torch_fn(*t_in))
     assert len(e_out) == len(t_out), f"{len(e_out)} outputs vs torch's {len(t_out)}"
@@ -87,13 +90,18 @@ def check_op(fn, inputs, torch_fn=None, *, grad=True, atol=1e-5, rtol=1e-4,
         if isinstance(to, torch.Tensor):
             assert isinstance(eo, ember.Tensor), f"output {i}: expected a Tensor, got {type(eo)}"
             assert tuple(eo.shape) == tuple(to.shape), (
-                f"output {i}: shape {tuple(eo.shape)} vs torch {tuple(to.shape)}")
+                f"output {i}: shape {tuple(eo.shape)} vs torch {tuple(to.shape)}"
+            )
             assert eo.dtype.name == str(to.dtype).removeprefix("torch."), (
-                f"output {i}: dtype {eo.dtype} vs torch {to.dtype}")
-        np.testing.assert_allclose(_np(eo).astype(np.float64) if _np(eo).dtype != bool else
-                                   _np(eo), _np(to).astype(np.float64) if _np(to).dtype != bool
-                                   else _np(to), atol=atol, rtol=rtol,
-                                   err_msg=f"forward output {i}")
+                f"output {i}: dtype {eo.dtype} vs torch {to.dtype}"
+            )
+        np.testing.assert_allclose(
+            _np(eo).astype(np.float64) if _np(eo).dtype != bool else _np(eo),
+            _np(to).astype(np.float64) if _np(to).dtype != bool else _np(to),
+            atol=atol,
+            rtol=rtol,
+            err_msg=f"forward output {i}",
+        )
     if not grad:
         return e_out
     rng = np.random.default_rng(seed)
@@ -121,8 +129,13 @@ def check_op(fn, inputs, torch_fn=None, *, grad=True, atol=1e-5, rtol=1e-4,
             continue
         assert eg is not None, f"input {k}: Ember produced no gradient, torch did"
         assert tuple(eg.shape) == tuple(tg.shape), f"input {k}: grad shape {tuple(eg.shape)}"
-        np.testing.assert_allclose(_np(eg).astype(np.float64), _np(tg).astype(np.float64),
-                                   atol=atol, rtol=rtol, err_msg=f"gradient of input {k}")
+        np.testing.assert_allclose(
+            _np(eg).astype(np.float64),
+            _np(tg).astype(np.float64),
+            atol=atol,
+            rtol=rtol,
+            err_msg=f"gradient of input {k}",
+        )
     return e_out
 
 

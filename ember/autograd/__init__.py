@@ -16,9 +16,20 @@ from ember.autograd.gradcheck import gradcheck, gradgradcheck
 from ember.tensor.tensor import Tensor
 
 __all__ = [
-    "Function", "once_differentiable", "backward", "grad", "gradcheck", "gradgradcheck",
-    "detect_anomaly", "set_detect_anomaly", "is_anomaly_enabled", "no_grad", "enable_grad",
-    "inference_mode", "set_grad_enabled", "is_grad_enabled",
+    "Function",
+    "once_differentiable",
+    "backward",
+    "grad",
+    "gradcheck",
+    "gradgradcheck",
+    "detect_anomaly",
+    "set_detect_anomaly",
+    "is_anomaly_enabled",
+    "no_grad",
+    "enable_grad",
+    "inference_mode",
+    "set_grad_enabled",
+    "is_grad_enabled",
 ]
 
 
@@ -39,8 +50,9 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     run_backward(tensors, grads, retain_graph, create_graph, inputs=_as_list(inputs))
 
 
-def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
-         allow_unused=False):
+def grad(
+    outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False
+):
     """The gradients of ``outputs`` with respect to ``inputs``, without touching ``.grad``."""
     outputs = _as_list(outputs)
     inputs_list = _as_list(inputs)
@@ -49,8 +61,17 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         raise RuntimeError(f"grad: got {len(outputs)} outputs and {len(grads)} grad_outputs")
     if retain_graph is None:
         retain_graph = create_graph
-    return tuple(run_backward(outputs, grads, retain_graph, create_graph, inputs=inputs_list,
-                              accumulate=False, allow_unused=allow_unused))
+    return tuple(
+        run_backward(
+            outputs,
+            grads,
+            retain_graph,
+            create_graph,
+            inputs=inputs_list,
+            accumulate=False,
+            allow_unused=allow_unused,
+        )
+    )
 
 
 def _tensor_backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):

@@ -83,8 +83,15 @@ def _check_root(t: Tensor, g, i: int):
     return g, False
 
 
-def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
-                 inputs=None, accumulate: bool = True, allow_unused: bool = False):
+def run_backward(
+    tensors,
+    grad_tensors,
+    retain_graph: bool,
+    create_graph: bool,
+    inputs=None,
+    accumulate: bool = True,
+    allow_unused: bool = False,
+):
     """Backpropagate from ``tensors``. With ``accumulate`` the leaves' ``.grad`` grows; without
     it (``autograd.grad``) the gradients of ``inputs`` are returned instead."""
     own = _Ownership()
@@ -163,8 +170,9 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
         while ready:
             node = ready.pop()
             grads = buffers.pop(node, None)
-            in_grads = _run_node(node, grads, own, create_graph, capture_node, captured,
-                                 retain_graph)
+            in_grads = _run_node(
+                node, grads, own, create_graph, capture_node, captured, retain_graph
+            )
             # node edges first (_add_to_buffer marks what it keeps), then the leaves: a leaf
             # never takes, and later accumulates into, an array that a pending node still holds
             leaves = None
@@ -189,8 +197,9 @@ def run_backward(tensors, grad_tensors, retain_graph: bool, create_graph: bool,
                     if slot._hooks:
                         _hold(hooked, slot, g)
                     else:
-                        _deliver_leaf(slot, g, own, create_graph, accumulate, capture_leaf,
-                                      captured)
+                        _deliver_leaf(
+                            slot, g, own, create_graph, accumulate, capture_leaf, captured
+                        )
                 if post:
                     _leaf_edge_done(post, slot, g, hooked)
         for leaf, g in hooked.values():
@@ -353,8 +362,7 @@ def _check_anomaly(node, grads):
             )
 
 
-def _deliver_leaf(leaf: Tensor, g: Tensor, own, create_graph, accumulate, capture_leaf,
-                  captured):
+def _deliver_leaf(leaf: Tensor, g: Tensor, own, create_graph, accumulate, capture_leaf, captured):
     if leaf._hooks:
         for h in leaf._hooks:
             r = h(g)

@@ -216,8 +216,10 @@ class once_differentiable:  # noqa: N801
                 finally:
                     state.enabled = True
                 single = not isinstance(out, (tuple, list))
-                delayed = [None if o is None else _DelayedError(obj.name()).wrap(o)
-                           for o in ((out,) if single else out)]
+                delayed = [
+                    None if o is None else _DelayedError(obj.name()).wrap(o)
+                    for o in ((out,) if single else out)
+                ]
                 return delayed[0] if single else tuple(delayed)
             return fn(*grads)
 
@@ -235,5 +237,7 @@ class _DelayedError(Function):
         return Tensor(t.data, True, self, 0)
 
     def backward(self, *grads):
-        raise RuntimeError(f"{self.op}: this op's backward is not differentiable; double "
-                           "backward (create_graph=True) through it is not supported")
+        raise RuntimeError(
+            f"{self.op}: this op's backward is not differentiable; double "
+            "backward (create_graph=True) through it is not supported"
+        )

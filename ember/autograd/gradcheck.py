@@ -24,11 +24,17 @@ def _numerical_jacobian(fn, inputs, eps):
         for j in range(flat.size):
             orig = flat[j].item()
             flat[j] = orig + eps
-            plus = [o.data.astype(np.float64).ravel() for o in _as_tuple(fn(*inputs))
-                    if isinstance(o, Tensor)]
+            plus = [
+                o.data.astype(np.float64).ravel()
+                for o in _as_tuple(fn(*inputs))
+                if isinstance(o, Tensor)
+            ]
             flat[j] = orig - eps
-            minus = [o.data.astype(np.float64).ravel() for o in _as_tuple(fn(*inputs))
-                     if isinstance(o, Tensor)]
+            minus = [
+                o.data.astype(np.float64).ravel()
+                for o in _as_tuple(fn(*inputs))
+                if isinstance(o, Tensor)
+            ]
             flat[j] = orig
             for c, p, m in zip(cols, plus, minus):
                 c[j] = (p - m) / (2 * eps)
@@ -48,16 +54,27 @@ def _analytical_jacobian(fn, inputs, outputs_shape):
         for j in range(o.data.size):
             seed = np.zeros(o.data.size, dtype=o.data.dtype)
             seed[j] = 1
-            gs = grad([o], diff_inputs, [Tensor(seed.reshape(o.data.shape))],
-                      retain_graph=True, allow_unused=True)
+            gs = grad(
+                [o],
+                diff_inputs,
+                [Tensor(seed.reshape(o.data.shape))],
+                retain_graph=True,
+                allow_unused=True,
+            )
             for i, g in enumerate(gs):
                 if g is not None:
                     jac[i][k][:, j] = g.data.astype(np.float64).ravel()
     return jac
 
 
-def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
-              raise_exception: bool = True) -> bool:
+def gradcheck(
+    fn,
+    inputs,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    raise_exception: bool = True,
+) -> bool:
     """Compare backward's Jacobian with central finite differences.
 
     Differentiable inputs must be float64 (as in PyTorch) so the differences are accurate.
@@ -85,8 +102,9 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     return True
 
 
-def gradgradcheck(fn, inputs, grad_outputs=None, eps: float = 1e-6, atol: float = 1e-5,
-                  rtol: float = 1e-3) -> bool:
+def gradgradcheck(
+    fn, inputs, grad_outputs=None, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3
+) -> bool:
     """gradcheck of the first derivative: checks double backward (create_graph=True)."""
     from ember.autograd import grad
 
@@ -100,8 +118,11 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps: float = 1e-6, atol: float 
     def first_grad(*xs):
         ys = [o for o in _as_tuple(fn(*xs)) if isinstance(o, Tensor)]
         dx = [x for x in xs if isinstance(x, Tensor) and x.requires_grad]
-        return tuple(g for g in grad(ys, dx, grad_outputs, create_graph=True, allow_unused=True)
-                     if g is not None)
+        return tuple(
+            g
+            for g in grad(ys, dx, grad_outputs, create_graph=True, allow_unused=True)
+            if g is not None
+        )
 
     del diff_inputs
     return gradcheck(first_grad, inputs, eps=eps, atol=atol, rtol=rtol)

@@ -51,12 +51,20 @@ class EarlyStopping(Callback):
     mode_dict = {"min": lambda a, b: a < b, "max": lambda a, b: a > b}
     order_dict = {"min": "<", "max": ">"}
 
-    def __init__(self, monitor: str, min_delta: float = 0.0, patience: int = 3,
-                 verbose: bool = False, mode: str = "min", strict: bool = True,
-                 check_finite: bool = True, stopping_threshold: float | None = None,
-                 divergence_threshold: float | None = None,
-                 check_on_train_epoch_end: bool | None = None,
-                 log_rank_zero_only: bool = False):
+    def __init__(
+        self,
+        monitor: str,
+        min_delta: float = 0.0,
+        patience: int = 3,
+        verbose: bool = False,
+        mode: str = "min",
+        strict: bool = True,
+        check_finite: bool = True,
+        stopping_threshold: float | None = None,
+        divergence_threshold: float | None = None,
+        check_on_train_epoch_end: bool | None = None,
+        log_rank_zero_only: bool = False,
+    ):
         if mode not in self.mode_dict:
             raise ValueError(f"EarlyStopping: `mode` can be min, max, got {mode!r}")
         if patience < 0:
@@ -92,15 +100,21 @@ class EarlyStopping(Callback):
             # validation several times per epoch, or not every epoch: check after validation
             interval = getattr(trainer, "val_check_interval", 1.0)
             self._check_on_train_epoch_end = (
-                isinstance(interval, float) and interval == 1.0
-                and getattr(trainer, "check_val_every_n_epoch", 1) == 1)
+                isinstance(interval, float)
+                and interval == 1.0
+                and getattr(trainer, "check_val_every_n_epoch", 1) == 1
+            )
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        return {"wait_count": self.wait_count, "stopped_epoch": self.stopped_epoch,
-                "best_score": _encode(self.best_score), "patience": self.patience,
-                "stopping_reason": self.stopping_reason.value,
-                "stopping_reason_message": self.stopping_reason_message}
+        return {
+            "wait_count": self.wait_count,
+            "stopped_epoch": self.stopped_epoch,
+            "best_score": _encode(self.best_score),
+            "patience": self.patience,
+            "stopping_reason": self.stopping_reason.value,
+            "stopping_reason_message": self.stopping_reason_message,
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.wait_count = int(state_dict["wait_count"])
@@ -108,14 +122,16 @@ class EarlyStopping(Callback):
         self.best_score = float(state_dict["best_score"])
         self.patience = int(state_dict["patience"])
         self.stopping_reason = EarlyStoppingReason(
-            state_dict.get("stopping_reason", EarlyStoppingReason.NOT_STOPPED.value))
+            state_dict.get("stopping_reason", EarlyStoppingReason.NOT_STOPPED.value)
+        )
         self.stopping_reason_message = state_dict.get("stopping_reason_message")
 
     # ------------------------------------------------------------------ hooks
     def _should_skip_check(self, trainer) -> bool:
         state = getattr(trainer, "state", None)
-        return getattr(state, "fn", "fit") != "fit" or bool(getattr(trainer, "sanity_checking",
-                                                                    False))
+        return getattr(state, "fn", "fit") != "fit" or bool(
+            getattr(trainer, "sanity_checking", False)
+        )
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not self._check_on_train_epoch_end or self._should_skip_check(trainer):
@@ -132,9 +148,11 @@ class EarlyStopping(Callback):
         if logs.get(self.monitor) is not None:
             return True
         keys = "`, `".join(logs)
-        msg = (f"Early stopping conditioned on metric `{self.monitor}` which is not available. "
-               "Pass in or modify your `EarlyStopping` callback to use any of the following: "
-               f"`{keys}`")
+        msg = (
+            f"Early stopping conditioned on metric `{self.monitor}` which is not available. "
+            "Pass in or modify your `EarlyStopping` callback to use any of the following: "
+            f"`{keys}`"
+        )
         if self.strict:
             raise RuntimeError(msg)
         if self.verbose:
@@ -162,16 +180,22 @@ class EarlyStopping(Callback):
         op, order = self.monitor_op, self.order_dict[self.mode]
         if self.check_finite and not math.isfinite(current):
             self.stopping_reason = EarlyStoppingReason.NON_FINITE_METRIC
-            return True, (f"Monitored metric {self.monitor} = {current} is not finite. Previous "
-                          f"best value was {self.best_score:.3f}. Signaling Trainer to stop.")
+            return True, (
+                f"Monitored metric {self.monitor} = {current} is not finite. Previous "
+                f"best value was {self.best_score:.3f}. Signaling Trainer to stop."
+            )
         if self.stopping_threshold is not None and op(current, self.stopping_threshold):
             self.stopping_reason = EarlyStoppingReason.STOPPING_THRESHOLD
-            return True, (f"Stopping threshold reached: {self.monitor} = {current} {order} "
-                          f"{self.stopping_threshold}. Signaling Trainer to stop.")
+            return True, (
+                f"Stopping threshold reached: {self.monitor} = {current} {order} "
+                f"{self.stopping_threshold}. Signaling Trainer to stop."
+            )
         if self.divergence_threshold is not None and op(-current, -self.divergence_threshold):
             self.stopping_reason = EarlyStoppingReason.DIVERGENCE_THRESHOLD
-            return True, (f"Divergence threshold reached: {self.monitor} = {current} {order} "
-                          f"{self.divergence_threshold}. Signaling Trainer to stop.")
+            return True, (
+                f"Divergence threshold reached: {self.monitor} = {current} {order} "
+                f"{self.divergence_threshold}. Signaling Trainer to stop."
+            )
         if op(current - self.min_delta, self.best_score):
             msg = self._improvement_message(current)
             self.best_score = current
@@ -180,15 +204,19 @@ class EarlyStopping(Callback):
         self.wait_count += 1
         if self.wait_count >= self.patience:
             self.stopping_reason = EarlyStoppingReason.PATIENCE_EXHAUSTED
-            return True, (f"Monitored metric {self.monitor} did not improve in the last "
-                          f"{self.wait_count} records. Best score: {self.best_score:.3f}. "
-                          "Signaling Trainer to stop.")
+            return True, (
+                f"Monitored metric {self.monitor} did not improve in the last "
+                f"{self.wait_count} records. Best score: {self.best_score:.3f}. "
+                "Signaling Trainer to stop."
+            )
         return False, None
 
     def _improvement_message(self, current: float) -> str:
         if math.isfinite(self.best_score):
-            return (f"Metric {self.monitor} improved by {abs(self.best_score - current):.3f} >= "
-                    f"min_delta = {abs(self.min_delta)}. New best score: {current:.3f}")
+            return (
+                f"Metric {self.monitor} improved by {abs(self.best_score - current):.3f} >= "
+                f"min_delta = {abs(self.min_delta)}. New best score: {current:.3f}"
+            )
         return f"Metric {self.monitor} improved. New best score: {current:.3f}"
 
     def _log_info(self, trainer, message: str) -> None:

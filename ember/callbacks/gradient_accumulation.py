@@ -15,14 +15,19 @@ class GradientAccumulationScheduler(Callback):
 
     def __init__(self, scheduling: dict[int, int]):
         if not isinstance(scheduling, dict) or not scheduling:
-            raise TypeError("GradientAccumulationScheduler: scheduling must be a non-empty dict "
-                            f"epoch -> factor, got {scheduling!r}")
+            raise TypeError(
+                "GradientAccumulationScheduler: scheduling must be a non-empty dict "
+                f"epoch -> factor, got {scheduling!r}"
+            )
         if any(not _is_int(k) or k < 0 for k in scheduling):
-            raise ValueError("GradientAccumulationScheduler: epochs must be ints >= 0, "
-                             f"got {list(scheduling)}")
+            raise ValueError(
+                f"GradientAccumulationScheduler: epochs must be ints >= 0, got {list(scheduling)}"
+            )
         if any(not _is_int(v) or v < 1 for v in scheduling.values()):
-            raise ValueError("GradientAccumulationScheduler: accumulation factors must be ints "
-                             f">= 1, got {list(scheduling.values())}")
+            raise ValueError(
+                "GradientAccumulationScheduler: accumulation factors must be ints "
+                f">= 1, got {list(scheduling.values())}"
+            )
         self.scheduling = {int(k): int(v) for k, v in scheduling.items()}
         self.scheduling.setdefault(0, 1)
         self.epochs = sorted(self.scheduling)
@@ -39,14 +44,18 @@ class GradientAccumulationScheduler(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         if not getattr(pl_module, "automatic_optimization", True):
-            raise RuntimeError("GradientAccumulationScheduler: automatic gradient accumulation is "
-                               "not supported with manual optimization (automatic_optimization = "
-                               "False). Remove the callback or switch to automatic optimization.")
+            raise RuntimeError(
+                "GradientAccumulationScheduler: automatic gradient accumulation is "
+                "not supported with manual optimization (automatic_optimization = "
+                "False). Remove the callback or switch to automatic optimization."
+            )
         current = getattr(trainer, "accumulate_grad_batches", 1)
         if current != 1 and current != self._last_set:
-            raise ValueError("GradientAccumulationScheduler: Trainer(accumulate_grad_batches="
-                             f"{current}) and a GradientAccumulationScheduler were both set; "
-                             "use one of them.")
+            raise ValueError(
+                "GradientAccumulationScheduler: Trainer(accumulate_grad_batches="
+                f"{current}) and a GradientAccumulationScheduler were both set; "
+                "use one of them."
+            )
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._last_set = self.get_accumulate_grad_batches(trainer.current_epoch)

@@ -6,7 +6,8 @@ from ember.callbacks.callback import Callback
 
 _NOT_HOOKS = {"state_dict", "load_state_dict", "state_key"}
 HOOK_NAMES = frozenset(
-    name for name, value in vars(Callback).items()
+    name
+    for name, value in vars(Callback).items()
     if callable(value) and not name.startswith("_") and name not in _NOT_HOOKS
 )
 
@@ -20,11 +21,12 @@ class LambdaCallback(Callback):
     def __init__(self, **hooks):
         for name, fn in hooks.items():
             if name not in HOOK_NAMES:
-                raise TypeError(f"LambdaCallback: {name!r} is not a callback hook; valid hooks: "
-                                f"{', '.join(sorted(HOOK_NAMES))}")
+                raise TypeError(
+                    f"LambdaCallback: {name!r} is not a callback hook; valid hooks: "
+                    f"{', '.join(sorted(HOOK_NAMES))}"
+                )
             if fn is None:
                 continue
             if not callable(fn):
-                raise TypeError(f"LambdaCallback: {name} must be callable, got "
-                                f"{type(fn).__name__}")
+                raise TypeError(f"LambdaCallback: {name} must be callable, got {type(fn).__name__}")
             setattr(self, name, fn)

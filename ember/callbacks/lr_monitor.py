@@ -14,11 +14,17 @@ class LearningRateMonitor(Callback):
     as 'step' (Lightning also logs them at each epoch start, a duplicate of step's value).
     Values are also kept in ``self.lrs`` (name -> list)."""
 
-    def __init__(self, logging_interval: str | None = None, log_momentum: bool = False,
-                 log_weight_decay: bool = False):
+    def __init__(
+        self,
+        logging_interval: str | None = None,
+        log_momentum: bool = False,
+        log_weight_decay: bool = False,
+    ):
         if logging_interval not in (None, "step", "epoch"):
-            raise ValueError("LearningRateMonitor: logging_interval should be 'step', 'epoch' or "
-                             f"None, got {logging_interval!r}")
+            raise ValueError(
+                "LearningRateMonitor: logging_interval should be 'step', 'epoch' or "
+                f"None, got {logging_interval!r}"
+            )
         self.logging_interval = logging_interval
         self.log_momentum = log_momentum
         self.log_weight_decay = log_weight_decay
@@ -27,16 +33,24 @@ class LearningRateMonitor(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         if not getattr(trainer, "loggers", None):
-            raise RuntimeError("Cannot use LearningRateMonitor with a Trainer that has no logger: "
-                               "pass Trainer(logger=True) or a logger, or remove the callback.")
+            raise RuntimeError(
+                "Cannot use LearningRateMonitor with a Trainer that has no logger: "
+                "pass Trainer(logger=True) or a logger, or remove the callback."
+            )
         if self.log_momentum:
-            missing = [type(o).__name__ for o in trainer.optimizers
-                       if not all("momentum" in g or "betas" in g for g in o.param_groups)]
+            missing = [
+                type(o).__name__
+                for o in trainer.optimizers
+                if not all("momentum" in g or "betas" in g for g in o.param_groups)
+            ]
             if missing:
                 import warnings
 
-                warnings.warn(f"LearningRateMonitor: log_momentum=True but {', '.join(missing)} "
-                              "has no momentum; 0 is logged for it.", stacklevel=2)
+                warnings.warn(
+                    f"LearningRateMonitor: log_momentum=True but {', '.join(missing)} "
+                    "has no momentum; 0 is logged for it.",
+                    stacklevel=2,
+                )
         self.lrs = {name: [] for name in self._names(trainer)}
         self._last_step_logged = None
 
@@ -85,8 +99,13 @@ class LearningRateMonitor(Callback):
         for config in getattr(trainer, "lr_scheduler_configs", None) or []:
             opt = config.scheduler.optimizer
             seen.append(opt)
-            out.append((opt, base(opt, getattr(config, "name", None)),
-                        getattr(config, "interval", "epoch")))
+            out.append(
+                (
+                    opt,
+                    base(opt, getattr(config, "name", None)),
+                    getattr(config, "interval", "epoch"),
+                )
+            )
         for opt in trainer.optimizers:  # no scheduler: lr changes only if the user sets it
             if not any(opt is s for s in seen):
                 out.append((opt, base(opt, None), "step"))
@@ -99,8 +118,10 @@ class LearningRateMonitor(Callback):
         else:
             names = [f"{name}/{groups[0]['name']}" if groups[0].get("name") else name]
         if len(set(names)) != len(names):
-            raise ValueError(f"LearningRateMonitor: an optimizer has param groups with the same "
-                             f"name: {names}; give each param group a unique 'name'.")
+            raise ValueError(
+                f"LearningRateMonitor: an optimizer has param groups with the same "
+                f"name: {names}; give each param group a unique 'name'."
+            )
         return names
 
     def _names(self, trainer) -> list[str]:

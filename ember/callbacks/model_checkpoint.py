@@ -60,18 +60,29 @@ class ModelCheckpoint(Checkpoint):
     FILE_EXTENSION = ".ckpt"
     STARTING_VERSION = 1
 
-    def __init__(self, dirpath=None, filename: str | None = None, monitor: str | None = None,
-                 verbose: bool = False, save_last: bool | str | None = None,
-                 save_top_k: int = 1, save_weights_only: bool = False, mode: str = "min",
-                 auto_insert_metric_name: bool = True, every_n_train_steps: int | None = None,
-                 train_time_interval: timedelta | None = None,
-                 every_n_epochs: int | None = None, save_on_train_epoch_end: bool | None = None,
-                 enable_version_counter: bool = True):
+    def __init__(
+        self,
+        dirpath=None,
+        filename: str | None = None,
+        monitor: str | None = None,
+        verbose: bool = False,
+        save_last: bool | str | None = None,
+        save_top_k: int = 1,
+        save_weights_only: bool = False,
+        mode: str = "min",
+        auto_insert_metric_name: bool = True,
+        every_n_train_steps: int | None = None,
+        train_time_interval: timedelta | None = None,
+        every_n_epochs: int | None = None,
+        save_on_train_epoch_end: bool | None = None,
+        enable_version_counter: bool = True,
+    ):
         if mode not in _MODES:
             raise ValueError(f"ModelCheckpoint: `mode` can be min, max but got {mode!r}")
         if save_last not in (None, True, False, "link"):
-            raise ValueError(f"ModelCheckpoint(save_last={save_last!r}): expected None, True, "
-                             "False or 'link'")
+            raise ValueError(
+                f"ModelCheckpoint(save_last={save_last!r}): expected None, True, False or 'link'"
+            )
         self.monitor = monitor
         self.verbose = verbose
         self.save_last = save_last
@@ -108,12 +119,15 @@ class ModelCheckpoint(Checkpoint):
             every_n_epochs, every_n_train_steps = 1, 0
         else:
             every_n_epochs, every_n_train_steps = every_n_epochs or 0, every_n_train_steps or 0
-        if isinstance(train_time_interval, (int, float)) and not isinstance(train_time_interval,
-                                                                             bool):
+        if isinstance(train_time_interval, (int, float)) and not isinstance(
+            train_time_interval, bool
+        ):
             train_time_interval = timedelta(seconds=train_time_interval)
         if train_time_interval is not None and not isinstance(train_time_interval, timedelta):
-            raise TypeError("ModelCheckpoint(train_time_interval=...): expected a "
-                            f"datetime.timedelta, got {type(train_time_interval).__name__}")
+            raise TypeError(
+                "ModelCheckpoint(train_time_interval=...): expected a "
+                f"datetime.timedelta, got {type(train_time_interval).__name__}"
+            )
         self._train_time_interval = train_time_interval
         self._every_n_epochs = every_n_epochs
         self._every_n_train_steps = every_n_train_steps
@@ -122,21 +136,29 @@ class ModelCheckpoint(Checkpoint):
         if self.save_top_k < -1:
             raise ValueError(f"Invalid value for save_top_k={self.save_top_k}. Must be >= -1")
         if self._every_n_train_steps < 0:
-            raise ValueError(f"Invalid value for every_n_train_steps="
-                             f"{self._every_n_train_steps}. Must be >= 0")
+            raise ValueError(
+                f"Invalid value for every_n_train_steps={self._every_n_train_steps}. Must be >= 0"
+            )
         if self._every_n_epochs < 0:
-            raise ValueError(f"Invalid value for every_n_epochs={self._every_n_epochs}. "
-                             "Must be >= 0")
-        triggers = ((self._every_n_train_steps >= 1) + (self._every_n_epochs >= 1) +
-                    (self._train_time_interval is not None))
+            raise ValueError(
+                f"Invalid value for every_n_epochs={self._every_n_epochs}. Must be >= 0"
+            )
+        triggers = (
+            (self._every_n_train_steps >= 1)
+            + (self._every_n_epochs >= 1)
+            + (self._train_time_interval is not None)
+        )
         if triggers > 1:
             raise ValueError(
                 f"Combination of parameters every_n_train_steps={self._every_n_train_steps}, "
                 f"every_n_epochs={self._every_n_epochs} and train_time_interval="
-                f"{self._train_time_interval} should be mutually exclusive.")
+                f"{self._train_time_interval} should be mutually exclusive."
+            )
         if self.monitor is None and self.save_top_k not in (-1, 0, 1):
-            raise ValueError(f"ModelCheckpoint(save_top_k={self.save_top_k}, monitor=None) is "
-                             "not a valid configuration. No quantity for top_k to track.")
+            raise ValueError(
+                f"ModelCheckpoint(save_top_k={self.save_top_k}, monitor=None) is "
+                "not a valid configuration. No quantity for top_k to track."
+            )
 
     @property
     def every_n_epochs(self) -> int:
@@ -146,9 +168,12 @@ class ModelCheckpoint(Checkpoint):
     def state_key(self) -> str:
         interval = self._train_time_interval
         return self._generate_state_key(
-            monitor=self.monitor, mode=self.mode, every_n_train_steps=self._every_n_train_steps,
+            monitor=self.monitor,
+            mode=self.mode,
+            every_n_train_steps=self._every_n_train_steps,
             every_n_epochs=self._every_n_epochs,
-            train_time_interval=None if interval is None else interval.total_seconds())
+            train_time_interval=None if interval is None else interval.total_seconds(),
+        )
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer, pl_module, stage: str) -> None:
@@ -157,10 +182,18 @@ class ModelCheckpoint(Checkpoint):
         if self._pending_state is not None:  # loaded before the directory was known
             state, self._pending_state = self._pending_state, None
             self.load_state_dict(state)
-        if trainer.strategy.is_global_zero and stage == "fit" and self.save_top_k != 0 and \
-                os.path.isdir(self.dirpath) and os.listdir(self.dirpath):
-            warnings.warn(f"Checkpoint directory {self.dirpath} exists and is not empty.",
-                          UserWarning, stacklevel=2)
+        if (
+            trainer.strategy.is_global_zero
+            and stage == "fit"
+            and self.save_top_k != 0
+            and os.path.isdir(self.dirpath)
+            and os.listdir(self.dirpath)
+        ):
+            warnings.warn(
+                f"Checkpoint directory {self.dirpath} exists and is not empty.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._last_time_checked = time.monotonic()
@@ -186,8 +219,9 @@ class ModelCheckpoint(Checkpoint):
         self._save_last_checkpoint(trainer, candidates)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self._should_skip_saving_checkpoint(trainer) or \
-                not self._should_save_on_train_epoch_end(trainer):
+        if self._should_skip_saving_checkpoint(trainer) or not self._should_save_on_train_epoch_end(
+            trainer
+        ):
             return
         candidates = self._monitor_candidates(trainer)
         n = self._every_n_epochs
@@ -199,8 +233,9 @@ class ModelCheckpoint(Checkpoint):
         if getattr(trainer, "sanity_checking", False):
             return
         self._val_has_run = True
-        if self._should_skip_saving_checkpoint(trainer) or \
-                self._should_save_on_train_epoch_end(trainer):
+        if self._should_skip_saving_checkpoint(trainer) or self._should_save_on_train_epoch_end(
+            trainer
+        ):
             return
         candidates = self._monitor_candidates(trainer)
         n = self._every_n_epochs
@@ -231,31 +266,37 @@ class ModelCheckpoint(Checkpoint):
         if self.dirpath == dirpath_from_ckpt:
             self.best_model_score = _decode(state_dict.get("best_model_score"))
             self.current_score = _decode(state_dict.get("current_score"))
-            self.kth_best_model_path = state_dict.get("kth_best_model_path",
-                                                      self.kth_best_model_path)
+            self.kth_best_model_path = state_dict.get(
+                "kth_best_model_path", self.kth_best_model_path
+            )
             if state_dict.get("kth_value") is not None:
                 self.kth_value = _decode(state_dict["kth_value"])
             if "best_k_models" in state_dict:
-                self.best_k_models = {k: _decode(v)
-                                      for k, v in state_dict["best_k_models"].items()}
+                self.best_k_models = {k: _decode(v) for k, v in state_dict["best_k_models"].items()}
             self.last_model_path = state_dict.get("last_model_path", self.last_model_path)
         else:
             warnings.warn(
                 f"The dirpath has changed from {dirpath_from_ckpt!r} to {self.dirpath!r}, "
                 "therefore `best_model_score`, `kth_best_model_path`, `kth_value`, "
                 "`last_model_path` and `best_k_models` won't be reloaded. Only "
-                "`best_model_path` will be reloaded.", UserWarning, stacklevel=2)
+                "`best_model_path` will be reloaded.",
+                UserWarning,
+                stacklevel=2,
+            )
         self.best_model_path = state_dict.get("best_model_path", self.best_model_path)
-        self._last_global_step_saved = int(state_dict.get("last_global_step_saved",
-                                                          self._last_global_step_saved))
+        self._last_global_step_saved = int(
+            state_dict.get("last_global_step_saved", self._last_global_step_saved)
+        )
 
     # -------------------------------------------------------------- deciding
     def _should_skip_saving_checkpoint(self, trainer) -> bool:
         state = getattr(trainer, "state", None)
-        return (bool(getattr(trainer, "fast_dev_run", False))
-                or getattr(state, "fn", "fit") != "fit"
-                or bool(getattr(trainer, "sanity_checking", False))
-                or self._last_global_step_saved == trainer.global_step)
+        return (
+            bool(getattr(trainer, "fast_dev_run", False))
+            or getattr(state, "fn", "fit") != "fit"
+            or bool(getattr(trainer, "sanity_checking", False))
+            or self._last_global_step_saved == trainer.global_step
+        )
 
     def _should_save_on_train_epoch_end(self, trainer) -> bool:
         if self._save_on_train_epoch_end is not None:
@@ -296,9 +337,11 @@ class ModelCheckpoint(Checkpoint):
             return
         if self.monitor not in candidates:
             logged = [k for k in candidates if k not in ("epoch", "step")]
-            msg = (f"`ModelCheckpoint(monitor={self.monitor!r})` could not find the monitored "
-                   f"key in the returned metrics: {logged}. HINT: Did you call "
-                   f"`log({self.monitor!r}, value)` in the `TrainingModule`?")
+            msg = (
+                f"`ModelCheckpoint(monitor={self.monitor!r})` could not find the monitored "
+                f"key in the returned metrics: {logged}. HINT: Did you call "
+                f"`log({self.monitor!r}, value)` in the `TrainingModule`?"
+            )
             # once validation ran (or at an epoch end), every metric has been logged
             if self._val_has_run or final:
                 raise ValueError(msg)
@@ -310,18 +353,25 @@ class ModelCheckpoint(Checkpoint):
         if self.check_monitor_top_k(trainer, current):
             self._update_best_and_save(current, trainer, candidates)
         elif self.verbose:
-            self._info(trainer, f"Epoch {candidates['epoch']:d}, global step "
-                                f"{candidates['step']:d}: {self.monitor!r} was not in top "
-                                f"{self.save_top_k}")
+            self._info(
+                trainer,
+                f"Epoch {candidates['epoch']:d}, global step "
+                f"{candidates['step']:d}: {self.monitor!r} was not in top "
+                f"{self.save_top_k}",
+            )
 
     def _save_none_monitor_checkpoint(self, trainer, candidates: dict) -> None:
-        filepath = self._get_metric_interpolated_filepath_name(candidates, trainer,
-                                                               self.best_model_path)
+        filepath = self._get_metric_interpolated_filepath_name(
+            candidates, trainer, self.best_model_path
+        )
         # set before saving: the path is part of the state written into the file
         previous, self.best_model_path = self.best_model_path, filepath
         self._save_checkpoint(trainer, filepath)
-        if self.save_top_k == 1 and previous and \
-                self._should_remove_checkpoint(trainer, previous, filepath):
+        if (
+            self.save_top_k == 1
+            and previous
+            and self._should_remove_checkpoint(trainer, previous, filepath)
+        ):
             self._remove_checkpoint(trainer, previous)
 
     def _update_best_and_save(self, current: float, trainer, candidates: dict) -> None:
@@ -343,10 +393,13 @@ class ModelCheckpoint(Checkpoint):
         self.best_model_path = best(self.best_k_models, key=self.best_k_models.get)
         self.best_model_score = self.best_k_models[self.best_model_path]
         if self.verbose:
-            self._info(trainer, f"Epoch {candidates['epoch']:d}, global step "
-                                f"{candidates['step']:d}: {self.monitor!r} reached {current:0.5f}"
-                                f" (best {self.best_model_score:0.5f}), saving model to "
-                                f"{filepath!r} as top {k}")
+            self._info(
+                trainer,
+                f"Epoch {candidates['epoch']:d}, global step "
+                f"{candidates['step']:d}: {self.monitor!r} reached {current:0.5f}"
+                f" (best {self.best_model_score:0.5f}), saving model to "
+                f"{filepath!r} as top {k}",
+            )
         self._save_checkpoint(trainer, filepath)
         if del_filepath and self._should_remove_checkpoint(trainer, del_filepath, filepath):
             self._remove_checkpoint(trainer, del_filepath)
@@ -358,13 +411,13 @@ class ModelCheckpoint(Checkpoint):
         if self._enable_version_counter:
             version = self.STARTING_VERSION
             while self.file_exists(filepath, trainer) and filepath != self.last_model_path:
-                filepath = self.format_checkpoint_name(candidates, self.CHECKPOINT_NAME_LAST,
-                                                       ver=version)
+                filepath = self.format_checkpoint_name(
+                    candidates, self.CHECKPOINT_NAME_LAST, ver=version
+                )
                 version += 1
         previous, self.last_model_path = self.last_model_path, filepath
         # "link": point at the file saved at this very step; otherwise write a real file
-        fresh = self._last_checkpoint_saved and \
-            self._last_global_step_saved == trainer.global_step
+        fresh = self._last_checkpoint_saved and self._last_global_step_saved == trainer.global_step
         if self.save_last == "link" and fresh and self.save_top_k != 0:
             self._link_checkpoint(trainer, self._last_checkpoint_saved, filepath)
         else:
@@ -414,8 +467,9 @@ class ModelCheckpoint(Checkpoint):
         remove = getattr(trainer.strategy, "remove_checkpoint", None)
         if remove is not None:
             remove(filepath)
-        elif trainer.strategy.is_global_zero and (os.path.isfile(filepath) or
-                                                  os.path.islink(filepath)):
+        elif trainer.strategy.is_global_zero and (
+            os.path.isfile(filepath) or os.path.islink(filepath)
+        ):
             os.remove(filepath)
 
     def file_exists(self, filepath: str, trainer) -> bool:
@@ -423,8 +477,13 @@ class ModelCheckpoint(Checkpoint):
         return bool(trainer.strategy.broadcast(os.path.exists(filepath)))
 
     # ----------------------------------------------------------------- names
-    def _format_checkpoint_name(self, filename: str | None, metrics: dict, prefix: str = "",
-                                auto_insert_metric_name: bool = True) -> str:
+    def _format_checkpoint_name(
+        self,
+        filename: str | None,
+        metrics: dict,
+        prefix: str = "",
+        auto_insert_metric_name: bool = True,
+    ) -> str:
         if not filename:
             filename = "{epoch}" + self.CHECKPOINT_JOIN_CHAR + "{step}"
         metrics = dict(metrics)
@@ -433,8 +492,7 @@ class ModelCheckpoint(Checkpoint):
         for group in groups:
             name = group[1:]
             if auto_insert_metric_name:
-                filename = filename.replace(group, name + self.CHECKPOINT_EQUALS_CHAR + "{" +
-                                            name)
+                filename = filename.replace(group, name + self.CHECKPOINT_EQUALS_CHAR + "{" + name)
             # index syntax, so names with dots or slashes format too
             filename = filename.replace(group, f"{{0[{name}]")
             if name not in metrics:
@@ -444,21 +502,23 @@ class ModelCheckpoint(Checkpoint):
             filename = self.CHECKPOINT_JOIN_CHAR.join([prefix, filename])
         return filename
 
-    def format_checkpoint_name(self, metrics: dict, filename: str | None = None,
-                               ver: int | None = None) -> str:
+    def format_checkpoint_name(
+        self, metrics: dict, filename: str | None = None, ver: int | None = None
+    ) -> str:
         """The path for these metrics: ``format_checkpoint_name({"epoch": 2, "val_loss":
         0.1234})`` with ``filename="{epoch}-{val_loss:.2f}"`` is
         ``<dirpath>/epoch=2-val_loss=0.12.ckpt``; ``ver`` appends ``-v<ver>``."""
-        filename = self._format_checkpoint_name(filename or self.filename, metrics,
-                                                auto_insert_metric_name=
-                                                self.auto_insert_metric_name)
+        filename = self._format_checkpoint_name(
+            filename or self.filename, metrics, auto_insert_metric_name=self.auto_insert_metric_name
+        )
         if ver is not None:
             filename = self.CHECKPOINT_JOIN_CHAR.join((filename, f"v{ver}"))
         name = f"{filename}{self.FILE_EXTENSION}"
         return os.path.join(self.dirpath, name) if self.dirpath else name
 
-    def _get_metric_interpolated_filepath_name(self, candidates: dict, trainer,
-                                               del_filepath: str | None = None) -> str:
+    def _get_metric_interpolated_filepath_name(
+        self, candidates: dict, trainer, del_filepath: str | None = None
+    ) -> str:
         filepath = self.format_checkpoint_name(candidates)
         if self._enable_version_counter:
             version = self.STARTING_VERSION
@@ -484,9 +544,12 @@ class ModelCheckpoint(Checkpoint):
         pattern = re.compile(rf"^{re.escape(self.CHECKPOINT_NAME_LAST)}(-(\d+))?")
         if not os.path.isdir(ckpt_dir):
             return set()
-        return {os.path.normpath(os.path.join(ckpt_dir, name)) for name in os.listdir(ckpt_dir)
-                if name.endswith(self.FILE_EXTENSION) and
-                pattern.match(name[:-len(self.FILE_EXTENSION)])}
+        return {
+            os.path.normpath(os.path.join(ckpt_dir, name))
+            for name in os.listdir(ckpt_dir)
+            if name.endswith(self.FILE_EXTENSION)
+            and pattern.match(name[: -len(self.FILE_EXTENSION)])
+        }
 
     def to_yaml(self, filepath=None) -> None:
         """Write ``best_k_models`` (path: score) to a YAML file."""

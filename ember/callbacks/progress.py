@@ -85,8 +85,9 @@ class TQDMProgressBar(Callback):
 
     def __init__(self, refresh_rate: int = 1, leave: bool = False, process_position: int = 0):
         if not isinstance(refresh_rate, int) or refresh_rate < 0:
-            raise ValueError(f"TQDMProgressBar: refresh_rate must be an int >= 0, got "
-                             f"{refresh_rate!r}")
+            raise ValueError(
+                f"TQDMProgressBar: refresh_rate must be an int >= 0, got {refresh_rate!r}"
+            )
         self._refresh_rate = refresh_rate
         self._leave = leave
         self._process_position = process_position
@@ -202,7 +203,8 @@ class TQDMProgressBar(Callback):
             if bar is not None:
                 bar.close()
             self.train_progress_bar = self._tqdm(
-                desc=desc, total=total, leave=True, position=2 * self._process_position)
+                desc=desc, total=total, leave=True, position=2 * self._process_position
+            )
         else:
             bar.set_description(desc, refresh=False)
             bar.reset(total=total)
@@ -218,8 +220,11 @@ class TQDMProgressBar(Callback):
             if i % self._refresh_rate == 0 or i == total:
                 self._refresh_train(trainer, pl_module, i)
             return
-        every = (max(self._refresh_rate, math.ceil(total / _PLAIN_LINES_PER_EPOCH))
-                 if total else max(self._refresh_rate, _PLAIN_EVERY_UNKNOWN))
+        every = (
+            max(self._refresh_rate, math.ceil(total / _PLAIN_LINES_PER_EPOCH))
+            if total
+            else max(self._refresh_rate, _PLAIN_EVERY_UNKNOWN)
+        )
         if i % every == 0 or i == total:
             self._plain_train_line(trainer, pl_module, i, total)
 
@@ -267,12 +272,20 @@ class TQDMProgressBar(Callback):
         if not self._tty:
             return
         has_main = self.train_progress_bar is not None
-        setattr(self, attr, self._tqdm(
-            desc=name, total=_count(total), leave=not (has_main or transient),
-            position=2 * self._process_position + int(has_main)))
+        setattr(
+            self,
+            attr,
+            self._tqdm(
+                desc=name,
+                total=_count(total),
+                leave=not (has_main or transient),
+                position=2 * self._process_position + int(has_main),
+            ),
+        )
 
-    def _eval_batch_end(self, trainer, pl_module, attr: str, batch_idx: int, dataloader_idx: int,
-                        totals) -> None:
+    def _eval_batch_end(
+        self, trainer, pl_module, attr: str, batch_idx: int, dataloader_idx: int, totals
+    ) -> None:
         self._eval_seen += 1
         bar = getattr(self, attr)
         if bar is None:
@@ -281,8 +294,7 @@ class TQDMProgressBar(Callback):
             self._eval_dl_idx = dataloader_idx
             if isinstance(totals, (list, tuple)) and len(totals) > 1:
                 bar.reset(total=_nth(totals, dataloader_idx))
-                bar.set_description(f"{self._eval_name} DataLoader {dataloader_idx}",
-                                    refresh=False)
+                bar.set_description(f"{self._eval_name} DataLoader {dataloader_idx}", refresh=False)
         i = batch_idx + 1
         if i % self._refresh_rate == 0 or i == _nth(totals, dataloader_idx):
             bar.n = i
@@ -306,27 +318,42 @@ class TQDMProgressBar(Callback):
 
     def on_sanity_check_start(self, trainer, pl_module) -> None:
         if self._active(trainer):
-            self._eval_start(trainer, "val_progress_bar", "Sanity Checking",
-                             getattr(trainer, "num_sanity_val_batches", None)
-                             or getattr(trainer, "num_val_batches", None), True)
+            self._eval_start(
+                trainer,
+                "val_progress_bar",
+                "Sanity Checking",
+                getattr(trainer, "num_sanity_val_batches", None)
+                or getattr(trainer, "num_val_batches", None),
+                True,
+            )
 
     def on_sanity_check_end(self, trainer, pl_module) -> None:
         self._close("val_progress_bar")
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if self._active(trainer) and not getattr(trainer, "sanity_checking", False):
-            self._eval_start(trainer, "val_progress_bar", "Validation",
-                             getattr(trainer, "num_val_batches", None), False)
+            self._eval_start(
+                trainer,
+                "val_progress_bar",
+                "Validation",
+                getattr(trainer, "num_val_batches", None),
+                False,
+            )
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int,
-                                dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         if not self._active(trainer):
             return
-        totals = (getattr(trainer, "num_sanity_val_batches", None)
-                  if getattr(trainer, "sanity_checking", False) else None)
+        totals = (
+            getattr(trainer, "num_sanity_val_batches", None)
+            if getattr(trainer, "sanity_checking", False)
+            else None
+        )
         totals = totals or getattr(trainer, "num_val_batches", None)
-        self._eval_batch_end(trainer, pl_module, "val_progress_bar", batch_idx, dataloader_idx,
-                             totals)
+        self._eval_batch_end(
+            trainer, pl_module, "val_progress_bar", batch_idx, dataloader_idx, totals
+        )
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not self._active(trainer) or getattr(trainer, "sanity_checking", False):
@@ -341,14 +368,26 @@ class TQDMProgressBar(Callback):
 
     def on_test_start(self, trainer, pl_module) -> None:
         if self._active(trainer):
-            self._eval_start(trainer, "test_progress_bar", "Testing",
-                             getattr(trainer, "num_test_batches", None), False)
+            self._eval_start(
+                trainer,
+                "test_progress_bar",
+                "Testing",
+                getattr(trainer, "num_test_batches", None),
+                False,
+            )
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int,
-                          dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         if self._active(trainer):
-            self._eval_batch_end(trainer, pl_module, "test_progress_bar", batch_idx,
-                                 dataloader_idx, getattr(trainer, "num_test_batches", None))
+            self._eval_batch_end(
+                trainer,
+                pl_module,
+                "test_progress_bar",
+                batch_idx,
+                dataloader_idx,
+                getattr(trainer, "num_test_batches", None),
+            )
 
     def on_test_end(self, trainer, pl_module) -> None:
         if not self._active(trainer):
@@ -360,14 +399,26 @@ class TQDMProgressBar(Callback):
 
     def on_predict_start(self, trainer, pl_module) -> None:
         if self._active(trainer):
-            self._eval_start(trainer, "predict_progress_bar", "Predicting",
-                             getattr(trainer, "num_predict_batches", None), False)
+            self._eval_start(
+                trainer,
+                "predict_progress_bar",
+                "Predicting",
+                getattr(trainer, "num_predict_batches", None),
+                False,
+            )
 
-    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int,
-                             dataloader_idx: int = 0) -> None:
+    def on_predict_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         if self._active(trainer):
-            self._eval_batch_end(trainer, pl_module, "predict_progress_bar", batch_idx,
-                                 dataloader_idx, getattr(trainer, "num_predict_batches", None))
+            self._eval_batch_end(
+                trainer,
+                pl_module,
+                "predict_progress_bar",
+                batch_idx,
+                dataloader_idx,
+                getattr(trainer, "num_predict_batches", None),
+            )
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if not self._active(trainer):
@@ -383,8 +434,12 @@ class TQDMProgressBar(Callback):
         self.teardown(trainer, pl_module, "")
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
-        for attr in ("val_progress_bar", "test_progress_bar", "predict_progress_bar",
-                     "train_progress_bar"):
+        for attr in (
+            "val_progress_bar",
+            "test_progress_bar",
+            "predict_progress_bar",
+            "train_progress_bar",
+        ):
             self._close(attr)
 
     def state_dict(self) -> dict:

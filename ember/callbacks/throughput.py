@@ -24,8 +24,10 @@ def _default_batch_size(batch) -> int:
     shape = getattr(batch, "shape", None)
     if shape:
         return int(shape[0])
-    raise ValueError("ThroughputMonitor: cannot tell the batch size of a "
-                     f"{type(batch).__name__}; pass batch_size_fn")
+    raise ValueError(
+        "ThroughputMonitor: cannot tell the batch size of a "
+        f"{type(batch).__name__}; pass batch_size_fn"
+    )
 
 
 def _default_tokens(batch) -> int | None:
@@ -50,11 +52,13 @@ class ThroughputMonitor(Callback):
     batch is ``(x, y)`` with ``x`` a 2-D integer tensor of token ids).
     """
 
-    def __init__(self, batch_size_fn=None, length_fn=None, window_size: int = 100,
-                 separator: str = "/"):
+    def __init__(
+        self, batch_size_fn=None, length_fn=None, window_size: int = 100, separator: str = "/"
+    ):
         if not isinstance(window_size, int) or window_size < 2:
-            raise ValueError(f"ThroughputMonitor: window_size must be an int >= 2, got "
-                             f"{window_size!r}")
+            raise ValueError(
+                f"ThroughputMonitor: window_size must be an int >= 2, got {window_size!r}"
+            )
         self.batch_size_fn = batch_size_fn or _default_batch_size
         self.length_fn = length_fn
         self.window_size = window_size
@@ -112,8 +116,11 @@ class ThroughputMonitor(Callback):
         if not (getattr(trainer, "is_global_zero", True) and _should_update_logs(trainer)):
             return
         sep = self.separator
-        shown = {k: v for k, v in metrics.items()
-                 if k in (f"train{sep}samples_per_sec", f"train{sep}tokens_per_sec")}
+        shown = {
+            k: v
+            for k, v in metrics.items()
+            if k in (f"train{sep}samples_per_sec", f"train{sep}tokens_per_sec")
+        }
         pbar = getattr(trainer, "progress_bar_metrics", None)
         if isinstance(pbar, dict):
             pbar.update(shown)

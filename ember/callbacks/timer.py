@@ -13,8 +13,15 @@ from datetime import timedelta
 from ember.callbacks.callback import Callback
 
 _STAGES = ("train", "validate", "test", "predict")
-_ALIASES = {"training": "train", "fit": "train", "fitting": "train", "validating": "validate",
-            "validation": "validate", "testing": "test", "predicting": "predict"}
+_ALIASES = {
+    "training": "train",
+    "fit": "train",
+    "fitting": "train",
+    "validating": "validate",
+    "validation": "validate",
+    "testing": "test",
+    "predicting": "predict",
+}
 
 
 def _stage(stage: str) -> str:
@@ -30,15 +37,19 @@ def _parse_duration(duration) -> float | None:
     if isinstance(duration, str):
         m = re.fullmatch(r"(\d+):(\d\d):(\d\d):(\d\d)", duration.strip())
         if not m:
-            raise ValueError(f"Timer(duration={duration!r}) is not a valid duration. "
-                             "Expected a string in the format DD:HH:MM:SS.")
+            raise ValueError(
+                f"Timer(duration={duration!r}) is not a valid duration. "
+                "Expected a string in the format DD:HH:MM:SS."
+            )
         d, h, mi, s = (int(g) for g in m.groups())
         duration = timedelta(days=d, hours=h, minutes=mi, seconds=s)
     elif isinstance(duration, dict):
         duration = timedelta(**duration)
     if not isinstance(duration, timedelta):
-        raise TypeError(f"Timer: duration must be a 'DD:HH:MM:SS' string, a timedelta or a dict "
-                        f"of timedelta arguments, got {type(duration).__name__}")
+        raise TypeError(
+            f"Timer: duration must be a 'DD:HH:MM:SS' string, a timedelta or a dict "
+            f"of timedelta arguments, got {type(duration).__name__}"
+        )
     return duration.total_seconds()
 
 
@@ -52,8 +63,10 @@ class Timer(Callback):
 
     def __init__(self, duration=None, interval: str = "step", verbose: bool = True):
         if interval not in ("step", "epoch"):
-            raise ValueError(f"Unsupported parameter value Timer(interval={interval!r}). "
-                             "Possible values are: step, epoch.")
+            raise ValueError(
+                f"Unsupported parameter value Timer(interval={interval!r}). "
+                "Possible values are: step, epoch."
+            )
         self._duration = _parse_duration(duration)
         self._interval = interval
         self._verbose = verbose
@@ -138,8 +151,10 @@ class Timer(Callback):
         trainer.should_stop = bool(trainer.should_stop or should_stop)
         if should_stop and self._verbose and getattr(trainer, "is_global_zero", True):
             elapsed = timedelta(seconds=int(self.time_elapsed("train")))
-            print(f"Time limit reached. Elapsed time is {elapsed}. Signaling Trainer to stop.",
-                  flush=True)
+            print(
+                f"Time limit reached. Elapsed time is {elapsed}. Signaling Trainer to stop.",
+                flush=True,
+            )
 
     # ---- checkpoints
     def state_dict(self) -> dict:

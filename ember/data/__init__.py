@@ -9,15 +9,24 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "Dataset": "dataset", "IterableDataset": "dataset", "TensorDataset": "dataset",
-    "ConcatDataset": "dataset", "ChainDataset": "dataset", "Subset": "dataset",
+    "Dataset": "dataset",
+    "IterableDataset": "dataset",
+    "TensorDataset": "dataset",
+    "ConcatDataset": "dataset",
+    "ChainDataset": "dataset",
+    "Subset": "dataset",
     "random_split": "dataset",
-    "Sampler": "sampler", "SequentialSampler": "sampler", "RandomSampler": "sampler",
-    "SubsetRandomSampler": "sampler", "WeightedRandomSampler": "sampler",
+    "Sampler": "sampler",
+    "SequentialSampler": "sampler",
+    "RandomSampler": "sampler",
+    "SubsetRandomSampler": "sampler",
+    "WeightedRandomSampler": "sampler",
     "BatchSampler": "sampler",
     "DataLoader": "dataloader",
-    "default_collate": "collate", "default_convert": "collate",
-    "get_worker_info": "workers", "WorkerInfo": "workers",
+    "default_collate": "collate",
+    "default_convert": "collate",
+    "get_worker_info": "workers",
+    "WorkerInfo": "workers",
     "seed_everything": "seed",
 }
 _SUBMODULES = ("datasets", "transforms")

@@ -21,17 +21,20 @@ from ember.tensor.tensor import Tensor
 __all__ = ["default_collate", "default_convert"]
 
 _STR_OBJ = re.compile(r"[SaUO]")  # NumPy dtype codes that are not numbers
-_ERR = ("default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; "
-        "found {}")
+_ERR = (
+    "default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; found {}"
+)
 
 
 def _stack(arrays: list, what: str) -> Tensor:
     first = arrays[0]
     for i, a in enumerate(arrays):
         if a.shape != first.shape:
-            raise RuntimeError(f"default_collate: stack expects each {what} to be equal size, "
-                               f"but got {tuple(first.shape)} at entry 0 and {tuple(a.shape)} "
-                               f"at entry {i}")
+            raise RuntimeError(
+                f"default_collate: stack expects each {what} to be equal size, "
+                f"but got {tuple(first.shape)} at entry 0 and {tuple(a.shape)} "
+                f"at entry {i}"
+            )
     xp = get_array_module(first)
     if any(a.dtype != first.dtype for a in arrays):
         d = dtypes.from_numpy_dtype(first.dtype)
@@ -76,8 +79,10 @@ def default_collate(batch):
         size = len(elem)
         for i, b in enumerate(batch):
             if len(b) != size:
-                raise RuntimeError(f"each element in list of batch should be of equal size "
-                                   f"(entry 0 has {size} fields, entry {i} has {len(b)})")
+                raise RuntimeError(
+                    f"each element in list of batch should be of equal size "
+                    f"(entry 0 has {size} fields, entry {i} has {len(b)})"
+                )
         fields = [default_collate(s) for s in zip(*batch)]
         if isinstance(elem, tuple):
             return fields  # torch returns a list for tuples
@@ -97,8 +102,10 @@ def _collate_mapping(batch: list, elem):
     keys = list(elem)
     for i, d in enumerate(batch):
         if d.keys() != elem.keys():
-            raise KeyError(f"default_collate: sample {i} has keys {sorted(map(str, d))} but "
-                           f"sample 0 has keys {sorted(map(str, keys))}")
+            raise KeyError(
+                f"default_collate: sample {i} has keys {sorted(map(str, d))} but "
+                f"sample 0 has keys {sorted(map(str, keys))}"
+            )
     out = {k: default_collate([d[k] for d in batch]) for k in keys}
     try:
         if isinstance(elem, collections.abc.MutableMapping):

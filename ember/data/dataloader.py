@@ -80,55 +80,85 @@ class DataLoader:
     effect (there is no pinned host memory on this backend).
     """
 
-    def __init__(self, dataset, batch_size: int | None = 1, shuffle: bool | None = None,
-                 sampler=None, batch_sampler=None, num_workers: int = 0, collate_fn=None,
-                 pin_memory: bool = False, drop_last: bool = False, timeout: float = 0,
-                 worker_init_fn=None, multiprocessing_context=None, generator=None, *,
-                 prefetch_factor: int | None = None, persistent_workers: bool = False,
-                 pin_memory_device: str = "") -> None:
+    def __init__(
+        self,
+        dataset,
+        batch_size: int | None = 1,
+        shuffle: bool | None = None,
+        sampler=None,
+        batch_sampler=None,
+        num_workers: int = 0,
+        collate_fn=None,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        timeout: float = 0,
+        worker_init_fn=None,
+        multiprocessing_context=None,
+        generator=None,
+        *,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
+        pin_memory_device: str = "",
+    ) -> None:
         if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError("num_workers option should be non-negative; use num_workers=0 to "
-                             "disable multiprocessing.")
+            raise ValueError(
+                "num_workers option should be non-negative; use num_workers=0 to "
+                "disable multiprocessing."
+            )
         if timeout < 0:
             raise ValueError("timeout option should be non-negative")
         if num_workers == 0 and prefetch_factor is not None:
-            raise ValueError("prefetch_factor option could only be specified in "
-                             "multiprocessing. let num_workers > 0 to enable multiprocessing, "
-                             "otherwise set prefetch_factor to None.")
+            raise ValueError(
+                "prefetch_factor option could only be specified in "
+                "multiprocessing. let num_workers > 0 to enable multiprocessing, "
+                "otherwise set prefetch_factor to None."
+            )
         if num_workers > 0 and prefetch_factor is None:
             prefetch_factor = 2
         if prefetch_factor is not None and prefetch_factor <= 0:
-            raise ValueError(f"prefetch_factor should be a positive integer, got "
-                             f"{prefetch_factor}")
+            raise ValueError(f"prefetch_factor should be a positive integer, got {prefetch_factor}")
         if persistent_workers and num_workers == 0:
             raise ValueError("persistent_workers option needs num_workers > 0")
-        if batch_size is not None and (isinstance(batch_size, bool) or
-                                       not isinstance(batch_size, int) or batch_size <= 0):
-            raise ValueError(f"DataLoader: batch_size should be a positive integer value, but "
-                             f"got batch_size={batch_size}")
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0
+        ):
+            raise ValueError(
+                f"DataLoader: batch_size should be a positive integer value, but "
+                f"got batch_size={batch_size}"
+            )
         iterable = isinstance(dataset, IterableDataset)
         if iterable:
             if shuffle not in (False, None):
-                raise ValueError(f"DataLoader with IterableDataset: expected unspecified "
-                                 f"shuffle option, but got shuffle={shuffle}")
+                raise ValueError(
+                    f"DataLoader with IterableDataset: expected unspecified "
+                    f"shuffle option, but got shuffle={shuffle}"
+                )
             if sampler is not None:
-                raise ValueError(f"DataLoader with IterableDataset: expected unspecified "
-                                 f"sampler option, but got sampler={sampler}")
+                raise ValueError(
+                    f"DataLoader with IterableDataset: expected unspecified "
+                    f"sampler option, but got sampler={sampler}"
+                )
             if batch_sampler is not None:
-                raise ValueError(f"DataLoader with IterableDataset: expected unspecified "
-                                 f"batch_sampler option, but got batch_sampler={batch_sampler}")
+                raise ValueError(
+                    f"DataLoader with IterableDataset: expected unspecified "
+                    f"batch_sampler option, but got batch_sampler={batch_sampler}"
+                )
         elif hasattr(dataset, "__len__") and len(dataset) == 0:
             raise ValueError("DataLoader: the dataset is empty")
         if sampler is not None and shuffle:
             raise ValueError("sampler option is mutually exclusive with shuffle")
         if batch_sampler is not None:
             if batch_size != 1 or shuffle or sampler is not None or drop_last:
-                raise ValueError("batch_sampler option is mutually exclusive with batch_size, "
-                                 "shuffle, sampler, and drop_last")
+                raise ValueError(
+                    "batch_sampler option is mutually exclusive with batch_size, "
+                    "shuffle, sampler, and drop_last"
+                )
             batch_size, drop_last = None, False
         elif batch_size is None and drop_last:
-            raise ValueError("batch_size=None option disables auto-batching and is mutually "
-                             "exclusive with drop_last")
+            raise ValueError(
+                "batch_size=None option disables auto-batching and is mutually "
+                "exclusive with drop_last"
+            )
         if sampler is None:
             if iterable:
                 sampler = _InfiniteConstantSampler()
@@ -145,8 +175,11 @@ class DataLoader:
         self.sampler = sampler
         self.batch_sampler = batch_sampler
         self.num_workers = num_workers
-        self.collate_fn = collate_fn if collate_fn is not None else (
-            default_collate if batch_sampler is not None else default_convert)
+        self.collate_fn = (
+            collate_fn
+            if collate_fn is not None
+            else (default_collate if batch_sampler is not None else default_convert)
+        )
         self.pin_memory = pin_memory
         self.pin_memory_device = pin_memory_device
         self.timeout = timeout
@@ -187,15 +220,19 @@ class DataLoader:
         pool = self._pool
         if pool is not None and not pool.closed:
             return pool
-        spec = (self._iterable, self._auto_collation, self.collate_fn, self.drop_last,
-                self.batch_size)
+        spec = (
+            self._iterable,
+            self._auto_collation,
+            self.collate_fn,
+            self.drop_last,
+            self.batch_size,
+        )
         seed = seed % (2**63 - self.num_workers)
         ctx = _mp_context(self.multiprocessing_context)
         if ctx == "thread":
             pool = ThreadPool(self.num_workers, self.dataset, spec, seed, self.worker_init_fn)
         else:
-            pool = ProcessPool(ctx, self.num_workers, self.dataset, spec, seed,
-                               self.worker_init_fn)
+            pool = ProcessPool(ctx, self.num_workers, self.dataset, spec, seed, self.worker_init_fn)
         if self.persistent_workers:
             self._pool = pool
             weakref.finalize(self, pool.shutdown)
@@ -208,16 +245,25 @@ class DataLoader:
             return copy.deepcopy(self._pending)
         p = self._progress
         if p is None or p.finished:
-            return {"version": _STATE_VERSION, "sampler": _state_of(self._index_sampler),
-                    "batches_consumed": 0, "worker_seed": None}
-        return {"version": _STATE_VERSION, "sampler": copy.deepcopy(p.sampler),
-                "batches_consumed": p.consumed, "worker_seed": p.worker_seed}
+            return {
+                "version": _STATE_VERSION,
+                "sampler": _state_of(self._index_sampler),
+                "batches_consumed": 0,
+                "worker_seed": None,
+            }
+        return {
+            "version": _STATE_VERSION,
+            "sampler": copy.deepcopy(p.sampler),
+            "batches_consumed": p.consumed,
+            "worker_seed": p.worker_seed,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Make the next ``iter()`` continue exactly where ``state`` was taken."""
         if state.get("version", _STATE_VERSION) != _STATE_VERSION:
-            raise ValueError(f"DataLoader.load_state_dict: unknown state version "
-                             f"{state.get('version')}")
+            raise ValueError(
+                f"DataLoader.load_state_dict: unknown state version {state.get('version')}"
+            )
         sampler_state = state.get("sampler")
         consumed = int(state.get("batches_consumed", 0))
         loader_sampler = self._index_sampler
@@ -230,8 +276,12 @@ class DataLoader:
                 pass  # next epoch, so run this one's indices out (no data is loaded)
             return
         if consumed or state.get("worker_seed") is not None:
-            self._pending = {"version": _STATE_VERSION, "sampler": sampler_state,
-                             "batches_consumed": consumed, "worker_seed": state.get("worker_seed")}
+            self._pending = {
+                "version": _STATE_VERSION,
+                "sampler": sampler_state,
+                "batches_consumed": consumed,
+                "worker_seed": state.get("worker_seed"),
+            }
 
 
 class _BaseIter:
@@ -268,8 +318,14 @@ class _BaseIter:
 class _SingleProcessIter(_BaseIter):
     def __init__(self, loader: DataLoader) -> None:
         super().__init__(loader)
-        self._fetcher = make_fetcher(loader.dataset, loader._iterable, loader._auto_collation,
-                                     loader.collate_fn, loader.drop_last, loader.batch_size)
+        self._fetcher = make_fetcher(
+            loader.dataset,
+            loader._iterable,
+            loader._auto_collation,
+            loader.collate_fn,
+            loader.drop_last,
+            loader.batch_size,
+        )
 
     def __next__(self):
         progress = self._progress
@@ -355,8 +411,11 @@ class _MultiWorkerIter(_BaseIter):
         timeout = self._loader.timeout
         start = time.monotonic()
         while True:
-            wait = POLL_S if timeout <= 0 else max(0.0, min(POLL_S, timeout - (
-                time.monotonic() - start)))
+            wait = (
+                POLL_S
+                if timeout <= 0
+                else max(0.0, min(POLL_S, timeout - (time.monotonic() - start)))
+            )
             try:
                 messages = self._pool.poll(wait)
             except WorkerDiedError:

@@ -19,7 +19,12 @@ from ember.tensor.random import rng_of
 from ember.tensor.tensor import Tensor
 
 __all__ = [
-    "Dataset", "IterableDataset", "TensorDataset", "ConcatDataset", "ChainDataset", "Subset",
+    "Dataset",
+    "IterableDataset",
+    "TensorDataset",
+    "ConcatDataset",
+    "ChainDataset",
+    "Subset",
     "random_split",
 ]
 
@@ -65,8 +70,10 @@ class TensorDataset(Dataset):
         n = tensors[0].shape[0] if tensors[0].ndim else None
         if any(t.ndim == 0 or t.shape[0] != n for t in tensors):
             shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
-            raise ValueError(f"Size mismatch between tensors: TensorDataset needs the same first "
-                             f"dimension in every tensor, got shapes {shapes}")
+            raise ValueError(
+                f"Size mismatch between tensors: TensorDataset needs the same first "
+                f"dimension in every tensor, got shapes {shapes}"
+            )
         self.tensors = tensors
 
     def __len__(self) -> int:
@@ -75,8 +82,10 @@ class TensorDataset(Dataset):
     def __getitem__(self, index):
         i = _index(index, len(self), "TensorDataset")
         # views, as torch's t[i]; a 1-D tensor gives a 0-d view (an array, not a NumPy scalar)
-        return tuple(Tensor(t.data[i] if t.data.ndim > 1 else t.data[i:i + 1].reshape(()))
-                     for t in self.tensors)
+        return tuple(
+            Tensor(t.data[i] if t.data.ndim > 1 else t.data[i : i + 1].reshape(()))
+            for t in self.tensors
+        )
 
     def _batched_getitems(self, indices) -> list:
         idx = np.asarray(indices, dtype=np.int64)
@@ -167,16 +176,20 @@ def random_split(dataset: Dataset, lengths, generator=None) -> list[Subset]:
         lengths = sizes
         for i, length in enumerate(lengths):
             if length == 0:
-                warnings.warn(f"Length of split at index {i} is 0. This might result in an "
-                              f"empty dataset.", stacklevel=2)
+                warnings.warn(
+                    f"Length of split at index {i} is 0. This might result in an empty dataset.",
+                    stacklevel=2,
+                )
     if any(int(x) != x or x < 0 for x in lengths):
-        raise ValueError(f"random_split: lengths must be non-negative integers or fractions "
-                         f"summing to 1, got {lengths}")
+        raise ValueError(
+            f"random_split: lengths must be non-negative integers or fractions "
+            f"summing to 1, got {lengths}"
+        )
     if sum(lengths) != n:
         raise ValueError("Sum of input lengths does not equal the length of the input dataset!")
     perm = rng_of(generator).permutation(n).tolist()
     out, offset = [], 0
     for length in lengths:
-        out.append(Subset(dataset, perm[offset:offset + int(length)]))
+        out.append(Subset(dataset, perm[offset : offset + int(length)]))
         offset += int(length)
     return out

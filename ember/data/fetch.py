@@ -33,8 +33,9 @@ class MapFetcher:
 class IterableFetcher:
     """Batches of an iterable dataset; StopIteration when the stream (or a full batch) ends."""
 
-    def __init__(self, dataset, auto_collation: bool, collate_fn, drop_last: bool,
-                 batch_size: int | None) -> None:
+    def __init__(
+        self, dataset, auto_collation: bool, collate_fn, drop_last: bool, batch_size: int | None
+    ) -> None:
         self.iterator = iter(dataset)
         self.auto_collation = auto_collation
         self.collate_fn = collate_fn
@@ -59,8 +60,9 @@ class IterableFetcher:
         return self.collate_fn(batch)
 
 
-def make_fetcher(dataset, iterable: bool, auto_collation: bool, collate_fn, drop_last: bool,
-                 batch_size):
+def make_fetcher(
+    dataset, iterable: bool, auto_collation: bool, collate_fn, drop_last: bool, batch_size
+):
     if iterable:
         return IterableFetcher(dataset, auto_collation, collate_fn, drop_last, batch_size)
     return MapFetcher(dataset, auto_collation, collate_fn)

@@ -18,8 +18,12 @@ from ember.tensor.random import Generator, rng_of
 from ember.tensor.tensor import Tensor
 
 __all__ = [
-    "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler",
-    "WeightedRandomSampler", "BatchSampler",
+    "Sampler",
+    "SequentialSampler",
+    "RandomSampler",
+    "SubsetRandomSampler",
+    "WeightedRandomSampler",
+    "BatchSampler",
 ]
 
 
@@ -85,8 +89,12 @@ class _EpochSampler(Sampler):
         return self._base_seed
 
     def state_dict(self) -> dict:
-        return {"base_seed": self._base_seed, "epoch": self._epoch, "yielded": self._yielded,
-                "started": self._started}
+        return {
+            "base_seed": self._base_seed,
+            "epoch": self._epoch,
+            "yielded": self._yielded,
+            "started": self._started,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         base = state.get("base_seed")
@@ -113,22 +121,23 @@ class SequentialSampler(_EpochSampler):
 
 def _check_num_samples(num_samples) -> None:
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples <= 0:
-        raise ValueError(f"num_samples should be a positive integer value, but got "
-                         f"num_samples={num_samples}")
+        raise ValueError(
+            f"num_samples should be a positive integer value, but got num_samples={num_samples}"
+        )
 
 
 def _check_replacement(replacement) -> None:
     if not isinstance(replacement, bool):
-        raise TypeError(f"replacement should be a boolean value, but got "
-                        f"replacement={replacement}")
+        raise TypeError(f"replacement should be a boolean value, but got replacement={replacement}")
 
 
 class RandomSampler(_EpochSampler):
     """A random permutation per epoch (repeated to reach ``num_samples``), or, with
     ``replacement=True``, ``num_samples`` uniform draws."""
 
-    def __init__(self, data_source, replacement: bool = False, num_samples: int | None = None,
-                 generator=None) -> None:
+    def __init__(
+        self, data_source, replacement: bool = False, num_samples: int | None = None, generator=None
+    ) -> None:
         self.data_source = data_source
         self.replacement = replacement
         self._num_samples = num_samples
@@ -165,8 +174,9 @@ class SubsetRandomSampler(_EpochSampler):
     def __init__(self, indices, generator=None) -> None:
         self.indices = indices
         self.generator = generator
-        self._indices = np.asarray(indices.data if isinstance(indices, Tensor) else indices,
-                                   dtype=np.int64).reshape(-1)
+        self._indices = np.asarray(
+            indices.data if isinstance(indices, Tensor) else indices, dtype=np.int64
+        ).reshape(-1)
         self._init_epochs()
 
     def __iter__(self):
@@ -184,21 +194,24 @@ class SubsetRandomSampler(_EpochSampler):
 class WeightedRandomSampler(_EpochSampler):
     """``num_samples`` indices drawn with probability proportional to ``weights``."""
 
-    def __init__(self, weights, num_samples: int, replacement: bool = True,
-                 generator=None) -> None:
+    def __init__(self, weights, num_samples: int, replacement: bool = True, generator=None) -> None:
         _check_num_samples(num_samples)
         _check_replacement(replacement)
-        w = np.asarray(weights.data if isinstance(weights, Tensor) else weights,
-                       dtype=np.float64)
+        w = np.asarray(weights.data if isinstance(weights, Tensor) else weights, dtype=np.float64)
         if w.ndim != 1:
-            raise ValueError(f"weights should be a 1d sequence but given weights have shape "
-                             f"{tuple(w.shape)}")
+            raise ValueError(
+                f"weights should be a 1d sequence but given weights have shape {tuple(w.shape)}"
+            )
         if w.size == 0 or (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
-            raise ValueError("WeightedRandomSampler: weights must be finite and non-negative, "
-                             "with a positive sum")
+            raise ValueError(
+                "WeightedRandomSampler: weights must be finite and non-negative, "
+                "with a positive sum"
+            )
         if not replacement and num_samples > np.count_nonzero(w):
-            raise RuntimeError(f"WeightedRandomSampler: cannot sample n_sample={num_samples} > "
-                               f"{np.count_nonzero(w)} non-zero weights without replacement")
+            raise RuntimeError(
+                f"WeightedRandomSampler: cannot sample n_sample={num_samples} > "
+                f"{np.count_nonzero(w)} non-zero weights without replacement"
+            )
         self.weights = w
         self.num_samples = num_samples
         self.replacement = replacement
@@ -223,8 +236,9 @@ class BatchSampler(Sampler):
 
     def __init__(self, sampler, batch_size: int, drop_last: bool) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size should be a positive integer value, but got "
-                             f"batch_size={batch_size}")
+            raise ValueError(
+                f"batch_size should be a positive integer value, but got batch_size={batch_size}"
+            )
         if not isinstance(drop_last, bool):
             raise ValueError(f"drop_last should be a boolean value, but got drop_last={drop_last}")
         self.sampler = sampler

@@ -29,8 +29,9 @@ def seed_everything(seed: int | None = None) -> int:
         raise TypeError(f"seed_everything: seed must be an int, got {type(seed).__name__}")
     seed = int(seed)
     if not 0 <= seed <= _MAX_SEED:
-        raise ValueError(f"seed_everything: seed must be in [0, {_MAX_SEED}] (NumPy's range), "
-                         f"got {seed}")
+        raise ValueError(
+            f"seed_everything: seed must be in [0, {_MAX_SEED}] (NumPy's range), got {seed}"
+        )
     random.seed(seed)
     np.random.seed(seed)
     manual_seed(seed)

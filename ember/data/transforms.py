@@ -24,8 +24,10 @@ def _unwrap(x, who: str):
     arr = x.data if isinstance(x, Tensor) else x
     if not hasattr(arr, "ndim") or arr.ndim not in (3, 4):
         shape = getattr(arr, "shape", None)
-        raise ValueError(f"{who}: expected an image (C, H, W) or a batch (N, C, H, W), got "
-                         f"{'shape ' + str(tuple(shape)) if shape is not None else type(x)}")
+        raise ValueError(
+            f"{who}: expected an image (C, H, W) or a batch (N, C, H, W), got "
+            f"{'shape ' + str(tuple(shape)) if shape is not None else type(x)}"
+        )
     return arr
 
 
@@ -74,9 +76,11 @@ class ToTensor:
             return pic
         arr = pic.data if isinstance(pic, Tensor) else pic
         if not hasattr(arr, "ndim") or arr.ndim not in (2, 3, 4):
-            raise TypeError(f"ToTensor: pic should be an ndarray or Tensor of 2, 3 or 4 "
-                            f"dimensions (HW, HWC or NHWC), got {type(pic).__name__}"
-                            + (f" of shape {tuple(arr.shape)}" if hasattr(arr, "shape") else ""))
+            raise TypeError(
+                f"ToTensor: pic should be an ndarray or Tensor of 2, 3 or 4 "
+                f"dimensions (HW, HWC or NHWC), got {type(pic).__name__}"
+                + (f" of shape {tuple(arr.shape)}" if hasattr(arr, "shape") else "")
+            )
         xp = get_array_module(arr)
         if arr.ndim == 2:
             arr = arr[:, :, None]
@@ -101,8 +105,9 @@ class Normalize:
         self.std = tuple(float(s) for s in np.atleast_1d(std))
         self.inplace = inplace
         if any(s == 0 for s in self.std):
-            raise ValueError(f"Normalize: std evaluated to zero, leading to division by zero "
-                             f"(std={self.std})")
+            raise ValueError(
+                f"Normalize: std evaluated to zero, leading to division by zero (std={self.std})"
+            )
 
     def __call__(self, x):
         arr = _unwrap(x, "Normalize")
@@ -111,8 +116,10 @@ class Normalize:
         channels = arr.shape[-3]
         for name, vals in (("mean", self.mean), ("std", self.std)):
             if len(vals) not in (1, channels):
-                raise ValueError(f"Normalize: {name} has {len(vals)} values for an input with "
-                                 f"{channels} channels (shape {tuple(arr.shape)})")
+                raise ValueError(
+                    f"Normalize: {name} has {len(vals)} values for an input with "
+                    f"{channels} channels (shape {tuple(arr.shape)})"
+                )
         xp = get_array_module(arr)
         mean = xp.asarray(self.mean, dtype=arr.dtype).reshape(-1, 1, 1)
         std = xp.asarray(self.std, dtype=arr.dtype).reshape(-1, 1, 1)
@@ -152,27 +159,41 @@ def _padding(padding, who: str) -> tuple:
         return padding[0], padding[1], padding[0], padding[1]
     if len(padding) == 4:
         return padding
-    raise ValueError(f"{who}: padding must be an int or a 1, 2 or 4 element sequence, got "
-                     f"{padding}")
+    raise ValueError(
+        f"{who}: padding must be an int or a 1, 2 or 4 element sequence, got {padding}"
+    )
 
 
-_PAD_MODES = {"constant": "constant", "edge": "edge", "reflect": "reflect",
-              "symmetric": "symmetric"}
+_PAD_MODES = {
+    "constant": "constant",
+    "edge": "edge",
+    "reflect": "reflect",
+    "symmetric": "symmetric",
+}
 
 
 class RandomCrop:
     """Crop a random ``size`` window, after optional padding (torch's ``padding`` forms and
     ``padding_mode``); each image of a batch gets its own window."""
 
-    def __init__(self, size, padding=None, pad_if_needed: bool = False, fill=0,
-                 padding_mode: str = "constant", generator=None) -> None:
+    def __init__(
+        self,
+        size,
+        padding=None,
+        pad_if_needed: bool = False,
+        fill=0,
+        padding_mode: str = "constant",
+        generator=None,
+    ) -> None:
         self.size = _pair(size, "RandomCrop")
         self.padding = None if padding is None else _padding(padding, "RandomCrop")
         self.pad_if_needed = pad_if_needed
         self.fill = fill
         if padding_mode not in _PAD_MODES:
-            raise ValueError(f"RandomCrop: padding_mode must be one of {sorted(_PAD_MODES)}, "
-                             f"got {padding_mode!r}")
+            raise ValueError(
+                f"RandomCrop: padding_mode must be one of {sorted(_PAD_MODES)}, "
+                f"got {padding_mode!r}"
+            )
         self.padding_mode = padding_mode
         self.generator = generator
 
@@ -196,21 +217,27 @@ class RandomCrop:
             arr = self._pad(arr, dw, dh, dw, dh)
             h, w = arr.shape[-2:]
         if h < th or w < tw:
-            raise ValueError(f"RandomCrop: required crop size {(th, tw)} is larger than the "
-                             f"(padded) input image size {(h, w)}")
+            raise ValueError(
+                f"RandomCrop: required crop size {(th, tw)} is larger than the "
+                f"(padded) input image size {(h, w)}"
+            )
         rng = rng_of(self.generator)
         xp = get_array_module(arr)
         if arr.ndim == 3:
             i = int(rng.integers(0, h - th + 1))
             j = int(rng.integers(0, w - tw + 1))
-            return _wrap(x, xp.ascontiguousarray(arr[:, i:i + th, j:j + tw]))
+            return _wrap(x, xp.ascontiguousarray(arr[:, i : i + th, j : j + tw]))
         n = arr.shape[0]
         tops = xp.asarray(rng.integers(0, h - th + 1, size=n))
         lefts = xp.asarray(rng.integers(0, w - tw + 1, size=n))
         rows = (tops[:, None] + xp.arange(th))[:, None, :, None]
         cols = (lefts[:, None] + xp.arange(tw))[:, None, None, :]
-        out = arr[xp.arange(n)[:, None, None, None], xp.arange(arr.shape[1])[None, :, None, None],
-                  rows, cols]
+        out = arr[
+            xp.arange(n)[:, None, None, None],
+            xp.arange(arr.shape[1])[None, :, None, None],
+            rows,
+            cols,
+        ]
         return _wrap(x, out)
 
     def __repr__(self) -> str:

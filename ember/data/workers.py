@@ -146,8 +146,19 @@ def raise_worker_error(payload: tuple, kind: str = "process"):
 
 
 # --------------------------------------------------------------------------- the worker
-def worker_loop(mode: str, dataset, spec: tuple, worker_id: int, num_workers: int, seed: int,
-                init_fn, tasks, send, done, parent_pid: int | None) -> None:
+def worker_loop(
+    mode: str,
+    dataset,
+    spec: tuple,
+    worker_id: int,
+    num_workers: int,
+    seed: int,
+    init_fn,
+    tasks,
+    send,
+    done,
+    parent_pid: int | None,
+) -> None:
     """Serve tasks until told to stop (None), the pool is done, or the parent is gone."""
     global _process_info
     if hasattr(send, "send"):  # a Connection (processes) or a callable (threads)
@@ -183,8 +194,9 @@ def worker_loop(mode: str, dataset, spec: tuple, worker_id: int, num_workers: in
             try:
                 if tok != token or fetcher is None:  # a new epoch: streams start again
                     token, fetcher = tok, None
-                    fetcher = make_fetcher(dataset, iterable, auto_collation, collate_fn,
-                                           drop_last, batch_size)
+                    fetcher = make_fetcher(
+                        dataset, iterable, auto_collation, collate_fn, drop_last, batch_size
+                    )
                 if mode == "process":
                     _reseed(task_seed)
                 msg = ("data", tok, index, fetcher.fetch(indices))
@@ -207,10 +219,12 @@ def _send(send, msg: tuple, worker_id: int, mode: str) -> bool:
     except (BrokenPipeError, EOFError, ConnectionResetError):
         return False
     except Exception as exc:  # the batch could not be pickled: say so instead of hanging
-        err = RuntimeError(f"DataLoader worker {worker_id} could not send batch {index} to the "
-                           f"main process ({type(exc).__name__}: {exc}). Batches may hold "
-                           f"tensors, arrays, numbers and strings inside lists, tuples, dicts "
-                           f"and namedtuples.")
+        err = RuntimeError(
+            f"DataLoader worker {worker_id} could not send batch {index} to the "
+            f"main process ({type(exc).__name__}: {exc}). Batches may hold "
+            f"tensors, arrays, numbers and strings inside lists, tuples, dicts "
+            f"and namedtuples."
+        )
         try:
             send(("error", tok, index, error_payload(err, worker_id)))
             return True
@@ -240,16 +254,30 @@ class ProcessPool:
                 reader, writer = ctx.Pipe(duplex=False)
                 p = ctx.Process(
                     target=worker_loop,
-                    args=("process", dataset, spec, wid, num_workers, seed + wid, init_fn, q,
-                          writer, self.done, parent),
-                    daemon=True, name=f"ember-data-worker-{wid}")
+                    args=(
+                        "process",
+                        dataset,
+                        spec,
+                        wid,
+                        num_workers,
+                        seed + wid,
+                        init_fn,
+                        q,
+                        writer,
+                        self.done,
+                        parent,
+                    ),
+                    daemon=True,
+                    name=f"ember-data-worker-{wid}",
+                )
                 try:
                     p.start()
                 except (TypeError, AttributeError) as exc:  # spawn/forkserver pickle the args
                     raise TypeError(
                         f"DataLoader: cannot start {ctx.get_start_method()!r} worker processes: "
                         f"{exc}. Those start methods pickle the dataset; use the 'fork' context "
-                        f"(the default on Linux) or multiprocessing_context='thread'.") from exc
+                        f"(the default on Linux) or multiprocessing_context='thread'."
+                    ) from exc
                 writer.close()
                 self.queues.append(q)
                 self.conns.append(reader)
@@ -276,8 +304,7 @@ class ProcessPool:
                     dead.add(wid)
                     continue
                 kind, tok, index, payload = msg
-                out.append((wid, (kind, tok, index, unbox(payload) if kind == "data"
-                                  else payload)))
+                out.append((wid, (kind, tok, index, unbox(payload) if kind == "data" else payload)))
             else:
                 dead.add(sentinels[obj])
         if dead:  # workers only exit when told to: any exit now is a crash
@@ -286,8 +313,9 @@ class ProcessPool:
             code = p.exitcode
             how = f" (killed by signal {-code})" if code is not None and code < 0 else ""
             self.shutdown(grace=0.2)
-            raise WorkerDiedError(f"DataLoader worker (pid {p.pid}) exited unexpectedly with "
-                                  f"exit code {code}{how}")
+            raise WorkerDiedError(
+                f"DataLoader worker (pid {p.pid}) exited unexpectedly with exit code {code}{how}"
+            )
         return out
 
     def shutdown(self, grace: float = SHUTDOWN_S) -> None:
@@ -333,10 +361,22 @@ class ThreadPool:
         for wid in range(num_workers):
             t = threading.Thread(
                 target=worker_loop,
-                args=("thread", dataset, spec, wid, num_workers, seed + wid, init_fn,
-                      self.queues[wid], lambda msg, wid=wid: self.results.put((wid, msg)),
-                      self.done, None),
-                daemon=True, name=f"ember-data-worker-{wid}")
+                args=(
+                    "thread",
+                    dataset,
+                    spec,
+                    wid,
+                    num_workers,
+                    seed + wid,
+                    init_fn,
+                    self.queues[wid],
+                    lambda msg, wid=wid: self.results.put((wid, msg)),
+                    self.done,
+                    None,
+                ),
+                daemon=True,
+                name=f"ember-data-worker-{wid}",
+            )
             t.start()
             self.threads.append(t)
 
@@ -351,7 +391,8 @@ class ThreadPool:
             if dead and not self.closed:
                 self.shutdown(grace=0.2)
                 raise WorkerDiedError(
-                    f"DataLoader worker thread {dead[0]} exited unexpectedly") from None
+                    f"DataLoader worker thread {dead[0]} exited unexpectedly"
+                ) from None
             return []
         while True:
             try:

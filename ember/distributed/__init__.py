@@ -7,19 +7,38 @@ only when ``world()`` finds an MPI launcher.
 
 from ember.distributed.strategy import SingleDeviceStrategy, Strategy
 
-__all__ = ["Strategy", "SingleDeviceStrategy", "DDPStrategy", "strategy_for",
-           "DistributedDataParallel", "DistributedSampler", "UnpaddedDistributedSampler",
-           "SyncBatchNorm", "convert_sync_batchnorm", "Communicator", "LocalCommunicator",
-           "world", "launched_under_mpi", "abort_on_exception", "install_excepthook"]
+__all__ = [
+    "Strategy",
+    "SingleDeviceStrategy",
+    "DDPStrategy",
+    "strategy_for",
+    "DistributedDataParallel",
+    "DistributedSampler",
+    "UnpaddedDistributedSampler",
+    "SyncBatchNorm",
+    "convert_sync_batchnorm",
+    "Communicator",
+    "LocalCommunicator",
+    "world",
+    "launched_under_mpi",
+    "abort_on_exception",
+    "install_excepthook",
+]
 
 _LAZY = {
-    "DDPStrategy": "ddp_strategy", "strategy_for": "ddp_strategy",
+    "DDPStrategy": "ddp_strategy",
+    "strategy_for": "ddp_strategy",
     "DistributedDataParallel": "ddp",
-    "DistributedSampler": "sampler", "UnpaddedDistributedSampler": "sampler",
-    "SyncBatchNorm": "sync_batchnorm", "convert_sync_batchnorm": "sync_batchnorm",
-    "Communicator": "comm", "LocalCommunicator": "comm", "world": "comm",
+    "DistributedSampler": "sampler",
+    "UnpaddedDistributedSampler": "sampler",
+    "SyncBatchNorm": "sync_batchnorm",
+    "convert_sync_batchnorm": "sync_batchnorm",
+    "Communicator": "comm",
+    "LocalCommunicator": "comm",
+    "world": "comm",
     "launched_under_mpi": "comm",
-    "abort_on_exception": "failure", "install_excepthook": "failure",
+    "abort_on_exception": "failure",
+    "install_excepthook": "failure",
 }
 
 

@@ -20,8 +20,14 @@ import time
 
 import numpy as np
 
-__all__ = ["Communicator", "LocalCommunicator", "world", "launch_env", "launched_under_mpi",
-           "DEFAULT_TIMEOUT"]
+__all__ = [
+    "Communicator",
+    "LocalCommunicator",
+    "world",
+    "launch_env",
+    "launched_under_mpi",
+    "DEFAULT_TIMEOUT",
+]
 
 DEFAULT_TIMEOUT = 1800.0  # seconds a collective may wait before the watchdog aborts the job
 
@@ -29,8 +35,12 @@ DEFAULT_TIMEOUT = 1800.0  # seconds a collective may wait before the watchdog ab
 # (PMI), Open MPI, PMIx (Slurm, Open MPI 5), MVAPICH.
 _RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-_LOCAL_VARS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_LOCAL_RANK",
-               "MV2_COMM_WORLD_LOCAL_RANK")
+_LOCAL_VARS = (
+    "MPI_LOCALRANKID",
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "PMIX_LOCAL_RANK",
+    "MV2_COMM_WORLD_LOCAL_RANK",
+)
 
 _OPS = ("sum", "mean", "max", "min")
 _POLL_SLEEP = 50e-6  # seconds between tests of a non-blocking reduction (see allreduce)
@@ -54,8 +64,11 @@ def launch_env() -> dict | None:
     rank = _first_int(_RANK_VARS)
     if rank is None and force != "1":
         return None
-    return {"rank": rank or 0, "size": _first_int(_SIZE_VARS),
-            "local_rank": _first_int(_LOCAL_VARS)}
+    return {
+        "rank": rank or 0,
+        "size": _first_int(_SIZE_VARS),
+        "local_rank": _first_int(_LOCAL_VARS),
+    }
 
 
 def launched_under_mpi() -> bool:
@@ -73,8 +86,10 @@ def _encode(obj, what: str) -> bytes:
     try:
         return json.dumps(obj, allow_nan=True).encode()
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{what}: the object must be JSON-serialisable (dict, list, str, "
-                        f"number, bool, None), got {type(obj).__name__}: {exc}") from None
+        raise TypeError(
+            f"{what}: the object must be JSON-serialisable (dict, list, str, "
+            f"number, bool, None), got {type(obj).__name__}: {exc}"
+        ) from None
 
 
 class LocalCommunicator:
@@ -159,8 +174,7 @@ class Communicator:
         """(MPI buffer spec, MPI op) for a contiguous NumPy array; bfloat16 goes as 16-bit
         words with Ember's own reduction ops."""
         if arr.dtype.name == "bfloat16":
-            return [arr.view(np.uint16), self._MPI.UINT16_T], (
-                None if op is None else _bf16_op(op))
+            return [arr.view(np.uint16), self._MPI.UINT16_T], (None if op is None else _bf16_op(op))
         return arr, (None if op is None else self._ops[op])
 
     def allreduce(self, array, op: str = "sum", yield_while=None):
@@ -231,10 +245,14 @@ class Communicator:
             n = np.zeros(1, np.int64)
         self.broadcast(n, root)
         if n[0] < 0:  # every rank leaves the collective before anyone raises
-            raise error or TypeError(f"broadcast_object: rank {root}'s object is not "
-                                     "JSON-serialisable")
-        buf = np.frombuffer(data, np.uint8).copy() if self.rank == root else np.empty(
-            int(n[0]), np.uint8)
+            raise error or TypeError(
+                f"broadcast_object: rank {root}'s object is not JSON-serialisable"
+            )
+        buf = (
+            np.frombuffer(data, np.uint8).copy()
+            if self.rank == root
+            else np.empty(int(n[0]), np.uint8)
+        )
         self.broadcast(buf, root)
         return json.loads(buf.tobytes())
 
@@ -248,18 +266,21 @@ class Communicator:
         sizes = self.allgather(np.array([len(data) if error is None else -1], np.int64))[:, 0]
         if (sizes < 0).any():
             bad = [int(r) for r in np.flatnonzero(sizes < 0)]
-            raise error or TypeError(f"allgather_object: the objects of ranks {bad} are not "
-                                     "JSON-serialisable")
+            raise error or TypeError(
+                f"allgather_object: the objects of ranks {bad} are not JSON-serialisable"
+            )
         out = np.empty(int(sizes.sum()), np.uint8)
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self._enter("allgather_object")
         try:
-            self.mpi.Allgatherv(np.frombuffer(data, np.uint8),
-                                [out, (sizes.tolist(), offsets.tolist()), self._MPI.BYTE])
+            self.mpi.Allgatherv(
+                np.frombuffer(data, np.uint8),
+                [out, (sizes.tolist(), offsets.tolist()), self._MPI.BYTE],
+            )
         finally:
             self._exit()
         raw = out.tobytes()
-        return [json.loads(raw[o:o + s]) for o, s in zip(offsets.tolist(), sizes.tolist())]
+        return [json.loads(raw[o : o + s]) for o, s in zip(offsets.tolist(), sizes.tolist())]
 
     # ------------------------------------------------------------------ control
     def barrier(self) -> None:
@@ -277,8 +298,7 @@ class Communicator:
             while f"{name}-{k}" in self.watchdog.channels:
                 k += 1
             name = f"{name}-{k}"
-        return Communicator(self.mpi.Dup(), name, self.watchdog,
-                            (self.local_rank, self.local_size))
+        return Communicator(self.mpi.Dup(), name, self.watchdog, (self.local_rank, self.local_size))
 
     def abort(self, code: int = 1) -> None:
         """End every process of the job now (MPI_Abort)."""

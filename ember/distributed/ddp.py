@@ -28,10 +28,13 @@ __all__ = ["DistributedDataParallel"]
 
 
 def _signature(module) -> list:
-    sig = [["p", n, list(p.data.shape), str(p.data.dtype), bool(p.requires_grad)]
-           for n, p in module.named_parameters()]
-    sig += [["b", n, list(b.data.shape), str(b.data.dtype), False]
-            for n, b in module.named_buffers()]
+    sig = [
+        ["p", n, list(p.data.shape), str(p.data.dtype), bool(p.requires_grad)]
+        for n, p in module.named_parameters()
+    ]
+    sig += [
+        ["b", n, list(b.data.shape), str(b.data.dtype), False] for n, b in module.named_buffers()
+    ]
     return sig
 
 
@@ -47,7 +50,7 @@ def _coalesced_broadcast(comm, tensors, root: int = 0) -> None:
         off = 0
         for t in ts:
             n = t.data.size
-            t.data[...] = flat[off:off + n].reshape(t.data.shape)
+            t.data[...] = flat[off : off + n].reshape(t.data.shape)
             t._vc[0] += 1
             off += n
 
@@ -63,16 +66,26 @@ class DistributedDataParallel(Module):
     backward (costs a graph walk per forward; correctness never depends on it).
     """
 
-    def __init__(self, module: Module, bucket_cap_mb: float = 25, first_bucket_mb: float = 1,
-                 compression=None, comm=None, broadcast_buffers: bool = True,
-                 find_unused_parameters: bool = False) -> None:
+    def __init__(
+        self,
+        module: Module,
+        bucket_cap_mb: float = 25,
+        first_bucket_mb: float = 1,
+        compression=None,
+        comm=None,
+        broadcast_buffers: bool = True,
+        find_unused_parameters: bool = False,
+    ) -> None:
         super().__init__()
         if not isinstance(module, Module):
-            raise TypeError(f"DistributedDataParallel: expected an ember.nn.Module, got "
-                            f"{type(module).__name__}")
+            raise TypeError(
+                f"DistributedDataParallel: expected an ember.nn.Module, got {type(module).__name__}"
+            )
         if compression not in (None, "fp16", "bf16"):
-            raise ValueError(f"DistributedDataParallel: compression must be None, 'fp16' or "
-                             f"'bf16', got {compression!r}")
+            raise ValueError(
+                f"DistributedDataParallel: compression must be None, 'fp16' or "
+                f"'bf16', got {compression!r}"
+            )
         if comm is None:
             from ember.distributed.comm import world
 
@@ -86,9 +99,14 @@ class DistributedDataParallel(Module):
         if comm.size > 1:
             self._check_same_model()
             _coalesced_broadcast(comm, list(module.parameters()) + list(module.buffers()))
-            self.reducer = Reducer(module.parameters(), comm.dup("ddp-grad"), bucket_cap_mb,
-                                   first_bucket_mb, compression,
-                                   sync_flag=lambda: self.require_backward_grad_sync)
+            self.reducer = Reducer(
+                module.parameters(),
+                comm.dup("ddp-grad"),
+                bucket_cap_mb,
+                first_bucket_mb,
+                compression,
+                sync_flag=lambda: self.require_backward_grad_sync,
+            )
 
     def _check_same_model(self) -> None:
         sig = _signature(self.module)
@@ -100,20 +118,22 @@ class DistributedDataParallel(Module):
         diff = _first_difference(ref, sig) if digests[self.comm.rank] != digests[0] else None
         diffs = self.comm.allgather_object(diff)
         lines = [f"rank {r}: {d}" for r, d in enumerate(diffs) if d]
-        raise RuntimeError("DistributedDataParallel: the ranks hold different models "
-                           "(parameters or buffers differ from rank 0's):\n  "
-                           + "\n  ".join(lines))
+        raise RuntimeError(
+            "DistributedDataParallel: the ranks hold different models "
+            "(parameters or buffers differ from rank 0's):\n  " + "\n  ".join(lines)
+        )
 
     # ------------------------------------------------------------------ forward
     def forward(self, *args, **kwargs):
         r = self.reducer
         if r is not None and is_grad_enabled():
             if r.active:
-                raise RuntimeError("DistributedDataParallel: the previous backward has not "
-                                   "finished its gradient synchronisation")
+                raise RuntimeError(
+                    "DistributedDataParallel: the previous backward has not "
+                    "finished its gradient synchronisation"
+                )
             r.forward_sync = self.require_backward_grad_sync
-            if self.require_backward_grad_sync and self.broadcast_buffers and \
-                    self.module.training:
+            if self.require_backward_grad_sync and self.broadcast_buffers and self.module.training:
                 self.sync_buffers()
         out = self.module(*args, **kwargs)
         if r is not None and is_grad_enabled() and self.find_unused_parameters:
@@ -161,20 +181,25 @@ class DistributedDataParallel(Module):
 
     # ------------------------------------------------------------------ state
     def state_dict(self, *, destination=None, prefix: str = "", keep_vars: bool = False):
-        return self.module.state_dict(destination=destination, prefix=prefix,
-                                      keep_vars=keep_vars)
+        return self.module.state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         keys = list(state_dict)
         if keys and all(k.startswith("module.") for k in keys):
             from collections import OrderedDict
 
-            stripped = OrderedDict((k[len("module."):], v) for k, v in state_dict.items())
+            stripped = OrderedDict((k[len("module.") :], v) for k, v in state_dict.items())
             meta = getattr(state_dict, "_metadata", None)
             if meta is not None:
                 stripped._metadata = type(meta)(
-                    (k[len("module."):] if k.startswith("module.") else
-                     ("" if k == "module" else k), v) for k, v in meta.items())
+                    (
+                        k[len("module.") :]
+                        if k.startswith("module.")
+                        else ("" if k == "module" else k),
+                        v,
+                    )
+                    for k, v in meta.items()
+                )
             state_dict = stripped
         return self.module.load_state_dict(state_dict, strict=strict, assign=assign)
 
@@ -214,9 +239,11 @@ def _first_difference(ref: list, mine: list) -> str:
     for a, b in zip(ref, mine):
         if list(a) != list(b):
             kind = "parameter" if b[0] == "p" else "buffer"
-            return (f"{kind} {b[1]!r} has shape {tuple(b[2])}, dtype {b[3]}, requires_grad "
-                    f"{b[4]}; rank 0's {a[1]!r} has shape {tuple(a[2])}, dtype {a[3]}, "
-                    f"requires_grad {a[4]}")
+            return (
+                f"{kind} {b[1]!r} has shape {tuple(b[2])}, dtype {b[3]}, requires_grad "
+                f"{b[4]}; rank 0's {a[1]!r} has shape {tuple(a[2])}, dtype {a[3]}, "
+                f"requires_grad {a[4]}"
+            )
     if len(ref) != len(mine):
         return f"{len(mine)} parameters and buffers, rank 0 has {len(ref)}"
     return "differs from rank 0"

@@ -22,8 +22,17 @@ from ember.distributed.strategy import SingleDeviceStrategy, Strategy
 
 __all__ = ["DDPStrategy", "strategy_for"]
 
-_DL_ARGS = ("num_workers", "collate_fn", "pin_memory", "timeout", "worker_init_fn",
-            "multiprocessing_context", "generator", "prefetch_factor", "persistent_workers")
+_DL_ARGS = (
+    "num_workers",
+    "collate_fn",
+    "pin_memory",
+    "timeout",
+    "worker_init_fn",
+    "multiprocessing_context",
+    "generator",
+    "prefetch_factor",
+    "persistent_workers",
+)
 
 
 class DDPStrategy(Strategy):
@@ -36,10 +45,17 @@ class DDPStrategy(Strategy):
 
     strategy_name = "ddp"
 
-    def __init__(self, device="cpu", comm=None, timeout: float | None = None,
-                 sync_batchnorm: bool = False, bucket_cap_mb: float = 25,
-                 first_bucket_mb: float = 1, compression=None,
-                 broadcast_buffers: bool = True) -> None:
+    def __init__(
+        self,
+        device="cpu",
+        comm=None,
+        timeout: float | None = None,
+        sync_batchnorm: bool = False,
+        bucket_cap_mb: float = 25,
+        first_bucket_mb: float = 1,
+        compression=None,
+        broadcast_buffers: bool = True,
+    ) -> None:
         super().__init__(device)
         if comm is None:
             from ember.distributed.comm import world
@@ -47,8 +63,12 @@ class DDPStrategy(Strategy):
             comm = world(timeout)
         self.comm = comm
         self.sync_batchnorm = sync_batchnorm
-        self.ddp_kwargs = {"bucket_cap_mb": bucket_cap_mb, "first_bucket_mb": first_bucket_mb,
-                           "compression": compression, "broadcast_buffers": broadcast_buffers}
+        self.ddp_kwargs = {
+            "bucket_cap_mb": bucket_cap_mb,
+            "first_bucket_mb": first_bucket_mb,
+            "compression": compression,
+            "broadcast_buffers": broadcast_buffers,
+        }
         self.model = None  # the DistributedDataParallel wrapper, after setup_module
         if comm.size > 1:
             from ember.distributed.failure import install_excepthook
@@ -82,22 +102,26 @@ class DDPStrategy(Strategy):
             return obj
         kind = None
         if comm.rank == src:
-            kind = ("tensor" if isinstance(obj, Tensor) else "array"
-                    if isinstance(obj, np.ndarray) else "path"
-                    if isinstance(obj, pathlib.PurePath) else "json")
+            kind = (
+                "tensor"
+                if isinstance(obj, Tensor)
+                else "array"
+                if isinstance(obj, np.ndarray)
+                else "path"
+                if isinstance(obj, pathlib.PurePath)
+                else "json"
+            )
         kind = comm.broadcast_object(kind, src)
         if kind == "json":
             return comm.broadcast_object(obj, src)
         if kind == "path":
-            return pathlib.Path(comm.broadcast_object(str(obj) if comm.rank == src else None,
-                                                      src))
+            return pathlib.Path(comm.broadcast_object(str(obj) if comm.rank == src else None, src))
         arr = None
         if comm.rank == src:
             arr = obj.data if kind == "tensor" else obj
             if not isinstance(arr, np.ndarray):
                 arr = arr.get()
-        meta = comm.broadcast_object(None if arr is None else [list(arr.shape),
-                                                               arr.dtype.str], src)
+        meta = comm.broadcast_object(None if arr is None else [list(arr.shape), arr.dtype.str], src)
         shape, dtype = tuple(meta[0]), np.dtype(meta[1])
         buf = np.ascontiguousarray(arr).copy() if comm.rank == src else np.empty(shape, dtype)
         comm.broadcast(buf, src)
@@ -116,8 +140,11 @@ class DDPStrategy(Strategy):
             raise ValueError(f"reduce: weight only applies to op='mean', got op={op!r}")
         leaves: list = []
         _flatten(values, leaves)
-        flat = (np.concatenate([np.asarray(x, np.float64).reshape(-1) for x in leaves])
-                if leaves else np.zeros(0))
+        flat = (
+            np.concatenate([np.asarray(x, np.float64).reshape(-1) for x in leaves])
+            if leaves
+            else np.zeros(0)
+        )
         if self.comm.size > 1:
             if weight is not None:
                 w = float(weight)
@@ -174,30 +201,45 @@ class DDPStrategy(Strategy):
         if self.comm.size == 1 or not isinstance(dataloader, DataLoader):
             return dataloader
         if isinstance(dataloader.dataset, IterableDataset):
-            warnings.warn("DDPStrategy: an IterableDataset cannot be sharded automatically; "
-                          "every rank reads the whole stream unless the dataset shards itself "
-                          "(use ember.distributed.world().rank/size)", stacklevel=2)
+            warnings.warn(
+                "DDPStrategy: an IterableDataset cannot be sharded automatically; "
+                "every rank reads the whole stream unless the dataset shards itself "
+                "(use ember.distributed.world().rank/size)",
+                stacklevel=2,
+            )
             return dataloader
         if isinstance(dataloader.sampler, DistributedSampler):
             return dataloader
-        if dataloader.batch_sampler is not None and type(dataloader.batch_sampler) is not \
-                BatchSampler:
-            raise ValueError(f"DDPStrategy: the {stage} dataloader has a custom batch_sampler "
-                             f"({type(dataloader.batch_sampler).__name__}), which cannot be "
-                             "sharded automatically; give it a DistributedSampler yourself")
+        if (
+            dataloader.batch_sampler is not None
+            and type(dataloader.batch_sampler) is not BatchSampler
+        ):
+            raise ValueError(
+                f"DDPStrategy: the {stage} dataloader has a custom batch_sampler "
+                f"({type(dataloader.batch_sampler).__name__}), which cannot be "
+                "sharded automatically; give it a DistributedSampler yourself"
+            )
         if stage == "fit":
             seed = self.comm.broadcast_object(_initial_seed(), 0)
-            sampler = DistributedSampler(dataloader.dataset, self.comm.size, self.comm.rank,
-                                         shuffle=isinstance(dataloader.sampler, RandomSampler),
-                                         seed=seed)
+            sampler = DistributedSampler(
+                dataloader.dataset,
+                self.comm.size,
+                self.comm.rank,
+                shuffle=isinstance(dataloader.sampler, RandomSampler),
+                seed=seed,
+            )
         else:
-            sampler = UnpaddedDistributedSampler(dataloader.dataset, self.comm.size,
-                                                 self.comm.rank)
+            sampler = UnpaddedDistributedSampler(dataloader.dataset, self.comm.size, self.comm.rank)
         kwargs = {k: getattr(dataloader, k) for k in _DL_ARGS}
         if not kwargs["num_workers"]:
             kwargs["prefetch_factor"] = None
-        return DataLoader(dataloader.dataset, batch_size=dataloader.batch_size, sampler=sampler,
-                          drop_last=dataloader.drop_last, **kwargs)
+        return DataLoader(
+            dataloader.dataset,
+            batch_size=dataloader.batch_size,
+            sampler=sampler,
+            drop_last=dataloader.drop_last,
+            **kwargs,
+        )
 
     def teardown(self) -> None:
         """Stop the gradient thread and remove DDP's hooks (the communicator stays)."""
@@ -236,12 +278,12 @@ def _unflatten(template, flat, pos: list):
         return type(template)(_unflatten(v, flat, pos) for v in template)
     if isinstance(template, Tensor):
         n = template.data.size
-        arr = flat[pos[0]:pos[0] + n].reshape(template.data.shape).astype(template.data.dtype)
+        arr = flat[pos[0] : pos[0] + n].reshape(template.data.shape).astype(template.data.dtype)
         pos[0] += n
         return Tensor(arr).to(template.device)
     if isinstance(template, np.ndarray):
         n = template.size
-        arr = flat[pos[0]:pos[0] + n].reshape(template.shape)
+        arr = flat[pos[0] : pos[0] + n].reshape(template.shape)
         pos[0] += n
         return arr.astype(template.dtype) if template.dtype.kind == "f" else arr
     value = flat[pos[0]]
@@ -269,5 +311,6 @@ def strategy_for(name="auto", device="cpu"):
         return SingleDeviceStrategy(device)
     if name == "single_device":
         return SingleDeviceStrategy(device)
-    raise ValueError(f"strategy={name!r}: expected 'auto', 'ddp', 'single_device' or a "
-                     "Strategy instance")
+    raise ValueError(
+        f"strategy={name!r}: expected 'auto', 'ddp', 'single_device' or a Strategy instance"
+    )

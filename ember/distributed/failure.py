@@ -28,8 +28,10 @@ def _should_abort(exc) -> bool:
 def report_and_abort(comm, exc_type, exc, tb, where: str = "main thread") -> None:
     """Print ``[rank r/size]`` and the traceback, then MPI_Abort the job (exit code 1)."""
     host = os.uname().nodename
-    head = (f"ember.distributed: rank {comm.rank}/{comm.size} ({host}, pid {os.getpid()}) "
-            f"raised in its {where}; aborting the whole job.\n")
+    head = (
+        f"ember.distributed: rank {comm.rank}/{comm.size} ({host}, pid {os.getpid()}) "
+        f"raised in its {where}; aborting the whole job.\n"
+    )
     body = "".join(traceback.format_exception(exc_type, exc, tb))
     text = "".join(f"[rank {comm.rank}] {line}\n" for line in body.rstrip("\n").split("\n"))
     try:
@@ -79,8 +81,9 @@ def install_excepthook(comm=None) -> None:
     def thread_hook(args):
         if args.exc_type is not SystemExit or _should_abort(args.exc_value):
             name = args.thread.name if args.thread is not None else "?"
-            report_and_abort(comm, args.exc_type, args.exc_value, args.exc_traceback,
-                             f"thread {name!r}")
+            report_and_abort(
+                comm, args.exc_type, args.exc_value, args.exc_traceback, f"thread {name!r}"
+            )
         prev_thread(args)
 
     sys.excepthook = sys_hook

@@ -44,8 +44,10 @@ def plan_buckets(sizes, dtypes, cap_bytes: int, first_cap_bytes: int) -> list:
     ``cap_bytes``). Buckets are ordered by the position of their first parameter in the walk.
     """
     if cap_bytes <= 0 or first_cap_bytes <= 0:
-        raise ValueError(f"plan_buckets: caps must be positive, got bucket_cap={cap_bytes} "
-                         f"bytes and first_bucket={first_cap_bytes} bytes")
+        raise ValueError(
+            f"plan_buckets: caps must be positive, got bucket_cap={cap_bytes} "
+            f"bytes and first_bucket={first_cap_bytes} bytes"
+        )
     open_, closed, ncut = {}, [], {}
     for i in reversed(range(len(sizes))):
         key = str(dtypes[i])
@@ -125,8 +127,9 @@ class CommThread:
                 self._cv.wait()
         if self._error is not None:
             exc, self._error = self._error, None
-            raise RuntimeError(f"DistributedDataParallel: the gradient allreduce failed: "
-                               f"{exc}") from exc
+            raise RuntimeError(
+                f"DistributedDataParallel: the gradient allreduce failed: {exc}"
+            ) from exc
 
     def stop(self) -> None:
         t = self._thread
@@ -137,8 +140,19 @@ class CommThread:
 
 
 class _Bucket:
-    __slots__ = ("index", "params", "views", "flags", "flat", "low", "pending", "ready",
-                 "nbytes", "t_start", "t_end")
+    __slots__ = (
+        "index",
+        "params",
+        "views",
+        "flags",
+        "flat",
+        "low",
+        "pending",
+        "ready",
+        "nbytes",
+        "t_start",
+        "t_end",
+    )
 
     def __init__(self, index, params, compression):
         self.index, self.params = index, params
@@ -148,12 +162,13 @@ class _Bucket:
         self.flat = np.zeros(total + len(params), dtype)
         self.views, off = [], 0
         for p, n in zip(params, numels):
-            self.views.append(self.flat[off:off + n].reshape(p.data.shape))
+            self.views.append(self.flat[off : off + n].reshape(p.data.shape))
             off += n
         self.flags = self.flat[total:]
         self.nbytes = self.flat.nbytes
-        self.low = None if compression is None else np.empty(self.flat.size,
-                                                             _low_dtype(compression))
+        self.low = (
+            None if compression is None else np.empty(self.flat.size, _low_dtype(compression))
+        )
         self.pending, self.ready = len(params), [False] * len(params)
         self.t_start = self.t_end = 0.0
 
@@ -161,23 +176,38 @@ class _Bucket:
 class Reducer:
     """Averages the gradients of ``params`` over ``comm`` during backward."""
 
-    def __init__(self, params, comm, bucket_cap_mb: float = 25, first_bucket_mb: float = 1,
-                 compression=None, sync_flag=None):
+    def __init__(
+        self,
+        params,
+        comm,
+        bucket_cap_mb: float = 25,
+        first_bucket_mb: float = 1,
+        compression=None,
+        sync_flag=None,
+    ):
         if compression not in (None, "fp16", "bf16"):
-            raise ValueError(f"DistributedDataParallel: compression must be None, 'fp16' or "
-                             f"'bf16', got {compression!r}")
+            raise ValueError(
+                f"DistributedDataParallel: compression must be None, 'fp16' or "
+                f"'bf16', got {compression!r}"
+            )
         self.comm = comm
         self.compression = compression
         self.params = [p for p in params if p.requires_grad]
         for p in self.params:
             if not isinstance(p.data, np.ndarray):
-                raise NotImplementedError("DistributedDataParallel: CUDA parameters need the "
-                                          "NCCL path (not available yet)")
-        plan = plan_buckets([p.data.nbytes for p in self.params],
-                            [p.data.dtype for p in self.params],
-                            int(bucket_cap_mb * _MB), int(first_bucket_mb * _MB))
-        self.buckets = [_Bucket(k, [self.params[i] for i in idx], compression)
-                        for k, idx in enumerate(plan)]
+                raise NotImplementedError(
+                    "DistributedDataParallel: CUDA parameters need the "
+                    "NCCL path (not available yet)"
+                )
+        plan = plan_buckets(
+            [p.data.nbytes for p in self.params],
+            [p.data.dtype for p in self.params],
+            int(bucket_cap_mb * _MB),
+            int(first_bucket_mb * _MB),
+        )
+        self.buckets = [
+            _Bucket(k, [self.params[i] for i in idx], compression) for k, idx in enumerate(plan)
+        ]
         self._where = {}
         for b in self.buckets:
             for slot, p in enumerate(b.params):
@@ -192,8 +222,7 @@ class Reducer:
         self.t_backward_end = self._t_begin = self._t_sync_end = 0.0
         # buckets sent while backward computes poll with sleeps instead of spinning in MPI
         self.yield_cpu = os.environ.get("EMBER_DDP_YIELD", "1") != "0"
-        self._handles = [p.register_post_accumulate_grad_hook(self._on_grad)
-                         for p in self.params]
+        self._handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in self.params]
 
     # -------------------------------------------------------------- during backward
     def _begin(self) -> None:
@@ -277,7 +306,7 @@ class Reducer:
             if not self._sync:
                 return
             self._t_sync_end = self.t_backward_end
-            for b in self.buckets[self._next:]:
+            for b in self.buckets[self._next :]:
                 for slot, p in enumerate(b.params):
                     if not b.ready[slot]:
                         self._fill(b, slot, p)
@@ -304,8 +333,11 @@ class Reducer:
             d = b.t_end - b.t_start
             total += d
             hidden += max(0.0, min(b.t_end, self._t_sync_end) - b.t_start)
-        return {"allreduce_s": total, "hidden_s": hidden,
-                "hidden_share": hidden / total if total > 0 else 0.0}
+        return {
+            "allreduce_s": total,
+            "hidden_s": hidden,
+            "hidden_share": hidden / total if total > 0 else 0.0,
+        }
 
     def remove_hooks(self) -> None:
         for h in self._handles:

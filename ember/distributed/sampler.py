@@ -37,11 +37,13 @@ def _world_defaults(num_replicas, rank):
         num_replicas = comm.size if num_replicas is None else num_replicas
         rank = comm.rank if rank is None else rank
     if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
-        raise ValueError(f"DistributedSampler: num_replicas should be a positive integer, got "
-                         f"{num_replicas!r}")
+        raise ValueError(
+            f"DistributedSampler: num_replicas should be a positive integer, got {num_replicas!r}"
+        )
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
-        raise ValueError(f"Invalid rank {rank}, rank should be in the interval "
-                         f"[0, {num_replicas - 1}]")
+        raise ValueError(
+            f"Invalid rank {rank}, rank should be in the interval [0, {num_replicas - 1}]"
+        )
     return num_replicas, rank
 
 
@@ -50,8 +52,15 @@ class DistributedSampler(_EpochSampler):
 
     pad = True
 
-    def __init__(self, dataset, num_replicas: int | None = None, rank: int | None = None,
-                 shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> None:
+    def __init__(
+        self,
+        dataset,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
         self.dataset = dataset
         self.num_replicas, self.rank = _world_defaults(num_replicas, rank)
         self.shuffle = shuffle
@@ -97,7 +106,7 @@ class DistributedSampler(_EpochSampler):
         return np.arange(n)
 
     def _order(self, epoch: int) -> list:
-        order = self._epoch_order(epoch)[self._offset:]
+        order = self._epoch_order(epoch)[self._offset :]
         per, total = self._sizes(order.size)
         if self.pad and total > order.size:
             if order.size == 0:
@@ -106,7 +115,7 @@ class DistributedSampler(_EpochSampler):
             order = np.concatenate([order] + [order] * reps)[:total]
         else:
             order = order[:total]
-        return order[self.rank:total:self.num_replicas].tolist()
+        return order[self.rank : total : self.num_replicas].tolist()
 
     def __iter__(self):
         if not self._resume:
@@ -140,8 +149,14 @@ class UnpaddedDistributedSampler(DistributedSampler):
 
     pad = False
 
-    def __init__(self, dataset, num_replicas: int | None = None, rank: int | None = None,
-                 shuffle: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        dataset,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> None:
         super().__init__(dataset, num_replicas, rank, shuffle, seed, drop_last=False)
 
 

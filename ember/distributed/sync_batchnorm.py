@@ -50,14 +50,17 @@ class SyncBatchNormFn(Function):
                 m2 = N._channel_dot(xp, xc.reshape(n, c, L), xc.reshape(n, c, L))
             else:
                 mean = m2 = xp.zeros(c, wd)
-            local = np.concatenate([[float(m)], _host(mean).astype(np.float64),
-                                    _host(m2).astype(np.float64)])
+            local = np.concatenate(
+                [[float(m)], _host(mean).astype(np.float64), _host(m2).astype(np.float64)]
+            )
             every = self.comm.allgather(local)  # (ranks, 1 + 2C)
-            counts, means, m2s = every[:, :1], every[:, 1:1 + c], every[:, 1 + c:]
+            counts, means, m2s = every[:, :1], every[:, 1 : 1 + c], every[:, 1 + c :]
             total = counts.sum()
             if total <= 1:
-                raise ValueError(f"SyncBatchNorm: Expected more than 1 value per channel when "
-                                 f"training, got {int(total)} over all ranks")
+                raise ValueError(
+                    f"SyncBatchNorm: Expected more than 1 value per channel when "
+                    f"training, got {int(total)} over all ranks"
+                )
             gmean = (counts * means).sum(axis=0) / total
             gm2 = m2s.sum(axis=0) + (counts * (means - gmean) ** 2).sum(axis=0)
             gvar = gm2 / total
@@ -119,8 +122,10 @@ def _host(a):
 def _update_running(module, fn: SyncBatchNormFn, factor: float) -> None:
     """running = (1 - f) * running + f * global statistic (unbiased variance), in place."""
     total = fn.count
-    for buf, stat in ((module.running_mean, fn.mean),
-                      (module.running_var, fn.var * (total / max(total - 1, 1)))):
+    for buf, stat in (
+        (module.running_mean, fn.mean),
+        (module.running_var, fn.var * (total / max(total - 1, 1))),
+    ):
         if buf is None:
             continue
         arr = buf.data
@@ -136,11 +141,18 @@ class SyncBatchNorm(_BatchNorm):
     _ranks = tuple(range(2, 9))
     _layout = "(N, C, *)"
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, process_group=None,
-                 device=None, dtype=None) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device,
-                         dtype)
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        process_group=None,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         self.process_group = process_group
 
     def _comm(self):
@@ -162,8 +174,9 @@ class SyncBatchNorm(_BatchNorm):
             self.num_batches_tracked._vc[0] += 1
             if self.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked.item())
-        N._check_batch_norm(input, self.running_mean, self.running_var, self.weight,
-                            self.bias, "SyncBatchNorm")
+        N._check_batch_norm(
+            input, self.running_mean, self.running_var, self.weight, self.bias, "SyncBatchNorm"
+        )
         fn = SyncBatchNormFn(comm, self.eps)
         out = fn.apply(input, self.weight, self.bias)
         if self.training and self.track_running_stats:
@@ -180,8 +193,14 @@ def convert_sync_batchnorm(module, process_group=None):
     parameters, buffers, training mode and requires_grad (returns the new root)."""
     out = module
     if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
-        out = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                            module.track_running_stats, process_group)
+        out = SyncBatchNorm(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+            process_group,
+        )
         if module.affine:
             out.weight = module.weight
             out.bias = module.bias

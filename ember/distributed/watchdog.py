@@ -103,8 +103,9 @@ class Watchdog:
     def _notify_exit(self) -> None:
         mpi = self._MPI
         data = json.dumps(self.state()).encode()
-        reqs = [self.comm.Isend([data, mpi.BYTE], r, _EXIT)
-                for r in range(self.size) if r != self.rank]
+        reqs = [
+            self.comm.Isend([data, mpi.BYTE], r, _EXIT) for r in range(self.size) if r != self.rank
+        ]
         deadline = time.monotonic() + 1.0
         while reqs and time.monotonic() < deadline:
             reqs = [r for r in reqs if not r.Test()]
@@ -133,8 +134,13 @@ class Watchdog:
         for name, ch in list(self.channels.items()):
             since = ch.since
             chans[name] = [ch.seq, ch.op, None if since is None else round(now - since, 3)]
-        return {"rank": self.rank, "host": self._host, "pid": os.getpid(), "channels": chans,
-                "where": _main_thread_location()}
+        return {
+            "rank": self.rank,
+            "host": self._host,
+            "pid": os.getpid(),
+            "channels": chans,
+            "where": _main_thread_location(),
+        }
 
     def _left_behind(self, ch: Channel) -> bool:
         """True when a rank that has exited never entered ``ch``'s current collective."""
@@ -171,8 +177,7 @@ class Watchdog:
         if not self.threaded:
             return states
         q = b"?"
-        reqs = [comm.Isend([q, mpi.BYTE], r, _QUERY) for r in range(self.size)
-                if r not in states]
+        reqs = [comm.Isend([q, mpi.BYTE], r, _QUERY) for r in range(self.size) if r not in states]
         status = mpi.Status()
         deadline = time.monotonic() + wait
         while len(states) < self.size and time.monotonic() < deadline:
@@ -221,26 +226,36 @@ def _main_thread_location() -> str:
     if frame is None:
         return "(main thread gone)"
     stack = traceback.extract_stack(frame)[-3:]
-    return " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}"
-                       for f in reversed(stack))
+    return " <- ".join(
+        f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}" for f in reversed(stack)
+    )
 
 
 def _report(name, seq, op, waited, timeout, missing, states) -> str:
-    lines = [f"ember.distributed watchdog: collective #{seq} ({op}) on communicator "
-             f"{name!r} has waited {waited:.1f} s (timeout {timeout:g} s); ranks that did not "
-             f"arrive: {missing}. Aborting the job."]
+    lines = [
+        f"ember.distributed watchdog: collective #{seq} ({op}) on communicator "
+        f"{name!r} has waited {waited:.1f} s (timeout {timeout:g} s); ranks that did not "
+        f"arrive: {missing}. Aborting the job."
+    ]
     for r in missing:
         st = states.get(r)
         if st is None:
             lines.append(f"  rank {r}: no answer (dead, or stuck where Python cannot run)")
             continue
         got = st["channels"].get(name)
-        last = "no collective yet" if not got or not got[0] else (
-            f"last entered #{got[0]} ({got[1]})" + ("" if got[2] is None else
-                                                    f", waiting {got[2]:.1f} s there"))
+        last = (
+            "no collective yet"
+            if not got or not got[0]
+            else (
+                f"last entered #{got[0]} ({got[1]})"
+                + ("" if got[2] is None else f", waiting {got[2]:.1f} s there")
+            )
+        )
         at = "it has EXITED" if st.get("exited") else f"main thread at {st['where']}"
-        lines.append(f"  rank {r} ({st.get('host', '?')}, pid {st.get('pid', '?')}): on "
-                     f"{name!r} {last}; {at}")
+        lines.append(
+            f"  rank {r} ({st.get('host', '?')}, pid {st.get('pid', '?')}): on "
+            f"{name!r} {last}; {at}"
+        )
         for other, (oseq, oop, owait) in st["channels"].items():
             if other != name and owait is not None:
                 lines.append(f"    and waiting {owait:.1f} s in #{oseq} ({oop}) on {other!r}")

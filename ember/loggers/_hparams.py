@@ -52,7 +52,8 @@ def to_plain(value):
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (Namespace, Mapping)) or (
-            dataclasses.is_dataclass(value) and not isinstance(value, type)):
+        dataclasses.is_dataclass(value) and not isinstance(value, type)
+    ):
         return {str(k): to_plain(v) for k, v in params_to_dict(value).items()}
     if isinstance(value, (set, frozenset)):
         value = sorted(value, key=repr)  # a stable order in the file
@@ -72,7 +73,8 @@ def flatten_params(params: Mapping, sep: str = "/") -> dict:
 
     def walk(prefix: str, value) -> None:
         nested = isinstance(value, (Namespace, Mapping)) or (
-            dataclasses.is_dataclass(value) and not isinstance(value, type))
+            dataclasses.is_dataclass(value) and not isinstance(value, type)
+        )
         if nested and prefix and not params_to_dict(value):
             flat[prefix] = value  # an empty dict stays as a value
             return
@@ -107,8 +109,7 @@ def save_hparams_yaml(path: str, hparams: Mapping, owner: str = "logger") -> Non
     tmp = f"{path}.tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
-            yaml.safe_dump(to_plain(dict(hparams)), fh, sort_keys=False,
-                           default_flow_style=False)
+            yaml.safe_dump(to_plain(dict(hparams)), fh, sort_keys=False, default_flow_style=False)
         os.replace(tmp, path)
     except OSError as exc:
         raise OSError(f"{owner}: cannot write '{path}': {exc.strerror or exc}") from exc

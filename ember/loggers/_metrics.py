@@ -33,7 +33,8 @@ def to_scalar(value, key: str, owner: str):
         if size == 1:
             return value.item()
     elif isinstance(value, (np.ndarray, np.generic)) or (
-            hasattr(value, "shape") and hasattr(value, "item")):
+        hasattr(value, "shape") and hasattr(value, "item")
+    ):
         shape, size = tuple(value.shape), int(np.prod(value.shape))
         if size == 1:
             out = value.item()

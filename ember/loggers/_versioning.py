@@ -37,8 +37,7 @@ def check_dir_path(path: str, owner: str) -> None:
     blocker = _file_in_path(path)
     if blocker is not None:
         raise NotADirectoryError(
-            f"{owner}: cannot use log directory '{path}': '{blocker}' is a file, "
-            f"not a directory"
+            f"{owner}: cannot use log directory '{path}': '{blocker}' is a file, not a directory"
         )
 
 
@@ -64,10 +63,10 @@ def next_version(root_dir: str, owner: str) -> int:
     except OSError as exc:
         raise OSError(f"{owner}: cannot list '{root_dir}': {exc.strerror or exc}") from exc
     found = [
-        int(entry[len(_VERSION_PREFIX):])
+        int(entry[len(_VERSION_PREFIX) :])
         for entry in entries
         if entry.startswith(_VERSION_PREFIX)
-        and entry[len(_VERSION_PREFIX):].isdigit()
+        and entry[len(_VERSION_PREFIX) :].isdigit()
         and os.path.isdir(os.path.join(root_dir, entry))
     ]
     return max(found) + 1 if found else 0
@@ -96,15 +95,22 @@ class VersionedLogger(Logger):
     existing ``version_*`` directories, so constructing a logger writes nothing.
     """
 
-    def __init__(self, save_dir, name: str | None = "lightning_logs",
-                 version: int | str | None = None, sub_dir: str | None = None):
+    def __init__(
+        self,
+        save_dir,
+        name: str | None = "lightning_logs",
+        version: int | str | None = None,
+        sub_dir: str | None = None,
+    ):
         owner = type(self).__name__
         if save_dir is None:
             raise TypeError(f"{owner}: save_dir must be a path, got None")
-        if version is not None and (isinstance(version, bool)
-                                    or not isinstance(version, (int, str))):
-            raise TypeError(f"{owner}: version must be an int, a str or None, "
-                            f"got {type(version).__name__}")
+        if version is not None and (
+            isinstance(version, bool) or not isinstance(version, (int, str))
+        ):
+            raise TypeError(
+                f"{owner}: version must be an int, a str or None, got {type(version).__name__}"
+            )
         self._save_dir = os.path.expanduser(os.path.expandvars(os.fspath(save_dir)))
         self._name = name or ""
         self._version = version

@@ -42,8 +42,11 @@ class _ExperimentWriter:
         otherwise the old file is replaced, with a warning (Lightning's behaviour)."""
         path = self.metrics_file_path
         if purge_step is None:
-            warnings.warn(f"{self._owner}: '{path}' already exists; it will be replaced by this "
-                          "run's metrics (pass purge_step to continue it instead)", stacklevel=4)
+            warnings.warn(
+                f"{self._owner}: '{path}' already exists; it will be replaced by this "
+                "run's metrics (pass purge_step to continue it instead)",
+                stacklevel=4,
+            )
             os.remove(path)
             return
         header, rows = self._read()
@@ -59,8 +62,9 @@ class _ExperimentWriter:
                 rows = list(reader)
                 return list(reader.fieldnames or []), rows
         except OSError as exc:
-            raise OSError(f"{self._owner}: cannot read '{self.metrics_file_path}': "
-                          f"{exc.strerror or exc}") from exc
+            raise OSError(
+                f"{self._owner}: cannot read '{self.metrics_file_path}': {exc.strerror or exc}"
+            ) from exc
 
     def _write(self, rows: list[dict], mode: str) -> None:
         try:
@@ -70,8 +74,9 @@ class _ExperimentWriter:
                     writer.writeheader()
                 writer.writerows(rows)
         except OSError as exc:
-            raise OSError(f"{self._owner}: cannot write '{self.metrics_file_path}': "
-                          f"{exc.strerror or exc}") from exc
+            raise OSError(
+                f"{self._owner}: cannot write '{self.metrics_file_path}': {exc.strerror or exc}"
+            ) from exc
 
     def log_metrics(self, metrics: Mapping, step: int) -> None:
         """Add a row; values logged for the same step back to back share one row."""
@@ -126,14 +131,25 @@ class CSVLogger(VersionedLogger):
     NAME_HPARAMS_FILE = HPARAMS_FILE
     LOGGER_JOIN_CHAR = LOGGER_JOIN_CHAR
 
-    def __init__(self, save_dir, name: str | None = "lightning_logs",
-                 version: int | str | None = None, prefix: str = "",
-                 flush_logs_every_n_steps: int = 100, purge_step: int | None = None):
+    def __init__(
+        self,
+        save_dir,
+        name: str | None = "lightning_logs",
+        version: int | str | None = None,
+        prefix: str = "",
+        flush_logs_every_n_steps: int = 100,
+        purge_step: int | None = None,
+    ):
         super().__init__(save_dir, name=name, version=version)
-        if isinstance(flush_logs_every_n_steps, bool) or not isinstance(
-                flush_logs_every_n_steps, int) or flush_logs_every_n_steps < 1:
-            raise ValueError("CSVLogger: flush_logs_every_n_steps must be a positive int, got "
-                             f"{flush_logs_every_n_steps!r}")
+        if (
+            isinstance(flush_logs_every_n_steps, bool)
+            or not isinstance(flush_logs_every_n_steps, int)
+            or flush_logs_every_n_steps < 1
+        ):
+            raise ValueError(
+                "CSVLogger: flush_logs_every_n_steps must be a positive int, got "
+                f"{flush_logs_every_n_steps!r}"
+            )
         self._prefix = prefix
         self._flush_logs_every_n_steps = flush_logs_every_n_steps
         self._purge_step = None
@@ -148,10 +164,10 @@ class CSVLogger(VersionedLogger):
 
     @purge_step.setter
     def purge_step(self, step: int | None) -> None:
-        if step is not None and (isinstance(step, bool) or not isinstance(step, int)
-                                 or step < 0):
-            raise ValueError(f"CSVLogger: purge_step must be a non-negative int or None, "
-                             f"got {step!r}")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+            raise ValueError(
+                f"CSVLogger: purge_step must be a non-negative int or None, got {step!r}"
+            )
         self._purge_step = step
         if step is not None and self._experiment is not None:
             self._experiment.save()
@@ -170,8 +186,9 @@ class CSVLogger(VersionedLogger):
         row = {}
         for key, value in add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR).items():
             if isinstance(value, Mapping):
-                row.update({f"{key}/{k}": to_scalar(v, f"{key}/{k}", owner)
-                            for k, v in value.items()})
+                row.update(
+                    {f"{key}/{k}": to_scalar(v, f"{key}/{k}", owner) for k, v in value.items()}
+                )
             else:
                 row[key] = to_scalar(value, key, owner)
         if step is None:
@@ -187,11 +204,9 @@ class CSVLogger(VersionedLogger):
         owner = type(self).__name__
         self.hparams.update(to_plain(params_to_dict(params, f"{owner}.log_hyperparams")))
         make_log_dir(self.log_dir, owner)
-        save_hparams_yaml(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), self.hparams,
-                          owner)
+        save_hparams_yaml(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), self.hparams, owner)
         if metrics is not None:
-            self.log_metrics(metrics if isinstance(metrics, Mapping) else
-                             {"hp_metric": metrics}, 0)
+            self.log_metrics(metrics if isinstance(metrics, Mapping) else {"hp_metric": metrics}, 0)
 
     @rank_zero_only
     def save(self) -> None:

@@ -49,8 +49,9 @@ def _flush_writer(writer) -> None:
         worker = getattr(events, "_worker", None)
         if worker is not None and not getattr(events, "_closed", True) and hasattr(worker, "stop"):
             worker.stop()
-            events._worker = type(worker)(events._event_queue, events._ev_writer,
-                                          events._flush_secs)
+            events._worker = type(worker)(
+                events._event_queue, events._ev_writer, events._flush_secs
+            )
             events._worker.start()
         file_writer.flush()
 
@@ -80,20 +81,35 @@ class TensorBoardLogger(VersionedLogger):
     NAME_HPARAMS_FILE = HPARAMS_FILE
     LOGGER_JOIN_CHAR = LOGGER_JOIN_CHAR
 
-    def __init__(self, save_dir, name: str | None = "lightning_logs",
-                 version: int | str | None = None, log_graph: bool = False,
-                 default_hp_metric: bool = True, prefix: str = "", sub_dir=None,
-                 histogram_every_n_steps: int | None = None, purge_step: int | None = None,
-                 flush_secs: int = 120, max_queue: int = 10, **kwargs):
+    def __init__(
+        self,
+        save_dir,
+        name: str | None = "lightning_logs",
+        version: int | str | None = None,
+        log_graph: bool = False,
+        default_hp_metric: bool = True,
+        prefix: str = "",
+        sub_dir=None,
+        histogram_every_n_steps: int | None = None,
+        purge_step: int | None = None,
+        flush_secs: int = 120,
+        max_queue: int = 10,
+        **kwargs,
+    ):
         super().__init__(save_dir, name=name, version=version, sub_dir=sub_dir)
         if histogram_every_n_steps is not None and (
-                not isinstance(histogram_every_n_steps, int) or histogram_every_n_steps < 1):
-            raise ValueError("TensorBoardLogger: histogram_every_n_steps must be a positive "
-                             f"int or None, got {histogram_every_n_steps!r}")
+            not isinstance(histogram_every_n_steps, int) or histogram_every_n_steps < 1
+        ):
+            raise ValueError(
+                "TensorBoardLogger: histogram_every_n_steps must be a positive "
+                f"int or None, got {histogram_every_n_steps!r}"
+            )
         if log_graph:
-            warnings.warn("TensorBoardLogger: log_graph=True is not supported yet (tensorboardX "
-                          "traces PyTorch models only); no graph will be written",
-                          stacklevel=2)
+            warnings.warn(
+                "TensorBoardLogger: log_graph=True is not supported yet (tensorboardX "
+                "traces PyTorch models only); no graph will be written",
+                stacklevel=2,
+            )
         self._log_graph = bool(log_graph)
         self._default_hp_metric = default_hp_metric
         self._prefix = prefix
@@ -108,10 +124,10 @@ class TensorBoardLogger(VersionedLogger):
     # ------------------------------------------------------------------ the writer
     @staticmethod
     def _check_purge_step(step):
-        if step is not None and (isinstance(step, bool) or not isinstance(step, int)
-                                 or step < 0):
-            raise ValueError(f"TensorBoardLogger: purge_step must be a non-negative int or None,"
-                             f" got {step!r}")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+            raise ValueError(
+                f"TensorBoardLogger: purge_step must be a non-negative int or None, got {step!r}"
+            )
         return step
 
     @property
@@ -178,8 +194,7 @@ class TensorBoardLogger(VersionedLogger):
         owner = type(self).__name__
         self.hparams.update(to_plain(params_to_dict(params, f"{owner}.log_hyperparams")))
         make_log_dir(self.log_dir, owner)
-        save_hparams_yaml(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), self.hparams,
-                          owner)
+        save_hparams_yaml(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), self.hparams, owner)
 
         write_scalars = True
         if metrics is None:
@@ -236,8 +251,9 @@ class TensorBoardLogger(VersionedLogger):
     def log_graph(self, model, input_array=None) -> None:
         """Lightning's API; graph export is not implemented for Ember models."""
         if self._log_graph:
-            warnings.warn("TensorBoardLogger.log_graph: graph logging is not supported yet",
-                          stacklevel=2)
+            warnings.warn(
+                "TensorBoardLogger.log_graph: graph logging is not supported yet", stacklevel=2
+            )
 
     # ------------------------------------------------------------------ lifecycle
     @rank_zero_only

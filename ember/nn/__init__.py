@@ -20,6 +20,16 @@ from ember.nn.parameter import Parameter
 globals().update({name: getattr(_layers, name) for name in _layers.__all__})
 
 __all__ = [
-    "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "ParameterList",
-    "ParameterDict", "Identity", "Flatten", "Unflatten", "init", "functional",
+    "Module",
+    "Parameter",
+    "Sequential",
+    "ModuleList",
+    "ModuleDict",
+    "ParameterList",
+    "ParameterDict",
+    "Identity",
+    "Flatten",
+    "Unflatten",
+    "init",
+    "functional",
 ] + list(_layers.__all__)

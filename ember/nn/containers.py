@@ -62,8 +62,10 @@ class Sequential(Module):
 
     def __add__(self, other) -> Sequential:
         if not isinstance(other, Sequential):
-            raise ValueError("add operator supports only objects of Sequential class, but "
-                             f"{type(other)} is given.")
+            raise ValueError(
+                "add operator supports only objects of Sequential class, but "
+                f"{type(other)} is given."
+            )
         out = Sequential()
         for layer in chain(self, other):
             out.append(layer)
@@ -71,8 +73,10 @@ class Sequential(Module):
 
     def __iadd__(self, other) -> Sequential:
         if not isinstance(other, Sequential):
-            raise ValueError("add operator supports only objects of Sequential class, but "
-                             f"{type(other)} is given.")
+            raise ValueError(
+                "add operator supports only objects of Sequential class, but "
+                f"{type(other)} is given."
+            )
         return self.extend(list(other))
 
     def __dir__(self):
@@ -192,8 +196,10 @@ class ModuleList(Module):
 
     def extend(self, modules: Iterable[Module]) -> ModuleList:
         if not isinstance(modules, Iterable):
-            raise TypeError("ModuleList.extend should be called with an iterable, but got "
-                            + type(modules).__name__)
+            raise TypeError(
+                "ModuleList.extend should be called with an iterable, but got "
+                + type(modules).__name__
+            )
         offset = len(self)
         for i, module in enumerate(modules):
             self.add_module(str(offset + i), module)
@@ -254,8 +260,10 @@ def _pairs(kind: str, items, sort_plain_dicts: bool = False):
     torch's ParameterDict sorts the keys of a plain (not Ordered) dict; ModuleDict does not.
     """
     if not isinstance(items, Iterable):
-        raise TypeError(f"{kind}.update should be called with an iterable of key/value pairs, "
-                        f"but got {type(items).__name__}")
+        raise TypeError(
+            f"{kind}.update should be called with an iterable of key/value pairs, "
+            f"but got {type(items).__name__}"
+        )
     if isinstance(items, (OrderedDict, ModuleDict, ParameterDict)):
         return list(items.items())
     if isinstance(items, Mapping):
@@ -263,12 +271,14 @@ def _pairs(kind: str, items, sort_plain_dicts: bool = False):
     out = []
     for j, pair in enumerate(items):
         if not isinstance(pair, Iterable):
-            raise TypeError(f"{kind} update sequence element #{j} should be Iterable; is "
-                            f"{type(pair).__name__}")
+            raise TypeError(
+                f"{kind} update sequence element #{j} should be Iterable; is {type(pair).__name__}"
+            )
         pair = tuple(pair)
         if len(pair) != 2:
-            raise ValueError(f"{kind} update sequence element #{j} has length {len(pair)}; 2 "
-                             "is required")
+            raise ValueError(
+                f"{kind} update sequence element #{j} has length {len(pair)}; 2 is required"
+            )
         out.append(pair)
     return out
 
@@ -329,8 +339,10 @@ class ParameterList(Module):
 
     def extend(self, values) -> ParameterList:
         if not isinstance(values, Iterable) or isinstance(values, Tensor):
-            raise TypeError("ParameterList.extend should be called with an iterable, but got "
-                            + type(values).__name__)
+            raise TypeError(
+                "ParameterList.extend should be called with an iterable, but got "
+                + type(values).__name__
+            )
         for value in values:
             self.append(value)
         return self
@@ -354,8 +366,10 @@ class ParameterDict(Module):
     @staticmethod
     def _attr(key) -> str:
         if not isinstance(key, str):
-            raise TypeError("Index given to ParameterDict cannot be used as a key as it is not "
-                            f"a string (type is '{type(key).__name__}').")
+            raise TypeError(
+                "Index given to ParameterDict cannot be used as a key as it is not "
+                f"a string (type is '{type(key).__name__}')."
+            )
         return key
 
     def __getitem__(self, key: str):
@@ -476,12 +490,16 @@ class Unflatten(Module):
     def __init__(self, dim: int, unflattened_size):
         super().__init__()
         if not isinstance(unflattened_size, (tuple, list)):
-            raise TypeError("unflattened_size must be a tuple of ints, but found type "
-                            f"{type(unflattened_size).__name__}")
+            raise TypeError(
+                "unflattened_size must be a tuple of ints, but found type "
+                f"{type(unflattened_size).__name__}"
+            )
         for idx, elem in enumerate(unflattened_size):
             if not isinstance(elem, int):
-                raise TypeError("unflattened_size must be tuple of ints, but found element of "
-                                f"type {type(elem).__name__} at pos {idx}")
+                raise TypeError(
+                    "unflattened_size must be tuple of ints, but found element of "
+                    f"type {type(elem).__name__} at pos {idx}"
+                )
         self.dim = dim
         self.unflattened_size = unflattened_size
 

@@ -55,11 +55,17 @@ def register_module_forward_pre_hook(hook) -> RemovableHandle:
     return add_hook(global_forward_pre_hooks, hook, False)
 
 
-def register_module_forward_hook(hook, *, with_kwargs: bool = False,
-                                 always_call: bool = False) -> RemovableHandle:
+def register_module_forward_hook(
+    hook, *, with_kwargs: bool = False, always_call: bool = False
+) -> RemovableHandle:
     """A forward hook run before every module's own forward hooks."""
-    handle = add_hook(global_forward_hooks, hook, False, global_forward_hooks_with_kwargs,
-                      global_forward_hooks_always_called)
+    handle = add_hook(
+        global_forward_hooks,
+        hook,
+        False,
+        global_forward_hooks_with_kwargs,
+        global_forward_hooks_always_called,
+    )
     if with_kwargs:
         global_forward_hooks_with_kwargs.add(handle.id)
     if always_call:
@@ -73,14 +79,18 @@ def call_with_hooks(module, args: tuple, kwargs: dict):
     result = None
     called = set()
     try:
-        for hook_id, hook in (*global_forward_pre_hooks.items(),
-                              *module._forward_pre_hooks.items()):
+        for hook_id, hook in (
+            *global_forward_pre_hooks.items(),
+            *module._forward_pre_hooks.items(),
+        ):
             if hook_id in module._forward_pre_hooks_with_kwargs:
                 out = hook(module, args, kwargs)
                 if out is not None:
                     if not (isinstance(out, tuple) and len(out) == 2):
-                        raise RuntimeError("forward pre-hook must return None or a tuple of "
-                                           f"(new_args, new_kwargs), but got {out}.")
+                        raise RuntimeError(
+                            "forward pre-hook must return None or a tuple of "
+                            f"(new_args, new_kwargs), but got {out}."
+                        )
                     args, kwargs = out
             else:
                 out = hook(module, args)
@@ -99,21 +109,31 @@ def call_with_hooks(module, args: tuple, kwargs: dict):
             if not always or hook_id in called:
                 continue
             try:
-                out = (hook(module, args, kwargs, result) if with_kw
-                       else hook(module, args, result))
+                out = hook(module, args, kwargs, result) if with_kw else hook(module, args, result)
                 if out is not None:
                     result = out
             except Exception as exc:
-                warnings.warn("module forward hook with ``always_call=True`` raised an "
-                              "exception that was silenced as another error was raised in "
-                              f"forward: {exc}", stacklevel=2)
+                warnings.warn(
+                    "module forward hook with ``always_call=True`` raised an "
+                    "exception that was silenced as another error was raised in "
+                    f"forward: {exc}",
+                    stacklevel=2,
+                )
         raise
 
 
 def _post_hooks(module):
     for hook_id, hook in tuple(global_forward_hooks.items()):
-        yield (hook_id, hook, hook_id in global_forward_hooks_with_kwargs,
-               hook_id in global_forward_hooks_always_called)
+        yield (
+            hook_id,
+            hook,
+            hook_id in global_forward_hooks_with_kwargs,
+            hook_id in global_forward_hooks_always_called,
+        )
     for hook_id, hook in tuple(module._forward_hooks.items()):
-        yield (hook_id, hook, hook_id in module._forward_hooks_with_kwargs,
-               hook_id in module._forward_hooks_always_called)
+        yield (
+            hook_id,
+            hook,
+            hook_id in module._forward_hooks_with_kwargs,
+            hook_id in module._forward_hooks_always_called,
+        )

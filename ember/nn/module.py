@@ -30,6 +30,7 @@ from ember.tensor.tensor import Tensor
 
 _EXTRA_STATE_KEY_SUFFIX = "_extra_state"
 
+
 class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
     __slots__ = ()
 
@@ -61,9 +62,9 @@ def _check_name(kind: str, name, has_attr: bool, registered: bool) -> None:
         raise TypeError(f"{kind} name should be a string. Got {_typename(name)}")
     if "." in name:
         got = f", got: {name}" if kind == "module" else ""
-        raise KeyError(f"{kind} name can't contain \".\"{got}")
+        raise KeyError(f'{kind} name can\'t contain "."{got}')
     if name == "":
-        raise KeyError(f"{kind} name can't be empty string \"\"")
+        raise KeyError(f'{kind} name can\'t be empty string ""')
     if has_attr and not registered:
         raise KeyError(f"attribute '{name}' already exists")
 
@@ -79,8 +80,10 @@ class Module:
 
     def __init__(self, *args, **kwargs) -> None:
         if args or kwargs:
-            raise TypeError(f"{type(self).__name__}.__init__() got unexpected arguments "
-                            f"{args or ''}{kwargs or ''}")
+            raise TypeError(
+                f"{type(self).__name__}.__init__() got unexpected arguments "
+                f"{args or ''}{kwargs or ''}"
+            )
         setattr_ = object.__setattr__
         setattr_(self, "training", True)
         setattr_(self, "_parameters", {})
@@ -99,7 +102,8 @@ class Module:
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(
-            f'Module [{type(self).__name__}] is missing the required "forward" function')
+            f'Module [{type(self).__name__}] is missing the required "forward" function'
+        )
 
     # ------------------------------------------------------------- registration
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
@@ -111,8 +115,10 @@ class Module:
             raise AttributeError("cannot assign buffer before Module.__init__() call")
         _check_name("buffer", name, hasattr(self, name), name in self._buffers)
         if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"cannot assign '{_typename(tensor)}' object to buffer '{name}' "
-                            "(ember Tensor or None required)")
+            raise TypeError(
+                f"cannot assign '{_typename(tensor)}' object to buffer '{name}' "
+                "(ember Tensor or None required)"
+            )
         self._buffers[name] = tensor
         if persistent:
             self._non_persistent_buffers_set.discard(name)
@@ -127,13 +133,16 @@ class Module:
             self._parameters[name] = None
             return
         if not isinstance(param, Parameter):
-            raise TypeError(f"cannot assign '{_typename(param)}' object to parameter '{name}' "
-                            "(ember.nn.Parameter or None required)")
+            raise TypeError(
+                f"cannot assign '{_typename(param)}' object to parameter '{name}' "
+                "(ember.nn.Parameter or None required)"
+            )
         if param.grad_fn is not None:
             raise ValueError(
                 f"Cannot assign non-leaf Tensor to parameter '{name}'. Model parameters must be "
                 f"created explicitly. To express '{name}' as a function of another Tensor, "
-                "compute the value in the forward() method.")
+                "compute the value in the forward() method."
+            )
         self._parameters[name] = param
 
     def add_module(self, name: str, module: Module | None) -> None:
@@ -157,8 +166,10 @@ class Module:
             return
         if params is not None and name in params:
             if value is not None:
-                raise TypeError(f"cannot assign '{_typename(value)}' as parameter '{name}' "
-                                "(ember.nn.Parameter or None expected)")
+                raise TypeError(
+                    f"cannot assign '{_typename(value)}' as parameter '{name}' "
+                    "(ember.nn.Parameter or None expected)"
+                )
             self.register_parameter(name, value)
             return
         modules = d.get("_modules")
@@ -170,15 +181,19 @@ class Module:
             return
         if modules is not None and name in modules:
             if value is not None:
-                raise TypeError(f"cannot assign '{_typename(value)}' as child module '{name}' "
-                                "(ember.nn.Module or None expected)")
+                raise TypeError(
+                    f"cannot assign '{_typename(value)}' as child module '{name}' "
+                    "(ember.nn.Module or None expected)"
+                )
             modules[name] = value
             return
         buffers = d.get("_buffers")
         if buffers is not None and name in buffers:
             if value is not None and not isinstance(value, Tensor):
-                raise TypeError(f"cannot assign '{_typename(value)}' as buffer '{name}' "
-                                "(ember.Tensor or None expected)")
+                raise TypeError(
+                    f"cannot assign '{_typename(value)}' as buffer '{name}' "
+                    "(ember.Tensor or None expected)"
+                )
             buffers[name] = value
             return
         object.__setattr__(self, name, value)
@@ -245,22 +260,28 @@ class Module:
 
     def get_extra_state(self):
         """Override (with ``set_extra_state``) to store non-tensor state in ``state_dict``."""
-        raise RuntimeError("Reached a code path in Module.get_extra_state() that should never be "
-                           "called.")
+        raise RuntimeError(
+            "Reached a code path in Module.get_extra_state() that should never be called."
+        )
 
     def set_extra_state(self, state) -> None:
-        raise RuntimeError("Reached a code path in Module.set_extra_state() that should never be "
-                           "called.")
+        raise RuntimeError(
+            "Reached a code path in Module.set_extra_state() that should never be called."
+        )
 
     def _has_extra_state(self) -> bool:
         return type(self).get_extra_state is not Module.get_extra_state
 
     # --------------------------------------------------------------- iteration
-    def _named_members(self, get_members, prefix: str = "", recurse: bool = True,
-                       remove_duplicate: bool = True):
+    def _named_members(
+        self, get_members, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ):
         memo = set()
-        modules = (self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
-                   if recurse else [(prefix, self)])
+        modules = (
+            self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
+            if recurse
+            else [(prefix, self)]
+        )
         for module_prefix, module in modules:
             for k, v in get_members(module):
                 if v is None or v in memo:
@@ -273,19 +294,21 @@ class Module:
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
-    def named_parameters(self, prefix: str = "", recurse: bool = True,
-                         remove_duplicate: bool = True):
-        yield from self._named_members(lambda m: m._parameters.items(), prefix, recurse,
-                                       remove_duplicate)
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ):
+        yield from self._named_members(
+            lambda m: m._parameters.items(), prefix, recurse, remove_duplicate
+        )
 
     def buffers(self, recurse: bool = True):
         for _, b in self.named_buffers(recurse=recurse):
             yield b
 
-    def named_buffers(self, prefix: str = "", recurse: bool = True,
-                      remove_duplicate: bool = True):
-        yield from self._named_members(lambda m: m._buffers.items(), prefix, recurse,
-                                       remove_duplicate)
+    def named_buffers(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
+        yield from self._named_members(
+            lambda m: m._buffers.items(), prefix, recurse, remove_duplicate
+        )
 
     def children(self):
         for _, m in self.named_children():
@@ -302,8 +325,9 @@ class Module:
         for _, m in self.named_modules(remove_duplicate=remove_duplicate):
             yield m
 
-    def named_modules(self, memo: set | None = None, prefix: str = "",
-                      remove_duplicate: bool = True):
+    def named_modules(
+        self, memo: set | None = None, prefix: str = "", remove_duplicate: bool = True
+    ):
         if memo is None:
             memo = set()
         if self in memo:
@@ -314,8 +338,9 @@ class Module:
         for name, module in self._modules.items():
             if module is None:
                 continue
-            yield from module.named_modules(memo, prefix + "." + name if prefix else name,
-                                            remove_duplicate)
+            yield from module.named_modules(
+                memo, prefix + "." + name if prefix else name, remove_duplicate
+            )
 
     # ------------------------------------------------------------------- modes
     def train(self, mode: bool = True) -> Module:
@@ -383,18 +408,22 @@ class Module:
         """
         device, dtype = _parse_to(args, kwargs)
         if dtype is not None and not dtype.is_floating_point:
-            raise TypeError("nn.Module.to only accepts floating point or complex dtypes, but got "
-                            f"desired dtype={dtype}")
+            raise TypeError(
+                "nn.Module.to only accepts floating point or complex dtypes, but got "
+                f"desired dtype={dtype}"
+            )
 
         def convert(t: Tensor) -> Tensor:
-            return _tensor_to(t, device=device,
-                              dtype=dtype if t.data.dtype in dtypes.FLOATING_NP else None)
+            return _tensor_to(
+                t, device=device, dtype=dtype if t.data.dtype in dtypes.FLOATING_NP else None
+            )
 
         return self._apply(convert)
 
     def _cast_floats(self, d) -> Module:
         return self._apply(
-            lambda t: _tensor_to(t, dtype=d) if t.data.dtype in dtypes.FLOATING_NP else t)
+            lambda t: _tensor_to(t, dtype=d) if t.data.dtype in dtypes.FLOATING_NP else t
+        )
 
     def float(self) -> Module:
         return self._cast_floats(dtypes.float32)
@@ -416,24 +445,32 @@ class Module:
         return self._apply(lambda t: _tensor_to(t, device=dev))
 
     # ------------------------------------------------------------------- hooks
-    def register_forward_pre_hook(self, hook, *, prepend: bool = False,
-                                  with_kwargs: bool = False) -> RemovableHandle:
+    def register_forward_pre_hook(
+        self, hook, *, prepend: bool = False, with_kwargs: bool = False
+    ) -> RemovableHandle:
         """``hook(module, args)`` (or ``hook(module, args, kwargs)``) before ``forward``.
 
         It may return new args (a tuple, or one value), or with kwargs a ``(args, kwargs)`` pair.
         """
-        handle = add_hook(self._forward_pre_hooks, hook, prepend,
-                           self._forward_pre_hooks_with_kwargs)
+        handle = add_hook(
+            self._forward_pre_hooks, hook, prepend, self._forward_pre_hooks_with_kwargs
+        )
         if with_kwargs:
             self._forward_pre_hooks_with_kwargs.add(handle.id)
         return handle
 
-    def register_forward_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False,
-                              always_call: bool = False) -> RemovableHandle:
+    def register_forward_hook(
+        self, hook, *, prepend: bool = False, with_kwargs: bool = False, always_call: bool = False
+    ) -> RemovableHandle:
         """``hook(module, args, output)`` (or with kwargs) after ``forward``; it may return a
         new output. ``always_call`` runs it even when forward raises."""
-        handle = add_hook(self._forward_hooks, hook, prepend, self._forward_hooks_with_kwargs,
-                           self._forward_hooks_always_called)
+        handle = add_hook(
+            self._forward_hooks,
+            hook,
+            prepend,
+            self._forward_hooks_with_kwargs,
+            self._forward_hooks_always_called,
+        )
         if with_kwargs:
             self._forward_hooks_with_kwargs.add(handle.id)
         if always_call:
@@ -441,8 +478,12 @@ class Module:
         return handle
 
     def __call__(self, *args, **kwargs):
-        if (self._forward_hooks or self._forward_pre_hooks or global_forward_hooks
-                or global_forward_pre_hooks):
+        if (
+            self._forward_hooks
+            or self._forward_pre_hooks
+            or global_forward_hooks
+            or global_forward_pre_hooks
+        ):
             return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
 
@@ -491,23 +532,35 @@ class Module:
         self._save_to_state_dict(destination, prefix, keep_vars)
         for name, module in self._modules.items():
             if module is not None:
-                module.state_dict(destination=destination, prefix=prefix + name + ".",
-                                  keep_vars=keep_vars)
+                module.state_dict(
+                    destination=destination, prefix=prefix + name + ".", keep_vars=keep_vars
+                )
         for hook in tuple(self._state_dict_hooks.values()):
             if hook(self, destination, prefix, local_metadata) is not None:
                 raise RuntimeError("state_dict post-hook must return None")
         return destination
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs) -> None:
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
         """Copy this module's own entries (not its children's) from ``state_dict``."""
         for hook in tuple(self._load_state_dict_pre_hooks.values()):
-            hook(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                 error_msgs)
-        persistent = ((k, v) for k, v in self._buffers.items()
-                      if k not in self._non_persistent_buffers_set)
-        local_state = {k: v for k, v in itertools.chain(self._parameters.items(), persistent)
-                       if v is not None}
+            hook(
+                self,
+                state_dict,
+                prefix,
+                local_metadata,
+                strict,
+                missing_keys,
+                unexpected_keys,
+                error_msgs,
+            )
+        persistent = (
+            (k, v) for k, v in self._buffers.items() if k not in self._non_persistent_buffers_set
+        )
+        local_state = {
+            k: v for k, v in itertools.chain(self._parameters.items(), persistent) if v is not None
+        }
         assign = local_metadata.get("assign_to_params_buffers", False)
         for name, param in local_state.items():
             key = prefix + name
@@ -519,16 +572,20 @@ class Module:
             if isinstance(value, np.ndarray):
                 value = Tensor(value)
             if not isinstance(value, Tensor):
-                error_msgs.append(f'While copying the parameter named "{key}", expected '
-                                  "ember.Tensor or Tensor-like object from checkpoint but "
-                                  f"received {type(value)}")
+                error_msgs.append(
+                    f'While copying the parameter named "{key}", expected '
+                    "ember.Tensor or Tensor-like object from checkpoint but "
+                    f"received {type(value)}"
+                )
                 continue
             if param.data.ndim == 0 and value.data.shape == (1,):
                 value = value.reshape(())  # a 0-d value saved as shape (1,) by old code
             if value.shape != param.shape:
-                error_msgs.append(f"size mismatch for {key}: copying a param with shape "
-                                  f"{value.shape} from checkpoint, the shape in current model "
-                                  f"is {param.shape}.")
+                error_msgs.append(
+                    f"size mismatch for {key}: copying a param with shape "
+                    f"{value.shape} from checkpoint, the shape in current model "
+                    f"is {param.shape}."
+                )
                 continue
             try:
                 with no_grad():
@@ -544,7 +601,8 @@ class Module:
                 error_msgs.append(
                     f'While copying the parameter named "{key}", whose dimensions in the model '
                     f"are {param.shape} and whose dimensions in the checkpoint are "
-                    f"{value.shape}, an exception occurred : {ex.args}.")
+                    f"{value.shape}, an exception occurred : {ex.args}."
+                )
         extra_key = prefix + _EXTRA_STATE_KEY_SUFFIX
         if self._has_extra_state():
             if extra_key in state_dict:
@@ -557,7 +615,7 @@ class Module:
             for key in state_dict:
                 if not key.startswith(prefix) or key == extra_key:
                     continue
-                head, dot, _ = key[len(prefix):].partition(".")
+                head, dot, _ = key[len(prefix) :].partition(".")
                 if (dot and head not in self._modules) or (not dot and head not in local_state):
                     unexpected_keys.append(key)
 
@@ -578,30 +636,47 @@ class Module:
             local_metadata = {} if metadata is None else dict(metadata.get(prefix[:-1], {}))
             if assign:
                 local_metadata["assign_to_params_buffers"] = True
-            module._load_from_state_dict(local, prefix, local_metadata, True, missing,
-                                         unexpected, errors)
+            module._load_from_state_dict(
+                local, prefix, local_metadata, True, missing, unexpected, errors
+            )
             for name, child in module._modules.items():
                 if child is not None:
                     child_prefix = prefix + name + "."
-                    load(child, {k: v for k, v in local.items() if k.startswith(child_prefix)},
-                         child_prefix)
+                    load(
+                        child,
+                        {k: v for k, v in local.items() if k.startswith(child_prefix)},
+                        child_prefix,
+                    )
             keys = _IncompatibleKeys(missing, unexpected)
             for hook in tuple(module._load_state_dict_post_hooks.values()):
                 if hook(module, keys) is not None:
-                    raise RuntimeError("load_state_dict post hooks must return None, edit the "
-                                       "incompatible keys in place instead")
+                    raise RuntimeError(
+                        "load_state_dict post hooks must return None, edit the "
+                        "incompatible keys in place instead"
+                    )
 
         load(self, state_dict)
         if strict:
             if unexpected:
-                errors.insert(0, "Unexpected key(s) in state_dict: {}. ".format(
-                    ", ".join(f'"{k}"' for k in unexpected)))
+                errors.insert(
+                    0,
+                    "Unexpected key(s) in state_dict: {}. ".format(
+                        ", ".join(f'"{k}"' for k in unexpected)
+                    ),
+                )
             if missing:
-                errors.insert(0, "Missing key(s) in state_dict: {}. ".format(
-                    ", ".join(f'"{k}"' for k in missing)))
+                errors.insert(
+                    0,
+                    "Missing key(s) in state_dict: {}. ".format(
+                        ", ".join(f'"{k}"' for k in missing)
+                    ),
+                )
         if errors:
-            raise RuntimeError("Error(s) in loading state_dict for {}:\n\t{}".format(
-                type(self).__name__, "\n\t".join(errors)))
+            raise RuntimeError(
+                "Error(s) in loading state_dict for {}:\n\t{}".format(
+                    type(self).__name__, "\n\t".join(errors)
+                )
+            )
         return _IncompatibleKeys(missing, unexpected)
 
     # ---------------------------------------------------------------- printing
@@ -615,8 +690,9 @@ class Module:
     def __repr__(self) -> str:
         extra = self.extra_repr()
         extra_lines = extra.split("\n") if extra else []
-        child_lines = [f"({key}): " + _addindent(repr(module), 2)
-                       for key, module in self._modules.items()]
+        child_lines = [
+            f"({key}): " + _addindent(repr(module), 2) for key, module in self._modules.items()
+        ]
         lines = extra_lines + child_lines
         body = ""
         if lines:
@@ -627,8 +703,9 @@ class Module:
         return f"{self._get_name()}({body})"
 
     def __dir__(self):
-        keys = itertools.chain(dir(type(self)), self.__dict__, self._parameters, self._modules,
-                               self._buffers)
+        keys = itertools.chain(
+            dir(type(self)), self.__dict__, self._parameters, self._modules, self._buffers
+        )
         return sorted(k for k in set(keys) if not k[0].isdigit())
 
 
@@ -648,7 +725,8 @@ def _parse_to(args: tuple, kwargs: dict):
         elif isinstance(a, bool):
             continue  # non_blocking
         elif isinstance(a, str) and a.removeprefix("ember.").removeprefix("torch.") in (
-                d.name for d in dtypes.ALL_DTYPES):
+            d.name for d in dtypes.ALL_DTYPES
+        ):
             dtype = a
         else:
             device = a

@@ -14,8 +14,19 @@ from ember.ops.inplace import make_inplace
 from ember.tensor.tensor import Tensor
 
 FAMILIES = (
-    "conversion", "inplace", "elementwise", "unary", "comparison", "reduction",
-    "reduction_minmax", "reduction_prod", "reduction_stats", "linalg", "shape", "join", "indexing",
+    "conversion",
+    "inplace",
+    "elementwise",
+    "unary",
+    "comparison",
+    "reduction",
+    "reduction_minmax",
+    "reduction_prod",
+    "reduction_stats",
+    "linalg",
+    "shape",
+    "join",
+    "indexing",
     "nn_ops",
 )
 

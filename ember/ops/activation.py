@@ -119,8 +119,10 @@ class SigmoidGrad(Function):
     def backward(self, gg):
         g, out = self.saved_tensors
         ng = self.needs_input_grad
-        return (SigmoidGrad().apply(gg, out) if ng[0] else None,
-                gg * g * (1 - out * 2) if ng[1] else None)
+        return (
+            SigmoidGrad().apply(gg, out) if ng[0] else None,
+            gg * g * (1 - out * 2) if ng[1] else None,
+        )
 
 
 def sigmoid(input):
@@ -157,8 +159,7 @@ class TanhGrad(Function):
     def backward(self, gg):
         g, out = self.saved_tensors
         ng = self.needs_input_grad
-        return (TanhGrad().apply(gg, out) if ng[0] else None,
-                gg * g * out * -2 if ng[1] else None)
+        return (TanhGrad().apply(gg, out) if ng[0] else None, gg * g * out * -2 if ng[1] else None)
 
 
 def tanh(input):
@@ -194,8 +195,9 @@ def _gelu_deriv(x, cdf):
 # erf(u) = sign(u) (1 - r(t) t exp(-u^2)), t = 1 / (1 + p |u|), u = x / sqrt 2. With
 # k = sqrt 2 / p, t = k / (k + |x|); the 1/2 of Phi is folded into r's coefficients.
 _AS_K = np.float32(math.sqrt(2.0) / 0.3275911)
-_AS_R = tuple(np.float32(0.5 * c) for c in
-              (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592))
+_AS_R = tuple(
+    np.float32(0.5 * c) for c in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
+)
 _SIGN = np.int32(-(1 << 31))
 _GELU_BLOCK = 1 << 16  # elements per block: the temporaries stay in cache
 
@@ -343,8 +345,9 @@ def _gelu_second(x: Tensor, approximate: str) -> Tensor:
 def gelu(input, approximate: str = "none"):
     """x * Phi(x); ``approximate='tanh'`` uses the tanh formula (GPT-2's ``gelu_new``)."""
     if approximate not in ("none", "tanh"):
-        raise RuntimeError(f"gelu: approximate argument must be either none or tanh, got "
-                           f"{approximate!r}")
+        raise RuntimeError(
+            f"gelu: approximate argument must be either none or tanh, got {approximate!r}"
+        )
     return Gelu(approximate).apply(float_only(input, "gelu"))
 
 
@@ -433,7 +436,13 @@ def softplus(input, beta=1.0, threshold=20.0):
     return Softplus(beta, threshold).apply(float_only(input, "softplus"))
 
 
-FUNCTIONS = {"relu": relu, "sigmoid": sigmoid, "tanh": tanh, "gelu": gelu, "silu": silu,
-             "softplus": softplus}
+FUNCTIONS = {
+    "relu": relu,
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "gelu": gelu,
+    "silu": silu,
+    "softplus": softplus,
+}
 METHODS = dict(FUNCTIONS)
 INPLACE = ("relu", "sigmoid", "tanh")

@@ -58,8 +58,11 @@ ge = _comparison("ge", "greater_equal")
 
 
 def _comparable(other) -> bool:
-    return (isinstance(other, (Tensor, np.ndarray)) or is_scalar(other)
-            or hasattr(other, "__cuda_array_interface__"))
+    return (
+        isinstance(other, (Tensor, np.ndarray))
+        or is_scalar(other)
+        or hasattr(other, "__cuda_array_interface__")
+    )
 
 
 def _operator(fn):
@@ -133,8 +136,9 @@ def logical_not(input):
 # --------------------------------------------------------------------------- bitwise
 def _check_integral(t, op: str) -> None:
     if isinstance(t, Tensor) and t.data.dtype in dtypes.FLOATING_NP:
-        raise NotImplementedError(f"{op}: not implemented for '{t.dtype.name}' (bool and "
-                                  "integer tensors only)")
+        raise NotImplementedError(
+            f"{op}: not implemented for '{t.dtype.name}' (bool and integer tensors only)"
+        )
     if isinstance(t, (float, np.floating)):
         raise NotImplementedError(f"{op}: not implemented for a float operand")
 
@@ -187,8 +191,10 @@ def isclose(input, other, rtol: float = 1e-05, atol: float = 1e-08, equal_nan: b
     if input.dtype is not other.dtype:
         raise RuntimeError(f"isclose: {input.dtype.name} did not match {other.dtype.name}")
     if rtol < 0 or atol < 0:
-        raise RuntimeError(f"isclose: rtol and atol must be greater than or equal to zero, but "
-                           f"got rtol={rtol} and atol={atol}")
+        raise RuntimeError(
+            f"isclose: rtol and atol must be greater than or equal to zero, but "
+            f"got rtol={rtol} and atol={atol}"
+        )
     a, b = input.data, other.data
     xp = get_array_module(a)
     try:
@@ -209,8 +215,9 @@ def isclose(input, other, rtol: float = 1e-05, atol: float = 1e-08, equal_nan: b
     return Tensor(as_array(close))
 
 
-def allclose(input, other, rtol: float = 1e-05, atol: float = 1e-08,
-             equal_nan: bool = False) -> bool:
+def allclose(
+    input, other, rtol: float = 1e-05, atol: float = 1e-08, equal_nan: bool = False
+) -> bool:
     return bool(isclose(input, other, rtol, atol, equal_nan).data.all())
 
 
@@ -225,26 +232,66 @@ def equal(input, other) -> bool:
 
 
 FUNCTIONS = {
-    "eq": eq, "ne": ne, "lt": lt, "le": le, "gt": gt, "ge": ge, "not_equal": ne,
-    "less": lt, "less_equal": le, "greater": gt, "greater_equal": ge,
-    "isnan": isnan, "isinf": isinf, "isfinite": isfinite, "isposinf": isposinf,
-    "isneginf": isneginf, "logical_and": logical_and, "logical_or": logical_or,
-    "logical_xor": logical_xor, "logical_not": logical_not, "bitwise_and": bitwise_and,
-    "bitwise_or": bitwise_or, "bitwise_xor": bitwise_xor, "bitwise_not": bitwise_not,
-    "isclose": isclose, "allclose": allclose, "equal": equal,
+    "eq": eq,
+    "ne": ne,
+    "lt": lt,
+    "le": le,
+    "gt": gt,
+    "ge": ge,
+    "not_equal": ne,
+    "less": lt,
+    "less_equal": le,
+    "greater": gt,
+    "greater_equal": ge,
+    "isnan": isnan,
+    "isinf": isinf,
+    "isfinite": isfinite,
+    "isposinf": isposinf,
+    "isneginf": isneginf,
+    "logical_and": logical_and,
+    "logical_or": logical_or,
+    "logical_xor": logical_xor,
+    "logical_not": logical_not,
+    "bitwise_and": bitwise_and,
+    "bitwise_or": bitwise_or,
+    "bitwise_xor": bitwise_xor,
+    "bitwise_not": bitwise_not,
+    "isclose": isclose,
+    "allclose": allclose,
+    "equal": equal,
 }
 METHODS = {
     **FUNCTIONS,
-    "__eq__": _operator(eq), "__ne__": _operator(ne), "__lt__": _operator(lt),
-    "__le__": _operator(le), "__gt__": _operator(gt), "__ge__": _operator(ge),
-    "__and__": _operator(bitwise_and), "__or__": _operator(bitwise_or),
-    "__xor__": _operator(bitwise_xor), "__rand__": _reflected(bitwise_and),
-    "__ror__": _reflected(bitwise_or), "__rxor__": _reflected(bitwise_xor),
+    "__eq__": _operator(eq),
+    "__ne__": _operator(ne),
+    "__lt__": _operator(lt),
+    "__le__": _operator(le),
+    "__gt__": _operator(gt),
+    "__ge__": _operator(ge),
+    "__and__": _operator(bitwise_and),
+    "__or__": _operator(bitwise_or),
+    "__xor__": _operator(bitwise_xor),
+    "__rand__": _reflected(bitwise_and),
+    "__ror__": _reflected(bitwise_or),
+    "__rxor__": _reflected(bitwise_xor),
     "__invert__": bitwise_not,
-    "__iand__": _in_place("bitwise_and"), "__ior__": _in_place("bitwise_or"),
+    "__iand__": _in_place("bitwise_and"),
+    "__ior__": _in_place("bitwise_or"),
     "__ixor__": _in_place("bitwise_xor"),
 }
 INPLACE = (
-    "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor",
-    "logical_not", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "logical_and",
+    "logical_or",
+    "logical_xor",
+    "logical_not",
+    "bitwise_and",
+    "bitwise_or",
+    "bitwise_xor",
+    "bitwise_not",
 )

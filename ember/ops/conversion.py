@@ -109,8 +109,12 @@ def cpu(t: Tensor) -> Tensor:
 
 
 def cuda(t: Tensor, device=None, non_blocking: bool = False) -> Tensor:
-    return to(t, "cuda" if device is None else to_device(device if not isinstance(device, int)
-                                                          else f"cuda:{device}"))
+    return to(
+        t,
+        "cuda"
+        if device is None
+        else to_device(device if not isinstance(device, int) else f"cuda:{device}"),
+    )
 
 
 def _tensor_type(self, dtype=None, non_blocking=False):
@@ -120,12 +124,22 @@ def _tensor_type(self, dtype=None, non_blocking=False):
 
 
 METHODS = {
-    "to": to, "clone": clone, "contiguous": contiguous, "type_as": type_as, "cpu": cpu,
-    "cuda": cuda, "type": _tensor_type,
-    "float": _caster(dtypes.float32), "double": _caster(dtypes.float64),
-    "half": _caster(dtypes.float16), "bfloat16": _caster(dtypes.bfloat16),
-    "long": _caster(dtypes.int64), "int": _caster(dtypes.int32),
-    "short": _caster(dtypes.int16), "char": _caster(dtypes.int8),
-    "byte": _caster(dtypes.uint8), "bool": _caster(dtypes.bool_),
+    "to": to,
+    "clone": clone,
+    "contiguous": contiguous,
+    "type_as": type_as,
+    "cpu": cpu,
+    "cuda": cuda,
+    "type": _tensor_type,
+    "float": _caster(dtypes.float32),
+    "double": _caster(dtypes.float64),
+    "half": _caster(dtypes.float16),
+    "bfloat16": _caster(dtypes.bfloat16),
+    "long": _caster(dtypes.int64),
+    "int": _caster(dtypes.int32),
+    "short": _caster(dtypes.int16),
+    "char": _caster(dtypes.int8),
+    "byte": _caster(dtypes.uint8),
+    "bool": _caster(dtypes.bool_),
 }
 FUNCTIONS = {"clone": clone}

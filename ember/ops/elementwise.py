@@ -26,8 +26,7 @@ class Add(Function):
     def backward(self, g):
         ng = self.needs_input_grad
         sa, sb = self.shapes
-        return (sum_to_shape(g, sa) if ng[0] else None,
-                sum_to_shape(g, sb) if ng[1] else None)
+        return (sum_to_shape(g, sa) if ng[0] else None, sum_to_shape(g, sb) if ng[1] else None)
 
 
 class Sub(Function):
@@ -38,8 +37,7 @@ class Sub(Function):
     def backward(self, g):
         ng = self.needs_input_grad
         sa, sb = self.shapes
-        return (sum_to_shape(g, sa) if ng[0] else None,
-                sum_to_shape(-g, sb) if ng[1] else None)
+        return (sum_to_shape(g, sa) if ng[0] else None, sum_to_shape(-g, sb) if ng[1] else None)
 
 
 class Mul(Function):
@@ -54,10 +52,14 @@ class Mul(Function):
         sa, sb = self.shapes
         if not state.enabled:  # no create_graph: raw products, no Function per product
             gd = g.data
-            return (sum_to_shape(Tensor(as_array(gd * b.data)), sa) if b is not None else None,
-                    sum_to_shape(Tensor(as_array(gd * a.data)), sb) if a is not None else None)
-        return (sum_to_shape(g * b, sa) if b is not None else None,
-                sum_to_shape(g * a, sb) if a is not None else None)
+            return (
+                sum_to_shape(Tensor(as_array(gd * b.data)), sa) if b is not None else None,
+                sum_to_shape(Tensor(as_array(gd * a.data)), sb) if a is not None else None,
+            )
+        return (
+            sum_to_shape(g * b, sa) if b is not None else None,
+            sum_to_shape(g * a, sb) if a is not None else None,
+        )
 
 
 class Div(Function):
@@ -90,7 +92,7 @@ class Pow(Function):
     def forward(self, a, b):
         ng = self.needs_input_grad
         self.shapes = (_shape(a), _shape(b))
-        out = a ** b
+        out = a**b
         self.save_for_backward(a, b, out if ng[1] else None)
         return out
 
@@ -154,23 +156,32 @@ def div(input, other, *, rounding_mode=None, out=None):
     if rounding_mode == "floor":
         res = xp.floor_divide(xa, xb) if not _is_float(xa, xb) else xp.floor(xa / xb)
     elif rounding_mode == "trunc":
-        res = xp.trunc(xa / xb).astype((xa / xb).dtype) if _is_float(xa, xb) else (
-            xp.trunc(xa / xb).astype(xp.result_type(xa, xb)))
+        res = (
+            xp.trunc(xa / xb).astype((xa / xb).dtype)
+            if _is_float(xa, xb)
+            else (xp.trunc(xa / xb).astype(xp.result_type(xa, xb)))
+        )
     else:
         raise ValueError(
-            f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}")
+            f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}"
+        )
     return Tensor(xp.asarray(res))
 
 
 def _is_float(xa, xb) -> bool:
-    return getattr(xa, "dtype", None) is not None and xa.dtype.kind not in "iub" or (
-        getattr(xb, "dtype", None) is not None and xb.dtype.kind not in "iub")
+    return (
+        getattr(xa, "dtype", None) is not None
+        and xa.dtype.kind not in "iub"
+        or (getattr(xb, "dtype", None) is not None and xb.dtype.kind not in "iub")
+    )
 
 
 def neg(input):
     if input.data.dtype.kind == "b":
-        raise RuntimeError("neg: negation, the `-` operator, on a bool tensor is not supported. "
-                           "Use logical_not() instead.")
+        raise RuntimeError(
+            "neg: negation, the `-` operator, on a bool tensor is not supported. "
+            "Use logical_not() instead."
+        )
     return Neg().apply(input)
 
 
@@ -213,22 +224,56 @@ def _r(fn):
 
 
 METHODS = {
-    "add": add, "sub": sub, "subtract": sub, "mul": mul, "multiply": mul, "div": div,
-    "divide": div, "true_divide": true_divide, "floor_divide": floor_divide,
-    "remainder": remainder, "neg": neg, "negative": neg, "pow": pow,
-    "__add__": add, "__radd__": _r(add), "__sub__": sub, "__rsub__": _r(sub),
-    "__mul__": mul, "__rmul__": _r(mul), "__truediv__": div, "__rtruediv__": _r(div),
-    "__floordiv__": floor_divide, "__rfloordiv__": _r(floor_divide),
-    "__mod__": remainder, "__rmod__": _r(remainder),
-    "__pow__": pow, "__rpow__": _r(pow), "__neg__": neg, "__pos__": lambda self: self,
-    "__iadd__": _inplace_operator("add_"), "__isub__": _inplace_operator("sub_"),
-    "__imul__": _inplace_operator("mul_"), "__itruediv__": _inplace_operator("div_"),
-    "__ifloordiv__": _inplace_operator("floor_divide_"), "__imod__": _inplace_operator(
-        "remainder_"), "__ipow__": _inplace_operator("pow_"),
+    "add": add,
+    "sub": sub,
+    "subtract": sub,
+    "mul": mul,
+    "multiply": mul,
+    "div": div,
+    "divide": div,
+    "true_divide": true_divide,
+    "floor_divide": floor_divide,
+    "remainder": remainder,
+    "neg": neg,
+    "negative": neg,
+    "pow": pow,
+    "__add__": add,
+    "__radd__": _r(add),
+    "__sub__": sub,
+    "__rsub__": _r(sub),
+    "__mul__": mul,
+    "__rmul__": _r(mul),
+    "__truediv__": div,
+    "__rtruediv__": _r(div),
+    "__floordiv__": floor_divide,
+    "__rfloordiv__": _r(floor_divide),
+    "__mod__": remainder,
+    "__rmod__": _r(remainder),
+    "__pow__": pow,
+    "__rpow__": _r(pow),
+    "__neg__": neg,
+    "__pos__": lambda self: self,
+    "__iadd__": _inplace_operator("add_"),
+    "__isub__": _inplace_operator("sub_"),
+    "__imul__": _inplace_operator("mul_"),
+    "__itruediv__": _inplace_operator("div_"),
+    "__ifloordiv__": _inplace_operator("floor_divide_"),
+    "__imod__": _inplace_operator("remainder_"),
+    "__ipow__": _inplace_operator("pow_"),
 }
 FUNCTIONS = {
-    "add": add, "sub": sub, "subtract": sub, "mul": mul, "multiply": mul, "div": div,
-    "divide": div, "true_divide": true_divide, "floor_divide": floor_divide,
-    "remainder": remainder, "neg": neg, "negative": neg, "pow": pow,
+    "add": add,
+    "sub": sub,
+    "subtract": sub,
+    "mul": mul,
+    "multiply": mul,
+    "div": div,
+    "divide": div,
+    "true_divide": true_divide,
+    "floor_divide": floor_divide,
+    "remainder": remainder,
+    "neg": neg,
+    "negative": neg,
+    "pow": pow,
 }
 INPLACE = ("add", "sub", "mul", "div", "pow", "neg", "remainder", "floor_divide")

@@ -47,20 +47,25 @@ def _pad_to(g: Tensor, shape: tuple) -> Tensor:
 # ------------------------------------------------------------------------ gather / scatter
 def _check_dims(op: str, a_shape, dim: int, idx, src_shape=None) -> None:
     if idx.ndim != len(a_shape) and not (idx.ndim <= 1 and len(a_shape) <= 1):
-        raise RuntimeError(f"{op}(): Index tensor must have the same number of dimensions as "
-                           f"input tensor (index {list(idx.shape)}, input {list(a_shape)})")
+        raise RuntimeError(
+            f"{op}(): Index tensor must have the same number of dimensions as "
+            f"input tensor (index {list(idx.shape)}, input {list(a_shape)})"
+        )
     for d, s in enumerate(idx.shape):
         too_big = (d != dim and d < len(a_shape) and s > a_shape[d]) or (
-            src_shape is not None and d < len(src_shape) and s > src_shape[d])
+            src_shape is not None and d < len(src_shape) and s > src_shape[d]
+        )
         if too_big and src_shape is None:
             raise RuntimeError(
                 f"{op}(): Size does not match at dimension {d} expected index {list(idx.shape)} "
-                f"to be no larger than self {list(a_shape)} apart from dimension {dim}")
+                f"to be no larger than self {list(a_shape)} apart from dimension {dim}"
+            )
         if too_big:
             raise RuntimeError(
                 f"{op}(): Expected index {list(idx.shape)} to be no larger than self "
                 f"{list(a_shape)} apart from dimension {dim} and to be no larger size than "
-                f"src {list(src_shape)}")
+                f"src {list(src_shape)}"
+            )
     size = a_shape[dim] if a_shape else 1
     K.check_bounds(idx, size, dim, negative=False, exc=RuntimeError, prefix=f"{op}(): ")
 
@@ -197,8 +202,7 @@ def scatter(input: Tensor, dim: int, index, src=None, *, value=None, reduce=None
         return ScatterAdd(dim, idx, input.data.shape).apply(input, src)
     if reduce == "multiply":
         return ScatterMultiply(dim, idx).apply(input, src)
-    raise RuntimeError(f"scatter(): reduce argument must be either add or multiply, got "
-                       f"{reduce!r}")
+    raise RuntimeError(f"scatter(): reduce argument must be either add or multiply, got {reduce!r}")
 
 
 def scatter_add(input: Tensor, dim: int, index, src: Tensor) -> Tensor:
@@ -215,30 +219,40 @@ def take_along_dim(input: Tensor, indices, dim=None) -> Tensor:
     idx = _index(indices, "take_along_dim", ("int64",))
     if dim is None:
         flat = reshape(input, -1)
-        K.check_bounds(idx, flat.data.size, 0, negative=False, exc=RuntimeError,
-                       prefix="take_along_dim(): ")
+        K.check_bounds(
+            idx, flat.data.size, 0, negative=False, exc=RuntimeError, prefix="take_along_dim(): "
+        )
         return Gather(0, idx.reshape(-1)).apply(flat)
     nd = input.data.ndim
     dim = normalize_dim(dim, nd, "take_along_dim")
     if idx.ndim != nd:
         raise RuntimeError(
             f"take_along_dim(): input and indices should have the same number of dimensions, "
-            f"but got {nd} dimensions for input, and {idx.ndim} dimensions for indices")
+            f"but got {nd} dimensions for input, and {idx.ndim} dimensions for indices"
+        )
     xp = get_array_module(idx)
     a_shape, i_shape = list(input.data.shape), list(idx.shape)
     a_shape[dim] = i_shape[dim] = 1
     try:
         common = list(xp.broadcast_shapes(tuple(a_shape), tuple(i_shape)))
     except ValueError:
-        raise RuntimeError(f"take_along_dim(): input {list(input.data.shape)} and indices "
-                           f"{list(idx.shape)} are not broadcastable apart from dimension "
-                           f"{dim}") from None
+        raise RuntimeError(
+            f"take_along_dim(): input {list(input.data.shape)} and indices "
+            f"{list(idx.shape)} are not broadcastable apart from dimension "
+            f"{dim}"
+        ) from None
     common[dim] = input.data.shape[dim]
     x = expand(input, tuple(common))
     common[dim] = idx.shape[dim]
     idx = xp.broadcast_to(idx, tuple(common))
-    K.check_bounds(idx, input.data.shape[dim], dim, negative=False, exc=RuntimeError,
-                   prefix="take_along_dim(): ")
+    K.check_bounds(
+        idx,
+        input.data.shape[dim],
+        dim,
+        negative=False,
+        exc=RuntimeError,
+        prefix="take_along_dim(): ",
+    )
     return Gather(dim, idx).apply(x)
 
 
@@ -271,13 +285,16 @@ class IndexAdd(Function):
     def forward(self, a, src):
         xp = get_array_module(src)
         dim = self.dim
-        moved_shape = (self.shape[dim],) + self.shape[:dim] + self.shape[dim + 1:]
+        moved_shape = (self.shape[dim],) + self.shape[:dim] + self.shape[dim + 1 :]
         out = xp.zeros(moved_shape, dtype=src.dtype) if a is None else _moved(a, dim).copy()
         vals = xp.moveaxis(src, dim, 0) if dim else src
         if self.alpha != 1:
             vals = vals * src.dtype.type(self.alpha)
-        K.add_rows(out, K.wrap_negative(self.idx.reshape(-1), self.shape[dim]),
-                   vals.reshape((self.idx.size,) + moved_shape[1:]))
+        K.add_rows(
+            out,
+            K.wrap_negative(self.idx.reshape(-1), self.shape[dim]),
+            vals.reshape((self.idx.size,) + moved_shape[1:]),
+        )
         return out if dim == 0 else xp.ascontiguousarray(xp.moveaxis(out, 0, dim))
 
     def backward(self, g):
@@ -314,8 +331,7 @@ class IndexFill(Function):
 def _vector_index(index, op: str, size: int, dim: int):
     idx = _index(index, op)
     if idx.ndim > 1:
-        raise IndexError(f"{op}(): Index is supposed to be a vector, got shape "
-                         f"{list(idx.shape)}")
+        raise IndexError(f"{op}(): Index is supposed to be a vector, got shape {list(idx.shape)}")
     K.check_bounds(idx, size, dim, negative=False, prefix=f"{op}(): ")
     return idx.reshape(-1)
 
@@ -339,9 +355,11 @@ def index_add(input: Tensor, dim: int, index, source: Tensor, *, alpha=1) -> Ten
     if nd:
         want[dim] = idx.size
     if list(source.data.shape) != want:
-        raise RuntimeError(f"index_add(): source {list(source.data.shape)} does not match "
-                           f"self {list(input.data.shape)} with {idx.size} indices along "
-                           f"dimension {dim} (expected {want})")
+        raise RuntimeError(
+            f"index_add(): source {list(source.data.shape)} does not match "
+            f"self {list(input.data.shape)} with {idx.size} indices along "
+            f"dimension {dim} (expected {want})"
+        )
     source = _src_operand(input, source, "index_add")
     return IndexAdd(dim, idx, input.data.shape, alpha).apply(input, source)
 
@@ -358,8 +376,10 @@ def _scalar_value(input: Tensor, value, op: str):
     """A fill value: a Python number (cast to the input's dtype) or a 0-d tensor."""
     if isinstance(value, Tensor):
         if value.data.ndim:
-            raise RuntimeError(f"{op}_ only supports a 0-dimensional value tensor, but got "
-                               f"tensor with {value.data.ndim} dimension(s).")
+            raise RuntimeError(
+                f"{op}_ only supports a 0-dimensional value tensor, but got "
+                f"tensor with {value.data.ndim} dimension(s)."
+            )
         if value.requires_grad:
             return _src_operand(input, value, op)
         value = value.item()
@@ -372,8 +392,9 @@ def _mask(mask, op: str):
 
         mask = as_tensor(mask)
     if mask.data.dtype.kind != "b":
-        raise RuntimeError(f"{op} only supports boolean masks, but got mask with dtype "
-                           f"{mask.dtype.name}")
+        raise RuntimeError(
+            f"{op} only supports boolean masks, but got mask with dtype {mask.dtype.name}"
+        )
     return mask.data
 
 
@@ -401,8 +422,10 @@ def masked_fill(input: Tensor, mask, value) -> Tensor:
     try:
         xp.broadcast_shapes(m.shape, input.data.shape)
     except ValueError:
-        raise RuntimeError(f"masked_fill: the mask of shape {list(m.shape)} does not broadcast "
-                           f"to the input of shape {list(input.data.shape)}") from None
+        raise RuntimeError(
+            f"masked_fill: the mask of shape {list(m.shape)} does not broadcast "
+            f"to the input of shape {list(input.data.shape)}"
+        ) from None
     return MaskedFill(m).apply(input, _scalar_value(input, value, "masked_fill"))
 
 
@@ -414,8 +437,10 @@ def masked_select(input: Tensor, mask) -> Tensor:
     try:
         shape = xp.broadcast_shapes(m.shape, input.data.shape)
     except ValueError:
-        raise RuntimeError(f"masked_select: the mask of shape {list(m.shape)} does not "
-                           f"broadcast to the input of shape {list(input.data.shape)}") from None
+        raise RuntimeError(
+            f"masked_select: the mask of shape {list(m.shape)} does not "
+            f"broadcast to the input of shape {list(input.data.shape)}"
+        ) from None
     x = expand(input, shape)
     m = xp.broadcast_to(m, shape)
     return Index(IndexKey((m,), "mask")).apply(x)
@@ -429,8 +454,9 @@ def take(input: Tensor, index) -> Tensor:
     lo, hi = K.bounds(idx)
     if idx.size and (hi >= n or lo < -n):
         bad = hi if hi >= n else lo
-        raise IndexError(f"take(): out of range: tried to access index {bad} on a tensor of "
-                         f"{n} elements.")
+        raise IndexError(
+            f"take(): out of range: tried to access index {bad} on a tensor of {n} elements."
+        )
     return Index(IndexKey((idx,), "rows", idx)).apply(reshape(input, -1))
 
 

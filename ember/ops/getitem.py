@@ -26,8 +26,10 @@ from ember.ops import index_kernels as K
 from ember.tensor.backend import device_of, get_array_module, to_backend
 from ember.tensor.tensor import Tensor
 
-_BAD_INDEX = ("only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables "
-              "are valid indices (got {})")
+_BAD_INDEX = (
+    "only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables "
+    "are valid indices (got {})"
+)
 
 
 class IndexKey:
@@ -60,8 +62,11 @@ def _index_array(k, data):
     if kind == "b":
         return arr
     if arr.dtype == np.uint8:
-        warnings.warn("indexing with dtype uint8 is deprecated, please use a dtype bool "
-                      "instead.", UserWarning, stacklevel=4)
+        warnings.warn(
+            "indexing with dtype uint8 is deprecated, please use a dtype bool instead.",
+            UserWarning,
+            stacklevel=4,
+        )
         return arr.astype(bool)
     if kind not in "iu":
         raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
@@ -88,11 +93,18 @@ def parse_key(data, key) -> IndexKey:
             items.append(bool(k) if isinstance(k, np.bool_) else k)
         elif _is_int(k):
             items.append(int(k))
-        elif isinstance(k, Tensor) and k.data.ndim == 0 and k.data.dtype.kind in "iu" and (
-                k.data.dtype != np.uint8):
+        elif (
+            isinstance(k, Tensor)
+            and k.data.ndim == 0
+            and k.data.dtype.kind in "iu"
+            and (k.data.dtype != np.uint8)
+        ):
             items.append(int(k.item()))  # a 0-d integer tensor acts as an int (a view)
-        elif isinstance(k, (Tensor, list, tuple, range)) or hasattr(k, "__array_interface__") or (
-                hasattr(k, "__cuda_array_interface__")):
+        elif (
+            isinstance(k, (Tensor, list, tuple, range))
+            or hasattr(k, "__array_interface__")
+            or (hasattr(k, "__cuda_array_interface__"))
+        ):
             items.append(_index_array(k, data))
         elif isinstance(k, (float, np.floating)):
             raise IndexError(_BAD_INDEX.format(type(k).__name__))
@@ -116,9 +128,11 @@ def parse_key(data, key) -> IndexKey:
     shape = data.shape
     if used > data.ndim:
         if data.ndim == 0:
-            raise IndexError("invalid index of a 0-dim tensor. Use `tensor.item()` in Python "
-                             "or `tensor.item<T>()` in C++ to convert a 0-dim tensor to a "
-                             "number")
+            raise IndexError(
+                "invalid index of a 0-dim tensor. Use `tensor.item()` in Python "
+                "or `tensor.item<T>()` in C++ to convert a 0-dim tensor to a "
+                "number"
+            )
         raise IndexError(f"too many indices for tensor of dimension {data.ndim}")
 
     dim = 0
@@ -131,8 +145,7 @@ def parse_key(data, key) -> IndexKey:
         elif isinstance(k, int):
             size = shape[dim]
             if not -size <= k < size:
-                raise IndexError(f"index {k} is out of bounds for dimension {dim} with size "
-                                 f"{size}")
+                raise IndexError(f"index {k} is out of bounds for dimension {dim} with size {size}")
             dim += 1
         elif isinstance(k, slice):
             dim += 1
@@ -143,7 +156,8 @@ def parse_key(data, key) -> IndexKey:
                 if s != shape[dim + j]:
                     raise IndexError(
                         f"The shape of the mask {list(k.shape)} at index {j} does not match "
-                        f"the shape of the indexed tensor {list(shape)} at index {dim + j}")
+                        f"the shape of the indexed tensor {list(shape)} at index {dim + j}"
+                    )
             arrays.append(k)
             dim += k.ndim
         else:
@@ -162,8 +176,7 @@ def parse_key(data, key) -> IndexKey:
         k = arrays[0]
         if isinstance(k, bool) or k.dtype.kind == "b":
             return IndexKey(np_key, "mask", pre=pre)
-        if items[0] is k and all(
-                i is Ellipsis or i == slice(None) for i in items[1:]):
+        if items[0] is k and all(i is Ellipsis or i == slice(None) for i in items[1:]):
             return IndexKey(np_key, "rows", k, pre)
     return IndexKey(np_key, "general", pre=pre)
 
@@ -300,8 +313,10 @@ def assign(out, key: IndexKey, v) -> None:
             ) from None
         target = key.target(out)[key.np_key].shape
         vshape = getattr(v, "shape", ())
-        raise RuntimeError(f"shape mismatch: value tensor of shape {list(vshape)} cannot be "
-                           f"broadcast to indexing result of shape {list(target)}") from exc
+        raise RuntimeError(
+            f"shape mismatch: value tensor of shape {list(vshape)} cannot be "
+            f"broadcast to indexing result of shape {list(target)}"
+        ) from exc
 
 
 def setitem(self: Tensor, key, value) -> None:
@@ -310,12 +325,14 @@ def setitem(self: Tensor, key, value) -> None:
     key = parse_key(self.data, key)
     xp = get_array_module(self.data)
     if not isinstance(value, Tensor) and not isinstance(value, (int, float, bool, np.generic)):
-        value = Tensor(to_backend(np.asarray(value) if isinstance(value, (list, tuple))
-                                  else value, self.device))
+        value = Tensor(
+            to_backend(
+                np.asarray(value) if isinstance(value, (list, tuple)) else value, self.device
+            )
+        )
     if isinstance(value, Tensor) and type(value.data) is not type(self.data):
         if value.data.ndim:
-            raise RuntimeError(f"setitem: expected the value on {self.device}, got "
-                               f"{value.device}")
+            raise RuntimeError(f"setitem: expected the value on {self.device}, got {value.device}")
         value = value.item()
     if not _recording(self, (value,)):
         v = value.data if isinstance(value, Tensor) else value
@@ -335,5 +352,6 @@ def iterate(self: Tensor):
     """Iterate over dim 0, each row a view (as ``tensor.unbind(0)``)."""
     if self.data.ndim == 0:
         raise TypeError("iteration over a 0-d tensor")
-    return iter([Slice(IndexKey((i, Ellipsis), "basic")).apply(self)
-                 for i in range(self.data.shape[0])])
+    return iter(
+        [Slice(IndexKey((i, Ellipsis), "basic")).apply(self) for i in range(self.data.shape[0])]
+    )

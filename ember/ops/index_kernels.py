@@ -69,8 +69,7 @@ def add_at(out, key, src) -> None:
     if out.flags.c_contiguous and out.size <= max(_LINEAR_TRICK_MAX, 4 * np.size(src)):
         # The linear position of every selected element, then the fast 1-D add.at loop.
         lin = np.arange(out.size).reshape(out.shape)[key]
-        np.add.at(out.reshape(-1), lin.reshape(-1),
-                  np.broadcast_to(src, lin.shape).reshape(-1))
+        np.add.at(out.reshape(-1), lin.reshape(-1), np.broadcast_to(src, lin.shape).reshape(-1))
         return
     np.add.at(out, key, src)
 
@@ -121,8 +120,9 @@ def bounds(idx) -> tuple:
     return int(idx.min()), int(idx.max())
 
 
-def check_bounds(idx, size: int, dim: int, *, negative: bool, exc=IndexError,
-                 prefix: str = "") -> None:
+def check_bounds(
+    idx, size: int, dim: int, *, negative: bool, exc=IndexError, prefix: str = ""
+) -> None:
     """Raise ``index 7 is out of bounds for dimension 1 with size 4`` (PyTorch's wording)."""
     lo, hi = bounds(idx)
     bad = None

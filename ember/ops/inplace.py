@@ -28,8 +28,7 @@ def apply_inplace(t: Tensor, fn, *args, op: str, **kwargs) -> Tensor:
     if recording:
         if t.grad_fn is None and t.requires_grad:
             raise RuntimeError(
-                f"{op}: a leaf Variable that requires grad is being used in an in-place "
-                "operation."
+                f"{op}: a leaf Variable that requires grad is being used in an in-place operation."
             )
         if t._base is not None and t._base.requires_grad:
             raise RuntimeError(
@@ -79,7 +78,8 @@ class Overwrite(Function):
         except ValueError:
             raise RuntimeError(
                 f"copy_: the source of shape {list(self.src_shape)} cannot be broadcast to "
-                f"the destination of shape {list(dst.shape)}") from None
+                f"the destination of shape {list(dst.shape)}"
+            ) from None
         return out
 
     def backward(self, g):
@@ -88,8 +88,9 @@ class Overwrite(Function):
         from ember.ops.conversion import cast_to
         from ember.ops.reduction import sum_to_shape
 
-        return None, cast_to(sum_to_shape(g, self.src_shape),
-                             dtypes.from_numpy_dtype(self.src_dtype))
+        return None, cast_to(
+            sum_to_shape(g, self.src_shape), dtypes.from_numpy_dtype(self.src_dtype)
+        )
 
 
 def _overwrite(t: Tensor, src, op: str) -> Tensor:
@@ -107,8 +108,10 @@ def _overwrite(t: Tensor, src, op: str) -> Tensor:
         get_array_module(t.data).copyto(t.data, arr, casting="unsafe")
     except ValueError:
         shape = list(getattr(arr, "shape", ()))
-        raise RuntimeError(f"{op}: the source of shape {shape} cannot be broadcast to the "
-                           f"destination of shape {list(t.data.shape)}") from None
+        raise RuntimeError(
+            f"{op}: the source of shape {shape} cannot be broadcast to the "
+            f"destination of shape {list(t.data.shape)}"
+        ) from None
     t._vc[0] += 1
     return t
 
@@ -119,8 +122,10 @@ def _zero_(self) -> Tensor:
 
 def _fill_(self, value) -> Tensor:
     if isinstance(value, Tensor) and value.data.ndim:
-        raise RuntimeError(f"fill_: only supports 0-dimension value tensor but got tensor "
-                           f"with {value.data.ndim} dimensions.")
+        raise RuntimeError(
+            f"fill_: only supports 0-dimension value tensor but got tensor "
+            f"with {value.data.ndim} dimensions."
+        )
     return _overwrite(self, value, "fill_")
 
 

@@ -38,8 +38,10 @@ class Cat(Function):
         if not self.skip:
             return pieces
         pieces, xp = iter(pieces), get_array_module(g.data)
-        return tuple(Tensor(xp.zeros((0,), g.data.dtype)) if i in self.skip else next(pieces)
-                     for i in range(len(self.next_edges)))
+        return tuple(
+            Tensor(xp.zeros((0,), g.data.dtype)) if i in self.skip else next(pieces)
+            for i in range(len(self.next_edges))
+        )
 
 
 class Split(Function):
@@ -129,8 +131,7 @@ def _tensor_list(tensors, op: str) -> list:
     tensors = list(tensors)
     for i, x in enumerate(tensors):
         if not isinstance(x, Tensor):
-            raise TypeError(f"{op}: expected Tensors, but element {i} is "
-                            f"{type(x).__name__}")
+            raise TypeError(f"{op}: expected Tensors, but element {i} is {type(x).__name__}")
     return tensors
 
 
@@ -139,8 +140,10 @@ def _promote(tensors: list, op: str) -> list:
     first = tensors[0].data
     for x in tensors:
         if type(x.data) is not type(first):
-            raise RuntimeError(f"{op}: expected all tensors to be on the same device, got "
-                               f"{tensors[0].device} and {x.device}")
+            raise RuntimeError(
+                f"{op}: expected all tensors to be on the same device, got "
+                f"{tensors[0].device} and {x.device}"
+            )
     if all(x.data.dtype == first.dtype for x in tensors):
         return tensors
     rd = dtypes.result_type([x.dtype for x in tensors], [], [])
@@ -154,8 +157,9 @@ def cat(tensors, dim: int = 0, *, out=None) -> Tensor:
         raise ValueError("cat(): expected a non-empty list of Tensors")
     for i, x in enumerate(tensors):
         if x.data.ndim == 0:
-            raise RuntimeError(f"cat: zero-dimensional tensor (at position {i}) cannot be "
-                               "concatenated")
+            raise RuntimeError(
+                f"cat: zero-dimensional tensor (at position {i}) cannot be concatenated"
+            )
     skip = frozenset(i for i, x in enumerate(tensors) if x.data.shape == (0,))
     ref = next((x for i, x in enumerate(tensors) if i not in skip), tensors[0])
     nd = ref.data.ndim
@@ -164,14 +168,16 @@ def cat(tensors, dim: int = 0, *, out=None) -> Tensor:
         if i in skip or x is ref:
             continue
         if x.data.ndim != nd:
-            raise RuntimeError(f"cat: Tensors must have same number of dimensions: got {nd} and "
-                               f"{x.data.ndim}")
+            raise RuntimeError(
+                f"cat: Tensors must have same number of dimensions: got {nd} and {x.data.ndim}"
+            )
         for k in range(nd):
             if k != d and x.data.shape[k] != ref.data.shape[k]:
                 raise RuntimeError(
                     f"cat: Sizes of tensors must match except in dimension {d}. Expected size "
                     f"{ref.data.shape[k]} but got size {x.data.shape[k]} for tensor number {i} "
-                    f"in the list (shapes {[tuple(t.data.shape) for t in tensors]}).")
+                    f"in the list (shapes {[tuple(t.data.shape) for t in tensors]})."
+                )
     return Cat(d, skip).apply(*_promote(tensors, "cat"))
 
 
@@ -182,8 +188,10 @@ def stack(tensors, dim: int = 0, *, out=None) -> Tensor:
     shape = tensors[0].data.shape
     for i, x in enumerate(tensors[1:], 1):
         if x.data.shape != shape:
-            raise RuntimeError(f"stack expects each tensor to be equal size, but got "
-                               f"{list(shape)} at entry 0 and {list(x.data.shape)} at entry {i}")
+            raise RuntimeError(
+                f"stack expects each tensor to be equal size, but got "
+                f"{list(shape)} at entry 0 and {list(x.data.shape)} at entry {i}"
+            )
     d = insert_dim(dim, len(shape), "stack")
     return Stack(d).apply(*_promote(tensors, "stack"))
 
@@ -243,18 +251,20 @@ def dstack(tensors, *, out=None) -> Tensor:
 # ------------------------------------------------------------------------ tiling
 def repeat(input: Tensor, *sizes) -> Tensor:
     if not sizes:
-        raise TypeError("repeat() missing 1 required positional arguments: \"repeats\"")
+        raise TypeError('repeat() missing 1 required positional arguments: "repeats"')
     reps = size_args("repeat", sizes)
     shape = input.data.shape
     if len(reps) < len(shape):
         raise RuntimeError(
             "repeat: Number of dimensions of repeat dims can not be smaller than number of "
-            f"dimensions of tensor (repeats {list(reps)}, tensor shape {list(shape)})")
+            f"dimensions of tensor (repeats {list(reps)}, tensor shape {list(shape)})"
+        )
     padded = (1,) * (len(reps) - len(shape)) + tuple(shape)
     if any(r < 0 for r in reps):
         out = [r * s for r, s in zip(reps, padded)]
-        raise RuntimeError(f"repeat: Trying to create tensor with negative dimension "
-                           f"{min(out)}: {out}")
+        raise RuntimeError(
+            f"repeat: Trying to create tensor with negative dimension {min(out)}: {out}"
+        )
     return Repeat(reps).apply(input)
 
 
@@ -281,12 +291,15 @@ def split(tensor: Tensor, split_size_or_sections, dim: int = 0) -> tuple:
     if isinstance(split_size_or_sections, (list, tuple)):
         sizes = [int(s) for s in split_size_or_sections]
         if any(s < 0 for s in sizes):
-            raise RuntimeError(f"split_with_sizes expects split_sizes have only non-negative "
-                               f"entries, but got split_sizes={sizes}")
+            raise RuntimeError(
+                f"split_with_sizes expects split_sizes have only non-negative "
+                f"entries, but got split_sizes={sizes}"
+            )
         if sum(sizes) != n:
             raise RuntimeError(
                 f"split_with_sizes expects split_sizes to sum exactly to {n} (input tensor's "
-                f"size at dimension {d}), but got split_sizes={sizes}")
+                f"size at dimension {d}), but got split_sizes={sizes}"
+            )
         bounds, start = [], 0
         for s in sizes:
             bounds.append((start, start + s))
@@ -296,8 +309,9 @@ def split(tensor: Tensor, split_size_or_sections, dim: int = 0) -> tuple:
     if size < 0:
         raise RuntimeError(f"split expects split_size be non-negative, but got split_size={size}")
     if size == 0 and n:
-        raise RuntimeError(f"split_size can only be 0 if dimension size is 0, but got dimension "
-                           f"size of {n}")
+        raise RuntimeError(
+            f"split_size can only be 0 if dimension size is 0, but got dimension size of {n}"
+        )
     bounds = [(i, min(i + size, n)) for i in range(0, n, size)] if n else [(0, 0)]
     return _split_bounds(tensor, bounds, d)
 
@@ -314,8 +328,9 @@ def chunk(input: Tensor, chunks: int, dim: int = 0) -> tuple:
 
 def tensor_split(input: Tensor, indices_or_sections, dim: int = 0) -> tuple:
     if input.data.ndim == 0:
-        raise RuntimeError("tensor_split expected at least a 1-dimensional tensor, but got a "
-                           "tensor with 0 dims")
+        raise RuntimeError(
+            "tensor_split expected at least a 1-dimensional tensor, but got a tensor with 0 dims"
+        )
     d = normalize_dim(dim, input.data.ndim, "tensor_split")
     n = input.data.shape[d]
     spec = indices_or_sections
@@ -355,7 +370,8 @@ def _pad_widths(shape: tuple, pad) -> list:
     if len(pad) // 2 > len(shape):
         raise RuntimeError(
             f"pad: Padding length should be less than or equal to two times the input "
-            f"dimension but got padding length {len(pad)} and input of dimension {len(shape)}")
+            f"dimension but got padding length {len(pad)} and input of dimension {len(shape)}"
+        )
     widths = [(0, 0)] * len(shape)
     for i in range(len(pad) // 2):
         widths[len(shape) - 1 - i] = (pad[2 * i], pad[2 * i + 1])
@@ -368,14 +384,17 @@ def _constant_pad(input: Tensor, widths: list, value) -> Tensor:
     for d, (n, (lo, hi)) in enumerate(zip(shape, widths)):
         size, keep = n + lo + hi, n - max(-lo, 0) - max(-hi, 0)
         if keep < 0 or size < 0:
-            raise RuntimeError(f"pad: the padding {widths[d]} crops dimension {d} of the input "
-                               f"{list(shape)} to a negative size ({min(keep, size)})")
+            raise RuntimeError(
+                f"pad: the padding {widths[d]} crops dimension {d} of the input "
+                f"{list(shape)} to a negative size ({min(keep, size)})"
+            )
         out.append(size)
         src.append(slice(max(-lo, 0), max(-lo, 0) + keep))
         dst.append(slice(max(lo, 0), max(lo, 0) + keep))
     crop = any(lo < 0 or hi < 0 for lo, hi in widths)
-    return ConstantPad(tuple(out), tuple(dst), tuple(src) if crop else None,
-                       value or 0).apply(input)
+    return ConstantPad(tuple(out), tuple(dst), tuple(src) if crop else None, value or 0).apply(
+        input
+    )
 
 
 def _source_index(mode: str, n: int, lo: int, hi: int) -> list:
@@ -444,7 +463,8 @@ class IndexPad(Function):
 
     def name(self) -> str:
         return {"reflect": "ReflectionPad", "replicate": "ReplicationPad"}.get(
-            self.mode, "CircularPad") + "Backward"
+            self.mode, "CircularPad"
+        ) + "Backward"
 
 
 class PadFold(Function):
@@ -463,8 +483,14 @@ class PadFold(Function):
                 if step == 0:
                     p = p.sum(axis=ax, keepdims=True)
                 parts.append((_run_index(start, step, length), p))
-            whole = next((k for k, (idx, _) in enumerate(parts)
-                          if idx.start == 0 and idx.step is None and idx.stop == n), None)
+            whole = next(
+                (
+                    k
+                    for k, (idx, _) in enumerate(parts)
+                    if idx.start == 0 and idx.step is None and idx.stop == n
+                ),
+                None,
+            )
             shape = list(g.shape)
             shape[ax] = n
             out = parts[whole][1].copy() if whole is not None else xp.zeros(shape, g.dtype)
@@ -482,12 +508,14 @@ def _index_pad(input: Tensor, widths: list, mode: str, npad: int) -> Tensor:
     shape = input.data.shape
     nd, k = len(shape), npad // 2
     if not (1 <= k <= 3 and nd in (k + 1, k + 2)):
-        raise NotImplementedError(f"pad: Padding size {npad} is not supported for {nd}D input "
-                                  f"tensor (mode '{mode}').")
+        raise NotImplementedError(
+            f"pad: Padding size {npad} is not supported for {nd}D input tensor (mode '{mode}')."
+        )
     if mode != "circular" and 0 in shape[1:]:
         raise RuntimeError(
             f"pad: Expected {k + 1}D or {k + 2}D (batch mode) tensor with possibly 0 batch size "
-            f"and other non-zero dimensions for input, but got: {list(shape)}")
+            f"and other non-zero dimensions for input, but got: {list(shape)}"
+        )
     plan = []
     for ax in range(nd - k, nd):
         n, (lo, hi) = shape[ax], widths[ax]
@@ -496,18 +524,25 @@ def _index_pad(input: Tensor, widths: list, mode: str, npad: int) -> Tensor:
         if mode == "reflect" and (lo >= n or hi >= n):
             raise RuntimeError(
                 f"pad: Padding size should be less than the corresponding input dimension, but "
-                f"got: padding ({lo}, {hi}) at dimension {ax} of input {list(shape)}")
+                f"got: padding ({lo}, {hi}) at dimension {ax} of input {list(shape)}"
+            )
         if mode == "circular":
             m = n - max(-lo, 0) - max(-hi, 0)
             if m < 0:
-                raise RuntimeError(f"pad: Negative padding value is resulting in an empty "
-                                   f"dimension (padding ({lo}, {hi}), input {list(shape)}).")
+                raise RuntimeError(
+                    f"pad: Negative padding value is resulting in an empty "
+                    f"dimension (padding ({lo}, {hi}), input {list(shape)})."
+                )
             if max(lo, hi) > m:
-                raise RuntimeError(f"pad: Padding value causes wrapping around more than once "
-                                   f"(padding ({lo}, {hi}), input {list(shape)}).")
+                raise RuntimeError(
+                    f"pad: Padding value causes wrapping around more than once "
+                    f"(padding ({lo}, {hi}), input {list(shape)})."
+                )
         elif n + lo + hi < 0:
-            raise RuntimeError(f"pad: input (dimension {ax} of size {n}) is too small for "
-                               f"padding ({lo}, {hi}). Calculated output size: {n + lo + hi}")
+            raise RuntimeError(
+                f"pad: input (dimension {ax} of size {n}) is too small for "
+                f"padding ({lo}, {hi}). Calculated output size: {n + lo + hi}"
+            )
         plan.append((ax, n, tuple(_runs(_source_index(mode, n, lo, hi)))))
     if not plan:
         from ember.ops.conversion import clone
@@ -524,17 +559,29 @@ def pad(input: Tensor, pad, mode: str = "constant", value=None) -> Tensor:
     if mode not in ("reflect", "replicate", "circular"):
         raise NotImplementedError(f"pad: Unrecognised padding mode {mode}")
     if value is not None and value != 0:
-        raise RuntimeError(f"pad: Padding mode \"{mode}\" doesn't take in value argument")
+        raise RuntimeError(f'pad: Padding mode "{mode}" doesn\'t take in value argument')
     return _index_pad(input, widths, mode, 2 * (len(tuple(pad)) // 2))
 
 
 _SHARED = {
-    "split": split, "chunk": chunk, "tensor_split": tensor_split, "unbind": unbind,
+    "split": split,
+    "chunk": chunk,
+    "tensor_split": tensor_split,
+    "unbind": unbind,
     "tile": tile,
 }
 METHODS = dict(_SHARED, repeat=repeat)
 FUNCTIONS = dict(
-    _SHARED, cat=cat, concat=cat, concatenate=cat, stack=stack, hstack=hstack, vstack=vstack,
-    row_stack=vstack, dstack=dstack, atleast_1d=atleast_1d, atleast_2d=atleast_2d,
+    _SHARED,
+    cat=cat,
+    concat=cat,
+    concatenate=cat,
+    stack=stack,
+    hstack=hstack,
+    vstack=vstack,
+    row_stack=vstack,
+    dstack=dstack,
+    atleast_1d=atleast_1d,
+    atleast_2d=atleast_2d,
     atleast_3d=atleast_3d,
 )

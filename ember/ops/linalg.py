@@ -33,8 +33,9 @@ class MatMul(Function):
             # (..., m, k) @ (k, n): fold the batch into rows; the weight gradient is one GEMM
             gd, k, n = g.data, sa[-1], sb[-1]
             ga = Tensor(_mm(gd, b.data.T, gd.dtype)) if ng[0] else None
-            gb = Tensor(_mm(a.data.reshape(-1, k).T, gd.reshape(-1, n), gd.dtype)) if ng[1] \
-                else None
+            gb = (
+                Tensor(_mm(a.data.reshape(-1, k).T, gd.reshape(-1, n), gd.dtype)) if ng[1] else None
+            )
             return ga, gb
         if len(sa) == 1 and len(sb) == 1:
             return (g * b if ng[0] else None), (g * a if ng[1] else None)
@@ -72,21 +73,25 @@ def _mm(x, y, dtype):
 def _check(a: Tensor, b: Tensor, op: str) -> None:
     sa, sb = a.data.shape, b.data.shape
     if not sa or not sb:
-        raise RuntimeError(f"{op}: both arguments to matmul need to be at least 1D, but they "
-                           f"are {len(sa)}D and {len(sb)}D")
+        raise RuntimeError(
+            f"{op}: both arguments to matmul need to be at least 1D, but they "
+            f"are {len(sa)}D and {len(sb)}D"
+        )
     k_a = sa[-1]
     k_b = sb[0] if len(sb) == 1 else sb[-2]
     if k_a != k_b:
         raise RuntimeError(f"{op}: shapes {tuple(sa)} and {tuple(sb)} are not aligned")
     if a.data.dtype != b.data.dtype:
-        raise RuntimeError(f"{op}: expected both operands to have the same dtype, got "
-                           f"{a.dtype} and {b.dtype}")
+        raise RuntimeError(
+            f"{op}: expected both operands to have the same dtype, got {a.dtype} and {b.dtype}"
+        )
     check_same_device(a, b, op)
     ba, bb = sa[:-2], sb[:-2]
     for x, y in zip(reversed(ba), reversed(bb)):
         if x != y and x != 1 and y != 1:
-            raise RuntimeError(f"{op}: batch dimensions of shapes {tuple(sa)} and {tuple(sb)} "
-                               "cannot be broadcast")
+            raise RuntimeError(
+                f"{op}: batch dimensions of shapes {tuple(sa)} and {tuple(sb)} cannot be broadcast"
+            )
 
 
 def matmul(input, other) -> Tensor:
@@ -98,32 +103,36 @@ def matmul(input, other) -> Tensor:
 
 def mm(input: Tensor, mat2: Tensor) -> Tensor:
     if input.data.ndim != 2 or mat2.data.ndim != 2:
-        raise RuntimeError(f"mm: expected 2D tensors, got {input.data.ndim}D and "
-                           f"{mat2.data.ndim}D")
+        raise RuntimeError(f"mm: expected 2D tensors, got {input.data.ndim}D and {mat2.data.ndim}D")
     return matmul(input, mat2)
 
 
 def bmm(input: Tensor, mat2: Tensor) -> Tensor:
     if input.data.ndim != 3 or mat2.data.ndim != 3:
-        raise RuntimeError(f"bmm: expected 3D tensors, got {input.data.ndim}D and "
-                           f"{mat2.data.ndim}D")
+        raise RuntimeError(
+            f"bmm: expected 3D tensors, got {input.data.ndim}D and {mat2.data.ndim}D"
+        )
     if input.data.shape[0] != mat2.data.shape[0]:
-        raise RuntimeError(f"bmm: batch sizes differ: shapes {tuple(input.data.shape)} and "
-                           f"{tuple(mat2.data.shape)}")
+        raise RuntimeError(
+            f"bmm: batch sizes differ: shapes {tuple(input.data.shape)} and "
+            f"{tuple(mat2.data.shape)}"
+        )
     return matmul(input, mat2)
 
 
 def mv(input: Tensor, vec: Tensor) -> Tensor:
     if input.data.ndim != 2 or vec.data.ndim != 1:
-        raise RuntimeError(f"mv: expected a 2D matrix and a 1D vector, got "
-                           f"{input.data.ndim}D and {vec.data.ndim}D")
+        raise RuntimeError(
+            f"mv: expected a 2D matrix and a 1D vector, got {input.data.ndim}D and {vec.data.ndim}D"
+        )
     return matmul(input, vec)
 
 
 def dot(input: Tensor, other: Tensor) -> Tensor:
     if input.data.ndim != 1 or other.data.ndim != 1:
-        raise RuntimeError(f"dot: 1D tensors expected, but got {input.data.ndim}D and "
-                           f"{other.data.ndim}D tensors")
+        raise RuntimeError(
+            f"dot: 1D tensors expected, but got {input.data.ndim}D and {other.data.ndim}D tensors"
+        )
     return matmul(input, other)
 
 
@@ -131,6 +140,13 @@ def _rmatmul(self, other):
     return matmul(other, self)
 
 
-METHODS = {"matmul": matmul, "mm": mm, "bmm": bmm, "mv": mv, "dot": dot,
-           "__matmul__": matmul, "__rmatmul__": _rmatmul}
+METHODS = {
+    "matmul": matmul,
+    "mm": mm,
+    "bmm": bmm,
+    "mv": mv,
+    "dot": dot,
+    "__matmul__": matmul,
+    "__rmatmul__": _rmatmul,
+}
 FUNCTIONS = {"matmul": matmul, "mm": mm, "bmm": bmm, "mv": mv, "dot": dot}

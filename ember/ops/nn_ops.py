@@ -93,8 +93,12 @@ class LogSoftmax(Function):
 
 def _softmax_dim(op: str, ndim: int, dim):
     if dim is None:
-        warnings.warn(f"Implicit dimension choice for {op} has been deprecated. Change the call "
-                      "to include dim=X as an argument.", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"Implicit dimension choice for {op} has been deprecated. Change the call "
+            "to include dim=X as an argument.",
+            UserWarning,
+            stacklevel=3,
+        )
         dim = 0 if ndim in (0, 1, 3) else 1
     return normalize_dim(dim, ndim, op)
 
@@ -105,8 +109,10 @@ def _prepare(input: Tensor, dtype, op: str) -> Tensor:
 
         input = cast_to(input, dtype)
     if input.data.dtype not in dtypes.FLOATING_NP:
-        raise RuntimeError(f"{op}: expected a floating point input, got {input.dtype.name} "
-                           "(pass dtype= to compute in a floating type)")
+        raise RuntimeError(
+            f"{op}: expected a floating point input, got {input.dtype.name} "
+            "(pass dtype= to compute in a floating type)"
+        )
     return input
 
 
@@ -154,7 +160,7 @@ class EmbeddingBackward(Function):
 
     def forward(self, g):
         xp = get_array_module(g)
-        tail = g.shape[self.idx.ndim:]
+        tail = g.shape[self.idx.ndim :]
         out = xp.zeros((self.num,) + tail, dtype=g.dtype)
         K.add_rows(out, self.idx.reshape(-1), g.reshape((self.idx.size,) + tail))
         if self.padding_idx is not None:
@@ -181,18 +187,24 @@ def _renorm_rows(weight: Tensor, idx, max_norm: float, norm_type: float) -> None
     weight._vc[0] += 1
 
 
-def embedding(input: Tensor, weight: Tensor, padding_idx=None, max_norm=None,
-              norm_type: float = 2.0, scale_grad_by_freq: bool = False,
-              sparse: bool = False) -> Tensor:
+def embedding(
+    input: Tensor,
+    weight: Tensor,
+    padding_idx=None,
+    max_norm=None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
+) -> Tensor:
     """``weight[input]`` with a fast scatter-add backward (torch.nn.functional.embedding)."""
     idx = input.data if isinstance(input, Tensor) else np.asarray(input)
     if idx.dtype.name not in ("int32", "int64"):
         raise RuntimeError(
             "embedding: Expected tensor for argument #1 'indices' to have one of the following "
-            f"scalar types: Long, Int; but got {dtypes.from_numpy_dtype(idx.dtype)} instead")
+            f"scalar types: Long, Int; but got {dtypes.from_numpy_dtype(idx.dtype)} instead"
+        )
     if weight.data.ndim != 2:
-        raise RuntimeError(f"embedding: 'weight' must be 2-D, got shape "
-                           f"{list(weight.data.shape)}")
+        raise RuntimeError(f"embedding: 'weight' must be 2-D, got shape {list(weight.data.shape)}")
     if scale_grad_by_freq or sparse:
         raise NotImplementedError("embedding: scale_grad_by_freq and sparse are not supported")
     num = weight.data.shape[0]

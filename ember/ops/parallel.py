@@ -86,8 +86,13 @@ def _openblas():
             import ctypes
 
             with open("/proc/self/maps") as f:
-                paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower()
-                                and ln.split()[-1].startswith("/")})
+                paths = sorted(
+                    {
+                        ln.split()[-1]
+                        for ln in f
+                        if "openblas" in ln.lower() and ln.split()[-1].startswith("/")
+                    }
+                )
             for path in paths:
                 lib = ctypes.CDLL(path)
                 for prefix in ("scipy_openblas_", "openblas_"):
@@ -198,9 +203,14 @@ def gemm(a, b, bias=None):
     n = b.shape[1]
     macs = m * n * k
     api = None
-    if (macs >= BLAS_ONE_THREAD_MACS and type(a) is np.ndarray and type(b) is np.ndarray
-            and a.dtype == b.dtype and a.dtype in _GEMM_DTYPES
-            and (bias is None or (type(bias) is np.ndarray and bias.dtype == a.dtype))):
+    if (
+        macs >= BLAS_ONE_THREAD_MACS
+        and type(a) is np.ndarray
+        and type(b) is np.ndarray
+        and a.dtype == b.dtype
+        and a.dtype in _GEMM_DTYPES
+        and (bias is None or (type(bias) is np.ndarray and bias.dtype == a.dtype))
+    ):
         api = _openblas()
     if not api:
         out = a @ b

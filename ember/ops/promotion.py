@@ -59,8 +59,9 @@ def binary_operands(a, b, op: str, float_only: bool = False):
     ta = isinstance(a, Tensor)
     tb = isinstance(b, Tensor)
     if ta and tb:
-        if a.data.dtype == b.data.dtype and not (float_only and
-                                                 a.data.dtype not in dtypes.FLOATING_NP):
+        if a.data.dtype == b.data.dtype and not (
+            float_only and a.data.dtype not in dtypes.FLOATING_NP
+        ):
             if type(a.data) is not type(b.data):
                 check_same_device(a, b, op)
             return a, b

@@ -36,7 +36,7 @@ def keep_shape(shape: tuple, axes) -> tuple:
 def reduced_count(shape: tuple, axes) -> int:
     """How many elements each output of a reduction over ``axes`` sees."""
     n = 1
-    for ax in (range(len(shape)) if axes is None else axes):
+    for ax in range(len(shape)) if axes is None else axes:
         n *= shape[ax]
     return n
 
@@ -78,7 +78,7 @@ class Mean(Function):
     def forward(self, a):
         self.shape = a.shape
         n = 1
-        for ax in (range(a.ndim) if self.axes is None else self.axes):
+        for ax in range(a.ndim) if self.axes is None else self.axes:
             n *= a.shape[ax]
         self.count = n
         if n == 0:  # torch: nan, without NumPy's "Mean of empty slice" warning
@@ -255,10 +255,21 @@ def _sum_to_size(self, *size):
 
 
 METHODS = {
-    "sum": sum, "mean": mean, "sum_to_size": _sum_to_size, "logsumexp": logsumexp,
-    "cumsum": cumsum, "all": all, "any": any, "count_nonzero": count_nonzero,
+    "sum": sum,
+    "mean": mean,
+    "sum_to_size": _sum_to_size,
+    "logsumexp": logsumexp,
+    "cumsum": cumsum,
+    "all": all,
+    "any": any,
+    "count_nonzero": count_nonzero,
 }
 FUNCTIONS = {
-    "sum": sum, "mean": mean, "logsumexp": logsumexp, "cumsum": cumsum, "all": all, "any": any,
+    "sum": sum,
+    "mean": mean,
+    "logsumexp": logsumexp,
+    "cumsum": cumsum,
+    "all": all,
+    "any": any,
     "count_nonzero": count_nonzero,
 }

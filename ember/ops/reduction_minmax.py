@@ -106,7 +106,8 @@ class ExtremumDim(Function):
         nd = len(self.shape)
         work_shape = self.shape if nd else (1,)
         ar = xp.arange(work_shape[self.axis]).reshape(
-            tuple(-1 if d == self.axis else 1 for d in range(len(work_shape))))
+            tuple(-1 if d == self.axis else 1 for d in range(len(work_shape)))
+        )
         onehot = (ar == self.idx).astype(self.dtype).reshape(self.shape)
         axes = (self.axis,) if nd else None
         return _expand_back(g, self.shape, axes, self.keepdim) * Tensor(onehot)
@@ -195,12 +196,18 @@ def aminmax(input: Tensor, *, dim=None, keepdim: bool = False):
         single_dim(dim, "aminmax")
     axes = reduction_axes(dim, input.data.ndim, "aminmax")
     _check_nonempty(input, axes, "aminmax")
-    return aminmax_result(Extremum(False, axes, keepdim).apply(input),
-                          Extremum(True, axes, keepdim).apply(input))
+    return aminmax_result(
+        Extremum(False, axes, keepdim).apply(input), Extremum(True, axes, keepdim).apply(input)
+    )
 
 
 METHODS = {
-    "max": max, "min": min, "argmax": argmax, "argmin": argmin, "amax": amax, "amin": amin,
+    "max": max,
+    "min": min,
+    "argmax": argmax,
+    "argmin": argmin,
+    "amax": amax,
+    "amin": amin,
     "aminmax": aminmax,
 }
 FUNCTIONS = dict(METHODS)

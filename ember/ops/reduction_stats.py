@@ -49,15 +49,19 @@ def _variance(a, axes, keepdim: bool, correction):
     n = reduced_count(a.shape, axes)
     dof = n - correction
     if dof <= 0:
-        warnings.warn("var(): degrees of freedom is <= 0. Correction should be strictly less "
-                      "than the reduction factor (input numel divided by output numel).",
-                      UserWarning, stacklevel=4)
+        warnings.warn(
+            "var(): degrees of freedom is <= 0. Correction should be strictly less "
+            "than the reduction factor (input numel divided by output numel).",
+            UserWarning,
+            stacklevel=4,
+        )
     if n == 0:  # nan, as torch (and without NumPy's empty-slice warnings)
         return w.sum(axis=axes, keepdims=keepdim) * w.dtype.type(np.nan), dof
     with np.errstate(divide="ignore", invalid="ignore"):
         d = w - w.mean(axis=axes, keepdims=True)
         out = (d * d).sum(axis=axes, keepdims=keepdim) / xp.asarray(
-            dof if dof > 0 else 0, dtype=w.dtype)
+            dof if dof > 0 else 0, dtype=w.dtype
+        )
     return out, dof
 
 
@@ -73,8 +77,9 @@ class Var(Function):
 
     def backward(self, g):
         (x,) = self.saved_tensors
-        return _var_backward(_unsqueeze(g, self.shape, self.axes, self.keepdim), x, self.axes,
-                             self.dof)
+        return _var_backward(
+            _unsqueeze(g, self.shape, self.axes, self.keepdim), x, self.axes, self.dof
+        )
 
 
 def _var_backward(g: Tensor, x: Tensor, axes, dof) -> Tensor:
@@ -114,8 +119,8 @@ def _var_args(input: Tensor, dim, unbiased, keepdim, correction, op: str):
         dim, unbiased = None, dim
     if input.data.dtype not in dtypes.FLOATING_NP:
         raise RuntimeError(
-            f"{op}(): std and var only support floating point and complex dtypes, got "
-            f"{input.dtype}")
+            f"{op}(): std and var only support floating point and complex dtypes, got {input.dtype}"
+        )
     axes = reduction_axes(dim, input.data.ndim, op)
     return axes, keepdim, _correction(unbiased, correction, op)
 
@@ -128,15 +133,13 @@ def std(input: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correc
     return Std(*_var_args(input, dim, unbiased, keepdim, correction, "std")).apply(input)
 
 
-def var_mean(input: Tensor, dim=None, unbiased=None, keepdim: bool = False, *,
-             correction=None):
+def var_mean(input: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
     """(var, mean), as torch.var_mean."""
     axes, keepdim, c = _var_args(input, dim, unbiased, keepdim, correction, "var_mean")
     return Var(axes, keepdim, c).apply(input), _mean(input, axes, keepdim)
 
 
-def std_mean(input: Tensor, dim=None, unbiased=None, keepdim: bool = False, *,
-             correction=None):
+def std_mean(input: Tensor, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
     """(std, mean), as torch.std_mean."""
     axes, keepdim, c = _var_args(input, dim, unbiased, keepdim, correction, "std_mean")
     return Std(axes, keepdim, c).apply(input), _mean(input, axes, keepdim)
@@ -209,16 +212,24 @@ def _masked_div(a: Tensor, b: Tensor, zero) -> Tensor:
 def _masked_pow(a: Tensor, e: float, zero) -> Tensor:
     """a ** e, set to 0 where ``zero`` (a == 0), differentiably."""
     if not bool(zero.any()):
-        return a ** e
+        return a**e
     dt = a.data.dtype
     return (a + Tensor(zero.astype(dt))) ** e * Tensor((~zero).astype(dt))
 
 
-def vector_norm(input: Tensor, ord=2, dim=None, keepdim: bool = False, *, dtype=None,
-                op: str = "linalg.vector_norm") -> Tensor:
+def vector_norm(
+    input: Tensor,
+    ord=2,
+    dim=None,
+    keepdim: bool = False,
+    *,
+    dtype=None,
+    op: str = "linalg.vector_norm",
+) -> Tensor:
     if input.data.dtype not in dtypes.FLOATING_NP:
         raise RuntimeError(
-            f"{op}: Expected a floating point or complex tensor as input. Got {input.dtype}")
+            f"{op}: Expected a floating point or complex tensor as input. Got {input.dtype}"
+        )
     if dtype is not None:
         from ember.ops.conversion import cast_to
 
@@ -228,7 +239,8 @@ def vector_norm(input: Tensor, ord=2, dim=None, keepdim: bool = False, *, dtype=
     if math.isinf(p) and reduced_count(input.data.shape, axes) == 0:
         raise RuntimeError(
             f"{op}: cannot compute the {ord} norm on an empty tensor because the operation "
-            "does not have an identity")
+            "does not have an identity"
+        )
     return VectorNorm(p, axes, keepdim).apply(input)
 
 

@@ -41,8 +41,9 @@ def promote(values, op: str):
         elif v is not None:
             scalars.append(v)
     rd = dtypes.result_type(dims, zero, scalars)
-    return rd, [v if v is None else cast(v, rd) if isinstance(v, Tensor) else rd.np.type(v)
-                for v in values]
+    return rd, [
+        v if v is None else cast(v, rd) if isinstance(v, Tensor) else rd.np.type(v) for v in values
+    ]
 
 
 def _arr(v):
@@ -56,8 +57,9 @@ class Clamp(Function):
         try:
             out = _clamp(xp, x, lo, hi)
         except ValueError:
-            raise broadcast_error("clamp", *(_shape(v) for v in (x, lo, hi) if v is not None)
-                                  ) from None
+            raise broadcast_error(
+                "clamp", *(_shape(v) for v in (x, lo, hi) if v is not None)
+            ) from None
         ng = self.needs_input_grad
         self.shapes = [_shape(v) for v in (x, lo, hi)]
         self.masks = [None, None, None]
@@ -73,16 +75,23 @@ class Clamp(Function):
         return as_array(out)
 
     def backward(self, g):
-        return tuple(None if m is None else sum_to_shape(scale_grad(g, m), s)
-                     for m, s in zip(self.masks, self.shapes))
+        return tuple(
+            None if m is None else sum_to_shape(scale_grad(g, m), s)
+            for m, s in zip(self.masks, self.shapes)
+        )
 
 
 def _clamp(xp, x, lo, hi):
     """min(max(x, lo), hi); NaN in x stays NaN, and min > max gives max (as torch)."""
-    if x.dtype.kind == "f" and x.dtype.itemsize >= 4 and getattr(lo, "ndim", 0) == 0 and (
-            getattr(hi, "ndim", 0) == 0):  # clip has a fast path: 3x faster than max + min
-        return xp.clip(x, const(x, -np.inf) if lo is None else lo,
-                       const(x, np.inf) if hi is None else hi)
+    if (
+        x.dtype.kind == "f"
+        and x.dtype.itemsize >= 4
+        and getattr(lo, "ndim", 0) == 0
+        and (getattr(hi, "ndim", 0) == 0)
+    ):  # clip has a fast path: 3x faster than max + min
+        return xp.clip(
+            x, const(x, -np.inf) if lo is None else lo, const(x, np.inf) if hi is None else hi
+        )
     out = x if lo is None else xp.maximum(x, lo)
     if hi is not None:
         inplace = out is not x and out.ndim > 0 and hi.ndim == 0
@@ -149,8 +158,10 @@ class MinMax(Function):
 
     def backward(self, g):
         ng = self.needs_input_grad
-        return tuple(sum_to_shape(scale_grad(g, w), s) if need else None
-                     for w, s, need in zip(self.w, self.shapes, ng))
+        return tuple(
+            sum_to_shape(scale_grad(g, w), s) if need else None
+            for w, s, need in zip(self.w, self.shapes, ng)
+        )
 
 
 def _minmax(kind: str):
@@ -185,9 +196,11 @@ class Where(Function):
         (cond,) = self.saved_tensors
         ng = self.needs_input_grad
         sa, sb = self.shapes
-        return (None,
-                sum_to_shape(scale_grad(g, cond.data), sa) if ng[1] else None,
-                sum_to_shape(scale_grad(g, ~cond.data), sb) if ng[2] else None)
+        return (
+            None,
+            sum_to_shape(scale_grad(g, cond.data), sa) if ng[1] else None,
+            sum_to_shape(scale_grad(g, ~cond.data), sb) if ng[2] else None,
+        )
 
 
 def where(condition, input=None, other=None):
@@ -196,8 +209,10 @@ def where(condition, input=None, other=None):
     if not isinstance(condition, Tensor):
         condition = as_tensor_operand(condition, "where")
     if condition.data.dtype.kind != "b":
-        raise RuntimeError("where: expected condition to be a boolean tensor, but got a tensor "
-                           f"with dtype {condition.dtype.name}")
+        raise RuntimeError(
+            "where: expected condition to be a boolean tensor, but got a tensor "
+            f"with dtype {condition.dtype.name}"
+        )
     if input is None and other is None:
         xp = get_array_module(condition.data)
         return tuple(Tensor(i.astype(dtypes.int64.np)) for i in xp.nonzero(condition.data))
@@ -232,9 +247,11 @@ class Lerp(Function):
         w = self.w if w is None else w
         ng = self.needs_input_grad
         ss, se, sw = self.shapes
-        return (sum_to_shape(g * (1 - w), ss) if ng[0] else None,
-                sum_to_shape(g * w, se) if ng[1] else None,
-                sum_to_shape(g * (e - s), sw) if ng[2] else None)
+        return (
+            sum_to_shape(g * (1 - w), ss) if ng[0] else None,
+            sum_to_shape(g * w, se) if ng[1] else None,
+            sum_to_shape(g * (e - s), sw) if ng[2] else None,
+        )
 
 
 def lerp(input, end, weight):
@@ -245,8 +262,9 @@ def lerp(input, end, weight):
         raise RuntimeError(f"lerp: not implemented for '{input.dtype.name}'")
     for name, v in (("end", end), ("weight", weight)):
         if isinstance(v, Tensor) and v.dtype is not input.dtype:
-            raise RuntimeError(f"lerp: expected dtype {input.dtype.name} for `{name}` but got "
-                               f"dtype {v.dtype.name}")
+            raise RuntimeError(
+                f"lerp: expected dtype {input.dtype.name} for `{name}` but got dtype {v.dtype.name}"
+            )
     if not isinstance(weight, Tensor):
         weight = float(weight)
     return Lerp().apply(input, end, weight)
@@ -269,8 +287,10 @@ class LogAddExp(Function):
 
         a, b = self.saved_tensors
         ng = self.needs_input_grad
-        return (sum_to_shape(g * sigmoid(a - b), a.shape) if ng[0] else None,
-                sum_to_shape(g * sigmoid(b - a), b.shape) if ng[1] else None)
+        return (
+            sum_to_shape(g * sigmoid(a - b), a.shape) if ng[0] else None,
+            sum_to_shape(g * sigmoid(b - a), b.shape) if ng[1] else None,
+        )
 
 
 def logaddexp(input, other):
@@ -312,9 +332,18 @@ def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
 
 
 FUNCTIONS = {
-    "clamp": clamp, "clip": clamp, "clamp_min": clamp_min, "clamp_max": clamp_max,
-    "maximum": maximum, "minimum": minimum, "fmax": fmax, "fmin": fmin, "where": where,
-    "lerp": lerp, "logaddexp": logaddexp, "nan_to_num": nan_to_num,
+    "clamp": clamp,
+    "clip": clamp,
+    "clamp_min": clamp_min,
+    "clamp_max": clamp_max,
+    "maximum": maximum,
+    "minimum": minimum,
+    "fmax": fmax,
+    "fmin": fmin,
+    "where": where,
+    "lerp": lerp,
+    "logaddexp": logaddexp,
+    "nan_to_num": nan_to_num,
 }
 METHODS = {**FUNCTIONS, "where": _where_method}
 INPLACE = ("clamp", "clip", "clamp_min", "clamp_max", "lerp", "nan_to_num")

@@ -32,8 +32,10 @@ def _dims_arg(dims) -> tuple:
 def insert_dim(dim: int, ndim: int, op: str) -> int:
     """A dim for a new axis (unsqueeze, stack): range [-ndim-1, ndim]."""
     if not -ndim - 1 <= dim <= ndim:
-        raise IndexError(f"{op}: Dimension out of range (expected to be in range of "
-                         f"[{-ndim - 1}, {ndim}], but got {dim}) for a tensor with ndim {ndim}")
+        raise IndexError(
+            f"{op}: Dimension out of range (expected to be in range of "
+            f"[{-ndim - 1}, {ndim}], but got {dim}) for a tensor with ndim {ndim}"
+        )
     return dim % (ndim + 1)
 
 
@@ -57,12 +59,14 @@ def infer_shape(op: str, numel: int, shape: tuple, src_shape: tuple) -> tuple:
         if known == 0 or numel % known:
             raise RuntimeError(
                 f"{op}: shape '{list(shape)}' is invalid for input of size {numel} "
-                f"(input shape {tuple(src_shape)})")
+                f"(input shape {tuple(src_shape)})"
+            )
         shape = tuple(numel // known if s == -1 else s for s in shape)
     elif known != numel:
         raise RuntimeError(
             f"{op}: shape '{list(shape)}' is invalid for input of size {numel} "
-            f"(input shape {tuple(src_shape)})")
+            f"(input shape {tuple(src_shape)})"
+        )
     return shape
 
 
@@ -77,8 +81,7 @@ class Reshape(Function):
         self.src = a.shape
         out = a.reshape(self.shape)
         # NumPy copies when the strides do not allow a view; a copy is not a view (as torch)
-        if not a.flags.c_contiguous and a.size and not get_array_module(a).may_share_memory(
-                a, out):
+        if not a.flags.c_contiguous and a.size and not get_array_module(a).may_share_memory(a, out):
             self.is_view = False
         return out
 
@@ -152,8 +155,11 @@ class ConstantPad(Function):
     def forward(self, a):
         xp = get_array_module(a)
         self.in_shape = a.shape
-        out = (xp.full(self.shape, self.value, dtype=a.dtype) if self.value
-               else xp.zeros(self.shape, dtype=a.dtype))
+        out = (
+            xp.full(self.shape, self.value, dtype=a.dtype)
+            if self.value
+            else xp.zeros(self.shape, dtype=a.dtype)
+        )
         out[self.dst] = a if self.src is None else a[self.src]
         return out
 
@@ -172,8 +178,9 @@ def _diag_view(a, offset: int, d1: int, d2: int):
     d = a.diagonal(offset, d1, d2)
     if type(a) is not np.ndarray or d.flags.writeable or not a.flags.writeable:
         return d
-    shifted = a[axis_index(d2, slice(offset, None)) if offset >= 0
-                else axis_index(d1, slice(-offset, None))]
+    shifted = a[
+        axis_index(d2, slice(offset, None)) if offset >= 0 else axis_index(d1, slice(-offset, None))
+    ]
     return np.lib.stride_tricks.as_strided(shifted, d.shape, d.strides)
 
 
@@ -253,8 +260,7 @@ class Tri(Function):
 
 # ------------------------------------------------------------------------ view ops
 def reshape(input: Tensor, *shape) -> Tensor:
-    shape = infer_shape("reshape", input.data.size, size_args("reshape", shape),
-                        input.data.shape)
+    shape = infer_shape("reshape", input.data.size, size_args("reshape", shape), input.data.shape)
     return Reshape(shape).apply(input)
 
 
@@ -299,9 +305,9 @@ def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         return input
     shape = input.data.shape
     n = 1
-    for k in shape[s:e + 1]:
+    for k in shape[s : e + 1]:
         n *= k
-    return Reshape(shape[:s] + (n,) + shape[e + 1:]).apply(input)
+    return Reshape(shape[:s] + (n,) + shape[e + 1 :]).apply(input)
 
 
 def unflatten(input: Tensor, dim: int, sizes) -> Tensor:
@@ -312,8 +318,9 @@ def unflatten(input: Tensor, dim: int, sizes) -> Tensor:
         raise RuntimeError("unflatten: sizes must be non-empty")
     n = shape[d] if shape else 1
     if sizes.count(-1) > 1:
-        raise RuntimeError(f"unflatten: only one dimension can be inferred, got sizes "
-                           f"{list(sizes)}")
+        raise RuntimeError(
+            f"unflatten: only one dimension can be inferred, got sizes {list(sizes)}"
+        )
     known = 1
     for s in sizes:
         if s != -1:
@@ -322,9 +329,11 @@ def unflatten(input: Tensor, dim: int, sizes) -> Tensor:
         sizes = tuple(n // known if s == -1 else s for s in sizes)
         known = n
     if -1 in sizes or known != n or any(s < 0 for s in sizes):
-        raise RuntimeError(f"unflatten: Provided sizes {list(sizes)} don't multiply up to the "
-                           f"size of dim {dim} ({n}) in the input tensor")
-    return Reshape(shape[:d] + sizes + shape[d + 1:]).apply(input)
+        raise RuntimeError(
+            f"unflatten: Provided sizes {list(sizes)} don't multiply up to the "
+            f"size of dim {dim} ({n}) in the input tensor"
+        )
+    return Reshape(shape[:d] + sizes + shape[d + 1 :]).apply(input)
 
 
 def squeeze(input: Tensor, dim=None) -> Tensor:
@@ -349,14 +358,16 @@ def expand(input: Tensor, *sizes) -> Tensor:
     if len(sizes) < nd:
         raise RuntimeError(
             f"expand: the number of sizes provided ({len(sizes)}) must be greater or equal to "
-            f"the number of dimensions in the tensor ({nd})")
+            f"the number of dimensions in the tensor ({nd})"
+        )
     lead = len(sizes) - nd
     shape = []
     for i, s in enumerate(sizes):
         if i < lead:
             if s < 0:
-                raise RuntimeError(f"expand: -1 is not allowed in a leading, non-existing "
-                                   f"dimension {i}")
+                raise RuntimeError(
+                    f"expand: -1 is not allowed in a leading, non-existing dimension {i}"
+                )
             shape.append(s)
             continue
         cur = input.data.shape[i - lead]
@@ -366,7 +377,8 @@ def expand(input: Tensor, *sizes) -> Tensor:
             raise RuntimeError(
                 f"expand: the expanded size of the tensor ({s}) must match the existing size "
                 f"({cur}) at non-singleton dimension {i}.  Target sizes: {list(sizes)}.  Tensor "
-                f"sizes: {list(input.data.shape)}")
+                f"sizes: {list(input.data.shape)}"
+            )
         shape.append(s)
     shape = tuple(shape)
     if shape == input.data.shape:
@@ -388,7 +400,8 @@ def permute(input: Tensor, *dims) -> Tensor:
     if len(dims) != nd:
         raise RuntimeError(
             f"permute: number of dims don't match in permute: got {len(dims)} dims for a tensor "
-            f"with ndim {nd}")
+            f"with ndim {nd}"
+        )
     dims = tuple(normalize_dim(d, nd, "permute") for d in dims)
     if len(set(dims)) != nd:
         raise RuntimeError(f"permute: repeated dim in {list(dims)}")
@@ -409,8 +422,9 @@ def transpose(input: Tensor, dim0: int, dim1: int) -> Tensor:
 
 def t(input: Tensor) -> Tensor:
     if input.data.ndim > 2:
-        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
-                           f"{input.data.ndim}D")
+        raise RuntimeError(
+            f"t() expects a tensor with <= 2 dimensions, but self is {input.data.ndim}D"
+        )
     return transpose(input, 0, 1) if input.data.ndim == 2 else input
 
 
@@ -421,8 +435,10 @@ def _T(self) -> Tensor:  # noqa: N802
 
 def _mT(self) -> Tensor:  # noqa: N802
     if self.data.ndim < 2:
-        raise RuntimeError("mT: tensor.mT is only supported on matrices or batches of matrices. "
-                           f"Got {self.data.ndim}-D tensor.")
+        raise RuntimeError(
+            "mT: tensor.mT is only supported on matrices or batches of matrices. "
+            f"Got {self.data.ndim}-D tensor."
+        )
     return transpose(self, -2, -1)
 
 
@@ -432,7 +448,8 @@ def movedim(input: Tensor, source, destination) -> Tensor:
     if len(src) != len(dst):
         raise RuntimeError(
             f"movedim: Invalid source or destination dims: source ({list(src)} dims) should "
-            f"contain the same number of dims as destination ({list(dst)} dims)")
+            f"contain the same number of dims as destination ({list(dst)} dims)"
+        )
     src = tuple(normalize_dim(d, nd, "movedim") for d in src)
     dst = tuple(normalize_dim(d, nd, "movedim") for d in dst)
     for name, ds in (("source", src), ("destination", dst)):
@@ -457,14 +474,18 @@ def narrow(input: Tensor, dim: int, start, length: int) -> Tensor:
         start = int(start.item())
     size = input.data.shape[d]
     if not -size <= start <= size:
-        raise IndexError(f"narrow: start out of range (expected to be in range of "
-                         f"[{-size}, {size}], but got {start})")
+        raise IndexError(
+            f"narrow: start out of range (expected to be in range of "
+            f"[{-size}, {size}], but got {start})"
+        )
     start = start + size if start < 0 else start
     if length < 0:
         raise RuntimeError("narrow(): length must be non-negative.")
     if start + length > size:
-        raise RuntimeError(f"narrow: start ({start}) + length ({length}) exceeds dimension "
-                           f"size ({size}) of input {list(input.data.shape)}.")
+        raise RuntimeError(
+            f"narrow: start ({start}) + length ({length}) exceeds dimension "
+            f"size ({size}) of input {list(input.data.shape)}."
+        )
     return Slice(axis_index(d, slice(start, start + length))).apply(input)
 
 
@@ -477,8 +498,10 @@ def _diag_dims(nd: int, offset: int, dim1: int, dim2: int, op: str) -> tuple:
 
 def diagonal(input: Tensor, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:
     if input.data.ndim < 2:
-        raise RuntimeError(f"diagonal: expected a tensor with at least 2 dimensions, got shape "
-                           f"{list(input.data.shape)}")
+        raise RuntimeError(
+            f"diagonal: expected a tensor with at least 2 dimensions, got shape "
+            f"{list(input.data.shape)}"
+        )
     return Diagonal(*_diag_dims(input.data.ndim, offset, dim1, dim2, "diagonal")).apply(input)
 
 
@@ -531,15 +554,17 @@ def roll(input: Tensor, shifts, dims=None) -> Tensor:
     nd = input.data.ndim
     if dims is None:
         if len(shifts) != 1:
-            raise RuntimeError(f"roll: shifts and dimensions must align. shifts: {len(shifts)}, "
-                               "dims:0")
+            raise RuntimeError(
+                f"roll: shifts and dimensions must align. shifts: {len(shifts)}, dims:0"
+            )
         return Roll((int(shifts[0]),), None).apply(input)
     dims = _dims_arg(dims)
     if not shifts:
         raise RuntimeError("roll: `shifts` required")
     if len(shifts) != len(dims):
-        raise RuntimeError(f"roll: shifts and dimensions must align. shifts: {len(shifts)}, "
-                           f"dims:{len(dims)}")
+        raise RuntimeError(
+            f"roll: shifts and dimensions must align. shifts: {len(shifts)}, dims:{len(dims)}"
+        )
     axes = tuple(normalize_dim(d, nd, "roll") for d in dims)
     if nd == 0:
         return Roll((int(sum(shifts)),), None).apply(input)
@@ -549,8 +574,10 @@ def roll(input: Tensor, shifts, dims=None) -> Tensor:
 def _tri(input: Tensor, diagonal: int, upper: bool) -> Tensor:
     if input.data.ndim < 2:
         op = "triu" if upper else "tril"
-        raise RuntimeError(f"{op}: input tensor must have at least 2 dimensions, got shape "
-                           f"{list(input.data.shape)}")
+        raise RuntimeError(
+            f"{op}: input tensor must have at least 2 dimensions, got shape "
+            f"{list(input.data.shape)}"
+        )
     return Tri(int(diagonal), upper).apply(input)
 
 
@@ -563,15 +590,34 @@ def triu(input: Tensor, diagonal: int = 0) -> Tensor:
 
 
 _SHARED = {
-    "reshape": reshape, "broadcast_to": broadcast_to, "permute": permute,
-    "transpose": transpose, "t": t, "swapaxes": transpose, "swapdims": transpose,
-    "flatten": flatten, "unflatten": unflatten, "ravel": ravel, "squeeze": squeeze,
-    "unsqueeze": unsqueeze, "movedim": movedim, "moveaxis": movedim, "narrow": narrow,
-    "diagonal": diagonal, "diag_embed": diag_embed, "diag": diag, "flip": flip,
-    "fliplr": fliplr, "flipud": flipud, "roll": roll, "tril": tril, "triu": triu,
+    "reshape": reshape,
+    "broadcast_to": broadcast_to,
+    "permute": permute,
+    "transpose": transpose,
+    "t": t,
+    "swapaxes": transpose,
+    "swapdims": transpose,
+    "flatten": flatten,
+    "unflatten": unflatten,
+    "ravel": ravel,
+    "squeeze": squeeze,
+    "unsqueeze": unsqueeze,
+    "movedim": movedim,
+    "moveaxis": movedim,
+    "narrow": narrow,
+    "diagonal": diagonal,
+    "diag_embed": diag_embed,
+    "diag": diag,
+    "flip": flip,
+    "fliplr": fliplr,
+    "flipud": flipud,
+    "roll": roll,
+    "tril": tril,
+    "triu": triu,
 }
-METHODS = dict(_SHARED, view=view, view_as=view_as, reshape_as=reshape_as, expand=expand,
-               expand_as=expand_as)
+METHODS = dict(
+    _SHARED, view=view, view_as=view_as, reshape_as=reshape_as, expand=expand, expand_as=expand_as
+)
 PROPERTIES = {"T": _T, "mT": _mT}
 FUNCTIONS = dict(_SHARED)
 INPLACE = ("tril", "triu")

@@ -42,7 +42,7 @@ def sign_array(x):
     if x.dtype.kind in "iu":
         return xp.sign(x)
     out = (x > 0).astype(x.dtype)
-    out -= (x < 0)
+    out -= x < 0
     return out
 
 
@@ -66,23 +66,40 @@ _SPECS = {
     "log10": ("Log10", lambda xp, x: xp.log10(x), lambda g, x: g / (x * _LN10), "input"),
     "sqrt": ("Sqrt", lambda xp, x: xp.sqrt(x), lambda g, out: g / (out * 2), "output"),
     "rsqrt": ("Rsqrt", _rsqrt, lambda g, out: g * (out * out * out) * -0.5, "output"),
-    "reciprocal": ("Reciprocal", lambda xp, x: xp.reciprocal(x),
-                   lambda g, out: -(g * (out * out)), "output"),
+    "reciprocal": (
+        "Reciprocal",
+        lambda xp, x: xp.reciprocal(x),
+        lambda g, out: -(g * (out * out)),
+        "output",
+    ),
     "sin": ("Sin", lambda xp, x: xp.sin(x), lambda g, x: g * cos(x), "input"),
     "cos": ("Cos", lambda xp, x: xp.cos(x), lambda g, x: -(g * sin(x)), "input"),
     "tan": ("Tan", lambda xp, x: xp.tan(x), lambda g, out: g * (out * out + 1), "output"),
     "sinh": ("Sinh", lambda xp, x: xp.sinh(x), lambda g, x: g * cosh(x), "input"),
     "cosh": ("Cosh", lambda xp, x: xp.cosh(x), lambda g, x: g * sinh(x), "input"),
-    "asin": ("Asin", lambda xp, x: xp.arcsin(x), lambda g, x: g * _inv_sqrt_one_minus_sq(x),
-             "input"),
-    "acos": ("Acos", lambda xp, x: xp.arccos(x), lambda g, x: -(g * _inv_sqrt_one_minus_sq(x)),
-             "input"),
+    "asin": (
+        "Asin",
+        lambda xp, x: xp.arcsin(x),
+        lambda g, x: g * _inv_sqrt_one_minus_sq(x),
+        "input",
+    ),
+    "acos": (
+        "Acos",
+        lambda xp, x: xp.arccos(x),
+        lambda g, x: -(g * _inv_sqrt_one_minus_sq(x)),
+        "input",
+    ),
     "atan": ("Atan", lambda xp, x: xp.arctan(x), lambda g, x: g / (x * x + 1), "input"),
-    "erf": ("Erf", lambda xp, x: erf_array(x),
-            lambda g, x: g * exp(-(x * x)) * _TWO_OVER_SQRT_PI, "input"),
+    "erf": (
+        "Erf",
+        lambda xp, x: erf_array(x),
+        lambda g, x: g * exp(-(x * x)) * _TWO_OVER_SQRT_PI,
+        "input",
+    ),
 }
-_CLASSES = {name: elementwise(cls, fwd, bwd, saves) for name, (cls, fwd, bwd, saves)
-            in _SPECS.items()}
+_CLASSES = {
+    name: elementwise(cls, fwd, bwd, saves) for name, (cls, fwd, bwd, saves) in _SPECS.items()
+}
 
 
 def _float_op(name: str):
@@ -119,8 +136,9 @@ erf = _float_op("erf")
 
 # ------------------------------------------------------------ ops that keep integer dtypes
 Square = elementwise("Square", lambda xp, x: x * x, lambda g, x: g * (x * 2), "input")
-Abs = elementwise("Abs", lambda xp, x: xp.abs(x),
-                  lambda g, x: scale_grad(g, sign_array(x.data)), "input")
+Abs = elementwise(
+    "Abs", lambda xp, x: xp.abs(x), lambda g, x: scale_grad(g, sign_array(x.data)), "input"
+)
 Sign = elementwise("Sign", lambda xp, x: sign_array(x), lambda g, _: zeros_grad(g), None)
 Floor = elementwise("Floor", lambda xp, x: xp.floor(x), lambda g, _: zeros_grad(g), None)
 Ceil = elementwise("Ceil", lambda xp, x: xp.ceil(x), lambda g, _: zeros_grad(g), None)
@@ -208,17 +226,73 @@ def positive(input):
 
 
 _OWN = {
-    "exp": exp, "exp2": exp2, "expm1": expm1, "log": log, "log1p": log1p, "log2": log2,
-    "log10": log10, "sqrt": sqrt, "rsqrt": rsqrt, "reciprocal": reciprocal, "sin": sin,
-    "cos": cos, "tan": tan, "sinh": sinh, "cosh": cosh, "asin": asin, "arcsin": asin,
-    "acos": acos, "arccos": acos, "atan": atan, "arctan": atan, "erf": erf, "square": square,
-    "abs": abs, "absolute": abs, "sign": sign, "floor": floor, "ceil": ceil, "trunc": trunc,
-    "fix": trunc, "round": round, "frac": frac, "positive": positive,
+    "exp": exp,
+    "exp2": exp2,
+    "expm1": expm1,
+    "log": log,
+    "log1p": log1p,
+    "log2": log2,
+    "log10": log10,
+    "sqrt": sqrt,
+    "rsqrt": rsqrt,
+    "reciprocal": reciprocal,
+    "sin": sin,
+    "cos": cos,
+    "tan": tan,
+    "sinh": sinh,
+    "cosh": cosh,
+    "asin": asin,
+    "arcsin": asin,
+    "acos": acos,
+    "arccos": acos,
+    "atan": atan,
+    "arctan": atan,
+    "erf": erf,
+    "square": square,
+    "abs": abs,
+    "absolute": abs,
+    "sign": sign,
+    "floor": floor,
+    "ceil": ceil,
+    "trunc": trunc,
+    "fix": trunc,
+    "round": round,
+    "frac": frac,
+    "positive": positive,
 }
 _OWN_INPLACE = (
-    "exp", "exp2", "expm1", "log", "log1p", "log2", "log10", "sqrt", "rsqrt", "reciprocal",
-    "sin", "cos", "tan", "sinh", "cosh", "asin", "arcsin", "acos", "arccos", "atan", "arctan",
-    "erf", "square", "abs", "absolute", "sign", "floor", "ceil", "trunc", "fix", "round", "frac",
+    "exp",
+    "exp2",
+    "expm1",
+    "log",
+    "log1p",
+    "log2",
+    "log10",
+    "sqrt",
+    "rsqrt",
+    "reciprocal",
+    "sin",
+    "cos",
+    "tan",
+    "sinh",
+    "cosh",
+    "asin",
+    "arcsin",
+    "acos",
+    "arccos",
+    "atan",
+    "arctan",
+    "erf",
+    "square",
+    "abs",
+    "absolute",
+    "sign",
+    "floor",
+    "ceil",
+    "trunc",
+    "fix",
+    "round",
+    "frac",
 )
 
 METHODS = {**_OWN, **activation.METHODS, **select.METHODS}
@@ -239,5 +313,6 @@ def _inplace_function(name: str):
 FUNCTIONS.update({name + "_": _inplace_function(name) for name in INPLACE})
 
 # the activation and select ops are importable from here too (ember.ops.unary.relu ...)
-globals().update({k: v for k, v in {**activation.FUNCTIONS, **select.FUNCTIONS}.items()
-                  if k not in globals()})
+globals().update(
+    {k: v for k, v in {**activation.FUNCTIONS, **select.FUNCTIONS}.items() if k not in globals()}
+)

@@ -107,11 +107,11 @@ def run_kernel(kernel, arrays: list, n_scratch: int, workspace: Workspace) -> No
     for start in range(0, n, width):
         stop = min(n, start + width)
         if threads == 1 or stop - start < PARALLEL_MIN:
-            kernel(*[a[start:stop] for a in flats], *[s[:stop - start] for s in scratch])
+            kernel(*[a[start:stop] for a in flats], *[s[: stop - start] for s in scratch])
             continue
 
         def part(lo, hi, start=start):
-            kernel(*[a[start + lo:start + hi] for a in flats], *[s[lo:hi] for s in scratch])
+            kernel(*[a[start + lo : start + hi] for a in flats], *[s[lo:hi] for s in scratch])
 
         # blocks handed out dynamically (ember.ops.parallel): a descheduled thread on a busy
         # machine takes fewer of them instead of stalling the step
@@ -121,8 +121,18 @@ def run_kernel(kernel, arrays: list, n_scratch: int, workspace: Workspace) -> No
 class FlatBucket:
     """The parameters of one group (same dtype and device) and their state in flat buffers."""
 
-    __slots__ = ("params", "n", "flat", "views", "names", "state_flat", "state_views",
-                 "steps", "step_views", "grad_flat")
+    __slots__ = (
+        "params",
+        "n",
+        "flat",
+        "views",
+        "names",
+        "state_flat",
+        "state_views",
+        "steps",
+        "step_views",
+        "grad_flat",
+    )
 
     def __init__(self, params: list, states: list, names: tuple, with_step: bool):
         first = params[0].data
@@ -145,7 +155,7 @@ class FlatBucket:
         self.steps = self.step_views = None
         if with_step:
             self.steps = np.array([float(st["step"].data) for st in states], dtype=np.float32)
-            self.step_views = [self.steps[i:i + 1].reshape(()) for i in range(len(states))]
+            self.step_views = [self.steps[i : i + 1].reshape(()) for i in range(len(states))]
             for st, v in zip(states, self.step_views):
                 st["step"].data = v
         self.grad_flat = None
@@ -196,5 +206,5 @@ def _flatten(xp, dtype, arrays: list, offsets: list):
     flat = xp.empty(offsets[-1], dtype=dtype)
     if arrays:
         xp.concatenate([a.reshape(-1) for a in arrays], out=flat)
-    views = [flat[offsets[i]:offsets[i + 1]].reshape(a.shape) for i, a in enumerate(arrays)]
+    views = [flat[offsets[i] : offsets[i + 1]].reshape(a.shape) for i, a in enumerate(arrays)]
     return flat, views

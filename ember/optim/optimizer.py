@@ -41,9 +41,11 @@ class _RequiredParameter:
 
 required = _RequiredParameter()
 
-_SET_MESSAGE = ("optimizer parameters need to be organized in ordered collections, but the "
-                "ordering of tensors in sets will change between runs. Please use a list "
-                "instead.")
+_SET_MESSAGE = (
+    "optimizer parameters need to be organized in ordered collections, but the "
+    "ordering of tensors in sets will change between runs. Please use a list "
+    "instead."
+)
 
 
 def _hooked(step):
@@ -60,8 +62,10 @@ def _hooked(step):
                 if res is None:
                     continue
                 if not (isinstance(res, tuple) and len(res) == 2):
-                    raise RuntimeError(f"{hook} must return None or a tuple of (new_args, "
-                                       f"new_kwargs), but got {res}.")
+                    raise RuntimeError(
+                        f"{hook} must return None or a tuple of (new_args, "
+                        f"new_kwargs), but got {res}."
+                    )
                 args, kwargs = res
             self._opt_called = True
             out = step(self, *args, **kwargs)
@@ -92,11 +96,15 @@ class Optimizer:
         self._workspace = Workspace()
         self._flat_cache: dict = {}
         if isinstance(params, Tensor):
-            raise TypeError("params argument given to the optimizer should be an iterable of "
-                            f"Tensors or dicts, but got {_typename(params)}")
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of "
+                f"Tensors or dicts, but got {_typename(params)}"
+            )
         if isinstance(params, Mapping) or not isinstance(params, Iterable):
-            raise TypeError("params argument given to the optimizer should be an iterable of "
-                            f"Tensors or dicts, but got {_typename(params)}")
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of "
+                f"Tensors or dicts, but got {_typename(params)}"
+            )
         if isinstance(params, (set, frozenset)):  # torch only catches sets inside groups
             raise TypeError(_SET_MESSAGE)
         param_groups = list(params)
@@ -138,20 +146,25 @@ class Optimizer:
         params = [p[1] if isinstance(p, tuple) else p for p in params]
         if names:
             if len(names) != len(params):
-                raise ValueError("all optimizer params should be with/without names. Some param "
-                                 "names are missing")
+                raise ValueError(
+                    "all optimizer params should be with/without names. Some param "
+                    "names are missing"
+                )
             param_group["param_names"] = names
         param_group["params"] = params
         for p in params:
             if not isinstance(p, Tensor):
-                raise TypeError("optimizer can only optimize Tensors, but one of the params is "
-                                f"{_typename(p)}")
+                raise TypeError(
+                    f"optimizer can only optimize Tensors, but one of the params is {_typename(p)}"
+                )
             if not (p.is_leaf or p.retains_grad):
                 raise ValueError("can't optimize a non-leaf Tensor")
         for name, default in self.defaults.items():
             if default is required and name not in param_group:
-                raise ValueError("parameter group didn't specify a value of required "
-                                 f"optimization parameter {name}")
+                raise ValueError(
+                    "parameter group didn't specify a value of required "
+                    f"optimization parameter {name}"
+                )
             param_group.setdefault(name, default)
         ids = [id(p) for p in params]
         if len(set(ids)) != len(ids):
@@ -160,9 +173,11 @@ class Optimizer:
         for group in self.param_groups:
             seen.update(id(p) for p in group["params"])
             if ("param_names" in param_group) != ("param_names" in group):
-                raise ValueError("all optimizer param groups should be with/without names. "
-                                 f"cannot add param group {'with' if names else 'without'} "
-                                 "names to the optimizer")
+                raise ValueError(
+                    "all optimizer param groups should be with/without names. "
+                    f"cannot add param group {'with' if names else 'without'} "
+                    "names to the optimizer"
+                )
         if not seen.isdisjoint(ids):
             raise ValueError("some parameters appear in more than one parameter group")
         self.param_groups.append(param_group)
@@ -308,27 +323,37 @@ class Optimizer:
             packed["params"] = [mapping[id(p)] for p in group["params"]]
             start += len(packed["params"])
             groups.append(packed)
-        state = {(mapping[id(k)] if isinstance(k, Tensor) else k): v
-                 for k, v in self.state.items()}
+        state = {(mapping[id(k)] if isinstance(k, Tensor) else k): v for k, v in self.state.items()}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore groups and state saved by ``state_dict`` (possibly through ember.save /
         ember.load). State arrays are copied to each parameter's device and float dtype."""
-        if not isinstance(state_dict, Mapping) or "param_groups" not in state_dict or (
-                "state" not in state_dict):
-            raise ValueError("load_state_dict: expected a dict with 'state' and 'param_groups', "
-                             f"got {_typename(state_dict)}")
+        if (
+            not isinstance(state_dict, Mapping)
+            or "param_groups" not in state_dict
+            or ("state" not in state_dict)
+        ):
+            raise ValueError(
+                "load_state_dict: expected a dict with 'state' and 'param_groups', "
+                f"got {_typename(state_dict)}"
+            )
         groups = self.param_groups
         saved_groups = copy.deepcopy(list(state_dict["param_groups"]))
         if len(groups) != len(saved_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
         for g, s in zip(groups, saved_groups):
             if len(g["params"]) != len(s["params"]):
-                raise ValueError("loaded state dict contains a parameter group that doesn't "
-                                 "match the size of optimizer's group")
-        id_map = dict(zip(itertools.chain.from_iterable(g["params"] for g in saved_groups),
-                          itertools.chain.from_iterable(g["params"] for g in groups)))
+                raise ValueError(
+                    "loaded state dict contains a parameter group that doesn't "
+                    "match the size of optimizer's group"
+                )
+        id_map = dict(
+            zip(
+                itertools.chain.from_iterable(g["params"] for g in saved_groups),
+                itertools.chain.from_iterable(g["params"] for g in groups),
+            )
+        )
         state: defaultdict = defaultdict(dict)
         for k, v in state_dict["state"].items():
             idx = int(k) if isinstance(k, str) and k.isdigit() else k

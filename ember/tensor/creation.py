@@ -22,11 +22,11 @@ def size_args(size) -> tuple:
         if isinstance(s, Tensor):
             s = int(s)
         if not isinstance(s, (int, np.integer)):
-            raise TypeError(f"size must be a sequence of ints, got {type(s).__name__} in "
-                            f"{tuple(size)!r}")
+            raise TypeError(
+                f"size must be a sequence of ints, got {type(s).__name__} in {tuple(size)!r}"
+            )
         if s < 0:
-            raise RuntimeError(f"Trying to create tensor with negative dimension {s}: "
-                               f"{list(size)}")
+            raise RuntimeError(f"Trying to create tensor with negative dimension {s}: {list(size)}")
         out.append(int(s))
     return tuple(out)
 
@@ -51,8 +51,10 @@ def _infer_array(data) -> np.ndarray:
         data = _tensors_to_values(data)
     arr = np.array(data)
     if arr.dtype == object:
-        raise TypeError(f"tensor: could not infer dtype of {type(data).__name__} "
-                        "(ragged nested sequences or unsupported element types)")
+        raise TypeError(
+            f"tensor: could not infer dtype of {type(data).__name__} "
+            "(ragged nested sequences or unsupported element types)"
+        )
     if arr.dtype.kind == "f":
         if isinstance(data, np.generic):
             return arr
@@ -88,8 +90,9 @@ def tensor(data, *, dtype=None, device=None, requires_grad: bool = False) -> Ten
     """A new tensor that copies ``data`` (a list, a number, an array or a tensor)."""
     if dtype is not None and not isinstance(data, (Tensor, np.ndarray)):
         try:  # straight to the requested dtype: no detour through the default float
-            arr = np.array(data, dtype=np.float64 if dtypes.to_dtype(dtype).is_floating_point
-                           else None)
+            arr = np.array(
+                data, dtype=np.float64 if dtypes.to_dtype(dtype).is_floating_point else None
+            )
         except (TypeError, ValueError):
             arr = _infer_array(data)
         if arr.dtype == object:
@@ -163,8 +166,14 @@ def full(size, fill_value, *, dtype=None, device=None, requires_grad=False) -> T
         fill_value = fill_value.item()
     if dtype is None:
         dtype = dtypes.default_dtype_for_category(dtypes.scalar_category(fill_value))
-    return _fill(size_args((size,)) if not isinstance(size, int) else (size,), fill_value,
-                 dtype, device, requires_grad, "full")
+    return _fill(
+        size_args((size,)) if not isinstance(size, int) else (size,),
+        fill_value,
+        dtype,
+        device,
+        requires_grad,
+        "full",
+    )
 
 
 def _like(t: Tensor, dtype, device):
@@ -200,15 +209,20 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
     if step == 0:
         raise RuntimeError("arange: step must be nonzero")
     if (end - start) * step < 0:
-        raise RuntimeError(f"arange: upper bound and larger bound inconsistent with step sign "
-                           f"(start={start}, end={end}, step={step})")
+        raise RuntimeError(
+            f"arange: upper bound and larger bound inconsistent with step sign "
+            f"(start={start}, end={end}, step={step})"
+        )
     if dtype is None:
         is_int = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vals)
         dtype = dtypes.int64 if is_int else dtypes.get_default_dtype()
     d = dtypes.to_dtype(dtype)
     n = max(int(math.ceil((end - start) / step)), 0)
-    arr = (np.arange(n, dtype=np.float64) * step + start).astype(d.np) if d.is_floating_point \
+    arr = (
+        (np.arange(n, dtype=np.float64) * step + start).astype(d.np)
+        if d.is_floating_point
         else np.arange(start, start + n * step, step)[:n].astype(d.np)
+    )
     return finish(arr, device, requires_grad)
 
 
@@ -220,8 +234,9 @@ def linspace(start, end, steps: int, *, dtype=None, device=None, requires_grad=F
     return finish(arr, device, requires_grad)
 
 
-def logspace(start, end, steps: int, base: float = 10.0, *, dtype=None, device=None,
-             requires_grad=False) -> Tensor:
+def logspace(
+    start, end, steps: int, base: float = 10.0, *, dtype=None, device=None, requires_grad=False
+) -> Tensor:
     d = dtypes.get_default_dtype() if dtype is None else dtypes.to_dtype(dtype)
     arr = np.logspace(start, end, int(steps), base=base).astype(d.np)
     return finish(arr, device, requires_grad)

@@ -85,8 +85,10 @@ def from_numpy_dtype(np_dtype) -> dtype:
         try:
             return _BY_NP[np.dtype(np_dtype)]
         except (KeyError, TypeError):
-            raise TypeError(f"unsupported array dtype {np_dtype!r}: Ember supports "
-                            f"{', '.join(d.name for d in ALL_DTYPES)}") from None
+            raise TypeError(
+                f"unsupported array dtype {np_dtype!r}: Ember supports "
+                f"{', '.join(d.name for d in ALL_DTYPES)}"
+            ) from None
 
 
 def to_dtype(d) -> dtype:

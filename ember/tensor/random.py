@@ -64,8 +64,10 @@ class Generator:
         bitgen = np.random.PCG64()
         bitgen.state = {
             "bit_generator": "PCG64",
-            "state": {"state": int.from_bytes(raw[0:16], "little"),
-                      "inc": int.from_bytes(raw[16:32], "little")},
+            "state": {
+                "state": int.from_bytes(raw[0:16], "little"),
+                "inc": int.from_bytes(raw[16:32], "little"),
+            },
             "has_uint32": raw[32],
             "uinteger": int.from_bytes(raw[33:37], "little"),
         }
@@ -148,18 +150,19 @@ def _shape(size) -> tuple:
 
 def rand(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     d = _float_dtype(dtype)
-    return _finish(_draw_float("uniform", _shape(size), d, rng_of(generator)), device,
-                   requires_grad)
+    return _finish(
+        _draw_float("uniform", _shape(size), d, rng_of(generator)), device, requires_grad
+    )
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     d = _float_dtype(dtype)
-    return _finish(_draw_float("normal", _shape(size), d, rng_of(generator)), device,
-                   requires_grad)
+    return _finish(_draw_float("normal", _shape(size), d, rng_of(generator)), device, requires_grad)
 
 
-def randint(low, high=None, size=None, *, generator=None, dtype=None, device=None,
-            requires_grad=False) -> Tensor:
+def randint(
+    low, high=None, size=None, *, generator=None, dtype=None, device=None, requires_grad=False
+) -> Tensor:
     if size is None and isinstance(high, (tuple, list)):
         low, high, size = 0, low, high  # randint(high, size), as in torch
     if high is None:
@@ -180,18 +183,34 @@ def randperm(n: int, *, generator=None, dtype=None, device=None, requires_grad=F
 
 
 def rand_like(t: Tensor, *, dtype=None, device=None, requires_grad=False, generator=None):
-    return rand(t.data.shape, generator=generator, dtype=dtype or t.dtype,
-                device=device or t.device, requires_grad=requires_grad)
+    return rand(
+        t.data.shape,
+        generator=generator,
+        dtype=dtype or t.dtype,
+        device=device or t.device,
+        requires_grad=requires_grad,
+    )
 
 
 def randn_like(t: Tensor, *, dtype=None, device=None, requires_grad=False, generator=None):
-    return randn(t.data.shape, generator=generator, dtype=dtype or t.dtype,
-                 device=device or t.device, requires_grad=requires_grad)
+    return randn(
+        t.data.shape,
+        generator=generator,
+        dtype=dtype or t.dtype,
+        device=device or t.device,
+        requires_grad=requires_grad,
+    )
 
 
 def randint_like(t: Tensor, low, high=None, *, dtype=None, device=None, generator=None):
-    return randint(low, high, t.data.shape, generator=generator, dtype=dtype or t.dtype,
-                   device=device or t.device)
+    return randint(
+        low,
+        high,
+        t.data.shape,
+        generator=generator,
+        dtype=dtype or t.dtype,
+        device=device or t.device,
+    )
 
 
 def bernoulli(input: Tensor, p=None, *, generator=None) -> Tensor:
@@ -201,24 +220,29 @@ def bernoulli(input: Tensor, p=None, *, generator=None) -> Tensor:
     return _finish(arr, input.device, False)
 
 
-def multinomial(input: Tensor, num_samples: int, replacement: bool = False, *,
-                generator=None) -> Tensor:
+def multinomial(
+    input: Tensor, num_samples: int, replacement: bool = False, *, generator=None
+) -> Tensor:
     """Sample category indices from each row of (unnormalised) probabilities."""
     probs = np.asarray(to_backend(input.data, to_device("cpu")), dtype=np.float64)
     rows = probs.reshape(-1, probs.shape[-1])
     if (rows < 0).any() or not np.isfinite(rows).all():
-        raise RuntimeError("multinomial: probability tensor contains either inf, nan or "
-                           "element < 0")
+        raise RuntimeError(
+            "multinomial: probability tensor contains either inf, nan or element < 0"
+        )
     rng = rng_of(generator)
     out = np.empty((rows.shape[0], num_samples), dtype=np.int64)
     for i, row in enumerate(rows):
         total = row.sum()
         if total <= 0:
-            raise RuntimeError("multinomial: invalid multinomial distribution (sum of "
-                               "probabilities <= 0)")
+            raise RuntimeError(
+                "multinomial: invalid multinomial distribution (sum of probabilities <= 0)"
+            )
         if not replacement and num_samples > np.count_nonzero(row):
-            raise RuntimeError("multinomial: cannot sample n_sample > prob_dist.size(-1) "
-                               "samples without replacement")
+            raise RuntimeError(
+                "multinomial: cannot sample n_sample > prob_dist.size(-1) "
+                "samples without replacement"
+            )
         out[i] = rng.choice(row.size, size=num_samples, replace=replacement, p=row / total)
     shape = probs.shape[:-1] + (num_samples,)
     return _finish(out.reshape(shape), input.device, False)

@@ -30,12 +30,24 @@ from ember.tensor.device import CPU, device, to_device
 from ember.tensor.tensor import Tensor
 
 # Ember's dtypes, plus the unsigned ints NumPy arrays may hold (RNG states are uint32/uint64).
-_CODES = {np.dtype(t): code for t, code in [
-    (np.bool_, "BOOL"), (np.uint8, "U8"), (np.int8, "I8"), (np.int16, "I16"), (np.int32, "I32"),
-    (np.int64, "I64"), (np.uint16, "U16"), (np.uint32, "U32"), (np.uint64, "U64"),
-    (np.float16, "F16"), (dtypes.bfloat16.np, "BF16"), (np.float32, "F32"),
-    (np.float64, "F64"),
-]}
+_CODES = {
+    np.dtype(t): code
+    for t, code in [
+        (np.bool_, "BOOL"),
+        (np.uint8, "U8"),
+        (np.int8, "I8"),
+        (np.int16, "I16"),
+        (np.int32, "I32"),
+        (np.int64, "I64"),
+        (np.uint16, "U16"),
+        (np.uint32, "U32"),
+        (np.uint64, "U64"),
+        (np.float16, "F16"),
+        (dtypes.bfloat16.np, "BF16"),
+        (np.float32, "F32"),
+        (np.float64, "F64"),
+    ]
+}
 _FROM_CODE = {code: dt for dt, code in _CODES.items()}
 _META_KEY = "ember"
 _FORMAT_VERSION = 1
@@ -50,8 +62,9 @@ def save(obj, f) -> None:
     path = _as_path(f, "save")
     enc = _Encoder()
     tree = enc.encode(obj, [])
-    meta = json.dumps({"version": _FORMAT_VERSION, "tree": tree}, allow_nan=False,
-                      separators=(",", ":"))
+    meta = json.dumps(
+        {"version": _FORMAT_VERSION, "tree": tree}, allow_nan=False, separators=(",", ":")
+    )
     _write_atomic(path, enc.tensors, {"format": "pt", _META_KEY: meta})
 
 
@@ -110,7 +123,8 @@ class _Encoder:
         raise TypeError(
             f"ember.save: cannot store a {type(value).__module__}.{type(value).__qualname__} "
             f"at {_where(path)}: only tensors, NumPy arrays, dicts, lists, tuples, str, int, "
-            "float, bool and None can be saved (Ember never pickles)")
+            "float, bool and None can be saved (Ember never pickles)"
+        )
 
     def _container(self, value, path: list):
         if isinstance(value, Mapping):
@@ -119,8 +133,10 @@ class _Encoder:
             items = []
             for k, v in value.items():
                 if not (k is None or isinstance(k, (bool, int, float, str))):
-                    raise TypeError(f"ember.save: dict keys must be str, int, float, bool or "
-                                    f"None, got {type(k).__name__} at {_where(path)}")
+                    raise TypeError(
+                        f"ember.save: dict keys must be str, int, float, bool or "
+                        f"None, got {type(k).__name__} at {_where(path)}"
+                    )
                 items.append([self.encode(k, path), self.encode(v, path + [k])])
             return {"m": items}
         tag = "l" if isinstance(value, list) else "u"
@@ -149,8 +165,11 @@ def _write_atomic(path: str, tensors: list, metadata: dict) -> None:
     offset = 0
     for name, arr in order:
         code = _CODES[arr.dtype]
-        header[name] = {"dtype": code, "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + arr.nbytes]}
+        header[name] = {
+            "dtype": code,
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + arr.nbytes],
+        }
         offset += arr.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
@@ -192,8 +211,10 @@ def load(f, map_location=None, *, weights_only: bool = True, mmap=None):
     """
     path = _as_path(f, "load")
     if not (map_location is None or isinstance(map_location, (str, device, int, dict))):
-        raise TypeError("ember.load: map_location must be None, a device, a string or a dict, "
-                        f"got {type(map_location).__name__}")
+        raise TypeError(
+            "ember.load: map_location must be None, a device, a string or a dict, "
+            f"got {type(map_location).__name__}"
+        )
     header, arrays = _read(path)
     meta = header.get("__metadata__") or {}
     if _META_KEY not in meta:
@@ -220,12 +241,11 @@ class _Decoder:
             raise ValueError(f"unexpected node {str(node)[:80]}")
         if "t" in node:
             name = node["t"]
-            t = _tensor(self.arrays[name], _target(node.get("dev", "cpu"), self.map_location),
-                        name)
+            t = _tensor(self.arrays[name], _target(node.get("dev", "cpu"), self.map_location), name)
             if node.get("rg") and t.data.dtype in dtypes.FLOATING_NP:
                 t.requires_grad = True
             return t
-        (tag, payload), = node.items()
+        ((tag, payload),) = node.items()
         if tag == "a":
             return self.arrays[payload]
         if tag == "f":
@@ -251,8 +271,9 @@ def _target(saved: str, map_location) -> device:
 
 def _tensor(arr: np.ndarray, dev: device, name: str) -> Tensor:
     if arr.dtype not in dtypes.FLOATING_NP and arr.dtype not in _INT_NP:
-        raise RuntimeError(f"ember.load: tensor '{name}' has dtype {arr.dtype}, which Ember "
-                           "tensors do not support")
+        raise RuntimeError(
+            f"ember.load: tensor '{name}' has dtype {arr.dtype}, which Ember tensors do not support"
+        )
     return Tensor(arr if dev.type == "cpu" else to_backend(arr, dev))
 
 
@@ -303,18 +324,26 @@ def _empty_for(path: str, name: str, spec, data_len: int) -> np.ndarray:
         np_dtype = _FROM_CODE[spec["dtype"]]
         shape = tuple(spec["shape"])
         begin, end = spec["data_offsets"]
-        ok = all(type(s) is int and s >= 0 for s in shape) and type(begin) is int and (
-            type(end) is int) and 0 <= begin <= end <= data_len
+        ok = (
+            all(type(s) is int and s >= 0 for s in shape)
+            and type(begin) is int
+            and (type(end) is int)
+            and 0 <= begin <= end <= data_len
+        )
     except (KeyError, TypeError, ValueError):
         code = spec.get("dtype") if isinstance(spec, dict) else None
         if isinstance(spec, dict) and code not in _FROM_CODE and "shape" in spec:
-            raise RuntimeError(f"ember.load: '{path}': tensor '{name}' has dtype {code!r}, "
-                               f"which Ember does not support") from None
+            raise RuntimeError(
+                f"ember.load: '{path}': tensor '{name}' has dtype {code!r}, "
+                f"which Ember does not support"
+            ) from None
         raise RuntimeError(f"ember.load: '{path}': malformed header entry for '{name}'") from None
     count = math.prod(shape)
     if not ok or end - begin != count * np.dtype(np_dtype).itemsize:
-        raise RuntimeError(f"ember.load: '{path}': tensor '{name}' has inconsistent shape "
-                           f"{list(shape)} and byte range [{begin}, {end}]")
+        raise RuntimeError(
+            f"ember.load: '{path}': tensor '{name}' has inconsistent shape "
+            f"{list(shape)} and byte range [{begin}, {end}]"
+        )
     return np.empty(shape, dtype=np_dtype)
 
 
@@ -323,8 +352,10 @@ def _not_safetensors(path: str, head: bytes, why: str):
     if head[:1] == b"\x80":
         hint = " It looks like a Python pickle, which Ember never loads."
     elif head[:4] == b"PK\x03\x04":
-        hint = (" It looks like a zip archive such as a torch.save checkpoint, which Ember "
-                "never unpickles: convert it with safetensors.torch.save_file(state_dict, ...).")
+        hint = (
+            " It looks like a zip archive such as a torch.save checkpoint, which Ember "
+            "never unpickles: convert it with safetensors.torch.save_file(state_dict, ...)."
+        )
     raise RuntimeError(f"ember.load: '{path}' is not a safetensors file ({why}).{hint}")
 
 
@@ -332,8 +363,9 @@ def _as_path(f, op: str) -> str:
     try:
         return os.fspath(f)
     except TypeError:
-        raise TypeError(f"ember.{op}: expected a file path (str or os.PathLike), got "
-                        f"{type(f).__name__}") from None
+        raise TypeError(
+            f"ember.{op}: expected a file path (str or os.PathLike), got {type(f).__name__}"
+        ) from None
 
 
 __all__ = ["save", "load"]

@@ -19,8 +19,17 @@ class Tensor:
     """A multi-dimensional array that can record the operations applied to it."""
 
     __slots__ = (
-        "data", "grad", "requires_grad", "grad_fn", "_output_nr", "_vc", "_base",
-        "_hooks", "_retains_grad", "_post_acc_hooks", "__weakref__",
+        "data",
+        "grad",
+        "requires_grad",
+        "grad_fn",
+        "_output_nr",
+        "_vc",
+        "_base",
+        "_hooks",
+        "_retains_grad",
+        "_post_acc_hooks",
+        "__weakref__",
     )
     __array_ufunc__ = None  # ndarray (op) Tensor defers to Tensor's reflected operators
     __array_priority__ = 1000
@@ -116,8 +125,11 @@ class Tensor:
             raise RuntimeError(
                 f"item: a Tensor with {self.data.size} elements cannot be converted to a Scalar"
             )
-        return self.data.reshape(()).item() if type(self.data) is np.ndarray else (
-            self.data.reshape(()).get().item())
+        return (
+            self.data.reshape(()).item()
+            if type(self.data) is np.ndarray
+            else (self.data.reshape(()).get().item())
+        )
 
     def tolist(self):
         return self.numpy(force=True).tolist()  # torch allows it on tensors requiring grad
@@ -199,8 +211,9 @@ class Tensor:
     def register_hook(self, hook):
         """Call ``hook(grad)`` when this tensor's gradient is computed; it may return a new one."""
         if not self.requires_grad:
-            raise RuntimeError("register_hook: cannot register a hook on a tensor that "
-                               "doesn't require gradient")
+            raise RuntimeError(
+                "register_hook: cannot register a hook on a tensor that doesn't require gradient"
+            )
         if self.grad_fn is None:
             if self._hooks is None:
                 self._hooks = []
@@ -214,11 +227,14 @@ class Tensor:
         """Call ``hook(tensor)`` on a leaf once backward has accumulated its final ``.grad``
         for the pass (while the rest of backward still runs: DDP starts allreduces here)."""
         if not self.requires_grad:
-            raise RuntimeError("register_post_accumulate_grad_hook: cannot register a hook on "
-                               "a tensor that doesn't require gradient")
+            raise RuntimeError(
+                "register_post_accumulate_grad_hook: cannot register a hook on "
+                "a tensor that doesn't require gradient"
+            )
         if self.grad_fn is not None:
-            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf "
-                               "tensors")
+            raise RuntimeError(
+                "post accumulate grad hooks cannot be registered on non-leaf tensors"
+            )
         if self._post_acc_hooks is None:
             self._post_acc_hooks = []
         self._post_acc_hooks.append(hook)
@@ -227,8 +243,9 @@ class Tensor:
     def retain_grad(self) -> None:
         """Keep ``.grad`` for a non-leaf tensor after backward (leaves always keep theirs)."""
         if not self.requires_grad:
-            raise RuntimeError("retain_grad: can't retain_grad on Tensor that has "
-                               "requires_grad=False")
+            raise RuntimeError(
+                "retain_grad: can't retain_grad on Tensor that has requires_grad=False"
+            )
         if self.grad_fn is None or self._retains_grad:
             return
         self._retains_grad = True
@@ -310,14 +327,16 @@ def format_tensor(t: Tensor) -> str:
     if dt.is_floating_point and _int_mode(part):
         finite = part[np.isfinite(part) & (part != 0)]
         width = max((len(_int_str(v)) for v in finite), default=1)  # torch pads to these
-        body = np.array2string(shown, **opts,
-                               formatter={"float_kind": lambda v: _int_str(v).rjust(width)})
+        body = np.array2string(
+            shown, **opts, formatter={"float_kind": lambda v: _int_str(v).rjust(width)}
+        )
     elif dt.is_floating_point:  # NumPy's switch to scientific notation is torch's
         body = np.array2string(shown, **opts, precision=4, floatmode="fixed")
     elif dt is dtypes.bool_:
         width = 4 if part.all() else 5
-        body = np.array2string(shown, **opts,
-                               formatter={"bool": lambda v: str(bool(v)).rjust(width)})
+        body = np.array2string(
+            shown, **opts, formatter={"bool": lambda v: str(bool(v)).rjust(width)}
+        )
     else:
         body = np.array2string(shown, **opts)
     body = body.replace(", ...,", ",  ...,")  # torch pads the ellipsis
@@ -357,8 +376,9 @@ def _int_mode(arr) -> bool:
     vals = np.abs(arr[np.isfinite(arr) & (arr != 0)])
     if not vals.size:
         return True
-    return bool(np.all(vals == np.round(vals)) and vals.max() <= 1e8
-                and vals.max() / vals.min() <= 1000)
+    return bool(
+        np.all(vals == np.round(vals)) and vals.max() <= 1e8 and vals.max() / vals.min() <= 1000
+    )
 
 
 def _int_str(v) -> str:
@@ -375,8 +395,9 @@ def write_into(t: Tensor, result, op: str) -> None:
     src = dtypes.from_numpy_dtype(result.dtype)
     dst = dtypes.from_numpy_dtype(t.data.dtype)
     if src.category > dst.category:
-        raise RuntimeError(f"{op}: result type {src.name} can't be cast to the desired output "
-                           f"type {dst.name}")
+        raise RuntimeError(
+            f"{op}: result type {src.name} can't be cast to the desired output type {dst.name}"
+        )
     if not t.data.flags.writeable:
         raise RuntimeError(
             f"{op}: unsupported operation: the tensor's memory is shared by several elements "

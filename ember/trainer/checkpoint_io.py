@@ -78,16 +78,22 @@ def encode_checkpoint(checkpoint: dict) -> tuple[list, dict]:
         raise type(exc)(str(exc).replace("ember.save:", "Trainer.save_checkpoint:", 1)) from None
     tensors += enc.tensors
     doc = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "ember_version": _ember_version(),
-        "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step"),
-        "state_dict": [name for name, _ in tensors[:len(state)]],
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "ember_version": _ember_version(),
+        "epoch": checkpoint.get("epoch"),
+        "global_step": checkpoint.get("global_step"),
+        "state_dict": [name for name, _ in tensors[: len(state)]],
         "tree": tree,
         "checksum": "sha256",
         "checksums": {name: digest(arr) for name, arr in tensors},
     }
     text = json.dumps(doc, allow_nan=False, separators=(",", ":"))
-    meta = {"format": "pt", META_KEY: text,
-            SUM_KEY: hashlib.sha256(text.encode("utf-8")).hexdigest()}
+    meta = {
+        "format": "pt",
+        META_KEY: text,
+        SUM_KEY: hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    }
     return tensors, meta
 
 
@@ -117,8 +123,11 @@ def write_checkpoint(path, checkpoint: dict) -> None:
         _write_atomic(path, tensors, meta)
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise type(exc)(exc.errno, f"Trainer.save_checkpoint: cannot write '{path}': {reason} "
-                        "(any previous checkpoint at this path is left untouched)") from exc
+        raise type(exc)(
+            exc.errno,
+            f"Trainer.save_checkpoint: cannot write '{path}': {reason} "
+            "(any previous checkpoint at this path is left untouched)",
+        ) from exc
 
 
 # ------------------------------------------------------------------------------------- read
@@ -142,8 +151,10 @@ def _sniff(path: str) -> None:
         if head[:1] == b"\x80":
             hint += "; it looks like a Python pickle, which Ember never loads"
         elif head[:4] == b"PK\x03\x04":
-            hint += ("; it looks like a zip archive such as a torch.save file, which Ember never "
-                     "unpickles")
+            hint += (
+                "; it looks like a zip archive such as a torch.save file, which Ember never "
+                "unpickles"
+            )
         _not_ours(path, hint)
 
 
@@ -159,16 +170,19 @@ def read_checkpoint(path) -> dict:
     try:
         header, arrays = _read(path)
     except RuntimeError as exc:
-        text = str(exc).replace(f"ember.load: '{path}': ", "").replace(f"ember.load: '{path}' ",
-                                                                         "")
+        text = str(exc).replace(f"ember.load: '{path}': ", "").replace(f"ember.load: '{path}' ", "")
         _corrupt(path, text)
     meta = header.get("__metadata__") or {}
     if META_KEY not in meta:
-        _not_ours(path, "a safetensors file without Ember checkpoint metadata; read plain "
-                  "tensor files with ember.load or safetensors")
+        _not_ours(
+            path,
+            "a safetensors file without Ember checkpoint metadata; read plain "
+            "tensor files with ember.load or safetensors",
+        )
     text = meta[META_KEY]
-    if not isinstance(text, str) or \
-            hashlib.sha256(text.encode("utf-8")).hexdigest() != meta.get(SUM_KEY):
+    if not isinstance(text, str) or hashlib.sha256(text.encode("utf-8")).hexdigest() != meta.get(
+        SUM_KEY
+    ):
         _corrupt(path, "the metadata document does not match its checksum")
     try:
         doc = json.loads(text)
@@ -177,9 +191,11 @@ def read_checkpoint(path) -> dict:
     if doc.get("format") != FORMAT or meta.get("format") != "pt":
         _not_ours(path, f"unknown format {doc.get('format')!r}")
     if doc.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"Ember checkpoint {path} has format version "
-                              f"{doc.get('format_version')!r}; this Ember "
-                              f"({_ember_version()}) reads version {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"Ember checkpoint {path} has format version "
+            f"{doc.get('format_version')!r}; this Ember "
+            f"({_ember_version()}) reads version {FORMAT_VERSION}"
+        )
     sums = doc.get("checksums") or {}
     if set(sums) != set(arrays):
         odd = sorted(set(sums) ^ set(arrays))[:5]
@@ -195,5 +211,10 @@ def read_checkpoint(path) -> dict:
     return {"state_dict": state, **rest}
 
 
-__all__ = ["CheckpointError", "read_checkpoint", "write_checkpoint", "encode_checkpoint",
-           "FORMAT_VERSION"]
+__all__ = [
+    "CheckpointError",
+    "read_checkpoint",
+    "write_checkpoint",
+    "encode_checkpoint",
+    "FORMAT_VERSION",
+]

@@ -43,11 +43,21 @@ def rng_states() -> dict:
 
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
-    return {"ember": default_generator.get_state().data,
-            "numpy": {"bit_generator": name, "state": keys, "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-            "python": {"version": version, "state": np.asarray(internal, dtype=np.int64),
-                       "gauss_next": gauss_next}}
+    return {
+        "ember": default_generator.get_state().data,
+        "numpy": {
+            "bit_generator": name,
+            "state": keys,
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {
+            "version": version,
+            "state": np.asarray(internal, dtype=np.int64),
+            "gauss_next": gauss_next,
+        },
+    }
 
 
 def set_rng_states(states: dict) -> None:
@@ -57,12 +67,18 @@ def set_rng_states(states: dict) -> None:
         default_generator.set_state(np.asarray(states["ember"], dtype=np.uint8))
     if "numpy" in states:
         st = states["numpy"]
-        np.random.set_state((st["bit_generator"], np.asarray(st["state"], dtype=np.uint32),
-                             int(st["pos"]), int(st["has_gauss"]), float(st["cached_gaussian"])))
+        np.random.set_state(
+            (
+                st["bit_generator"],
+                np.asarray(st["state"], dtype=np.uint32),
+                int(st["pos"]),
+                int(st["has_gauss"]),
+                float(st["cached_gaussian"]),
+            )
+        )
     if "python" in states:
         st = states["python"]
-        random.setstate((int(st["version"]), tuple(int(x) for x in st["state"]),
-                         st["gauss_next"]))
+        random.setstate((int(st["version"]), tuple(int(x) for x in st["state"]), st["gauss_next"]))
 
 
 # ------------------------------------------------------------------------------ saving state
@@ -83,23 +99,36 @@ def _metrics_state(trainer) -> dict:
     from ember.trainer.logging import _Entry
 
     store, connector = trainer._metrics, trainer._logger_connector
-    entries = [{slot: _host(getattr(e, slot)) if slot in ("value", "total") else getattr(e, slot)
-                for slot in _Entry.__slots__} for e in connector.train_results.entries.values()]
-    return {"callback": {k: _host(v) for k, v in store.callback.items()},
-            "logged": {k: _host(v) for k, v in store.logged.items()},
-            "pbar": {k: _host(v) for k, v in store.pbar.items()},
-            "pending_log": {k: _host(v) for k, v in connector._pending_log.items()},
-            "results": entries, "val_logged_steps": trainer._val_loop.logged_steps}
+    entries = [
+        {
+            slot: _host(getattr(e, slot)) if slot in ("value", "total") else getattr(e, slot)
+            for slot in _Entry.__slots__
+        }
+        for e in connector.train_results.entries.values()
+    ]
+    return {
+        "callback": {k: _host(v) for k, v in store.callback.items()},
+        "logged": {k: _host(v) for k, v in store.logged.items()},
+        "pbar": {k: _host(v) for k, v in store.pbar.items()},
+        "pending_log": {k: _host(v) for k, v in connector._pending_log.items()},
+        "results": entries,
+        "val_logged_steps": trainer._val_loop.logged_steps,
+    }
 
 
 def _loader_state(loader) -> dict:
     from ember.tensor.random import Generator
 
-    state = loader.state_dict() if hasattr(loader, "state_dict") and \
-        hasattr(loader, "load_state_dict") else None
+    state = (
+        loader.state_dict()
+        if hasattr(loader, "state_dict") and hasattr(loader, "load_state_dict")
+        else None
+    )
     gen = getattr(loader, "generator", None)
-    return {"state": state,
-            "generator": gen.get_state().data if isinstance(gen, Generator) else None}
+    return {
+        "state": state,
+        "generator": gen.get_state().data if isinstance(gen, Generator) else None,
+    }
 
 
 def _loop_state(trainer) -> dict:
@@ -110,27 +139,43 @@ def _loop_state(trainer) -> dict:
     counters = trainer._progress.state_dict()
     position = tuple(loop.position)
     if position[0] == "batch":  # inside training_step / backward / the optimizer step
-        warnings.warn(f"Trainer.save_checkpoint inside training batch {position[1]} (before "
-                      "on_train_batch_end): a run resumed from it continues after that batch "
-                      "and is not an exact continuation", RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"Trainer.save_checkpoint inside training batch {position[1]} (before "
+            "on_train_batch_end): a run resumed from it continues after that batch "
+            "and is not an exact continuation",
+            RuntimeWarning,
+            stacklevel=4,
+        )
         counters["batches_seen"] += 1
         counters["batch_idx"] = position[1] + 1
         position = ("batch_end",) + position[1:]
     if position[0] in ("batch_end", "validation") and position[3]:
-        warnings.warn("Trainer.save_checkpoint inside a gradient accumulation window: the "
-                      "accumulated gradients are not saved", RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            "Trainer.save_checkpoint inside a gradient accumulation window: the "
+            "accumulated gradients are not saved",
+            RuntimeWarning,
+            stacklevel=4,
+        )
     steps = counters["batches_that_stepped"]
     log_step = max(steps - 1, 0) if position[0] == "epoch_end" else steps
-    complete = position[0] == "epoch_end" or counters["batch_idx"] == 0 or (
-        position[0] in ("batch_end", "validation") and position[2])
+    complete = (
+        position[0] == "epoch_end"
+        or counters["batch_idx"] == 0
+        or (position[0] in ("batch_end", "validation") and position[2])
+    )
     started = loop._start_time
     elapsed = time.monotonic() - started if started is not None else loop.time_offset
     loader = loop.train_loader
-    return {"progress": counters, "position": list(position), "log_step": log_step,
-            "replay": [[s, m] for s, m in trainer._logger_connector.sent if s >= log_step],
-            "epoch_complete": complete, "time_elapsed": elapsed,
-            "metrics": _metrics_state(trainer),
-            "dataloader": _loader_state(loader) if loader is not None else None}
+    return {
+        "progress": counters,
+        "position": list(position),
+        "log_step": log_step,
+        "replay": [[s, m] for s, m in trainer._logger_connector.sent if s >= log_step],
+        "epoch_complete": complete,
+        "time_elapsed": elapsed,
+        "metrics": _metrics_state(trainer),
+        "dataloader": _loader_state(loader) if loader is not None else None,
+    }
 
 
 def _grad_scaler(trainer):
@@ -151,8 +196,12 @@ def dump_checkpoint(trainer, weights_only: bool = False) -> dict:
     import ember
 
     module = trainer.lightning_module
-    ckpt: dict = {"epoch": trainer.current_epoch, "global_step": trainer.global_step,
-                  "ember_version": ember.__version__, "state_dict": module.state_dict()}
+    ckpt: dict = {
+        "epoch": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "ember_version": ember.__version__,
+        "state_dict": module.state_dict(),
+    }
     if not weights_only:
         ckpt["loops"] = {"fit_loop": _loop_state(trainer)}
         ckpt["callbacks"] = {}
@@ -187,8 +236,10 @@ def save_checkpoint(trainer, filepath, weights_only: bool = False) -> None:
     """Every rank calls this at the same point; rank 0 writes; all ranks learn whether it
     worked (a failed write raises everywhere instead of leaving ranks in a barrier)."""
     if trainer.lightning_module is None:
-        raise RuntimeError("Trainer.save_checkpoint: no model is attached yet; call it during "
-                           "or after fit/validate/test/predict")
+        raise RuntimeError(
+            "Trainer.save_checkpoint: no model is attached yet; call it during "
+            "or after fit/validate/test/predict"
+        )
     path = os.fspath(filepath)
     checkpoint = dump_checkpoint(trainer, weights_only)
     strategy = trainer.strategy
@@ -199,12 +250,12 @@ def save_checkpoint(trainer, filepath, weights_only: bool = False) -> None:
         except Exception as exc:  # noqa: BLE001 - re-raised below, after the other ranks know
             error = exc
     if strategy.world_size > 1:
-        message = strategy.broadcast(None if error is None else f"{type(error).__name__}: "
-                                     f"{error}")
+        message = strategy.broadcast(None if error is None else f"{type(error).__name__}: {error}")
         strategy.barrier("Trainer.save_checkpoint")
         if message is not None and error is None:
-            raise RuntimeError(f"Trainer.save_checkpoint: rank 0 could not write '{path}': "
-                               f"{message}")
+            raise RuntimeError(
+                f"Trainer.save_checkpoint: rank 0 could not write '{path}': {message}"
+            )
     if error is not None:
         raise error
 
@@ -212,16 +263,21 @@ def save_checkpoint(trainer, filepath, weights_only: bool = False) -> None:
 # ---------------------------------------------------------------------------- which file
 def checkpoint_callbacks(trainer) -> list:
     """Callbacks that know checkpoint paths (ModelCheckpoint and look-alikes)."""
-    return [cb for cb in trainer.callbacks
-            if hasattr(cb, "best_model_path") or hasattr(cb, "last_model_path")]
+    return [
+        cb
+        for cb in trainer.callbacks
+        if hasattr(cb, "best_model_path") or hasattr(cb, "last_model_path")
+    ]
 
 
 def _last_dirs(trainer) -> list[str]:
     """Where ``last*.ckpt`` may be: the checkpoint callbacks' directories, then where a
     SIGTERM checkpoint goes (``<log_dir or default_root_dir>/checkpoints``)."""
     dirs = [cb.dirpath for cb in checkpoint_callbacks(trainer) if getattr(cb, "dirpath", None)]
-    dirs += [os.path.join(trainer.log_dir, "checkpoints"),
-             os.path.join(trainer.default_root_dir, "checkpoints")]
+    dirs += [
+        os.path.join(trainer.log_dir, "checkpoints"),
+        os.path.join(trainer.default_root_dir, "checkpoints"),
+    ]
     root = getattr(trainer.logger, "root_dir", None) if trainer.loggers else None
     if root and os.path.isdir(root):  # earlier versions of the same logger
         dirs += [os.path.join(root, d, "checkpoints") for d in sorted(os.listdir(root))]
@@ -236,12 +292,16 @@ def resolve_ckpt_path(trainer, ckpt_path, fn: str) -> str | None:
     callbacks = checkpoint_callbacks(trainer)
     if ckpt_path == "best":
         if not callbacks:
-            raise ValueError(f'Trainer.{fn}(ckpt_path="best") needs a ModelCheckpoint callback '
-                             "(none is configured); pass a checkpoint path instead")
+            raise ValueError(
+                f'Trainer.{fn}(ckpt_path="best") needs a ModelCheckpoint callback '
+                "(none is configured); pass a checkpoint path instead"
+            )
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if not best:
-            raise ValueError(f'Trainer.{fn}(ckpt_path="best"): the ModelCheckpoint has not '
-                             "saved a best checkpoint yet (best_model_path is empty)")
+            raise ValueError(
+                f'Trainer.{fn}(ckpt_path="best"): the ModelCheckpoint has not '
+                "saved a best checkpoint yet (best_model_path is empty)"
+            )
         return best
     if ckpt_path == "last":
         found = set()
@@ -259,11 +319,16 @@ def resolve_ckpt_path(trainer, ckpt_path, fn: str) -> str | None:
         if found:
             return max(found, key=os.path.getmtime)
         if not callbacks:
-            raise ValueError(f'Trainer.{fn}(ckpt_path="last"): no ModelCheckpoint callback and '
-                             f"no last.ckpt in {sorted(set(dirs))}; pass a checkpoint path")
-        warnings.warn(f'ckpt_path="last" is set, but there is no last checkpoint available '
-                      f"(looked in {sorted(set(dirs))}); training starts from scratch",
-                      UserWarning, stacklevel=4)
+            raise ValueError(
+                f'Trainer.{fn}(ckpt_path="last"): no ModelCheckpoint callback and '
+                f"no last.ckpt in {sorted(set(dirs))}; pass a checkpoint path"
+            )
+        warnings.warn(
+            f'ckpt_path="last" is set, but there is no last checkpoint available '
+            f"(looked in {sorted(set(dirs))}); training starts from scratch",
+            UserWarning,
+            stacklevel=4,
+        )
         return None
     path = os.fspath(ckpt_path)
     if not os.path.isfile(path):
@@ -278,8 +343,9 @@ def load_model_state(module, state: dict, path: str, strict: bool = True):
     try:
         return module.load_state_dict(state, strict=strict)
     except RuntimeError as exc:
-        raise RuntimeError(f"checkpoint '{path}' does not fit {type(module).__name__}: "
-                           f"{exc}") from None
+        raise RuntimeError(
+            f"checkpoint '{path}' does not fit {type(module).__name__}: {exc}"
+        ) from None
 
 
 class Restorer:
@@ -293,8 +359,7 @@ class Restorer:
 
     def restore_module(self) -> None:
         call_module_hook(self.trainer, "on_load_checkpoint", self.checkpoint)
-        load_model_state(self.trainer.lightning_module, self.checkpoint["state_dict"],
-                         self.path)
+        load_model_state(self.trainer.lightning_module, self.checkpoint["state_dict"], self.path)
 
     def restore_callbacks(self) -> None:
         trainer, ckpt = self.trainer, self.checkpoint
@@ -311,8 +376,10 @@ class Restorer:
     def _check_count(self, key: str, have: int, what: str) -> list:
         saved = self.checkpoint.get(key) or []
         if len(saved) != have:
-            raise ValueError(f"Trainer.fit(ckpt_path='{self.path}'): the checkpoint has "
-                             f"{len(saved)} {what} but configure_optimizers returned {have}")
+            raise ValueError(
+                f"Trainer.fit(ckpt_path='{self.path}'): the checkpoint has "
+                f"{len(saved)} {what} but configure_optimizers returned {have}"
+            )
         return saved
 
     def restore_training_state(self) -> None:
@@ -322,18 +389,23 @@ class Restorer:
                 f"Trainer.fit(ckpt_path='{self.path}'): this checkpoint holds only the model "
                 "(it was saved with weights_only=True), so training cannot resume from it; "
                 "load the weights with load_from_checkpoint or load_state_dict and start a new "
-                "fit")
-        for opt, state in zip(trainer.optimizers,
-                              self._check_count("optimizer_states", len(trainer.optimizers),
-                                                "optimizer states")):
+                "fit"
+            )
+        for opt, state in zip(
+            trainer.optimizers,
+            self._check_count("optimizer_states", len(trainer.optimizers), "optimizer states"),
+        ):
             try:
                 opt.load_state_dict(state)
             except (ValueError, KeyError) as exc:
-                raise ValueError(f"Trainer.fit(ckpt_path='{self.path}'): the optimizer state "
-                                 f"does not fit {type(opt).__name__}: {exc}") from None
+                raise ValueError(
+                    f"Trainer.fit(ckpt_path='{self.path}'): the optimizer state "
+                    f"does not fit {type(opt).__name__}: {exc}"
+                ) from None
         configs = trainer.lr_scheduler_configs
-        for config, state in zip(configs, self._check_count("lr_schedulers", len(configs),
-                                                            "lr scheduler states")):
+        for config, state in zip(
+            configs, self._check_count("lr_schedulers", len(configs), "lr scheduler states")
+        ):
             config.scheduler.load_state_dict(state)
         scaler = _grad_scaler(trainer)
         if scaler is not None and ckpt.get("grad_scaler") is not None:
@@ -349,8 +421,11 @@ class Restorer:
 
 def _sampler_state(state: dict):
     inner = state.get("sampler")
-    if isinstance(inner, dict) and isinstance(inner.get("sampler"), dict) and \
-            "yielded" not in inner:
+    if (
+        isinstance(inner, dict)
+        and isinstance(inner.get("sampler"), dict)
+        and "yielded" not in inner
+    ):
         inner = inner["sampler"]  # a BatchSampler's state wraps its sampler's
     return inner if isinstance(inner, dict) and "yielded" in inner else None
 
@@ -369,8 +444,9 @@ def _refold_loader_state(trainer, loader, state: dict, epoch_complete: bool) -> 
         return dict(state), False
     if epoch_complete:  # the next iter() starts the next epoch from its beginning
         out = copy.deepcopy(state)
-        _sampler_state(out).update(epoch=int(inner["epoch"]) + 1, yielded=0, started=False,
-                                   offset=0)
+        _sampler_state(out).update(
+            epoch=int(inner["epoch"]) + 1, yielded=0, started=False, offset=0
+        )
         out["batches_consumed"] = 0
         return out, True
     out = fold_loader_state(state, loader.batch_size or 1)
@@ -414,8 +490,9 @@ class _FitResume:
         consumed = self.trainer._progress.batch_idx
         refolded = False
         if state is not None and hasattr(loader, "load_state_dict"):
-            state, refolded = _refold_loader_state(self.trainer, loader, state,
-                                                   bool(self.loop.get("epoch_complete")))
+            state, refolded = _refold_loader_state(
+                self.trainer, loader, state, bool(self.loop.get("epoch_complete"))
+            )
             if self.loop.get("epoch_complete") and state.get("batches_consumed"):
                 try:  # the next iter() starts a new epoch, even under limit_train_batches
                     state["batches_consumed"] = max(int(state["batches_consumed"]), len(loader))
@@ -427,10 +504,14 @@ class _FitResume:
                 # the batches left for this rank decide where the epoch's count stands
                 self.trainer._progress.batch_idx = max(0, int(total) - len(loader))
         elif consumed and not self.loop.get("epoch_complete"):
-            warnings.warn(f"Resuming mid-epoch with a training dataloader that has no "
-                          f"state_dict ({type(loader).__name__}): its first {consumed} batches "
-                          "are read again and dropped; the order is only the same if the "
-                          "loader's is deterministic", UserWarning, stacklevel=3)
+            warnings.warn(
+                f"Resuming mid-epoch with a training dataloader that has no "
+                f"state_dict ({type(loader).__name__}): its first {consumed} batches "
+                "are read again and dropped; the order is only the same if the "
+                "loader's is deterministic",
+                UserWarning,
+                stacklevel=3,
+            )
             fit_loop.skip_batches = consumed
 
     def _restore_metrics(self) -> None:
@@ -444,23 +525,26 @@ class _FitResume:
             target = getattr(store, name)
             target.clear()
             target.update({k: _on_device(v, device) for k, v in (saved.get(name) or {}).items()})
-        connector._pending_log = {k: _on_device(v, device)
-                                  for k, v in (saved.get("pending_log") or {}).items()}
+        connector._pending_log = {
+            k: _on_device(v, device) for k, v in (saved.get("pending_log") or {}).items()
+        }
         entries = connector.train_results.entries
         entries.clear()
         for state in saved.get("results") or []:
             entry = _Entry.__new__(_Entry)
             for slot in _Entry.__slots__:
                 value = state.get(slot)
-                setattr(entry, slot, _on_device(value, device) if slot in ("value", "total")
-                        else value)
+                setattr(
+                    entry, slot, _on_device(value, device) if slot in ("value", "total") else value
+                )
             entries[(entry.fx, entry.name)] = entry
         trainer._val_loop.logged_steps = int(saved.get("val_logged_steps") or 0)
 
 
 # -------------------------------------------------------------------- load_from_checkpoint
-def load_module_from_checkpoint(cls, path, map_location=None, strict: bool = True,
-                                overrides: dict | None = None):
+def load_module_from_checkpoint(
+    cls, path, map_location=None, strict: bool = True, overrides: dict | None = None
+):
     """``cls(**saved hyperparameters, **overrides)`` with the checkpoint's weights."""
     import inspect
 
@@ -470,14 +554,20 @@ def load_module_from_checkpoint(cls, path, map_location=None, strict: bool = Tru
     hparams = ckpt.get("hyper_parameters")
     params = list(inspect.signature(cls.__init__).parameters.values())[1:]
     if hparams is None:
-        required = [p.name for p in params if p.default is p.empty and p.name not in overrides
-                    and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        required = [
+            p.name
+            for p in params
+            if p.default is p.empty
+            and p.name not in overrides
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
         if required:
             raise ValueError(
                 f"{cls.__name__}.load_from_checkpoint: '{path}' holds no hyperparameters, and "
                 f"{cls.__name__}.__init__ needs {required}. Call self.save_hyperparameters() in "
                 f"{cls.__name__}.__init__ so checkpoints can rebuild the module, or pass them "
-                f"as keyword arguments: load_from_checkpoint(path, {required[0]}=...)")
+                f"as keyword arguments: load_from_checkpoint(path, {required[0]}=...)"
+            )
         hparams = {}
     kwargs = {**hparams, **overrides}
     if not any(p.kind == p.VAR_KEYWORD for p in params):
@@ -507,8 +597,11 @@ def preemption_path(trainer) -> str:
     for cb in checkpoint_callbacks(trainer):
         dirpath = getattr(cb, "dirpath", None)
         if dirpath:
-            return os.path.join(dirpath, getattr(cb, "CHECKPOINT_NAME_LAST", "last") +
-                                getattr(cb, "FILE_EXTENSION", ".ckpt"))
+            return os.path.join(
+                dirpath,
+                getattr(cb, "CHECKPOINT_NAME_LAST", "last")
+                + getattr(cb, "FILE_EXTENSION", ".ckpt"),
+            )
     return os.path.join(trainer.log_dir, "checkpoints", "last.ckpt")
 
 

@@ -13,10 +13,18 @@ import numpy as np
 from ember.tensor.tensor import Tensor
 from ember.trainer.hooks import call_datamodule_hook, call_module_hook, is_overridden
 
-_HOOK = {"fit": "train_dataloader", "validate": "val_dataloader", "test": "test_dataloader",
-         "predict": "predict_dataloader"}
-_LIMIT = {"fit": "limit_train_batches", "validate": "limit_val_batches",
-          "test": "limit_test_batches", "predict": "limit_predict_batches"}
+_HOOK = {
+    "fit": "train_dataloader",
+    "validate": "val_dataloader",
+    "test": "test_dataloader",
+    "predict": "predict_dataloader",
+}
+_LIMIT = {
+    "fit": "limit_train_batches",
+    "validate": "limit_val_batches",
+    "test": "limit_test_batches",
+    "predict": "limit_predict_batches",
+}
 
 
 def _is_loader(obj) -> bool:
@@ -25,7 +33,8 @@ def _is_loader(obj) -> bool:
     if any(cls.__name__ == "DataLoader" for cls in type(obj).__mro__):
         return True
     return hasattr(obj, "__iter__") and not isinstance(
-        obj, (Tensor, np.ndarray, list, tuple, dict, str, bytes))
+        obj, (Tensor, np.ndarray, list, tuple, dict, str, bytes)
+    )
 
 
 def as_loader_list(obj) -> list:
@@ -71,13 +80,17 @@ def limited_batches(loader, limit, stage_name: str, limit_name: str) -> int | fl
     if limit == 1.0:
         return n
     if n == math.inf:
-        raise ValueError(f"{limit_name}={limit}: a fraction needs a dataloader with a length, "
-                         f"but the {stage_name} dataloader has none; pass an int instead")
+        raise ValueError(
+            f"{limit_name}={limit}: a fraction needs a dataloader with a length, "
+            f"but the {stage_name} dataloader has none; pass an int instead"
+        )
     k = int(n * limit)
     if k == 0 and limit > 0.0:
-        raise ValueError(f"{limit_name}={limit} of the {stage_name} dataloader is "
-                         f"{limit} * {n} < 1 batch; increase it to at least {1.0 / n:.4g} or "
-                         "pass an int")
+        raise ValueError(
+            f"{limit_name}={limit} of the {stage_name} dataloader is "
+            f"{limit} * {n} < 1 batch; increase it to at least {1.0 / n:.4g} or "
+            "pass an int"
+        )
     return k
 
 
@@ -122,19 +135,31 @@ def sequential_copy(loader):
     """The same DataLoader without shuffling (for overfit_batches), or the loader itself
     when it cannot be rebuilt."""
     sampler = getattr(loader, "sampler", None)
-    if sampler is None or type(sampler).__name__ != "RandomSampler" or \
-            getattr(loader, "batch_size", None) is None:
+    if (
+        sampler is None
+        or type(sampler).__name__ != "RandomSampler"
+        or getattr(loader, "batch_size", None) is None
+    ):
         return loader
     from ember.data.dataloader import DataLoader
 
-    warnings.warn("overfit_batches: the training dataloader shuffles; using it without "
-                  "shuffling so that the same batches are seen every epoch", UserWarning,
-                  stacklevel=3)
-    return DataLoader(loader.dataset, batch_size=loader.batch_size, shuffle=False,
-                      num_workers=loader.num_workers, collate_fn=loader.collate_fn,
-                      drop_last=loader.drop_last, worker_init_fn=loader.worker_init_fn,
-                      multiprocessing_context=loader.multiprocessing_context,
-                      generator=loader.generator)
+    warnings.warn(
+        "overfit_batches: the training dataloader shuffles; using it without "
+        "shuffling so that the same batches are seen every epoch",
+        UserWarning,
+        stacklevel=3,
+    )
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        shuffle=False,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        drop_last=loader.drop_last,
+        worker_init_fn=loader.worker_init_fn,
+        multiprocessing_context=loader.multiprocessing_context,
+        generator=loader.generator,
+    )
 
 
 _CAPACITY: dict = {}
@@ -165,9 +190,11 @@ def step_args(fn, hook: str, batch, batch_idx: int, dataloader_idx: int | None) 
     cap = _positional_capacity(fn)
     if dataloader_idx is not None:
         if cap < 3:
-            raise TypeError(f"{hook} is run on several dataloaders, so it must accept a "
-                            f"dataloader_idx argument: def {hook}(self, batch, batch_idx, "
-                            "dataloader_idx=0)")
+            raise TypeError(
+                f"{hook} is run on several dataloaders, so it must accept a "
+                f"dataloader_idx argument: def {hook}(self, batch, batch_idx, "
+                "dataloader_idx=0)"
+            )
         return batch, batch_idx, dataloader_idx
     return (batch, batch_idx) if cap >= 2 else (batch,)
 
@@ -179,9 +206,11 @@ def transfer_batch(trainer, batch, dataloader_idx: int = 0):
 
     dm = trainer.datamodule
     device = trainer.strategy.root_device
-    for hook, args in (("on_before_batch_transfer", (dataloader_idx,)),
-                       ("transfer_batch_to_device", (device, dataloader_idx)),
-                       ("on_after_batch_transfer", (dataloader_idx,))):
+    for hook, args in (
+        ("on_before_batch_transfer", (dataloader_idx,)),
+        ("transfer_batch_to_device", (device, dataloader_idx)),
+        ("on_after_batch_transfer", (dataloader_idx,)),
+    ):
         if dm is not None and is_overridden(hook, dm, DataModule):
             batch = call_datamodule_hook(trainer, hook, batch, *args)
         else:

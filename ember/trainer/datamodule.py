@@ -35,17 +35,29 @@ class DataModule(HyperparametersMixin, DataHooks):
         """Called when fit/validate/test/predict is interrupted by an exception."""
 
     @classmethod
-    def from_datasets(cls, train_dataset=None, val_dataset=None, test_dataset=None,
-                      predict_dataset=None, batch_size: int = 1, num_workers: int = 0,
-                      **dataloader_kwargs) -> DataModule:
+    def from_datasets(
+        cls,
+        train_dataset=None,
+        val_dataset=None,
+        test_dataset=None,
+        predict_dataset=None,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        **dataloader_kwargs,
+    ) -> DataModule:
         """A DataModule over ready datasets (train shuffled, the others in order)."""
         from ember.data.dataloader import DataLoader
 
         def loader(dataset, shuffle: bool):
             if isinstance(dataset, (list, tuple)):
                 return [loader(d, shuffle) for d in dataset]
-            return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                              num_workers=num_workers, **dataloader_kwargs)
+            return DataLoader(
+                dataset,
+                batch_size=batch_size,
+                shuffle=shuffle,
+                num_workers=num_workers,
+                **dataloader_kwargs,
+            )
 
         datamodule = cls()
         if train_dataset is not None:

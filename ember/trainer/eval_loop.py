@@ -27,8 +27,12 @@ class EvalLoop:
         """Ask for the dataloaders and count the batches each run takes."""
         trainer = self.trainer
         loaders = request_loaders(trainer, self.stage, explicit)
-        if loaders is not None and self.stage == "validate" and trainer.overfit_batches > 0 \
-                and trainer.state.fn == "fit":  # overfit: validate on the training batches
+        if (
+            loaders is not None
+            and self.stage == "validate"
+            and trainer.overfit_batches > 0
+            and trainer.state.fn == "fit"
+        ):  # overfit: validate on the training batches
             if trainer._fit_loop.train_loader is None:
                 trainer._fit_loop.setup_data()
             self.loaders = [trainer._fit_loop.train_loader]
@@ -39,8 +43,9 @@ class EvalLoop:
         self.loaders = loaders
         limit_name = "limit_val_batches" if self.stage == "validate" else "limit_test_batches"
         limit = getattr(trainer, limit_name)
-        self.num_batches = [limited_batches(dl, limit, self.prefix, limit_name)
-                            for dl in (loaders or [])]
+        self.num_batches = [
+            limited_batches(dl, limit, self.prefix, limit_name) for dl in (loaders or [])
+        ]
 
     @property
     def has_data(self) -> bool:
@@ -107,8 +112,7 @@ def run_predict(trainer, loaders: list, num_batches: list, return_predictions: b
                 for batch_idx, batch, _ in iterate(loader, num_batches[dl_idx]):
                     batch = transfer_batch(trainer, batch, dl_idx)
                     call_hooks(trainer, "on_predict_batch_start", batch, batch_idx, *extra)
-                    args = step_args(module.predict_step, "predict_step", batch, batch_idx,
-                                     dl_arg)
+                    args = step_args(module.predict_step, "predict_step", batch, batch_idx, dl_arg)
                     out = call_module_hook(trainer, "predict_step", *args)
                     if return_predictions:
                         predictions[dl_idx].append(out)

@@ -71,34 +71,42 @@ class FitLoop:
         trainer = self.trainer
         loaders = request_loaders(trainer, "fit", self.source)
         if loaders is None:
-            raise ValueError("Trainer.fit: no training data; pass train_dataloaders=, a "
-                             "datamodule=, or implement train_dataloader() in "
-                             f"{type(trainer.lightning_module).__name__}")
+            raise ValueError(
+                "Trainer.fit: no training data; pass train_dataloaders=, a "
+                "datamodule=, or implement train_dataloader() in "
+                f"{type(trainer.lightning_module).__name__}"
+            )
         if len(loaders) != 1:
-            raise ValueError(f"Trainer.fit: got {len(loaders)} training dataloaders; pass one "
-                             "(combine datasets with ConcatDataset)")
+            raise ValueError(
+                f"Trainer.fit: got {len(loaders)} training dataloaders; pass one "
+                "(combine datasets with ConcatDataset)"
+            )
         loader = loaders[0]
         if trainer.overfit_batches > 0:
             loader = sequential_copy(loader)
         if trainer.use_distributed_sampler:
             loader = trainer.strategy.process_dataloader(loader, "fit")
         self.train_loader = loader
-        self.num_training_batches = limited_batches(self.train_loader,
-                                                    trainer.limit_train_batches, "training",
-                                                    "limit_train_batches")
+        self.num_training_batches = limited_batches(
+            self.train_loader, trainer.limit_train_batches, "training", "limit_train_batches"
+        )
         self._loaded_epoch = trainer.current_epoch
         interval = trainer.val_check_interval
         n = self.num_training_batches
         if isinstance(interval, int):
             if interval > n and trainer.check_val_every_n_epoch is not None:
-                raise ValueError(f"val_check_interval={interval} is more than the {n} training "
-                                 "batches of an epoch; lower it, or set "
-                                 "check_val_every_n_epoch=None to count batches across epochs")
+                raise ValueError(
+                    f"val_check_interval={interval} is more than the {n} training "
+                    "batches of an epoch; lower it, or set "
+                    "check_val_every_n_epoch=None to count batches across epochs"
+                )
             self.val_check_batch = interval
         elif n == math.inf:
             if interval != 1.0:
-                raise ValueError(f"val_check_interval={interval}: a fraction of an epoch needs a "
-                                 "training dataloader with a length; pass an int")
+                raise ValueError(
+                    f"val_check_interval={interval}: a fraction of an epoch needs a "
+                    "training dataloader with a length; pass an int"
+                )
             self.val_check_batch = math.inf
         else:
             self.val_check_batch = max(1, int(n * interval))
@@ -230,8 +238,7 @@ class FitLoop:
                 break
         self._end_epoch(reached_end)
 
-    def _finish_batch(self, batch_idx: int, is_last: bool, accumulating: bool,
-                      start: str) -> bool:
+    def _finish_batch(self, batch_idx: int, is_last: bool, accumulating: bool, start: str) -> bool:
         """A batch after its ``on_train_batch_end`` hooks (from ``start``: "batch_end", or
         "validation" to begin after the validation): logging, validation, plateau schedulers,
         counters. True when the epoch ends with this batch."""

@@ -32,8 +32,9 @@ class _FxName:
         return False
 
 
-def call_callback_hooks(trainer, hook: str, *args, monitoring: bool | None = None,
-                        **kwargs) -> None:
+def call_callback_hooks(
+    trainer, hook: str, *args, monitoring: bool | None = None, **kwargs
+) -> None:
     """``callback.<hook>(trainer, module, *args)`` for every callback that has the hook;
     ``monitoring`` selects only (or all but) the metric-monitoring callbacks."""
     module = trainer.lightning_module

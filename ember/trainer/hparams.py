@@ -96,8 +96,9 @@ class HyperparametersMixin:
         """The hyperparameters as they were saved (later edits of ``hparams`` do not show)."""
         return copy.deepcopy(self.__dict__.get("_hparams_initial") or AttributeDict())
 
-    def save_hyperparameters(self, *args, ignore=None, frame: types.FrameType | None = None,
-                             logger: bool = True) -> None:
+    def save_hyperparameters(
+        self, *args, ignore=None, frame: types.FrameType | None = None, logger: bool = True
+    ) -> None:
         """Store hyperparameters in ``self.hparams``.
 
         Without arguments, every argument of the calling ``__init__`` (and of the ``__init__``
@@ -117,16 +118,20 @@ class HyperparametersMixin:
             elif hasattr(given, "__dict__"):
                 hp = dict(vars(given))
             else:
-                raise ValueError(f"save_hyperparameters: unsupported argument of type "
-                                 f"{type(given).__name__}; pass names, a dict or a namespace")
+                raise ValueError(
+                    f"save_hyperparameters: unsupported argument of type "
+                    f"{type(given).__name__}; pass names, a dict or a namespace"
+                )
         else:
             init_args = collect_init_args(frame, self)
             if args:
                 missing = [a for a in args if a not in init_args]
                 if missing:
-                    raise ValueError(f"save_hyperparameters: {missing} are not arguments of "
-                                     f"{type(self).__name__}.__init__ (it takes "
-                                     f"{sorted(init_args)})")
+                    raise ValueError(
+                        f"save_hyperparameters: {missing} are not arguments of "
+                        f"{type(self).__name__}.__init__ (it takes "
+                        f"{sorted(init_args)})"
+                    )
                 hp = {a: init_args[a] for a in args}
             else:
                 hp = init_args
@@ -144,6 +149,9 @@ class HyperparametersMixin:
             warnings.warn(
                 f"save_hyperparameters: skipped {skipped} of {type(self).__name__}: their values "
                 "are not JSON-serialisable (hyperparameters go into checkpoints and loggers as "
-                "JSON). Pass ignore=[...] to silence this.", UserWarning, stacklevel=2)
+                "JSON). Pass ignore=[...] to silence this.",
+                UserWarning,
+                stacklevel=2,
+            )
         self.hparams.update(kept)
         object.__setattr__(self, "_hparams_initial", copy.deepcopy(AttributeDict(self.hparams)))

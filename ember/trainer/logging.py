@@ -21,21 +21,58 @@ _TRAIN_STEP = ((False, True), (False, True), True, False)
 _EVAL_STEP = ((False, True), (False, True), False, True)
 _EPOCH_ONLY = ((False,), (True,), False, True)
 FX_OPTIONS = {
-    **dict.fromkeys((
-        "training_step", "on_train_batch_start", "on_train_batch_end", "on_before_backward",
-        "backward", "on_after_backward", "on_before_optimizer_step", "optimizer_step",
-        "configure_gradient_clipping", "clip_gradients", "on_before_zero_grad",
-        "optimizer_zero_grad"), _TRAIN_STEP),
-    **dict.fromkeys((
-        "validation_step", "test_step", "on_validation_batch_start", "on_validation_batch_end",
-        "on_test_batch_start", "on_test_batch_end"), _EVAL_STEP),
-    **dict.fromkeys((
-        "on_train_start", "on_train_epoch_start", "on_train_epoch_end", "on_validation_start",
-        "on_validation_epoch_start", "on_validation_epoch_end", "on_test_start",
-        "on_test_epoch_start", "on_test_epoch_end"), _EPOCH_ONLY),
+    **dict.fromkeys(
+        (
+            "training_step",
+            "on_train_batch_start",
+            "on_train_batch_end",
+            "on_before_backward",
+            "backward",
+            "on_after_backward",
+            "on_before_optimizer_step",
+            "optimizer_step",
+            "configure_gradient_clipping",
+            "clip_gradients",
+            "on_before_zero_grad",
+            "optimizer_zero_grad",
+        ),
+        _TRAIN_STEP,
+    ),
+    **dict.fromkeys(
+        (
+            "validation_step",
+            "test_step",
+            "on_validation_batch_start",
+            "on_validation_batch_end",
+            "on_test_batch_start",
+            "on_test_batch_end",
+        ),
+        _EVAL_STEP,
+    ),
+    **dict.fromkeys(
+        (
+            "on_train_start",
+            "on_train_epoch_start",
+            "on_train_epoch_end",
+            "on_validation_start",
+            "on_validation_epoch_start",
+            "on_validation_epoch_end",
+            "on_test_start",
+            "on_test_epoch_start",
+            "on_test_epoch_end",
+        ),
+        _EPOCH_ONLY,
+    ),
 }
-_REDUCE_NAMES = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "amax": "max",
-                 "min": "min", "amin": "min"}
+_REDUCE_NAMES = {
+    "mean": "mean",
+    "avg": "mean",
+    "sum": "sum",
+    "max": "max",
+    "amax": "max",
+    "min": "min",
+    "amin": "min",
+}
 DATALOADER_SUFFIX = "/dataloader_idx_{}"
 
 
@@ -57,8 +94,10 @@ def floats_in_place(metrics: dict) -> dict:
 def _reduce_name(name: str, reduce_fx) -> str:
     key = reduce_fx if isinstance(reduce_fx, str) else getattr(reduce_fx, "__name__", None)
     if key not in _REDUCE_NAMES:
-        raise ValueError(f"self.log({name!r}): reduce_fx must be 'mean', 'sum', 'max' or 'min' "
-                         f"(or the matching function), got {reduce_fx!r}")
+        raise ValueError(
+            f"self.log({name!r}): reduce_fx must be 'mean', 'sum', 'max' or 'min' "
+            f"(or the matching function), got {reduce_fx!r}"
+        )
     return _REDUCE_NAMES[key]
 
 
@@ -66,9 +105,11 @@ def as_logged_value(name: str, value):
     """A logged value as a Python float or a private 0-d float array (no device sync)."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
-            raise ValueError(f"self.log({name!r}, ...): the value must be a scalar (one "
-                             f"element), got a tensor of shape {tuple(value.shape)}; reduce it "
-                             "first, e.g. with .mean()")
+            raise ValueError(
+                f"self.log({name!r}, ...): the value must be a scalar (one "
+                f"element), got a tensor of shape {tuple(value.shape)}; reduce it "
+                "first, e.g. with .mean()"
+            )
         arr = value.data
         xp = get_array_module(arr)
         dtype = arr.dtype if arr.dtype in (np.float32, np.float64) else np.float32
@@ -77,12 +118,19 @@ def as_logged_value(name: str, value):
         return float(value)
     if isinstance(value, np.ndarray) or type(value).__module__.startswith("cupy"):
         if value.size != 1:
-            raise ValueError(f"self.log({name!r}, ...): the value must be a scalar (one "
-                             f"element), got an array of shape {tuple(value.shape)}")
-        return float(value.reshape(())) if isinstance(value, np.ndarray) else (
-            value.astype("float64").reshape(()))
-    raise TypeError(f"self.log({name!r}, ...): expected a number or a one-element Tensor, got "
-                    f"{type(value).__name__}")
+            raise ValueError(
+                f"self.log({name!r}, ...): the value must be a scalar (one "
+                f"element), got an array of shape {tuple(value.shape)}"
+            )
+        return (
+            float(value.reshape(()))
+            if isinstance(value, np.ndarray)
+            else (value.astype("float64").reshape(()))
+        )
+    raise TypeError(
+        f"self.log({name!r}, ...): expected a number or a one-element Tensor, got "
+        f"{type(value).__name__}"
+    )
 
 
 def _to64(value):
@@ -115,11 +163,25 @@ def extract_batch_size(batch) -> int | None:
 class _Entry:
     """One logged key of one hook: the latest step value and the epoch accumulator."""
 
-    __slots__ = ("name", "fx", "prog_bar", "logger", "on_step", "on_epoch", "reduce",
-                 "sync_dist", "dataloader_idx", "value", "fresh", "total", "weight")
+    __slots__ = (
+        "name",
+        "fx",
+        "prog_bar",
+        "logger",
+        "on_step",
+        "on_epoch",
+        "reduce",
+        "sync_dist",
+        "dataloader_idx",
+        "value",
+        "fresh",
+        "total",
+        "weight",
+    )
 
-    def __init__(self, name, fx, prog_bar, logger, on_step, on_epoch, reduce, sync_dist,
-                 dataloader_idx):
+    def __init__(
+        self, name, fx, prog_bar, logger, on_step, on_epoch, reduce, sync_dist, dataloader_idx
+    ):
         self.name, self.fx = name, fx
         self.prog_bar, self.logger = prog_bar, logger
         self.on_step, self.on_epoch = on_step, on_epoch
@@ -128,8 +190,14 @@ class _Entry:
         self.value, self.fresh, self.total, self.weight = None, False, None, 0
 
     def options(self) -> tuple:
-        return (self.prog_bar, self.logger, self.on_step, self.on_epoch, self.reduce,
-                self.sync_dist)
+        return (
+            self.prog_bar,
+            self.logger,
+            self.on_step,
+            self.on_epoch,
+            self.reduce,
+            self.sync_dist,
+        )
 
     def forked(self, on_step: bool) -> str:
         if self.on_step and self.on_epoch:
@@ -148,8 +216,7 @@ class _Entry:
         elif self.reduce == "sum":
             self.total = _to64(value) if self.total is None else self.total + _to64(value)
         else:
-            self.total = value if self.total is None else _extreme(self.total, value,
-                                                                    self.reduce)
+            self.total = value if self.total is None else _extreme(self.total, value, self.reduce)
 
     def epoch_value(self, strategy=None, synced=None):
         """The epoch's reduction. ``synced``: (total, weight) already reduced across ranks
@@ -189,9 +256,22 @@ class ResultCollection:
             self._batch_size = size if size is not None else 1
         return self._batch_size
 
-    def log(self, fx: str, name: str, value, *, prog_bar: bool, logger: bool, on_step: bool,
-            on_epoch: bool, reduce_fx, sync_dist: bool, add_dataloader_idx: bool,
-            batch_size: int | None, strategy=None) -> None:
+    def log(
+        self,
+        fx: str,
+        name: str,
+        value,
+        *,
+        prog_bar: bool,
+        logger: bool,
+        on_step: bool,
+        on_epoch: bool,
+        reduce_fx,
+        sync_dist: bool,
+        add_dataloader_idx: bool,
+        batch_size: int | None,
+        strategy=None,
+    ) -> None:
         reduce = _reduce_name(name, reduce_fx)
         value = as_logged_value(name, value)
         dl_idx = self.dataloader_idx if add_dataloader_idx else None
@@ -200,13 +280,14 @@ class ResultCollection:
         key = (fx, name)
         entry = self.entries.get(key)
         if entry is None:
-            entry = _Entry(name, fx, prog_bar, logger, on_step, on_epoch, reduce, sync_dist,
-                           dl_idx)
+            entry = _Entry(name, fx, prog_bar, logger, on_step, on_epoch, reduce, sync_dist, dl_idx)
             self.entries[key] = entry
         elif entry.options() != (prog_bar, logger, on_step, on_epoch, reduce, sync_dist):
-            raise ValueError(f"self.log({name!r}) was called twice in {fx} with different "
-                             "arguments (prog_bar, logger, on_step, on_epoch, reduce_fx, "
-                             "sync_dist); keep them the same within a hook")
+            raise ValueError(
+                f"self.log({name!r}) was called twice in {fx} with different "
+                "arguments (prog_bar, logger, on_step, on_epoch, reduce_fx, "
+                "sync_dist); keep them the same within a hook"
+            )
         if batch_size is None:
             batch_size = self._current_batch_size() if on_epoch and reduce == "mean" else 1
         entry.update(value, int(batch_size))
@@ -245,12 +326,12 @@ class ResultCollection:
             items = []
             for e in todo:
                 op = "sum" if e.reduce in ("mean", "sum") else e.reduce
-                items.append((op, (e.total, float(e.weight)) if e.reduce == "mean"
-                              else e.total))
+                items.append((op, (e.total, float(e.weight)) if e.reduce == "mean" else e.total))
             for _, reduced in _reduce_groups(strategy, items):
                 for i, value in reduced.items():
-                    synced[id(todo[i])] = tuple(value) if todo[i].reduce == "mean" \
-                        else (value, todo[i].weight)
+                    synced[id(todo[i])] = (
+                        tuple(value) if todo[i].reduce == "mean" else (value, todo[i].weight)
+                    )
         for entry in entries:
             value = entry.epoch_value(strategy, synced.get(id(entry)))
             forked = entry.forked(False)
@@ -295,9 +376,10 @@ def _reduce_groups(strategy, items: list):
     for op in sorted(groups):
         out = {}
         for i in groups[op]:
-            cols = fold[op](table[:, starts[i]:starts[i + 1]], axis=0)
-            out[i] = tuple(float(c) for c in cols) if isinstance(items[i][1], tuple) \
-                else float(cols[0])
+            cols = fold[op](table[:, starts[i] : starts[i + 1]], axis=0)
+            out[i] = (
+                tuple(float(c) for c in cols) if isinstance(items[i][1], tuple) else float(cols[0])
+            )
         yield op, out
 
 
@@ -308,21 +390,29 @@ def validate_log_call(fx: str | None, name, on_step, on_epoch) -> tuple[bool, bo
     options = FX_OPTIONS.get(fx)
     if options is None:
         where = f"`{fx}`" if fx else "outside of the Trainer's hooks"
-        raise RuntimeError(f"self.log({name!r}): you can't log inside {where}; log in "
-                           f"training_step/validation_step/test_step or the epoch and batch "
-                           f"hooks ({', '.join(sorted(FX_OPTIONS))})")
+        raise RuntimeError(
+            f"self.log({name!r}): you can't log inside {where}; log in "
+            f"training_step/validation_step/test_step or the epoch and batch "
+            f"hooks ({', '.join(sorted(FX_OPTIONS))})"
+        )
     allowed_step, allowed_epoch, default_step, default_epoch = options
     on_step = default_step if on_step is None else bool(on_step)
     on_epoch = default_epoch if on_epoch is None else bool(on_epoch)
     if on_step not in allowed_step:
-        raise RuntimeError(f"self.log({name!r}, on_step={on_step}): not allowed in {fx} "
-                           f"(on_step can be {list(allowed_step)} there)")
+        raise RuntimeError(
+            f"self.log({name!r}, on_step={on_step}): not allowed in {fx} "
+            f"(on_step can be {list(allowed_step)} there)"
+        )
     if on_epoch not in allowed_epoch:
-        raise RuntimeError(f"self.log({name!r}, on_epoch={on_epoch}): not allowed in {fx} "
-                           f"(on_epoch can be {list(allowed_epoch)} there)")
+        raise RuntimeError(
+            f"self.log({name!r}, on_epoch={on_epoch}): not allowed in {fx} "
+            f"(on_epoch can be {list(allowed_epoch)} there)"
+        )
     if not on_step and not on_epoch:
-        raise ValueError(f"self.log({name!r}): on_step=False and on_epoch=False would log "
-                         "nothing; set one of them")
+        raise ValueError(
+            f"self.log({name!r}): on_step=False and on_epoch=False would log "
+            "nothing; set one of them"
+        )
     return on_step, on_epoch
 
 
@@ -376,10 +466,16 @@ class LoggerConnector:
     def log(self, fx, name, value, *, on_step, on_epoch, **options) -> None:
         on_step, on_epoch = validate_log_call(fx, name, on_step, on_epoch)
         if self.results is None:
-            raise RuntimeError(f"self.log({name!r}) was called in {fx} outside of a running "
-                               "loop")
-        self.results.log(fx, name, value, on_step=on_step, on_epoch=on_epoch,
-                         strategy=self.trainer.strategy, **options)
+            raise RuntimeError(f"self.log({name!r}) was called in {fx} outside of a running loop")
+        self.results.log(
+            fx,
+            name,
+            value,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            strategy=self.trainer.strategy,
+            **options,
+        )
 
     @property
     def _store(self) -> MetricStore:
@@ -463,8 +559,10 @@ class LoggerConnector:
             dm_hp = dm.hparams_initial
             clash = [k for k in dm_hp if k in hparams and hparams[k] != dm_hp[k]]
             if clash:
-                raise ValueError(f"hyperparameters {clash} are saved by both the module and the "
-                                 "datamodule with different values")
+                raise ValueError(
+                    f"hyperparameters {clash} are saved by both the module and the "
+                    "datamodule with different values"
+                )
             hparams.update(dm_hp)
         for logger in trainer.loggers:
             logger.log_hyperparams(hparams)

@@ -30,8 +30,10 @@ class TrainingModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHook
     def trainer(self):
         trainer = self.__dict__.get("_trainer")
         if trainer is None:
-            raise RuntimeError(f"{type(self).__name__} is not attached to a Trainer (this is "
-                               "set by Trainer.fit/validate/test/predict)")
+            raise RuntimeError(
+                f"{type(self).__name__} is not attached to a Trainer (this is "
+                "set by Trainer.fit/validate/test/predict)"
+            )
         return trainer
 
     @trainer.setter
@@ -94,8 +96,9 @@ class TrainingModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHook
 
     # ------------------------------------------------------------------ steps
     def training_step(self, *args, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__}.training_step must be implemented "
-                                  "to train with the Trainer")
+        raise NotImplementedError(
+            f"{type(self).__name__}.training_step must be implemented to train with the Trainer"
+        )
 
     def validation_step(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__}.validation_step is not implemented")
@@ -111,41 +114,85 @@ class TrainingModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHook
         """Return an optimizer, a list of them, ``(optimizers, schedulers)``, or a dict
         ``{"optimizer": ..., "lr_scheduler": scheduler or {"scheduler": ..., "interval":
         "step"|"epoch", "frequency": n, "monitor": key, "name": str}}``."""
-        raise NotImplementedError(f"{type(self).__name__}.configure_optimizers must be "
-                                  "implemented to train with the Trainer")
+        raise NotImplementedError(
+            f"{type(self).__name__}.configure_optimizers must be "
+            "implemented to train with the Trainer"
+        )
 
     # ---------------------------------------------------------------- logging
-    def log(self, name: str, value, prog_bar: bool = False, logger: bool | None = None,
-            on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx="mean",
-            enable_graph: bool = False, sync_dist: bool = False, sync_dist_group=None,
-            add_dataloader_idx: bool = True, batch_size: int | None = None,
-            metric_attribute=None, rank_zero_only: bool = False) -> None:
+    def log(
+        self,
+        name: str,
+        value,
+        prog_bar: bool = False,
+        logger: bool | None = None,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx="mean",
+        enable_graph: bool = False,
+        sync_dist: bool = False,
+        sync_dist_group=None,
+        add_dataloader_idx: bool = True,
+        batch_size: int | None = None,
+        metric_attribute=None,
+        rank_zero_only: bool = False,
+    ) -> None:
         """Log a scalar. Defaults follow the hook: per step in ``training_step``, per epoch
         (a batch-size-weighted mean) in ``validation_step``. With both ``on_step`` and
         ``on_epoch`` the keys are ``name_step`` and ``name_epoch``. The value is not turned
         into a Python number (no device sync) until something displays or writes it."""
         trainer = self.__dict__.get("_trainer")
         if trainer is None:
-            warnings.warn(f"self.log({name!r}) was called but {type(self).__name__} is not "
-                          "attached to a Trainer; the value is dropped", UserWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"self.log({name!r}) was called but {type(self).__name__} is not "
+                "attached to a Trainer; the value is dropped",
+                UserWarning,
+                stacklevel=2,
+            )
             return
         trainer._logger_connector.log(
-            self.__dict__.get("_current_fx_name"), name, value, prog_bar=prog_bar,
-            logger=True if logger is None else logger, on_step=on_step, on_epoch=on_epoch,
-            reduce_fx=reduce_fx, sync_dist=sync_dist, add_dataloader_idx=add_dataloader_idx,
-            batch_size=batch_size)
+            self.__dict__.get("_current_fx_name"),
+            name,
+            value,
+            prog_bar=prog_bar,
+            logger=True if logger is None else logger,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            reduce_fx=reduce_fx,
+            sync_dist=sync_dist,
+            add_dataloader_idx=add_dataloader_idx,
+            batch_size=batch_size,
+        )
 
-    def log_dict(self, dictionary: dict, prog_bar: bool = False, logger: bool | None = None,
-                 on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx="mean",
-                 enable_graph: bool = False, sync_dist: bool = False, sync_dist_group=None,
-                 add_dataloader_idx: bool = True, batch_size: int | None = None,
-                 rank_zero_only: bool = False) -> None:
+    def log_dict(
+        self,
+        dictionary: dict,
+        prog_bar: bool = False,
+        logger: bool | None = None,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx="mean",
+        enable_graph: bool = False,
+        sync_dist: bool = False,
+        sync_dist_group=None,
+        add_dataloader_idx: bool = True,
+        batch_size: int | None = None,
+        rank_zero_only: bool = False,
+    ) -> None:
         """``self.log`` for every item of ``dictionary``."""
         for name, value in dictionary.items():
-            self.log(name, value, prog_bar=prog_bar, logger=logger, on_step=on_step,
-                     on_epoch=on_epoch, reduce_fx=reduce_fx, sync_dist=sync_dist,
-                     add_dataloader_idx=add_dataloader_idx, batch_size=batch_size)
+            self.log(
+                name,
+                value,
+                prog_bar=prog_bar,
+                logger=logger,
+                on_step=on_step,
+                on_epoch=on_epoch,
+                reduce_fx=reduce_fx,
+                sync_dist=sync_dist,
+                add_dataloader_idx=add_dataloader_idx,
+                batch_size=batch_size,
+            )
 
     def print(self, *args, **kwargs) -> None:
         """``print`` on rank 0 only."""
@@ -155,8 +202,9 @@ class TrainingModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHook
 
     # ------------------------------------------------------------ checkpoints
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path, map_location=None, strict: bool = True,
-                             **kwargs):
+    def load_from_checkpoint(
+        cls, checkpoint_path, map_location=None, strict: bool = True, **kwargs
+    ):
         """Rebuild the module from a checkpoint: ``cls(**saved hyperparameters, **kwargs)``
         (``save_hyperparameters()`` in ``__init__`` makes that possible), then
         ``on_load_checkpoint`` and the weights (``strict``: every key and shape must match)."""
@@ -171,8 +219,10 @@ class TrainingModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHook
         trainer = self.trainer
         opts = trainer._optimizer_proxies if use_pl_optimizer else trainer.optimizers
         if not opts:
-            raise RuntimeError("self.optimizers(): configure_optimizers has not been called "
-                               "yet (optimizers exist during Trainer.fit)")
+            raise RuntimeError(
+                "self.optimizers(): configure_optimizers has not been called "
+                "yet (optimizers exist during Trainer.fit)"
+            )
         return opts[0] if len(opts) == 1 else list(opts)
 
     def lr_schedulers(self):
@@ -186,8 +236,10 @@ class TrainingModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHook
     def manual_backward(self, loss, *args, **kwargs) -> None:
         """``loss.backward()`` with the backward hooks, for manual optimization."""
         if self.automatic_optimization:
-            raise RuntimeError("manual_backward is for manual optimization: set "
-                               "self.automatic_optimization = False in __init__")
+            raise RuntimeError(
+                "manual_backward is for manual optimization: set "
+                "self.automatic_optimization = False in __init__"
+            )
         from ember.trainer.optimization import check_loss, run_backward
 
         trainer = self.trainer
@@ -199,8 +251,7 @@ class TrainingModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHook
         """How the loss is back-propagated; override for e.g. ``retain_graph=True``."""
         loss.backward(*args, **kwargs)
 
-    def optimizer_step(self, epoch: int, batch_idx: int, optimizer,
-                       optimizer_closure=None) -> None:
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
         """Override to change when or how the optimizer steps (e.g. a learning-rate warmup);
         the closure runs ``training_step`` and backward, so it must be called."""
         optimizer.step(closure=optimizer_closure)
@@ -214,14 +265,19 @@ class TrainingModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHook
         else:
             scheduler.step(metric)
 
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
-                                    gradient_clip_algorithm=None) -> None:
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
         """Called before every optimizer step with the Trainer's clipping settings."""
-        self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val,
-                            gradient_clip_algorithm=gradient_clip_algorithm)
+        self.clip_gradients(
+            optimizer,
+            gradient_clip_val=gradient_clip_val,
+            gradient_clip_algorithm=gradient_clip_algorithm,
+        )
 
-    def clip_gradients(self, optimizer, gradient_clip_val=None,
-                       gradient_clip_algorithm=None) -> None:
+    def clip_gradients(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
         """Clip the gradients of ``optimizer``'s parameters by norm (default) or value."""
         from ember.trainer.optimization import clip_gradients
 

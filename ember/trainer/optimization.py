@@ -34,8 +34,10 @@ class LRSchedulerConfig:
 
 
 _CONFIG_KEYS = {f.name for f in dataclasses.fields(LRSchedulerConfig)}
-_EXPECTED = ("an Optimizer, a list of Optimizers, a pair ([optimizers], [lr_schedulers]), a "
-             "dict {'optimizer': ..., 'lr_scheduler': ...} or a list of such dicts")
+_EXPECTED = (
+    "an Optimizer, a list of Optimizers, a pair ([optimizers], [lr_schedulers]), a "
+    "dict {'optimizer': ..., 'lr_scheduler': ...} or a list of such dicts"
+)
 
 
 def _class_named(obj, name: str) -> bool:
@@ -43,8 +45,9 @@ def _class_named(obj, name: str) -> bool:
 
 
 def _is_optimizer(obj) -> bool:
-    return all(hasattr(obj, a) for a in ("step", "zero_grad", "param_groups")) and \
-        not isinstance(obj, type)
+    return all(hasattr(obj, a) for a in ("step", "zero_grad", "param_groups")) and not isinstance(
+        obj, type
+    )
 
 
 def _is_scheduler(obj) -> bool:
@@ -74,25 +77,35 @@ class _NoOptimizer:
 def _unusable(got) -> TypeError:
     text = repr(got)
     text = text if len(text) < 200 else text[:200] + "..."
-    return TypeError(f"configure_optimizers returned {type(got).__name__} ({text}); expected "
-                     f"{_EXPECTED}")
+    return TypeError(
+        f"configure_optimizers returned {type(got).__name__} ({text}); expected {_EXPECTED}"
+    )
 
 
 def parse_optimizers(conf) -> tuple[list, list, str | None]:
     """(optimizers, raw scheduler entries, top-level monitor) from the hook's output."""
     if conf is None:
-        warnings.warn("configure_optimizers returned None: this fit runs with no optimizer "
-                      "(training_step and backward run, no parameter is updated)",
-                      UserWarning, stacklevel=3)
+        warnings.warn(
+            "configure_optimizers returned None: this fit runs with no optimizer "
+            "(training_step and backward run, no parameter is updated)",
+            UserWarning,
+            stacklevel=3,
+        )
         return [_NoOptimizer()], [], None
     if _is_optimizer(conf):
         return [conf], [], None
     if isinstance(conf, Mapping):
         return _parse_dict(conf, conf)
     if isinstance(conf, (list, tuple)) and conf:
-        if len(conf) == 2 and isinstance(conf[0], (list, tuple)) or (
-                len(conf) == 2 and _is_optimizer(conf[0]) and (
-                    _is_scheduler(conf[1]) or isinstance(conf[1], (list, tuple, Mapping)))):
+        if (
+            len(conf) == 2
+            and isinstance(conf[0], (list, tuple))
+            or (
+                len(conf) == 2
+                and _is_optimizer(conf[0])
+                and (_is_scheduler(conf[1]) or isinstance(conf[1], (list, tuple, Mapping)))
+            )
+        ):
             opts, scheds = conf
             opts = list(opts) if isinstance(opts, (list, tuple)) else [opts]
             scheds = list(scheds) if isinstance(scheds, (list, tuple)) else [scheds]
@@ -104,8 +117,12 @@ def parse_optimizers(conf) -> tuple[list, list, str | None]:
             for d in conf:
                 o, s, m = _parse_dict(d, conf)
                 opts += o
-                scheds += [dict(x, monitor=x.get("monitor", m)) if isinstance(x, Mapping) else
-                           {"scheduler": x, "monitor": m} for x in s]
+                scheds += [
+                    dict(x, monitor=x.get("monitor", m))
+                    if isinstance(x, Mapping)
+                    else {"scheduler": x, "monitor": m}
+                    for x in s
+                ]
             return opts, scheds, monitor
         if all(_is_optimizer(o) for o in conf):
             return list(conf), [], None
@@ -114,12 +131,16 @@ def parse_optimizers(conf) -> tuple[list, list, str | None]:
 
 def _parse_dict(d: Mapping, whole) -> tuple[list, list, str | None]:
     if "optimizer" not in d:
-        raise TypeError(f"configure_optimizers returned a dict without an 'optimizer' key "
-                        f"(keys: {sorted(d)}); expected {_EXPECTED}")
+        raise TypeError(
+            f"configure_optimizers returned a dict without an 'optimizer' key "
+            f"(keys: {sorted(d)}); expected {_EXPECTED}"
+        )
     extra = set(d) - {"optimizer", "lr_scheduler", "monitor"}
     if extra:
-        raise TypeError(f"configure_optimizers returned a dict with unknown keys "
-                        f"{sorted(extra)}; allowed: 'optimizer', 'lr_scheduler', 'monitor'")
+        raise TypeError(
+            f"configure_optimizers returned a dict with unknown keys "
+            f"{sorted(extra)}; allowed: 'optimizer', 'lr_scheduler', 'monitor'"
+        )
     if not _is_optimizer(d["optimizer"]):
         raise _unusable(whole)
     scheds = [d["lr_scheduler"]] if d.get("lr_scheduler") is not None else []
@@ -134,38 +155,55 @@ def scheduler_configs(entries: list, monitor: str | None, optimizers: list) -> l
             entry = dict(entry)
             unknown = set(entry) - _CONFIG_KEYS
             if unknown:
-                raise ValueError(f"configure_optimizers: unknown keys {sorted(unknown)} in the "
-                                 f"lr_scheduler dict; allowed: {sorted(_CONFIG_KEYS)}")
+                raise ValueError(
+                    f"configure_optimizers: unknown keys {sorted(unknown)} in the "
+                    f"lr_scheduler dict; allowed: {sorted(_CONFIG_KEYS)}"
+                )
             if "scheduler" not in entry:
-                raise ValueError("configure_optimizers: the lr_scheduler dict must have the key "
-                                 "'scheduler' with an lr scheduler as its value")
+                raise ValueError(
+                    "configure_optimizers: the lr_scheduler dict must have the key "
+                    "'scheduler' with an lr scheduler as its value"
+                )
             if entry.get("monitor") is None and monitor is not None:
                 entry["monitor"] = monitor
         else:
             entry = {"scheduler": entry, "monitor": monitor}
         sched = entry["scheduler"]
         if not _is_scheduler(sched):
-            raise TypeError(f"configure_optimizers: {type(sched).__name__} is not an lr "
-                            "scheduler (it needs .step() and .optimizer)")
+            raise TypeError(
+                f"configure_optimizers: {type(sched).__name__} is not an lr "
+                "scheduler (it needs .step() and .optimizer)"
+            )
         if entry.get("interval", "epoch") not in ("step", "epoch"):
-            raise ValueError(f"configure_optimizers: the lr_scheduler 'interval' must be 'step' "
-                             f"or 'epoch', got {entry['interval']!r}")
+            raise ValueError(
+                f"configure_optimizers: the lr_scheduler 'interval' must be 'step' "
+                f"or 'epoch', got {entry['interval']!r}"
+            )
         freq = entry.get("frequency", 1)
         if isinstance(freq, bool) or not isinstance(freq, int) or freq < 1:
-            raise ValueError(f"configure_optimizers: the lr_scheduler 'frequency' must be a "
-                             f"positive int, got {freq!r}")
+            raise ValueError(
+                f"configure_optimizers: the lr_scheduler 'frequency' must be a "
+                f"positive int, got {freq!r}"
+            )
         entry.setdefault("reduce_on_plateau", _class_named(sched, "ReduceLROnPlateau"))
         if entry["reduce_on_plateau"] and entry.get("monitor") is None:
             raise ValueError(
                 "configure_optimizers: a ReduceLROnPlateau scheduler needs a 'monitor' (the "
                 "logged metric it watches), e.g. return {'optimizer': optimizer, "
-                "'lr_scheduler': {'scheduler': scheduler, 'monitor': 'val_loss'}}")
+                "'lr_scheduler': {'scheduler': scheduler, 'monitor': 'val_loss'}}"
+            )
         if _class_named(sched, "OneCycleLR") and entry.get("interval", "epoch") == "epoch":
-            warnings.warn("A OneCycleLR scheduler is stepped per epoch ('interval': 'epoch'); "
-                          "did you mean 'interval': 'step'?", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                "A OneCycleLR scheduler is stepped per epoch ('interval': 'epoch'); "
+                "did you mean 'interval': 'step'?",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         if not any(sched.optimizer is o for o in optimizers):
-            raise ValueError(f"configure_optimizers: the {type(sched).__name__} is attached to "
-                             "an optimizer that configure_optimizers did not return")
+            raise ValueError(
+                f"configure_optimizers: the {type(sched).__name__} is attached to "
+                "an optimizer that configure_optimizers did not return"
+            )
         configs.append(LRSchedulerConfig(**entry))
     return configs
 
@@ -224,9 +262,13 @@ def after_closure(trainer, optimizer) -> None:
             if hasattr(lg, "maybe_log_histograms"):
                 lg.maybe_log_histograms(trainer.lightning_module, trainer.global_step)
     if trainer.lightning_module.automatic_optimization:
-        call_module_hook(trainer, "configure_gradient_clipping", optimizer,
-                         gradient_clip_val=trainer.gradient_clip_val,
-                         gradient_clip_algorithm=trainer.gradient_clip_algorithm)
+        call_module_hook(
+            trainer,
+            "configure_gradient_clipping",
+            optimizer,
+            gradient_clip_val=trainer.gradient_clip_val,
+            gradient_clip_algorithm=trainer.gradient_clip_algorithm,
+        )
 
 
 def clip_gradients(optimizer, clip_val, algorithm: str = "norm") -> None:
@@ -244,8 +286,7 @@ def clip_gradients(optimizer, clip_val, algorithm: str = "norm") -> None:
     elif algorithm == "norm":
         clip_grad_norm_(params, clip_val)
     else:
-        raise ValueError(f"gradient_clip_algorithm {algorithm!r} is invalid; use 'norm' or "
-                         "'value'")
+        raise ValueError(f"gradient_clip_algorithm {algorithm!r} is invalid; use 'norm' or 'value'")
 
 
 def run_backward(trainer, loss, *args, **kwargs) -> None:
@@ -268,15 +309,21 @@ def check_loss(trainer, loss: Tensor, batch_idx: int) -> Tensor | None:
     arr = loss.data
     if bool(get_array_module(arr).isfinite(arr).all()):
         return loss
-    where = (f"at global step {trainer.global_step} (epoch {trainer.current_epoch}, batch_idx "
-             f"{batch_idx})")
+    where = (
+        f"at global step {trainer.global_step} (epoch {trainer.current_epoch}, batch_idx "
+        f"{batch_idx})"
+    )
     text = f"training_step returned a non-finite loss ({float(arr.reshape(-1)[0])}) {where}"
     if mode == "raise":
-        raise FloatingPointError(f"{text}. Trainer(on_nonfinite_loss='skip') skips such "
-                                 "batches, 'warn' only warns")
+        raise FloatingPointError(
+            f"{text}. Trainer(on_nonfinite_loss='skip') skips such batches, 'warn' only warns"
+        )
     if mode == "skip":
-        warnings.warn(f"{text}: skipping this batch (no backward, no parameter update)",
-                      RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"{text}: skipping this batch (no backward, no parameter update)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
         return None
     warnings.warn(text, RuntimeWarning, stacklevel=4)
     return loss
@@ -295,26 +342,35 @@ def training_loss(output) -> tuple[Tensor | None, dict]:
         loss, extra = output, {}
     elif isinstance(output, Mapping):
         if "loss" not in output:
-            raise ValueError(f"training_step returned a dict without a 'loss' key (keys: "
-                             f"{sorted(map(str, output))}); in automatic optimization the "
-                             "dict must hold the loss under 'loss'")
+            raise ValueError(
+                f"training_step returned a dict without a 'loss' key (keys: "
+                f"{sorted(map(str, output))}); in automatic optimization the "
+                "dict must hold the loss under 'loss'"
+            )
         loss = output["loss"]
         extra = {k: _detached(v) for k, v in output.items() if k != "loss"}
         if loss is None:
             return None, extra
     else:
-        raise TypeError(f"training_step must return a loss Tensor, a dict with a 'loss' key, "
-                        f"or None to skip the batch; got {type(output).__name__}")
+        raise TypeError(
+            f"training_step must return a loss Tensor, a dict with a 'loss' key, "
+            f"or None to skip the batch; got {type(output).__name__}"
+        )
     if not isinstance(loss, Tensor):
-        raise TypeError(f"training_step: the loss must be an ember Tensor, got "
-                        f"{type(loss).__name__}")
+        raise TypeError(
+            f"training_step: the loss must be an ember Tensor, got {type(loss).__name__}"
+        )
     if loss.numel() != 1:
-        raise ValueError(f"training_step returned a loss of shape {tuple(loss.shape)}; it must "
-                         "be a scalar (one element): reduce it, e.g. with .mean()")
+        raise ValueError(
+            f"training_step returned a loss of shape {tuple(loss.shape)}; it must "
+            "be a scalar (one element): reduce it, e.g. with .mean()"
+        )
     if not loss.requires_grad:
-        raise RuntimeError("training_step returned a loss that does not require grad: it was "
-                           "computed under no_grad, from detached tensors, or the model has no "
-                           "trainable parameters")
+        raise RuntimeError(
+            "training_step returned a loss that does not require grad: it was "
+            "computed under no_grad, from detached tensors, or the model has no "
+            "trainable parameters"
+        )
     return loss, {"loss": loss.detach(), **extra}
 
 
@@ -337,8 +393,13 @@ class _Closure:
         if self.zero_grad:
             call_callback_hooks(trainer, "on_before_zero_grad", self.optimizer)
             call_module_hook(trainer, "on_before_zero_grad", self.optimizer)
-            call_module_hook(trainer, "optimizer_zero_grad", trainer.current_epoch,
-                             self.batch_idx, self.optimizer)
+            call_module_hook(
+                trainer,
+                "optimizer_zero_grad",
+                trainer.current_epoch,
+                self.batch_idx,
+                self.optimizer,
+            )
         if loss is None:
             return None
         acc = trainer.accumulate_grad_batches
@@ -353,19 +414,27 @@ def run_automatic(trainer, step_args: tuple, batch_idx: int, accumulating: bool)
     """One training batch under automatic optimization; returns the ``outputs`` dict."""
     proxy = trainer._optimizer_proxies[0]
     optimizer = proxy.optimizer
-    closure = _Closure(trainer, step_args, batch_idx, optimizer,
-                       zero_grad=batch_idx % trainer.accumulate_grad_batches == 0)
+    closure = _Closure(
+        trainer,
+        step_args,
+        batch_idx,
+        optimizer,
+        zero_grad=batch_idx % trainer.accumulate_grad_batches == 0,
+    )
     if accumulating:  # DDP: no gradient allreduce for the window's micro-batches
         block = getattr(trainer.strategy, "block_backward_sync", None)
         with block() if block is not None else contextlib.nullcontext():
             closure()
     else:
-        call_module_hook(trainer, "optimizer_step", trainer.current_epoch, batch_idx, proxy,
-                         closure)
+        call_module_hook(
+            trainer, "optimizer_step", trainer.current_epoch, batch_idx, proxy, closure
+        )
         if closure.outputs is None:
-            raise RuntimeError("optimizer_step: the optimizer closure was not run; an "
-                               "optimizer_step override must call optimizer.step(closure="
-                               "optimizer_closure) (or optimizer_closure())")
+            raise RuntimeError(
+                "optimizer_step: the optimizer closure was not run; an "
+                "optimizer_step override must call optimizer.step(closure="
+                "optimizer_closure) (or optimizer_closure())"
+            )
     return closure.outputs
 
 
@@ -378,8 +447,10 @@ def run_manual(trainer, step_args: tuple) -> dict:
         return {"loss": output.detach()}
     if isinstance(output, Mapping):
         return {k: _detached(v) for k, v in output.items()}
-    raise TypeError(f"training_step (manual optimization) must return a Tensor, a dict or "
-                    f"None; got {type(output).__name__}")
+    raise TypeError(
+        f"training_step (manual optimization) must return a Tensor, a dict or "
+        f"None; got {type(output).__name__}"
+    )
 
 
 def update_lr_schedulers(trainer, interval: str, plateau: bool) -> None:
@@ -403,10 +474,14 @@ def update_lr_schedulers(trainer, interval: str, plateau: bool) -> None:
                     raise ValueError(
                         f"ReduceLROnPlateau monitors {config.monitor!r}, which was never "
                         f"logged. Logged keys: {logged}. Log it with self.log, pick one of "
-                        "these in the lr_scheduler dict's 'monitor', or set 'strict': False")
-                warnings.warn(f"ReduceLROnPlateau monitors {config.monitor!r}, which is not "
-                              f"logged (logged keys: {logged}); skipping this step",
-                              RuntimeWarning, stacklevel=2)
+                        "these in the lr_scheduler dict's 'monitor', or set 'strict': False"
+                    )
+                warnings.warn(
+                    f"ReduceLROnPlateau monitors {config.monitor!r}, which is not "
+                    f"logged (logged keys: {logged}); skipping this step",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 continue
             metric = to_float(value)
         call_module_hook(trainer, "lr_scheduler_step", config.scheduler, metric)

@@ -25,8 +25,9 @@ def batch_limit(value, name: str):
         return float(value)
     if value > 1 and value % 1.0 == 0:
         return int(value)
-    raise ValueError(f"Trainer({name}={value}): must be a fraction in [0.0, 1.0] or an int "
-                     "number of batches")
+    raise ValueError(
+        f"Trainer({name}={value}): must be a fraction in [0.0, 1.0] or an int number of batches"
+    )
 
 
 def non_negative_int(value, name: str, minimum: int = 0, allow_none: bool = False):
@@ -50,35 +51,44 @@ def parse_max_time(value) -> datetime.timedelta | None:
         try:
             return datetime.timedelta(**value)
         except TypeError as exc:
-            raise ValueError(f"Trainer(max_time={value!r}): the dict must hold timedelta "
-                             f"arguments (days, hours, minutes, seconds...): {exc}") from None
+            raise ValueError(
+                f"Trainer(max_time={value!r}): the dict must hold timedelta "
+                f"arguments (days, hours, minutes, seconds...): {exc}"
+            ) from None
     if isinstance(value, str):
         m = _TIME.match(value.strip())
         if m:
             d, h, mi, s = (int(x) for x in m.groups())
             return datetime.timedelta(days=d, hours=h, minutes=mi, seconds=s)
-    raise ValueError(f"Trainer(max_time={value!r}): expected 'DD:HH:MM:SS', a dict such as "
-                     "{'hours': 1} or a datetime.timedelta")
+    raise ValueError(
+        f"Trainer(max_time={value!r}): expected 'DD:HH:MM:SS', a dict such as "
+        "{'hours': 1} or a datetime.timedelta"
+    )
 
 
 def parse_precision(value) -> str:
     text = str(value) if value is not None else "32-true"
     if text in ("32", "32-true"):
         return "32-true"
-    raise ValueError(f"Trainer(precision={value!r}): only 32-bit precision ('32' or '32-true') "
-                     "is available; mixed precision ('16-mixed', 'bf16-mixed') comes with "
-                     "issue 9")
+    raise ValueError(
+        f"Trainer(precision={value!r}): only 32-bit precision ('32' or '32-true') "
+        "is available; mixed precision ('16-mixed', 'bf16-mixed') comes with "
+        "issue 9"
+    )
 
 
 def parse_clip(value, algorithm):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or value < 0):
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+    ):
         raise ValueError(f"Trainer(gradient_clip_val={value!r}): expected a number >= 0")
     if algorithm is None:
         algorithm = "norm"
     if algorithm not in _CLIP_ALGORITHMS:
-        raise ValueError(f"Trainer(gradient_clip_algorithm={algorithm!r}) is invalid; allowed "
-                         f"algorithms: {list(_CLIP_ALGORITHMS)}")
+        raise ValueError(
+            f"Trainer(gradient_clip_algorithm={algorithm!r}) is invalid; allowed "
+            f"algorithms: {list(_CLIP_ALGORITHMS)}"
+        )
     return value, algorithm
 
 
@@ -87,8 +97,9 @@ _NONFINITE = ("raise", "skip", "warn")
 
 def parse_nonfinite(value) -> str | None:
     if value is not None and value not in _NONFINITE:
-        raise ValueError(f"Trainer(on_nonfinite_loss={value!r}): expected one of "
-                         f"{list(_NONFINITE)} or None")
+        raise ValueError(
+            f"Trainer(on_nonfinite_loss={value!r}): expected one of {list(_NONFINITE)} or None"
+        )
     return value
 
 
@@ -106,8 +117,9 @@ def resolve_device(accelerator, devices):
 
     acc = "cpu" if accelerator is None else str(accelerator).lower()
     if acc not in ("cpu", "cuda", "gpu", "auto"):
-        raise ValueError(f"Trainer(accelerator={accelerator!r}): expected 'cpu', 'cuda' (or "
-                         "'gpu') or 'auto'")
+        raise ValueError(
+            f"Trainer(accelerator={accelerator!r}): expected 'cpu', 'cuda' (or 'gpu') or 'auto'"
+        )
     if acc == "auto":
         from ember.tensor.backend import cuda_is_available
 
@@ -126,9 +138,11 @@ def resolve_device(accelerator, devices):
     elif isinstance(devices, (list, tuple)) and len(devices) == 1 and acc == "cuda":
         index = int(devices[0])
     else:
-        raise ValueError(f"Trainer(devices={devices!r}): one process drives one device (use 1 "
-                         "or 'auto'); to train on several, launch one process per device with "
-                         "mpiexec and a distributed strategy")
+        raise ValueError(
+            f"Trainer(devices={devices!r}): one process drives one device (use 1 "
+            "or 'auto'); to train on several, launch one process per device with "
+            "mpiexec and a distributed strategy"
+        )
     return make_device("cpu") if acc == "cpu" else make_device("cuda", index)
 
 
@@ -145,8 +159,10 @@ def resolve_strategy(strategy, device):
         from ember.distributed.ddp_strategy import strategy_for
 
         return strategy_for(strategy, device)
-    raise ValueError(f"Trainer(strategy={strategy!r}): expected 'auto', 'ddp', 'single_device' "
-                     "or a Strategy instance")
+    raise ValueError(
+        f"Trainer(strategy={strategy!r}): expected 'auto', 'ddp', 'single_device' "
+        "or a Strategy instance"
+    )
 
 
 def share_log_versions(trainer) -> None:
@@ -173,8 +189,12 @@ def _has(callbacks, name: str) -> bool:
     return any(any(c.__name__ == name for c in type(cb).__mro__) for cb in callbacks)
 
 
-def default_callbacks(callbacks: list, enable_progress_bar: bool, enable_model_summary: bool,
-                      enable_checkpointing: bool) -> list:
+def default_callbacks(
+    callbacks: list,
+    enable_progress_bar: bool,
+    enable_model_summary: bool,
+    enable_checkpointing: bool,
+) -> list:
     """The user's callbacks plus the defaults the user did not pass: the progress bar, the
     model summary and (once issue 6 adds it to ember.callbacks) ModelCheckpoint."""
     import ember.callbacks as cbs
@@ -184,8 +204,10 @@ def default_callbacks(callbacks: list, enable_progress_bar: bool, enable_model_s
     if len(bars) > 1:
         raise ValueError(f"Trainer(callbacks=...): found {len(bars)} progress bars; pass one")
     if bars and not enable_progress_bar:
-        raise ValueError(f"Trainer(enable_progress_bar=False) but {type(bars[0]).__name__} is "
-                         "in callbacks; remove one of them")
+        raise ValueError(
+            f"Trainer(enable_progress_bar=False) but {type(bars[0]).__name__} is "
+            "in callbacks; remove one of them"
+        )
     if enable_progress_bar and not bars:
         out.append(cbs.TQDMProgressBar())
     if enable_model_summary and not _has(out, "ModelSummary"):
@@ -213,6 +235,7 @@ def default_loggers(logger, save_dir: str) -> list:
     loggers = list(logger) if isinstance(logger, (list, tuple)) else [logger]
     for lg in loggers:
         if not hasattr(lg, "log_metrics"):
-            raise TypeError(f"Trainer(logger=...): {type(lg).__name__} is not a Logger (it has "
-                            "no log_metrics)")
+            raise TypeError(
+                f"Trainer(logger=...): {type(lg).__name__} is not a Logger (it has no log_metrics)"
+            )
     return loggers

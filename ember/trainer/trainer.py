@@ -33,8 +33,12 @@ from ember.trainer.module import TrainingModule
 from ember.trainer.optimization import OptimizerProxy, configure_optimizers
 from ember.trainer.properties import TrainerProperties
 
-_STAGE_OF_FN = {"fit": "fitting", "validate": "validating", "test": "testing",
-                "predict": "predicting"}
+_STAGE_OF_FN = {
+    "fit": "fitting",
+    "validate": "validating",
+    "test": "testing",
+    "predict": "predicting",
+}
 
 
 @contextlib.contextmanager
@@ -78,29 +82,53 @@ class Trainer(TrainerProperties):
     step on a GPU).
     """
 
-    def __init__(self, *, accelerator="auto", strategy="auto", devices="auto",
-                 num_nodes: int = 1, precision=None, logger=None, callbacks=None,
-                 fast_dev_run=False, max_epochs: int | None = None,
-                 min_epochs: int | None = None, max_steps: int = -1,
-                 min_steps: int | None = None, max_time=None, limit_train_batches=None,
-                 limit_val_batches=None, limit_test_batches=None, limit_predict_batches=None,
-                 overfit_batches=0.0, val_check_interval=None,
-                 check_val_every_n_epoch: int | None = 1,
-                 num_sanity_val_steps: int | None = None, log_every_n_steps: int | None = None,
-                 enable_checkpointing: bool | None = None,
-                 enable_progress_bar: bool | None = None,
-                 enable_model_summary: bool | None = None, accumulate_grad_batches: int = 1,
-                 gradient_clip_val=None, gradient_clip_algorithm=None, deterministic=None,
-                 benchmark=None, inference_mode: bool = True,
-                 use_distributed_sampler: bool = True, detect_anomaly: bool = False,
-                 reload_dataloaders_every_n_epochs: int = 0, default_root_dir=None,
-                 on_nonfinite_loss: str | None = "raise"):
+    def __init__(
+        self,
+        *,
+        accelerator="auto",
+        strategy="auto",
+        devices="auto",
+        num_nodes: int = 1,
+        precision=None,
+        logger=None,
+        callbacks=None,
+        fast_dev_run=False,
+        max_epochs: int | None = None,
+        min_epochs: int | None = None,
+        max_steps: int = -1,
+        min_steps: int | None = None,
+        max_time=None,
+        limit_train_batches=None,
+        limit_val_batches=None,
+        limit_test_batches=None,
+        limit_predict_batches=None,
+        overfit_batches=0.0,
+        val_check_interval=None,
+        check_val_every_n_epoch: int | None = 1,
+        num_sanity_val_steps: int | None = None,
+        log_every_n_steps: int | None = None,
+        enable_checkpointing: bool | None = None,
+        enable_progress_bar: bool | None = None,
+        enable_model_summary: bool | None = None,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val=None,
+        gradient_clip_algorithm=None,
+        deterministic=None,
+        benchmark=None,
+        inference_mode: bool = True,
+        use_distributed_sampler: bool = True,
+        detect_anomaly: bool = False,
+        reload_dataloaders_every_n_epochs: int = 0,
+        default_root_dir=None,
+        on_nonfinite_loss: str | None = "raise",
+    ):
         if num_nodes != 1:
-            raise ValueError(f"Trainer(num_nodes={num_nodes}): multi-node runs are launched "
-                             "with mpiexec and a distributed strategy; keep num_nodes=1")
+            raise ValueError(
+                f"Trainer(num_nodes={num_nodes}): multi-node runs are launched "
+                "with mpiexec and a distributed strategy; keep num_nodes=1"
+            )
         self.precision = args.parse_precision(precision)
-        self.strategy = args.resolve_strategy(strategy,
-                                              args.resolve_device(accelerator, devices))
+        self.strategy = args.resolve_strategy(strategy, args.resolve_device(accelerator, devices))
         self.max_time = args.parse_max_time(max_time)
         self.max_steps = args.non_negative_int(max_steps, "max_steps", -1)
         if max_epochs is None:  # Lightning's rule
@@ -111,25 +139,35 @@ class Trainer(TrainerProperties):
         self.limit_train_batches = args.batch_limit(limit_train_batches, "limit_train_batches")
         self.limit_val_batches = args.batch_limit(limit_val_batches, "limit_val_batches")
         self.limit_test_batches = args.batch_limit(limit_test_batches, "limit_test_batches")
-        self.limit_predict_batches = args.batch_limit(limit_predict_batches,
-                                                      "limit_predict_batches")
+        self.limit_predict_batches = args.batch_limit(
+            limit_predict_batches, "limit_predict_batches"
+        )
         self.overfit_batches = args.batch_limit(overfit_batches, "overfit_batches")
         self.val_check_interval = args.batch_limit(val_check_interval, "val_check_interval")
         self.check_val_every_n_epoch = args.non_negative_int(
-            check_val_every_n_epoch, "check_val_every_n_epoch", 1, allow_none=True)
-        if check_val_every_n_epoch is None and isinstance(self.val_check_interval, float) \
-                and val_check_interval is not None:
-            raise ValueError("Trainer(check_val_every_n_epoch=None) counts batches across "
-                             "epochs, so val_check_interval must be an int")
+            check_val_every_n_epoch, "check_val_every_n_epoch", 1, allow_none=True
+        )
+        if (
+            check_val_every_n_epoch is None
+            and isinstance(self.val_check_interval, float)
+            and val_check_interval is not None
+        ):
+            raise ValueError(
+                "Trainer(check_val_every_n_epoch=None) counts batches across "
+                "epochs, so val_check_interval must be an int"
+            )
         self.num_sanity_val_steps = args.non_negative_int(
-            2 if num_sanity_val_steps is None else num_sanity_val_steps,
-            "num_sanity_val_steps", -1)
+            2 if num_sanity_val_steps is None else num_sanity_val_steps, "num_sanity_val_steps", -1
+        )
         self.log_every_n_steps = args.non_negative_int(
-            50 if log_every_n_steps is None else log_every_n_steps, "log_every_n_steps")
+            50 if log_every_n_steps is None else log_every_n_steps, "log_every_n_steps"
+        )
         self.accumulate_grad_batches = args.non_negative_int(
-            accumulate_grad_batches, "accumulate_grad_batches", 1)
+            accumulate_grad_batches, "accumulate_grad_batches", 1
+        )
         self.gradient_clip_val, self.gradient_clip_algorithm = args.parse_clip(
-            gradient_clip_val, gradient_clip_algorithm)
+            gradient_clip_val, gradient_clip_algorithm
+        )
         self.deterministic = deterministic
         self.benchmark = benchmark
         self.inference_mode = inference_mode
@@ -137,12 +175,11 @@ class Trainer(TrainerProperties):
         self.detect_anomaly = bool(detect_anomaly)
         self.on_nonfinite_loss = args.parse_nonfinite(on_nonfinite_loss)
         self.reload_dataloaders_every_n_epochs = args.non_negative_int(
-            reload_dataloaders_every_n_epochs, "reload_dataloaders_every_n_epochs")
+            reload_dataloaders_every_n_epochs, "reload_dataloaders_every_n_epochs"
+        )
         self.enable_progress_bar = True if enable_progress_bar is None else enable_progress_bar
-        self.enable_model_summary = True if enable_model_summary is None else \
-            enable_model_summary
-        self.enable_checkpointing = True if enable_checkpointing is None else \
-            enable_checkpointing
+        self.enable_model_summary = True if enable_model_summary is None else enable_model_summary
+        self.enable_checkpointing = True if enable_checkpointing is None else enable_checkpointing
         self._default_root_dir = args.root_dir(default_root_dir)
         self.fast_dev_run = args.parse_fast_dev_run(fast_dev_run)
         self.loggers = args.default_loggers(logger, self._default_root_dir)
@@ -155,8 +192,11 @@ class Trainer(TrainerProperties):
         elif not isinstance(callbacks, (list, tuple)):
             callbacks = [callbacks]
         self.callbacks = args.default_callbacks(
-            callbacks, self.enable_progress_bar, self.enable_model_summary,
-            self.enable_checkpointing and not self.fast_dev_run)
+            callbacks,
+            self.enable_progress_bar,
+            self.enable_model_summary,
+            self.enable_checkpointing and not self.fast_dev_run,
+        )
 
         self.state = TrainerState()
         self.should_stop = False
@@ -195,31 +235,41 @@ class Trainer(TrainerProperties):
         self.loggers = []
 
     # ------------------------------------------------------------- entry points
-    def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None,
-            ckpt_path=None) -> None:
+    def fit(
+        self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None, ckpt_path=None
+    ) -> None:
         """Train ``model``. Data comes from the dataloaders, a DataModule, or the model's
         ``train_dataloader``/``val_dataloader``. Ctrl-C ends training gracefully."""
         if isinstance(train_dataloaders, DataModule):
             datamodule, train_dataloaders = train_dataloaders, None
-        if datamodule is not None and (train_dataloaders is not None or
-                                       val_dataloaders is not None):
+        if datamodule is not None and (
+            train_dataloaders is not None or val_dataloaders is not None
+        ):
             raise ValueError("Trainer.fit: pass either dataloaders or a datamodule, not both")
         self._check_ckpt_path(ckpt_path, "fit")
         return self._launch(model, "fit", datamodule, (train_dataloaders, val_dataloaders))
 
-    def validate(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True,
-                 datamodule=None) -> list[dict]:
+    def validate(
+        self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None
+    ) -> list[dict]:
         """One pass over the validation data; returns a dict of logged metrics per
         dataloader."""
         return self._evaluate("validate", model, dataloaders, ckpt_path, verbose, datamodule)
 
-    def test(self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True,
-             datamodule=None) -> list[dict]:
+    def test(
+        self, model=None, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None
+    ) -> list[dict]:
         """One pass over the test data; returns a dict of logged metrics per dataloader."""
         return self._evaluate("test", model, dataloaders, ckpt_path, verbose, datamodule)
 
-    def predict(self, model=None, dataloaders=None, datamodule=None,
-                return_predictions: bool | None = None, ckpt_path=None):
+    def predict(
+        self,
+        model=None,
+        dataloaders=None,
+        datamodule=None,
+        return_predictions: bool | None = None,
+        ckpt_path=None,
+    ):
         """The outputs of ``predict_step`` for every batch (a list per dataloader when there
         are several)."""
         if isinstance(dataloaders, DataModule):
@@ -236,14 +286,15 @@ class Trainer(TrainerProperties):
         self._check_ckpt_path(ckpt_path, fn)
         return self._launch(model, fn, datamodule, (dataloaders, verbose))
 
-    def save_checkpoint(self, filepath, weights_only: bool = False,
-                        storage_options=None) -> None:
+    def save_checkpoint(self, filepath, weights_only: bool = False, storage_options=None) -> None:
         """Write the full training state (or only the model and hyperparameters with
         ``weights_only``) to ``filepath``: one safetensors file, written atomically by rank
         0. Every rank must call it at the same point. See checkpoint_state.py."""
         if storage_options is not None:
-            raise TypeError("Trainer.save_checkpoint: storage_options is not supported (Ember "
-                            "writes local files)")
+            raise TypeError(
+                "Trainer.save_checkpoint: storage_options is not supported (Ember "
+                "writes local files)"
+            )
         ckpt.save_checkpoint(self, filepath, weights_only)
 
     def _check_ckpt_path(self, ckpt_path, fn: str) -> None:
@@ -251,8 +302,10 @@ class Trainer(TrainerProperties):
             try:
                 ckpt_path = os.fspath(ckpt_path)
             except TypeError:
-                raise TypeError(f"Trainer.{fn}(ckpt_path=...): expected a path, 'last' or "
-                                f"'best', got {type(ckpt_path).__name__}") from None
+                raise TypeError(
+                    f"Trainer.{fn}(ckpt_path=...): expected a path, 'last' or "
+                    f"'best', got {type(ckpt_path).__name__}"
+                ) from None
         self._ckpt_path_arg = ckpt_path
 
     def _at_loop_boundary(self) -> None:
@@ -266,11 +319,11 @@ class Trainer(TrainerProperties):
             if model is None:
                 raise ValueError(f"Trainer.{fn}: pass a model (no model from a previous run)")
         if not isinstance(model, TrainingModule):
-            raise TypeError(f"Trainer.{fn}: expected a TrainingModule, got "
-                            f"{type(model).__name__}")
+            raise TypeError(f"Trainer.{fn}: expected a TrainingModule, got {type(model).__name__}")
         if datamodule is not None and not isinstance(datamodule, DataModule):
-            raise TypeError(f"Trainer.{fn}: datamodule must be a DataModule, got "
-                            f"{type(datamodule).__name__}")
+            raise TypeError(
+                f"Trainer.{fn}: datamodule must be a DataModule, got {type(datamodule).__name__}"
+            )
         self.state.fn, self.state.status = fn, "running"
         self.should_stop = self.interrupted = False
         self.lightning_module, self.datamodule = model, datamodule
@@ -280,14 +333,15 @@ class Trainer(TrainerProperties):
                 result = self._run(fn, data)
         except ckpt.Preempted as exc:
             if self.is_global_zero:
-                print(f"\nReceived SIGTERM: saved a checkpoint to {exc.path}; stopping "
-                      "training", file=sys.stderr)
+                print(
+                    f"\nReceived SIGTERM: saved a checkpoint to {exc.path}; stopping training",
+                    file=sys.stderr,
+                )
             self._cleanup_after(exc, "interrupted")
             return None
         except KeyboardInterrupt as exc:
             if self.is_global_zero:
-                print("\nDetected KeyboardInterrupt, shutting down gracefully...",
-                      file=sys.stderr)
+                print("\nDetected KeyboardInterrupt, shutting down gracefully...", file=sys.stderr)
             self._cleanup_after(exc, "interrupted")
             return None
         except BaseException as exc:
@@ -304,8 +358,10 @@ class Trainer(TrainerProperties):
 
     def _cleanup_steps(self, exc: BaseException, status: str) -> None:
         self.state.status, self.interrupted = "interrupted", True
-        steps = [lambda: call_callback_hooks(self, "on_exception", exc),
-                 lambda: call_datamodule_hook(self, "on_exception", exc)]
+        steps = [
+            lambda: call_callback_hooks(self, "on_exception", exc),
+            lambda: call_datamodule_hook(self, "on_exception", exc),
+        ]
         if self._setup_done:
             steps.append(lambda: self._teardown_hooks(self.state.fn))
         steps += [self.strategy.teardown, lambda: self._logger_connector.finalize(status)]
@@ -313,8 +369,11 @@ class Trainer(TrainerProperties):
             try:
                 step()
             except Exception as cleanup_exc:  # keep going; the original error matters
-                warnings.warn(f"Trainer: error during cleanup after {type(exc).__name__}: "
-                              f"{cleanup_exc!r}", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"Trainer: error during cleanup after {type(exc).__name__}: {cleanup_exc!r}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         self._logger_connector.results = None
         self.state.stage = None
 
@@ -373,21 +432,27 @@ class Trainer(TrainerProperties):
         if fn == "fit":
             for hook in ("training_step", "configure_optimizers"):
                 if not is_overridden(hook, module, TrainingModule):
-                    raise NotImplementedError(f"Trainer.fit: {type(module).__name__} does not "
-                                              f"define {hook}()")
+                    raise NotImplementedError(
+                        f"Trainer.fit: {type(module).__name__} does not define {hook}()"
+                    )
             if not module.automatic_optimization:
                 if self.accumulate_grad_batches != 1:
-                    raise ValueError("accumulate_grad_batches is not supported with manual "
-                                     "optimization; accumulate in training_step yourself")
+                    raise ValueError(
+                        "accumulate_grad_batches is not supported with manual "
+                        "optimization; accumulate in training_step yourself"
+                    )
                 if self.gradient_clip_val:
-                    raise ValueError("gradient_clip_val is not supported with manual "
-                                     "optimization; call self.clip_gradients(opt, ...) in "
-                                     "training_step")
+                    raise ValueError(
+                        "gradient_clip_val is not supported with manual "
+                        "optimization; call self.clip_gradients(opt, ...) in "
+                        "training_step"
+                    )
         elif fn in ("validate", "test"):
             step = "validation_step" if fn == "validate" else "test_step"
             if not is_overridden(step, module, TrainingModule):
-                raise NotImplementedError(f"Trainer.{fn}: {type(module).__name__} does not "
-                                          f"define {step}()")
+                raise NotImplementedError(
+                    f"Trainer.{fn}: {type(module).__name__} does not define {step}()"
+                )
 
     def _attach_model_callbacks(self) -> None:
         """configure_callbacks(): the model's callbacks replace Trainer callbacks of the same
@@ -417,7 +482,8 @@ class Trainer(TrainerProperties):
             raise ValueError(
                 f"configure_optimizers returned {len(optimizers)} optimizers: training with "
                 "several optimizers needs manual optimization (set self.automatic_optimization "
-                "= False and step them in training_step via self.optimizers())")
+                "= False and step them in training_step via self.optimizers())"
+            )
         self.optimizers, self.lr_scheduler_configs = optimizers, configs
         self._optimizer_proxies = [OptimizerProxy(o, self) for o in optimizers]
 
@@ -452,8 +518,10 @@ class Trainer(TrainerProperties):
         loop = self._val_loop if fn == "validate" else self._test_loop
         loop.setup_data(loaders)
         if loop.loaders is None:
-            raise ValueError(f"Trainer.{fn}: no data; pass dataloaders=, a datamodule=, or "
-                             f"implement {'val' if fn == 'validate' else 'test'}_dataloader()")
+            raise ValueError(
+                f"Trainer.{fn}: no data; pass dataloaders=, a datamodule=, or "
+                f"implement {'val' if fn == 'validate' else 'test'}_dataloader()"
+            )
         results = loop.run()
         if verbose and self.is_global_zero:
             print_results(results, fn)
@@ -462,20 +530,26 @@ class Trainer(TrainerProperties):
     def _run_predict(self, loaders, keep: bool):
         loaders = request_loaders(self, "predict", loaders)
         if loaders is None:
-            raise ValueError("Trainer.predict: no data; pass dataloaders=, a datamodule=, or "
-                             "implement predict_dataloader()")
+            raise ValueError(
+                "Trainer.predict: no data; pass dataloaders=, a datamodule=, or "
+                "implement predict_dataloader()"
+            )
         if self.use_distributed_sampler:
             loaders = [self.strategy.process_dataloader(dl, "predict") for dl in loaders]
         self._predict_loaders = loaders
-        self._predict_num_batches = [limited_batches(dl, self.limit_predict_batches, "predict",
-                                                     "limit_predict_batches")
-                                     for dl in loaders]
+        self._predict_num_batches = [
+            limited_batches(dl, self.limit_predict_batches, "predict", "limit_predict_batches")
+            for dl in loaders
+        ]
         return run_predict(self, loaders, self._predict_num_batches, keep)
 
     def _validation_enabled(self) -> bool:
         loop = self._val_loop
-        return (loop.has_data and self.limit_val_batches != 0 and
-                is_overridden("validation_step", self.lightning_module, TrainingModule))
+        return (
+            loop.has_data
+            and self.limit_val_batches != 0
+            and is_overridden("validation_step", self.lightning_module, TrainingModule)
+        )
 
     def _validation_possible(self) -> bool:
         """Validation data is defined (without asking for it yet), the module has a
@@ -483,12 +557,17 @@ class Trainer(TrainerProperties):
         module = self.lightning_module
         has_step = is_overridden("validation_step", module, TrainingModule)
         defined = self._fit_val_source is not None or any(
-            is_overridden("val_dataloader", obj, base) for obj, base in
-            ((self.datamodule, DataModule), (module, TrainingModule)))
+            is_overridden("val_dataloader", obj, base)
+            for obj, base in ((self.datamodule, DataModule), (module, TrainingModule))
+        )
         if defined and not has_step and not self._warned_no_val_step:
             self._warned_no_val_step = True
-            warnings.warn("Validation data was given but the module has no validation_step; "
-                          "skipping validation", UserWarning, stacklevel=4)
+            warnings.warn(
+                "Validation data was given but the module has no validation_step; "
+                "skipping validation",
+                UserWarning,
+                stacklevel=4,
+            )
         return defined and has_step and self.limit_val_batches != 0
 
     def _sanity_check(self, val_source) -> None:

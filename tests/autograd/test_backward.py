@@ -13,8 +13,10 @@ torch = pytest.importorskip("torch")
 def pair(arr, requires_grad=True):
     """The same float64 values as an ember and a torch leaf."""
     arr = np.asarray(arr, dtype=np.float64)
-    return (ember.tensor(arr.copy(), requires_grad=requires_grad),
-            torch.tensor(arr.copy(), requires_grad=requires_grad))
+    return (
+        ember.tensor(arr.copy(), requires_grad=requires_grad),
+        torch.tensor(arr.copy(), requires_grad=requires_grad),
+    )
 
 
 def rng_arr(*shape, seed=0):
@@ -129,8 +131,11 @@ def test_second_backward_through_freed_graph_raises():
     a = ember.ones(3, requires_grad=True)
     y = (a * a).sum()
     y.backward()
-    with pytest.raises(RuntimeError, match=r"backward through the graph a second time.*"
-                                           r"retain_graph=True"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"backward through the graph a second time.*"
+        r"retain_graph=True",
+    ):
         y.backward()
     assert a.grad.tolist() == [2.0, 2.0, 2.0]  # the failed call added nothing
 
@@ -278,7 +283,7 @@ def test_hessian_vector_product_matches_torch():
 def test_create_graph_backward_then_second_backward_matches_torch():
     (ex, tx) = pair(rng_arr(3, seed=3))
     for x in (ex, tx):
-        y = (x ** 3).sum()
+        y = (x**3).sum()
         y.backward(create_graph=True)
         assert x.grad.requires_grad
         g = x.grad
@@ -289,11 +294,11 @@ def test_create_graph_backward_then_second_backward_matches_torch():
 
 def test_third_order_derivative():
     x = ember.tensor(1.5, dtype=ember.float64, requires_grad=True)
-    (g1,) = grad(x ** 4, x, create_graph=True)
+    (g1,) = grad(x**4, x, create_graph=True)
     (g2,) = grad(g1, x, create_graph=True)
     (g3,) = grad(g2, x)
-    assert g1.item() == pytest.approx(4 * 1.5 ** 3)
-    assert g2.item() == pytest.approx(12 * 1.5 ** 2)
+    assert g1.item() == pytest.approx(4 * 1.5**3)
+    assert g2.item() == pytest.approx(12 * 1.5**2)
     assert g3.item() == pytest.approx(24 * 1.5)
 
 

@@ -18,10 +18,12 @@ OPS = {
     "div": lambda a, b: a / b,
 }
 
-shape_pairs = hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4,
-                                                min_side=1, max_side=4)
-shape_pairs_with_empty = hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=1, max_dims=3,
-                                                           min_side=0, max_side=3)
+shape_pairs = hnp.mutually_broadcastable_shapes(
+    num_shapes=2, min_dims=0, max_dims=4, min_side=1, max_side=4
+)
+shape_pairs_with_empty = hnp.mutually_broadcastable_shapes(
+    num_shapes=2, min_dims=1, max_dims=3, min_side=0, max_side=3
+)
 
 
 def values(shape, seed, positive=False):
@@ -105,9 +107,13 @@ def test_mixed_precision_broadcast_gradients_keep_input_dtypes(shapes, op, seed)
 
 
 @settings(max_examples=40, deadline=None)
-@given(batch=hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3,
-                                               max_side=3),
-       n=st.integers(1, 3), k=st.integers(1, 3), m=st.integers(1, 3), seed=st.integers(0, 99))
+@given(
+    batch=hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3),
+    n=st.integers(1, 3),
+    k=st.integers(1, 3),
+    m=st.integers(1, 3),
+    seed=st.integers(0, 99),
+)
 def test_batched_matmul_broadcast_gradients_match_torch(batch, n, k, m, seed):
     sa, sb = batch.input_shapes
     a_np, b_np = values(sa + (n, k), seed), values(sb + (k, m), seed + 1)
@@ -124,8 +130,12 @@ def test_batched_matmul_broadcast_gradients_match_torch(batch, n, k, m, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(shape=hnp.array_shapes(min_dims=0, max_dims=3, max_side=4),
-       scalar=st.floats(0.5, 3.0), op=st.sampled_from(sorted(OPS)), seed=st.integers(0, 99))
+@given(
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, max_side=4),
+    scalar=st.floats(0.5, 3.0),
+    op=st.sampled_from(sorted(OPS)),
+    seed=st.integers(0, 99),
+)
 def test_python_scalar_operands(shape, scalar, op, seed):
     arr = values(shape, seed, positive=True)
     grads = []
@@ -145,14 +155,20 @@ GRAPH_OPS = {
     "rowsum": lambda a, b: a.sum(1, keepdim=True) * b,
     "mean_t": lambda a, b: a.mean(0) + b.T,
     "reshape": lambda a, b: a.reshape(9).reshape(3, 3).permute(1, 0) - b,
-    "square": lambda a, b: a ** 2 - b.transpose(0, 1),
+    "square": lambda a, b: a**2 - b.transpose(0, 1),
 }
 
 
 @settings(max_examples=40, deadline=None)
-@given(program=st.lists(st.tuples(st.sampled_from(sorted(GRAPH_OPS)), st.integers(0, 99),
-                                  st.integers(0, 99)), min_size=1, max_size=12),
-       outputs=st.lists(st.integers(0, 99), min_size=1, max_size=4), seed=st.integers(0, 99))
+@given(
+    program=st.lists(
+        st.tuples(st.sampled_from(sorted(GRAPH_OPS)), st.integers(0, 99), st.integers(0, 99)),
+        min_size=1,
+        max_size=12,
+    ),
+    outputs=st.lists(st.integers(0, 99), min_size=1, max_size=4),
+    seed=st.integers(0, 99),
+)
 def test_random_graphs_with_shared_subexpressions_match_torch(program, outputs, seed):
     """Random DAGs (reused nodes, diamonds, several roots, two passes that accumulate):
     the engine's buffers and in-place accumulation must never mix up gradients."""

@@ -256,9 +256,8 @@ def test_detect_anomaly_on_inf_from_a_builtin_op():
     """d/dx sqrt(x) at 0 is inf: the error names the power op that made it."""
     x = ember.tensor([0.0, 1.0], requires_grad=True)
     with ember.autograd.detect_anomaly():
-        y = x ** 0.5
-        with np.errstate(divide="ignore"), pytest.raises(RuntimeError,
-                                                         match=r"PowBackward.*inf"):
+        y = x**0.5
+        with np.errstate(divide="ignore"), pytest.raises(RuntimeError, match=r"PowBackward.*inf"):
             y.sum().backward()
 
 

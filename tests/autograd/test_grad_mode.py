@@ -57,9 +57,14 @@ def test_set_grad_enabled_as_function_and_context(leaf):
         assert not recorded(leaf)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: ember.no_grad(), lambda: ember.inference_mode(), lambda: ember.set_grad_enabled(False),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ember.no_grad(),
+        lambda: ember.inference_mode(),
+        lambda: ember.set_grad_enabled(False),
+    ],
+)
 def test_disabling_decorators(leaf, make):
     @make()
     def f(x):
@@ -152,8 +157,13 @@ def test_grad_mode_is_thread_local(leaf):
     t2.join(5)
     release.set()
     t.join(5)
-    assert seen == {"worker_enabled": False, "main_enabled": True, "main_records": True,
-                    "fresh_default": True, "fresh_records": True}
+    assert seen == {
+        "worker_enabled": False,
+        "main_enabled": True,
+        "main_records": True,
+        "fresh_default": True,
+        "fresh_records": True,
+    }
 
 
 def test_no_grad_results_are_leaves_and_in_place_updates_work(leaf):

@@ -9,11 +9,18 @@ import ember
 torch = pytest.importorskip("torch")
 
 ARGS = {
-    "add_": lambda m: (1.0,), "sub_": lambda m: (0.5,), "mul_": lambda m: (2.0,),
-    "div_": lambda m: (2.0,), "pow_": lambda m: (2,), "neg_": lambda m: (),
-    "zero_": lambda m: (), "fill_": lambda m: (3.0,),
-    "copy_": lambda m: (m.full((3,), 7.0),), "clamp_": lambda m: (1.5, 3.0),
-    "normal_": lambda m: (), "uniform_": lambda m: (),
+    "add_": lambda m: (1.0,),
+    "sub_": lambda m: (0.5,),
+    "mul_": lambda m: (2.0,),
+    "div_": lambda m: (2.0,),
+    "pow_": lambda m: (2,),
+    "neg_": lambda m: (),
+    "zero_": lambda m: (),
+    "fill_": lambda m: (3.0,),
+    "copy_": lambda m: (m.full((3,), 7.0),),
+    "clamp_": lambda m: (1.5, 3.0),
+    "normal_": lambda m: (),
+    "uniform_": lambda m: (),
 }
 
 
@@ -61,8 +68,11 @@ def test_backward_that_needs_a_modified_tensor_raises(name, op):
     h = a * 2
     y = h * h  # saves h
     op(h)
-    with pytest.raises(RuntimeError, match=r"modified by an inplace operation.*version 1; "
-                                           r"expected version 0"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"modified by an inplace operation.*version 1; "
+        r"expected version 0",
+    ):
         y.sum().backward()
 
 
@@ -86,8 +96,10 @@ def test_modifying_through_a_view_is_detected():
 
 
 def test_modifying_a_tensor_that_backward_does_not_need_is_fine():
-    (ea, ta) = (ember.tensor([1.0, 2.0], requires_grad=True),
-                torch.tensor([1.0, 2.0], requires_grad=True))
+    (ea, ta) = (
+        ember.tensor([1.0, 2.0], requires_grad=True),
+        torch.tensor([1.0, 2.0], requires_grad=True),
+    )
     for a in (ea, ta):
         h = a * 3
         y = h + 1  # Add saves nothing

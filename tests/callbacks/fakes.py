@@ -28,23 +28,58 @@ class RecordingLogger(Logger):
 
 def fake_trainer(**overrides) -> SimpleNamespace:
     t = SimpleNamespace(
-        current_epoch=0, global_step=0, batches_seen=0, num_training_batches=10,
-        num_val_batches=[4], num_sanity_val_batches=[2], num_test_batches=[3],
-        num_predict_batches=[3], max_epochs=2, max_steps=-1, callback_metrics={},
-        logged_metrics={}, progress_bar_metrics={}, should_stop=False, is_global_zero=True,
-        strategy=SingleDeviceStrategy(), log_dir=None, default_root_dir=".", loggers=[],
-        logger=None, callbacks=[], optimizers=[], lr_scheduler_configs=[], lightning_module=None,
-        module=None, stage="fitting", sanity_checking=False, training=True,
-        estimated_stepping_batches=20, accumulate_grad_batches=1, enable_progress_bar=True,
-        log_every_n_steps=1, max_time=None, world_size=1,
+        current_epoch=0,
+        global_step=0,
+        batches_seen=0,
+        num_training_batches=10,
+        num_val_batches=[4],
+        num_sanity_val_batches=[2],
+        num_test_batches=[3],
+        num_predict_batches=[3],
+        max_epochs=2,
+        max_steps=-1,
+        callback_metrics={},
+        logged_metrics={},
+        progress_bar_metrics={},
+        should_stop=False,
+        is_global_zero=True,
+        strategy=SingleDeviceStrategy(),
+        log_dir=None,
+        default_root_dir=".",
+        loggers=[],
+        logger=None,
+        callbacks=[],
+        optimizers=[],
+        lr_scheduler_configs=[],
+        lightning_module=None,
+        module=None,
+        stage="fitting",
+        sanity_checking=False,
+        training=True,
+        estimated_stepping_batches=20,
+        accumulate_grad_batches=1,
+        enable_progress_bar=True,
+        log_every_n_steps=1,
+        max_time=None,
+        world_size=1,
     )
     for k, v in overrides.items():
         setattr(t, k, v)
     return t
 
 
-def run_fit(trainer, callbacks, module=None, *, epochs=None, loss_fn=None, val=True,
-            sanity=False, step_fn=None, batch_fn=None):
+def run_fit(
+    trainer,
+    callbacks,
+    module=None,
+    *,
+    epochs=None,
+    loss_fn=None,
+    val=True,
+    sanity=False,
+    step_fn=None,
+    batch_fn=None,
+):
     """Drive the fit hooks: sanity check, then per epoch the train batches (an optimizer step
     every accumulate_grad_batches batches) and a validation run, stopping on should_stop."""
     cbs = callbacks if isinstance(callbacks, list) else [callbacks]
@@ -60,8 +95,9 @@ def run_fit(trainer, callbacks, module=None, *, epochs=None, loss_fn=None, val=T
     def validate():
         call("on_validation_start")
         call("on_validation_epoch_start")
-        counts = trainer.num_sanity_val_batches if trainer.sanity_checking else (
-            trainer.num_val_batches)
+        counts = (
+            trainer.num_sanity_val_batches if trainer.sanity_checking else (trainer.num_val_batches)
+        )
         for i in range(sum(counts)):
             call("on_validation_batch_start", batch_fn(i), i)
             call("on_validation_batch_end", None, batch_fn(i), i)

@@ -30,31 +30,34 @@ class Script(Callback):
 
 def fit(values, es, *, key="val_loss", epochs=None, **trainer_kw):
     """Run the fake fit; returns the trainer (current_epoch = the last epoch that ran)."""
-    trainer = fake_trainer(state=SimpleNamespace(fn="fit"), num_training_batches=2,
-                           **trainer_kw)
+    trainer = fake_trainer(state=SimpleNamespace(fn="fit"), num_training_batches=2, **trainer_kw)
     es.setup(trainer, None, "fit")
     run_fit(trainer, [Script(key, values), es], epochs=epochs or len(values))
     return trainer
 
 
 # Lightning's test_early_stopping_patience table: (values, patience, epoch where it stops)
-@pytest.mark.parametrize("values, patience, stop_epoch", [
-    ([6, 5, 5, 5, 5, 5], 3, 4),
-    ([6, 5, 4, 4, 3, 3], 1, 3),
-    ([6, 5, 6, 5, 5, 5], 3, 4),
-])
+@pytest.mark.parametrize(
+    "values, patience, stop_epoch",
+    [
+        ([6, 5, 5, 5, 5, 5], 3, 4),
+        ([6, 5, 4, 4, 3, 3], 1, 3),
+        ([6, 5, 6, 5, 5, 5], 3, 4),
+    ],
+)
 def test_patience(values, patience, stop_epoch):
     es = EarlyStopping("val_loss", patience=patience)
     trainer = fit(values + [0] * 4, es)
     assert trainer.should_stop and trainer.current_epoch == stop_epoch
     assert es.stopped_epoch == stop_epoch
     assert es.wait_count == patience
-    assert es.best_score == min(values[:stop_epoch + 1])
+    assert es.best_score == min(values[: stop_epoch + 1])
     assert es.stopping_reason is EarlyStoppingReason.PATIENCE_EXHAUSTED
     assert es.stopping_reason == "patience_exhausted"
     assert es.stopping_reason_message == (
         f"Monitored metric val_loss did not improve in the last {patience} records. "
-        f"Best score: {es.best_score:.3f}. Signaling Trainer to stop.")
+        f"Best score: {es.best_score:.3f}. Signaling Trainer to stop."
+    )
 
 
 def test_never_stops_while_improving():
@@ -86,11 +89,14 @@ def test_mode_max():
 
 
 # Lightning's test_early_stopping_thresholds table
-@pytest.mark.parametrize("stop, diverge, values, stop_epoch, reason", [
-    (None, None, [8, 4, 2, 3, 4, 5, 8, 10], 5, "patience_exhausted"),
-    (2.9, None, [9, 8, 7, 6, 5, 6, 4, 3, 2, 1], 8, "stopping_threshold"),
-    (None, 15.9, [9, 4, 2, 16, 32, 64], 3, "divergence_threshold"),
-])
+@pytest.mark.parametrize(
+    "stop, diverge, values, stop_epoch, reason",
+    [
+        (None, None, [8, 4, 2, 3, 4, 5, 8, 10], 5, "patience_exhausted"),
+        (2.9, None, [9, 8, 7, 6, 5, 6, 4, 3, 2, 1], 8, "stopping_threshold"),
+        (None, 15.9, [9, 4, 2, 16, 32, 64], 3, "divergence_threshold"),
+    ],
+)
 def test_thresholds(stop, diverge, values, stop_epoch, reason):
     es = EarlyStopping("abc", stopping_threshold=stop, divergence_threshold=diverge)
     trainer = fit(values, es, key="abc")
@@ -101,13 +107,15 @@ def test_thresholds(stop, diverge, values, stop_epoch, reason):
 def test_threshold_messages_and_mode_max_thresholds():
     es = EarlyStopping("acc", mode="max", stopping_threshold=0.9, divergence_threshold=0.1)
     fit([0.5, 0.95], es, key="acc")
-    assert es.stopping_reason_message == ("Stopping threshold reached: acc = 0.95 > 0.9. "
-                                          "Signaling Trainer to stop.")
+    assert es.stopping_reason_message == (
+        "Stopping threshold reached: acc = 0.95 > 0.9. Signaling Trainer to stop."
+    )
     es = EarlyStopping("acc", mode="max", stopping_threshold=0.9, divergence_threshold=0.1)
     fit([0.5, 0.05], es, key="acc")
     assert es.stopping_reason == "divergence_threshold"
-    assert es.stopping_reason_message == ("Divergence threshold reached: acc = 0.05 > 0.1. "
-                                          "Signaling Trainer to stop.")
+    assert es.stopping_reason_message == (
+        "Divergence threshold reached: acc = 0.05 > 0.1. Signaling Trainer to stop."
+    )
 
 
 @pytest.mark.parametrize("bad", [math.inf, math.nan, -math.inf])
@@ -116,8 +124,9 @@ def test_non_finite_metric_stops(bad):
     trainer = fit([4, 3, bad, 2, 1], es)
     assert trainer.current_epoch == 2 and es.stopped_epoch == 2
     assert es.stopping_reason is EarlyStoppingReason.NON_FINITE_METRIC
-    assert es.stopping_reason_message.startswith(f"Monitored metric val_loss = {bad} is not "
-                                                 "finite. Previous best value was 3.000.")
+    assert es.stopping_reason_message.startswith(
+        f"Monitored metric val_loss = {bad} is not finite. Previous best value was 3.000."
+    )
     assert es.best_score == 3.0
 
 
@@ -133,7 +142,8 @@ def test_strict_missing_monitor_lists_available_keys():
         fit([1, 2], es)
     assert str(info.value) == (
         "Early stopping conditioned on metric `val_los` which is not available. Pass in or "
-        "modify your `EarlyStopping` callback to use any of the following: `val_loss`")
+        "modify your `EarlyStopping` callback to use any of the following: `val_loss`"
+    )
 
 
 def test_not_strict_missing_monitor_is_skipped():
@@ -150,8 +160,12 @@ def test_where_the_check_runs():
     es = EarlyStopping("m")
     es.setup(trainer, None, "fit")
     assert es._check_on_train_epoch_end is True
-    for kw in ({"val_check_interval": 0.5}, {"val_check_interval": 5},
-               {"check_val_every_n_epoch": 2}, {"check_val_every_n_epoch": None}):
+    for kw in (
+        {"val_check_interval": 0.5},
+        {"val_check_interval": 5},
+        {"check_val_every_n_epoch": 2},
+        {"check_val_every_n_epoch": None},
+    ):
         es = EarlyStopping("m")
         es.setup(fake_trainer(**kw), None, "fit")
         assert es._check_on_train_epoch_end is False, kw
@@ -189,8 +203,11 @@ def test_patience_counts_validation_checks_not_epochs():
 def test_skipped_in_sanity_check_other_stages_and_fast_dev_run():
     es = EarlyStopping("m", patience=0, check_on_train_epoch_end=False)
     metrics = {"m": 1.0}
-    for kw in ({"sanity_checking": True}, {"state": SimpleNamespace(fn="validate")},
-               {"fast_dev_run": 1}):
+    for kw in (
+        {"sanity_checking": True},
+        {"state": SimpleNamespace(fn="validate")},
+        {"fast_dev_run": 1},
+    ):
         trainer = fake_trainer(callback_metrics=metrics, **kw)
         es.on_validation_end(trainer, None)
         assert es.best_score == math.inf and not trainer.should_stop
@@ -198,8 +215,9 @@ def test_skipped_in_sanity_check_other_stages_and_fast_dev_run():
 
 def test_sanity_check_through_the_driver():
     es = EarlyStopping("val_loss", patience=1)
-    trainer = fake_trainer(state=SimpleNamespace(fn="fit"), num_training_batches=2,
-                           callback_metrics={"val_loss": 0.0})
+    trainer = fake_trainer(
+        state=SimpleNamespace(fn="fit"), num_training_batches=2, callback_metrics={"val_loss": 0.0}
+    )
     es.setup(trainer, None, "fit")
     hits = []
 
@@ -225,8 +243,9 @@ class AnyRankStops(SingleDeviceStrategy):
 
 def test_any_rank_stopping_stops_every_rank():
     strategy = AnyRankStops()
-    trainer = fake_trainer(state=SimpleNamespace(fn="fit"), strategy=strategy,
-                           callback_metrics={"val_loss": 1.0})
+    trainer = fake_trainer(
+        state=SimpleNamespace(fn="fit"), strategy=strategy, callback_metrics={"val_loss": 1.0}
+    )
     es = EarlyStopping("val_loss", check_on_train_epoch_end=True)
     es.on_train_epoch_end(trainer, None)
     assert strategy.calls == [(False, False)]  # this rank improved; the decision is "any"
@@ -235,8 +254,9 @@ def test_any_rank_stopping_stops_every_rank():
 
 
 def test_should_stop_is_never_reset():
-    trainer = fake_trainer(state=SimpleNamespace(fn="fit"), callback_metrics={"m": 1.0},
-                           should_stop=True)
+    trainer = fake_trainer(
+        state=SimpleNamespace(fn="fit"), callback_metrics={"m": 1.0}, should_stop=True
+    )
     EarlyStopping("m", check_on_train_epoch_end=True).on_train_epoch_end(trainer, None)
     assert trainer.should_stop is True
 
@@ -258,13 +278,16 @@ def test_log_rank_zero_only(capsys):
         global_rank = 1
         world_size = 2
 
-    trainer = fake_trainer(strategy=Rank1(), state=SimpleNamespace(fn="fit"),
-                           callback_metrics={"m": 1.0})
+    trainer = fake_trainer(
+        strategy=Rank1(), state=SimpleNamespace(fn="fit"), callback_metrics={"m": 1.0}
+    )
     EarlyStopping("m", verbose=True, check_on_train_epoch_end=True).on_train_epoch_end(
-        trainer, None)
+        trainer, None
+    )
     assert capsys.readouterr().out == "[rank: 1] Metric m improved. New best score: 1.000\n"
-    EarlyStopping("m", verbose=True, check_on_train_epoch_end=True,
-                  log_rank_zero_only=True).on_train_epoch_end(trainer, None)
+    EarlyStopping(
+        "m", verbose=True, check_on_train_epoch_end=True, log_rank_zero_only=True
+    ).on_train_epoch_end(trainer, None)
     assert capsys.readouterr().out == ""
 
 
@@ -279,8 +302,14 @@ def test_state_round_trip_is_json_and_resume_keeps_patience():
     first.setup(trainer, None, "fit")
     run_fit(trainer, [Script("val_loss", values), first], epochs=3)  # epochs 0..2
     state = json.loads(json.dumps(first.state_dict(), allow_nan=False))
-    assert state == {"wait_count": 1, "stopped_epoch": 0, "best_score": 5.0, "patience": 3,
-                     "stopping_reason": "not_stopped", "stopping_reason_message": None}
+    assert state == {
+        "wait_count": 1,
+        "stopped_epoch": 0,
+        "best_score": 5.0,
+        "patience": 3,
+        "stopping_reason": "not_stopped",
+        "stopping_reason_message": None,
+    }
 
     resumed = EarlyStopping("val_loss", patience=10)  # the checkpoint's patience wins
     resumed.load_state_dict(state)
@@ -334,19 +363,28 @@ class Scripted(ToyModel):
 def real_fit(tmp_path, values, es, max_epochs=10, **kw):
     from ember.trainer import Trainer
 
-    args = {**QUIET, "max_epochs": max_epochs, "num_sanity_val_steps": 0,
-            "limit_train_batches": 2, "limit_val_batches": 1, "default_root_dir": str(tmp_path)}
+    args = {
+        **QUIET,
+        "max_epochs": max_epochs,
+        "num_sanity_val_steps": 0,
+        "limit_train_batches": 2,
+        "limit_val_batches": 1,
+        "default_root_dir": str(tmp_path),
+    }
     args.update(kw)
     trainer = Trainer(callbacks=[es], **args)
     trainer.fit(Scripted(values), loader(n=8), loader(n=4))
     return trainer
 
 
-@pytest.mark.parametrize("values, patience, stop_epoch", [
-    ([6, 5, 5, 5, 5, 5], 3, 4),
-    ([6, 5, 4, 4, 3, 3], 1, 3),
-    ([6, 5, 6, 5, 5, 5], 3, 4),
-])
+@pytest.mark.parametrize(
+    "values, patience, stop_epoch",
+    [
+        ([6, 5, 5, 5, 5, 5], 3, 4),
+        ([6, 5, 4, 4, 3, 3], 1, 3),
+        ([6, 5, 6, 5, 5, 5], 3, 4),
+    ],
+)
 def test_trainer_patience(tmp_path, values, patience, stop_epoch):
     es = EarlyStopping("val_loss", patience=patience)
     trainer = real_fit(tmp_path, values + [0] * 4, es)
@@ -381,10 +419,18 @@ def test_trainer_checks_after_each_validation_with_val_check_interval(tmp_path):
     from ember.trainer import Trainer
 
     es = EarlyStopping("val_loss", patience=2)
-    trainer = Trainer(callbacks=[es], **{**QUIET, "max_epochs": 5, "num_sanity_val_steps": 0,
-                                         "limit_train_batches": 4, "limit_val_batches": 1,
-                                         "val_check_interval": 0.5,
-                                         "default_root_dir": str(tmp_path)})
+    trainer = Trainer(
+        callbacks=[es],
+        **{
+            **QUIET,
+            "max_epochs": 5,
+            "num_sanity_val_steps": 0,
+            "limit_train_batches": 4,
+            "limit_val_batches": 1,
+            "val_check_interval": 0.5,
+            "default_root_dir": str(tmp_path),
+        },
+    )
     trainer.fit(TwicePerEpoch([5, 4, 4.5, 4.2, 1, 1, 1, 1, 1, 1]), loader(n=16), loader(n=4))
     assert es._check_on_train_epoch_end is False
     assert es.stopped_epoch == 1 and trainer.current_epoch == 2

@@ -24,15 +24,18 @@ def test_user_dict_is_not_mutated():
     assert d == {3: 2}
 
 
-@pytest.mark.parametrize("bad, err, match", [
-    ({}, TypeError, "non-empty"),
-    ([(0, 1)], TypeError, "non-empty dict"),
-    ({-1: 2}, ValueError, "epochs must be ints >= 0"),
-    ({1.0: 2}, ValueError, "epochs must be ints >= 0"),
-    ({0: 0}, ValueError, "factors must be ints >= 1"),
-    ({0: 2.5}, ValueError, "factors must be ints >= 1"),
-    ({0: True}, ValueError, "factors must be ints >= 1"),
-])
+@pytest.mark.parametrize(
+    "bad, err, match",
+    [
+        ({}, TypeError, "non-empty"),
+        ([(0, 1)], TypeError, "non-empty dict"),
+        ({-1: 2}, ValueError, "epochs must be ints >= 0"),
+        ({1.0: 2}, ValueError, "epochs must be ints >= 0"),
+        ({0: 0}, ValueError, "factors must be ints >= 1"),
+        ({0: 2.5}, ValueError, "factors must be ints >= 1"),
+        ({0: True}, ValueError, "factors must be ints >= 1"),
+    ],
+)
 def test_bad_schedules(bad, err, match):
     with pytest.raises(err, match=match):
         GradientAccumulationScheduler(bad)
@@ -40,8 +43,11 @@ def test_bad_schedules(bad, err, match):
 
 def test_sets_trainer_factor_at_epoch_start_and_steps_follow():
     seen = []
-    record = LambdaCallback(on_train_epoch_start=lambda t, m: seen.append(
-        (t.current_epoch, t.accumulate_grad_batches, t.global_step)))
+    record = LambdaCallback(
+        on_train_epoch_start=lambda t, m: seen.append(
+            (t.current_epoch, t.accumulate_grad_batches, t.global_step)
+        )
+    )
     tr = fake_trainer(max_epochs=4, num_training_batches=8)
     run_fit(tr, [GradientAccumulationScheduler({1: 2, 3: 4}), record], val=False)
     # the scheduler runs first, so the recorder sees the new factor at each epoch start

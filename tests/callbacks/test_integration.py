@@ -47,9 +47,10 @@ class Tiny(TrainingModule):
         opt = SGD(self.parameters(), lr=0.1)
         if not self.scheduler:
             return opt
-        return {"optimizer": opt,
-                "lr_scheduler": {"scheduler": StepLR(opt, step_size=1, gamma=0.5),
-                                 "interval": "step"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": StepLR(opt, step_size=1, gamma=0.5), "interval": "step"},
+        }
 
 
 def loader(n=80, batch_size=4):
@@ -60,8 +61,13 @@ def loader(n=80, batch_size=4):
 
 
 def trainer(tmp_path, **kw):
-    args = {"max_epochs": 1, "logger": False, "enable_checkpointing": False,
-            "enable_model_summary": False, "default_root_dir": str(tmp_path)}
+    args = {
+        "max_epochs": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "default_root_dir": str(tmp_path),
+    }
     args.update(kw)
     return Trainer(**args)
 
@@ -100,13 +106,13 @@ def test_progress_bar_disabled(tmp_path, capsys):
 
 
 def test_model_summary(tmp_path, capsys):
-    trainer(tmp_path, enable_model_summary=True, enable_progress_bar=False).fit(
-        Tiny(), loader(n=8))
+    trainer(tmp_path, enable_model_summary=True, enable_progress_bar=False).fit(Tiny(), loader(n=8))
     out = capsys.readouterr().out
     assert "0 | net  | Sequential | 37     | train" in out
     assert "37        Total params" in out
     trainer(tmp_path, enable_progress_bar=False, callbacks=[ModelSummary(max_depth=-1)]).fit(
-        Tiny(), loader(n=8))
+        Tiny(), loader(n=8)
+    )
     out = capsys.readouterr().out
     assert "net.2" in out and "| 12 " in out
 
@@ -126,9 +132,14 @@ def test_timer_stops_the_run(tmp_path, monkeypatch):
 def test_gradient_accumulation_scheduler(tmp_path):
     seen = []
     record = LambdaCallback(
-        on_train_epoch_end=lambda t, m: seen.append((t.accumulate_grad_batches, t.global_step)))
-    tr = trainer(tmp_path, max_epochs=3, enable_progress_bar=False,
-                 callbacks=[GradientAccumulationScheduler({1: 2, 2: 4}), record])
+        on_train_epoch_end=lambda t, m: seen.append((t.accumulate_grad_batches, t.global_step))
+    )
+    tr = trainer(
+        tmp_path,
+        max_epochs=3,
+        enable_progress_bar=False,
+        callbacks=[GradientAccumulationScheduler({1: 2, 2: 4}), record],
+    )
     tr.fit(Tiny(), loader(n=32))  # 8 batches per epoch
     assert seen == [(1, 8), (2, 12), (4, 14)]
     assert tr.batches_seen == 24
@@ -137,8 +148,9 @@ def test_gradient_accumulation_scheduler(tmp_path):
 def test_learning_rate_monitor(tmp_path):
     logger = RecordingLogger()
     mon = LearningRateMonitor()
-    tr = trainer(tmp_path, logger=logger, log_every_n_steps=1, enable_progress_bar=False,
-                 callbacks=[mon])
+    tr = trainer(
+        tmp_path, logger=logger, log_every_n_steps=1, enable_progress_bar=False, callbacks=[mon]
+    )
     tr.fit(Tiny(scheduler=True), loader(n=16))
     got = logger.values("lr-SGD")
     assert [s for s, _ in got] == [0, 1, 2, 3]
@@ -146,7 +158,8 @@ def test_learning_rate_monitor(tmp_path):
     assert mon.lrs["lr-SGD"] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
     with pytest.raises(RuntimeError, match="no logger"):
         trainer(tmp_path, enable_progress_bar=False, callbacks=[LearningRateMonitor()]).fit(
-            Tiny(), loader(n=16))
+            Tiny(), loader(n=16)
+        )
 
 
 def test_throughput_monitor(tmp_path, capsys):
@@ -158,16 +171,20 @@ def test_throughput_monitor(tmp_path, capsys):
     assert [s for s, _ in got] == list(range(2, 10))
     assert all(v > 0 for _, v in got)
     assert mon.metrics["train/samples_per_sec"] == pytest.approx(
-        4 * mon.metrics["train/batches_per_sec"])
+        4 * mon.metrics["train/batches_per_sec"]
+    )
     assert "train/samples_per_sec" in tr.progress_bar_metrics
     assert "train/samples_per_sec" in capsys.readouterr().out.splitlines()[-1]
 
 
 def test_lambda_callback_in_fit(tmp_path):
     calls = []
-    cb = LambdaCallback(on_fit_start=lambda t, m: calls.append("fit_start"),
-                        on_train_epoch_start=lambda t, m: calls.append(t.current_epoch),
-                        on_validation_end=lambda t, m: calls.append("val"))
-    trainer(tmp_path, max_epochs=2, enable_progress_bar=False, callbacks=[cb],
-            num_sanity_val_steps=0).fit(Tiny(), loader(n=8), loader(n=8))
+    cb = LambdaCallback(
+        on_fit_start=lambda t, m: calls.append("fit_start"),
+        on_train_epoch_start=lambda t, m: calls.append(t.current_epoch),
+        on_validation_end=lambda t, m: calls.append("val"),
+    )
+    trainer(
+        tmp_path, max_epochs=2, enable_progress_bar=False, callbacks=[cb], num_sanity_val_steps=0
+    ).fit(Tiny(), loader(n=8), loader(n=8))
     assert calls == ["fit_start", 0, "val", 1, "val"]

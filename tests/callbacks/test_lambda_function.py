@@ -10,8 +10,15 @@ from tests.callbacks.fakes import fake_trainer, run_fit
 
 
 def test_every_hook_is_accepted():
-    assert {"on_train_batch_end", "setup", "teardown", "on_exception", "on_save_checkpoint",
-            "on_before_optimizer_step", "on_predict_epoch_end"} <= HOOK_NAMES
+    assert {
+        "on_train_batch_end",
+        "setup",
+        "teardown",
+        "on_exception",
+        "on_save_checkpoint",
+        "on_before_optimizer_step",
+        "on_predict_epoch_end",
+    } <= HOOK_NAMES
     assert "state_dict" not in HOOK_NAMES and "load_state_dict" not in HOOK_NAMES
     cb = LambdaCallback(**{name: (lambda *a: None) for name in HOOK_NAMES})
     assert isinstance(cb, Callback)
@@ -26,8 +33,15 @@ def test_hooks_are_called_with_their_arguments():
         on_validation_start=None,  # None means "not given"
     )
     run_fit(fake_trainer(max_epochs=2, num_training_batches=2), cb)
-    assert calls == [("epoch", 0), ("batch", 0), ("batch", 1), ("epoch", 1), ("batch", 0),
-                     ("batch", 1), ("end",)]
+    assert calls == [
+        ("epoch", 0),
+        ("batch", 0),
+        ("batch", 1),
+        ("epoch", 1),
+        ("batch", 0),
+        ("batch", 1),
+        ("end",),
+    ]
 
 
 def test_unknown_hook_and_non_callable():

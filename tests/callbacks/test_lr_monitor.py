@@ -12,8 +12,9 @@ from tests.callbacks.fakes import RecordingLogger, fake_trainer, run_fit
 
 
 def sched_config(scheduler, interval="epoch", name=None):
-    return SimpleNamespace(scheduler=scheduler, interval=interval, frequency=1, name=name,
-                           monitor=None)
+    return SimpleNamespace(
+        scheduler=scheduler, interval=interval, frequency=1, name=name, monitor=None
+    )
 
 
 def params(n=2):
@@ -53,8 +54,13 @@ def test_step_scheduler_values_follow_the_schedule():
     logger = RecordingLogger()
     opt = optim.SGD(params(), lr=1.0)
     sched = optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    tr = fake_trainer(loggers=[logger], optimizers=[opt], num_training_batches=4, max_epochs=1,
-                      lr_scheduler_configs=[sched_config(sched, "step")])
+    tr = fake_trainer(
+        loggers=[logger],
+        optimizers=[opt],
+        num_training_batches=4,
+        max_epochs=1,
+        lr_scheduler_configs=[sched_config(sched, "step")],
+    )
 
     def step(trainer):
         opt.step()
@@ -62,15 +68,20 @@ def test_step_scheduler_values_follow_the_schedule():
 
     run_fit(tr, LearningRateMonitor(), val=False, step_fn=step)
     # logged at batch start, before that batch's step: step k has lr 0.5**k
-    assert logger.values("lr-SGD") == [(k, 0.5 ** k) for k in range(4)]
+    assert logger.values("lr-SGD") == [(k, 0.5**k) for k in range(4)]
 
 
 def test_epoch_scheduler_logged_at_epoch_start_only():
     logger = RecordingLogger()
     opt = optim.Adam(params(), lr=0.01)
     sched = optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.1)
-    tr = fake_trainer(loggers=[logger], optimizers=[opt], num_training_batches=3, max_epochs=3,
-                      lr_scheduler_configs=[sched_config(sched, "epoch")])
+    tr = fake_trainer(
+        loggers=[logger],
+        optimizers=[opt],
+        num_training_batches=3,
+        max_epochs=3,
+        lr_scheduler_configs=[sched_config(sched, "epoch")],
+    )
     mon = LearningRateMonitor()
 
     def epoch_end_step(t, m):
@@ -85,8 +96,13 @@ def test_epoch_scheduler_logged_at_epoch_start_only():
     assert [v for _, v in got] == pytest.approx([0.01, 0.001, 0.0001])
     # logging_interval='step' logs an epoch scheduler every step too
     logger2 = RecordingLogger()
-    tr2 = fake_trainer(loggers=[logger2], optimizers=[opt], num_training_batches=3, max_epochs=1,
-                       lr_scheduler_configs=[sched_config(sched, "epoch")])
+    tr2 = fake_trainer(
+        loggers=[logger2],
+        optimizers=[opt],
+        num_training_batches=3,
+        max_epochs=1,
+        lr_scheduler_configs=[sched_config(sched, "epoch")],
+    )
     run_fit(tr2, LearningRateMonitor(logging_interval="step"), val=False)
     assert [s for s, _ in logger2.values("lr-Adam")] == [0, 1, 2]
 
@@ -94,26 +110,43 @@ def test_epoch_scheduler_logged_at_epoch_start_only():
 def test_names_param_groups_duplicates_and_scheduler_names():
     logger = RecordingLogger()
     a, b = params(), params()
-    opt1 = optim.SGD([{"params": a}, {"params": b, "lr": 0.2}], lr=0.1, momentum=0.9,
-                     weight_decay=1e-4)
+    opt1 = optim.SGD(
+        [{"params": a}, {"params": b, "lr": 0.2}], lr=0.1, momentum=0.9, weight_decay=1e-4
+    )
     opt2 = optim.SGD(params(), lr=0.3)
     opt3 = optim.Adam([{"params": params(), "name": "head"}], lr=0.4, betas=(0.8, 0.99))
     opt4 = optim.Adam(params(), lr=0.5)
     sched = optim.lr_scheduler.StepLR(opt4, step_size=10)
-    tr = fake_trainer(loggers=[logger], optimizers=[opt1, opt2, opt3, opt4],
-                      num_training_batches=1, max_epochs=1,
-                      lr_scheduler_configs=[sched_config(sched, "step", name="my-sched")])
+    tr = fake_trainer(
+        loggers=[logger],
+        optimizers=[opt1, opt2, opt3, opt4],
+        num_training_batches=1,
+        max_epochs=1,
+        lr_scheduler_configs=[sched_config(sched, "step", name="my-sched")],
+    )
     mon = LearningRateMonitor(log_momentum=True, log_weight_decay=True)
     run_fit(tr, mon, val=False)
     step, metrics = logger.calls[0]
     assert step == 0
-    assert metrics == pytest.approx({
-        "my-sched": 0.5, "my-sched-momentum": 0.9, "my-sched-weight_decay": 0.0,
-        "lr-SGD/pg1": 0.1, "lr-SGD/pg1-momentum": 0.9, "lr-SGD/pg1-weight_decay": 1e-4,
-        "lr-SGD/pg2": 0.2, "lr-SGD/pg2-momentum": 0.9, "lr-SGD/pg2-weight_decay": 1e-4,
-        "lr-SGD-1": 0.3, "lr-SGD-1-momentum": 0.0, "lr-SGD-1-weight_decay": 0.0,
-        "lr-Adam/head": 0.4, "lr-Adam/head-momentum": 0.8, "lr-Adam/head-weight_decay": 0.0,
-    })
+    assert metrics == pytest.approx(
+        {
+            "my-sched": 0.5,
+            "my-sched-momentum": 0.9,
+            "my-sched-weight_decay": 0.0,
+            "lr-SGD/pg1": 0.1,
+            "lr-SGD/pg1-momentum": 0.9,
+            "lr-SGD/pg1-weight_decay": 1e-4,
+            "lr-SGD/pg2": 0.2,
+            "lr-SGD/pg2-momentum": 0.9,
+            "lr-SGD/pg2-weight_decay": 1e-4,
+            "lr-SGD-1": 0.3,
+            "lr-SGD-1-momentum": 0.0,
+            "lr-SGD-1-weight_decay": 0.0,
+            "lr-Adam/head": 0.4,
+            "lr-Adam/head-momentum": 0.8,
+            "lr-Adam/head-weight_decay": 0.0,
+        }
+    )
     assert set(mon.lrs) == set(metrics)
     assert tr.callback_metrics["lr-SGD-1"] == 0.3
 
@@ -121,8 +154,14 @@ def test_names_param_groups_duplicates_and_scheduler_names():
 def test_respects_log_every_n_steps_and_accumulation():
     logger = RecordingLogger()
     opt = optim.SGD(params(), lr=0.1)
-    tr = fake_trainer(loggers=[logger], optimizers=[opt], num_training_batches=12, max_epochs=1,
-                      log_every_n_steps=2, accumulate_grad_batches=2)
+    tr = fake_trainer(
+        loggers=[logger],
+        optimizers=[opt],
+        num_training_batches=12,
+        max_epochs=1,
+        log_every_n_steps=2,
+        accumulate_grad_batches=2,
+    )
     run_fit(tr, LearningRateMonitor(logging_interval="step"), val=False)
     # 6 optimizer steps; log when (step + 1) % 2 == 0, once per step despite 2 batches/step
     assert [s for s, _ in logger.values("lr-SGD")] == [1, 3, 5]
@@ -130,7 +169,12 @@ def test_respects_log_every_n_steps_and_accumulation():
 
 def test_non_zero_rank_does_not_write():
     logger = RecordingLogger()
-    tr = fake_trainer(loggers=[logger], optimizers=[optim.SGD(params(), lr=0.1)],
-                      num_training_batches=2, max_epochs=1, is_global_zero=False)
+    tr = fake_trainer(
+        loggers=[logger],
+        optimizers=[optim.SGD(params(), lr=0.1)],
+        num_training_batches=2,
+        max_epochs=1,
+        is_global_zero=False,
+    )
     run_fit(tr, LearningRateMonitor(), val=False)
     assert logger.calls == []

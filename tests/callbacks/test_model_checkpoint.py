@@ -34,8 +34,15 @@ def ckpt_trainer(tmp_path, *, write=True, **kw):
         os.makedirs(os.path.dirname(filepath), exist_ok=True)
         states = {cb.state_key: cb.state_dict() for cb in t.callbacks}
         with open(filepath, "w") as f:
-            json.dump({"epoch": t.current_epoch, "step": t.global_step,
-                       "weights_only": weights_only, "callbacks": states}, f)
+            json.dump(
+                {
+                    "epoch": t.current_epoch,
+                    "step": t.global_step,
+                    "weights_only": weights_only,
+                    "callbacks": states,
+                },
+                f,
+            )
 
     t.save_checkpoint = save_checkpoint
     return t
@@ -75,42 +82,59 @@ def marker(path):
 
 
 # ------------------------------------------------------------------------- names
-@pytest.mark.parametrize("template, metrics, auto, expected", [
-    ("{epoch}", {"epoch": 0}, True, "epoch=0.ckpt"),
-    ("{epoch:03d}", {"epoch": 5}, True, "epoch=005.ckpt"),
-    ("{epoch}-{val_loss:.2f}", {"epoch": 2, "val_loss": 0.123456}, True,
-     "epoch=2-val_loss=0.12.ckpt"),
-    ("{epoch}-{step}-{val_loss:.3f}", {"epoch": 2, "step": 300, "val_loss": 0.123}, True,
-     "epoch=2-step=300-val_loss=0.123.ckpt"),
-    (None, {"epoch": 2, "step": 300}, True, "epoch=2-step=300.ckpt"),
-    ("epoch={epoch}-validation_loss={val_loss:.2f}", {"epoch": 2, "val_loss": 0.123456},
-     False, "epoch=2-validation_loss=0.12.ckpt"),
-    ("{missing:d}", {}, True, "missing=0.ckpt"),
-    ("epoch={epoch}-step={step}-val_acc={val/acc:.2f}", {"epoch": 2, "step": 9,
-                                                          "val/acc": 0.789}, False,
-     "epoch=2-step=9-val_acc=0.79.ckpt"),
-    ("{val/acc:.2f}", {"val/acc": 0.789}, True, "val/acc=0.79.ckpt"),
-    ("{val.loss:.1f}", {"val.loss": 0.5}, True, "val.loss=0.5.ckpt"),
-    ("{epoch}-{epoch_test}", {"epoch": 1, "epoch_test": 7}, True,
-     "epoch=1-epoch_test=7.ckpt"),
-    ("model-{epoch}", {"epoch": 1}, True, "model-epoch=1.ckpt"),
-    ("{epoch}_{val_loss}", {"epoch": 1, "val_loss": 0.25}, False, "1_0.25.ckpt"),
-])
+@pytest.mark.parametrize(
+    "template, metrics, auto, expected",
+    [
+        ("{epoch}", {"epoch": 0}, True, "epoch=0.ckpt"),
+        ("{epoch:03d}", {"epoch": 5}, True, "epoch=005.ckpt"),
+        (
+            "{epoch}-{val_loss:.2f}",
+            {"epoch": 2, "val_loss": 0.123456},
+            True,
+            "epoch=2-val_loss=0.12.ckpt",
+        ),
+        (
+            "{epoch}-{step}-{val_loss:.3f}",
+            {"epoch": 2, "step": 300, "val_loss": 0.123},
+            True,
+            "epoch=2-step=300-val_loss=0.123.ckpt",
+        ),
+        (None, {"epoch": 2, "step": 300}, True, "epoch=2-step=300.ckpt"),
+        (
+            "epoch={epoch}-validation_loss={val_loss:.2f}",
+            {"epoch": 2, "val_loss": 0.123456},
+            False,
+            "epoch=2-validation_loss=0.12.ckpt",
+        ),
+        ("{missing:d}", {}, True, "missing=0.ckpt"),
+        (
+            "epoch={epoch}-step={step}-val_acc={val/acc:.2f}",
+            {"epoch": 2, "step": 9, "val/acc": 0.789},
+            False,
+            "epoch=2-step=9-val_acc=0.79.ckpt",
+        ),
+        ("{val/acc:.2f}", {"val/acc": 0.789}, True, "val/acc=0.79.ckpt"),
+        ("{val.loss:.1f}", {"val.loss": 0.5}, True, "val.loss=0.5.ckpt"),
+        ("{epoch}-{epoch_test}", {"epoch": 1, "epoch_test": 7}, True, "epoch=1-epoch_test=7.ckpt"),
+        ("model-{epoch}", {"epoch": 1}, True, "model-epoch=1.ckpt"),
+        ("{epoch}_{val_loss}", {"epoch": 1, "val_loss": 0.25}, False, "1_0.25.ckpt"),
+    ],
+)
 def test_format_checkpoint_name(tmp_path, template, metrics, auto, expected):
     cb = ModelCheckpoint(dirpath=tmp_path, filename=template, auto_insert_metric_name=auto)
-    assert cb.format_checkpoint_name(metrics) == os.path.join(os.path.realpath(tmp_path),
-                                                              expected)
+    assert cb.format_checkpoint_name(metrics) == os.path.join(os.path.realpath(tmp_path), expected)
     assert metrics.get("missing") is None  # the caller's dict is left alone
 
 
 def test_format_checkpoint_name_version_override_and_no_dir():
     cb = ModelCheckpoint(filename="{epoch}")
     assert cb.format_checkpoint_name({"epoch": 2}, ver=3) == "epoch=2-v3.ckpt"
-    assert cb.format_checkpoint_name({"epoch": 2, "step": 5}, filename="{step}") == \
-        "step=5.ckpt"
+    assert cb.format_checkpoint_name({"epoch": 2, "step": 5}, filename="{step}") == "step=5.ckpt"
     cb.CHECKPOINT_JOIN_CHAR, cb.CHECKPOINT_EQUALS_CHAR = "_", ":"
-    assert cb.format_checkpoint_name({"epoch": 2, "step": 5}, filename="{epoch}_{step}",
-                                     ver=1) == "epoch:2_step:5_v1.ckpt"
+    assert (
+        cb.format_checkpoint_name({"epoch": 2, "step": 5}, filename="{epoch}_{step}", ver=1)
+        == "epoch:2_step:5_v1.ckpt"
+    )
 
 
 # --------------------------------------------------------------------- top-k runs
@@ -119,19 +143,36 @@ VALUES = [5, 3, 4, 1, 2]
 
 def test_top_k_scenario_exact_files(tmp_path):
     d = tmp_path / "ck"
-    cb = ModelCheckpoint(dirpath=d, filename="{epoch}-{step}-{val_loss:.3f}",
-                         monitor="val_loss", save_top_k=2, save_last=True)
+    cb = ModelCheckpoint(
+        dirpath=d,
+        filename="{epoch}-{step}-{val_loss:.3f}",
+        monitor="val_loss",
+        save_top_k=2,
+        save_last=True,
+    )
     trainer = fit(tmp_path, cb, VALUES)
-    e3, e4 = (os.path.join(str(d), n) for n in ("epoch=3-step=40-val_loss=1.000.ckpt",
-                                                "epoch=4-step=50-val_loss=2.000.ckpt"))
-    assert files(d) == {"epoch=3-step=40-val_loss=1.000.ckpt",
-                        "epoch=4-step=50-val_loss=2.000.ckpt", "last.ckpt"}
+    e3, e4 = (
+        os.path.join(str(d), n)
+        for n in ("epoch=3-step=40-val_loss=1.000.ckpt", "epoch=4-step=50-val_loss=2.000.ckpt")
+    )
+    assert files(d) == {
+        "epoch=3-step=40-val_loss=1.000.ckpt",
+        "epoch=4-step=50-val_loss=2.000.ckpt",
+        "last.ckpt",
+    }
     # every save, in order: the top-k file, then last.ckpt
-    assert trainer.saved == ["epoch=0-step=10-val_loss=5.000.ckpt", "last.ckpt",
-                             "epoch=1-step=20-val_loss=3.000.ckpt", "last.ckpt",
-                             "epoch=2-step=30-val_loss=4.000.ckpt", "last.ckpt",
-                             "epoch=3-step=40-val_loss=1.000.ckpt", "last.ckpt",
-                             "epoch=4-step=50-val_loss=2.000.ckpt", "last.ckpt"]
+    assert trainer.saved == [
+        "epoch=0-step=10-val_loss=5.000.ckpt",
+        "last.ckpt",
+        "epoch=1-step=20-val_loss=3.000.ckpt",
+        "last.ckpt",
+        "epoch=2-step=30-val_loss=4.000.ckpt",
+        "last.ckpt",
+        "epoch=3-step=40-val_loss=1.000.ckpt",
+        "last.ckpt",
+        "epoch=4-step=50-val_loss=2.000.ckpt",
+        "last.ckpt",
+    ]
     assert cb.best_model_path == e3 and cb.best_model_score == 1.0
     assert cb.best_k_models == {e3: 1.0, e4: 2.0}
     assert cb.kth_best_model_path == e4 and cb.kth_value == 2.0
@@ -142,8 +183,9 @@ def test_top_k_scenario_exact_files(tmp_path):
     state = marker(e3)["callbacks"][cb.state_key]
     assert state["best_model_path"] == e3 and state["best_model_score"] == 1.0
     assert state["last_global_step_saved"] == 40  # a resumed run does not save step 40 again
-    assert marker(d / "last.ckpt")["callbacks"][cb.state_key]["last_model_path"] == \
-        cb.last_model_path
+    assert (
+        marker(d / "last.ckpt")["callbacks"][cb.state_key]["last_model_path"] == cb.last_model_path
+    )
 
 
 def test_top_1_keeps_only_the_best(tmp_path):
@@ -155,12 +197,20 @@ def test_top_1_keeps_only_the_best(tmp_path):
 
 
 def test_save_top_k_minus_one_keeps_all(tmp_path):
-    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss", save_top_k=-1,
-                         filename="{epoch}-{val_loss:.1f}")
+    cb = ModelCheckpoint(
+        dirpath=tmp_path / "ck",
+        monitor="val_loss",
+        save_top_k=-1,
+        filename="{epoch}-{val_loss:.1f}",
+    )
     fit(tmp_path, cb, VALUES)
-    names = {"epoch=0-val_loss=5.0.ckpt", "epoch=1-val_loss=3.0.ckpt",
-             "epoch=2-val_loss=4.0.ckpt", "epoch=3-val_loss=1.0.ckpt",
-             "epoch=4-val_loss=2.0.ckpt"}
+    names = {
+        "epoch=0-val_loss=5.0.ckpt",
+        "epoch=1-val_loss=3.0.ckpt",
+        "epoch=2-val_loss=4.0.ckpt",
+        "epoch=3-val_loss=1.0.ckpt",
+        "epoch=4-val_loss=2.0.ckpt",
+    }
     assert files(tmp_path / "ck") == names
     assert len(cb.best_k_models) == 5
     assert os.path.basename(cb.best_model_path) == "epoch=3-val_loss=1.0.ckpt"
@@ -169,8 +219,7 @@ def test_save_top_k_minus_one_keeps_all(tmp_path):
 
 
 def test_save_top_k_zero_saves_only_last(tmp_path):
-    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss", save_top_k=0,
-                         save_last=True)
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss", save_top_k=0, save_last=True)
     trainer = fit(tmp_path, cb, VALUES)
     assert files(tmp_path / "ck") == {"last.ckpt"}
     assert trainer.saved == ["last.ckpt"] * 5
@@ -181,8 +230,13 @@ def test_save_top_k_zero_saves_only_last(tmp_path):
 
 
 def test_mode_max(tmp_path):
-    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_acc", mode="max",
-                         save_top_k=2, filename="{epoch}-{val_acc:.2f}")
+    cb = ModelCheckpoint(
+        dirpath=tmp_path / "ck",
+        monitor="val_acc",
+        mode="max",
+        save_top_k=2,
+        filename="{epoch}-{val_acc:.2f}",
+    )
     fit(tmp_path, cb, [0.1, 0.5, 0.3, 0.7, 0.2], key="val_acc")
     assert files(tmp_path / "ck") == {"epoch=1-val_acc=0.50.ckpt", "epoch=3-val_acc=0.70.ckpt"}
     assert cb.best_model_score == 0.7 and cb.kth_value == 0.5
@@ -213,16 +267,21 @@ def test_monitor_none_keeps_latest_or_all(tmp_path):
     assert cb.best_model_score is None and cb.best_k_models == {}
     cb = ModelCheckpoint(dirpath=tmp_path / "all", save_top_k=-1)
     fit(tmp_path, cb, epochs=3)
-    assert files(tmp_path / "all") == {"epoch=0-step=10.ckpt", "epoch=1-step=20.ckpt",
-                                       "epoch=2-step=30.ckpt"}
+    assert files(tmp_path / "all") == {
+        "epoch=0-step=10.ckpt",
+        "epoch=1-step=20.ckpt",
+        "epoch=2-step=30.ckpt",
+    }
 
 
 def test_every_n_train_steps(tmp_path):
-    cb = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=3, save_top_k=-1,
-                         save_last=True)
+    cb = ModelCheckpoint(
+        dirpath=tmp_path / "ck", every_n_train_steps=3, save_top_k=-1, save_last=True
+    )
     trainer = fit(tmp_path, cb, epochs=2)
-    assert files(tmp_path / "ck") == {f"epoch={s // 10}-step={s}.ckpt"
-                                      for s in (3, 6, 9, 12, 15, 18)} | {"last.ckpt"}
+    assert files(tmp_path / "ck") == {
+        f"epoch={s // 10}-step={s}.ckpt" for s in (3, 6, 9, 12, 15, 18)
+    } | {"last.ckpt"}
     # last.ckpt follows every save, and the epoch end (step 10, 20) refreshes it too
     assert trainer.saved.count("last.ckpt") == 8
     assert marker(tmp_path / "ck" / "last.ckpt")["step"] == 20
@@ -235,11 +294,9 @@ def test_every_n_train_steps_with_accumulation_saves_once_per_step(tmp_path):
 
 
 def test_every_n_epochs(tmp_path):
-    cb = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_epochs=2, save_top_k=-1,
-                         save_last=True)
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_epochs=2, save_top_k=-1, save_last=True)
     trainer = fit(tmp_path, cb, epochs=5)
-    assert files(tmp_path / "ck") == {"epoch=1-step=20.ckpt", "epoch=3-step=40.ckpt",
-                                      "last.ckpt"}
+    assert files(tmp_path / "ck") == {"epoch=1-step=20.ckpt", "epoch=3-step=40.ckpt", "last.ckpt"}
     assert trainer.saved.count("last.ckpt") == 5  # save_last ignores every_n_epochs
     cb = ModelCheckpoint(dirpath=tmp_path / "off", every_n_epochs=0, save_last=True)
     assert set(fit(tmp_path, cb, epochs=2).saved) == {"last.ckpt"}
@@ -253,8 +310,9 @@ def test_train_time_interval(tmp_path, monkeypatch):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             clock.t += 1.0
 
-    cb = ModelCheckpoint(dirpath=tmp_path / "ck", train_time_interval=timedelta(seconds=3.5),
-                         save_top_k=-1)
+    cb = ModelCheckpoint(
+        dirpath=tmp_path / "ck", train_time_interval=timedelta(seconds=3.5), save_top_k=-1
+    )
     trainer = ckpt_trainer(tmp_path)
     run_fit(trainer, [Tick(), cb], epochs=1)
     # the clock reads 101, 102, ... after each batch; 3.5 s pass at steps 4 and 8
@@ -263,14 +321,25 @@ def test_train_time_interval(tmp_path, monkeypatch):
 
 def test_version_suffix_on_name_collisions(tmp_path):
     metrics = {"train_loss": 1.0}
-    cb = ModelCheckpoint(dirpath=tmp_path / "ck", filename="{epoch}", every_n_train_steps=3,
-                         monitor="train_loss", save_top_k=-1)
+    cb = ModelCheckpoint(
+        dirpath=tmp_path / "ck",
+        filename="{epoch}",
+        every_n_train_steps=3,
+        monitor="train_loss",
+        save_top_k=-1,
+    )
     fit(tmp_path, cb, epochs=1, callback_metrics=metrics)
     assert files(tmp_path / "ck") == {"epoch=0.ckpt", "epoch=0-v1.ckpt", "epoch=0-v2.ckpt"}
     assert marker(tmp_path / "ck" / "epoch=0-v2.ckpt")["step"] == 9
     # without the counter the file is overwritten
-    cb = ModelCheckpoint(dirpath=tmp_path / "nover", filename="{epoch}", every_n_train_steps=3,
-                         monitor="train_loss", save_top_k=-1, enable_version_counter=False)
+    cb = ModelCheckpoint(
+        dirpath=tmp_path / "nover",
+        filename="{epoch}",
+        every_n_train_steps=3,
+        monitor="train_loss",
+        save_top_k=-1,
+        enable_version_counter=False,
+    )
     trainer = fit(tmp_path, cb, epochs=1, callback_metrics=metrics)
     assert files(tmp_path / "nover") == {"epoch=0.ckpt"}
     assert marker(tmp_path / "nover" / "epoch=0.ckpt")["step"] == 9
@@ -280,8 +349,9 @@ def test_version_suffix_on_name_collisions(tmp_path):
 def test_monitor_none_overwrites_its_own_previous_file(tmp_path):
     """Lightning: without a monitor, a name equal to the previous checkpoint's replaces it
     (no -v1), whatever save_top_k."""
-    cb = ModelCheckpoint(dirpath=tmp_path / "ck", filename="{epoch}", every_n_train_steps=4,
-                         save_top_k=-1)
+    cb = ModelCheckpoint(
+        dirpath=tmp_path / "ck", filename="{epoch}", every_n_train_steps=4, save_top_k=-1
+    )
     trainer = fit(tmp_path, cb, epochs=1)
     assert files(tmp_path / "ck") == {"epoch=0.ckpt"} and trainer.saved == ["epoch=0.ckpt"] * 2
     assert marker(tmp_path / "ck" / "epoch=0.ckpt")["step"] == 8
@@ -295,13 +365,14 @@ def test_existing_files_get_versions_and_are_kept(tmp_path):
     cb = ModelCheckpoint(dirpath=d, monitor="val_loss", save_last=True)
     with pytest.warns(UserWarning, match="exists and is not empty"):
         fit(tmp_path, cb, [2, 1])
-    assert files(d) == {"last.ckpt", "epoch=0-step=10.ckpt", "last-v1.ckpt",
-                        "epoch=1-step=20.ckpt"}
+    assert files(d) == {"last.ckpt", "epoch=0-step=10.ckpt", "last-v1.ckpt", "epoch=1-step=20.ckpt"}
     assert (d / "last.ckpt").read_text() == "old run"
     assert (d / "epoch=0-step=10.ckpt").read_text() == "old run"
     assert cb.last_model_path == os.path.join(str(d), "last-v1.ckpt")
     assert cb._find_last_checkpoints(SimpleNamespace(loggers=[])) == {
-        os.path.join(str(d), "last.ckpt"), os.path.join(str(d), "last-v1.ckpt")}
+        os.path.join(str(d), "last.ckpt"),
+        os.path.join(str(d), "last-v1.ckpt"),
+    }
 
 
 def test_custom_last_name(tmp_path):
@@ -352,26 +423,33 @@ def test_save_on_train_epoch_end_false_saves_at_validation_end(tmp_path):
         def on_validation_end(self, trainer, pl_module):
             seen.append(list(trainer.saved))
 
-    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss",
-                         save_on_train_epoch_end=False)
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss", save_on_train_epoch_end=False)
     trainer = ckpt_trainer(tmp_path)
     run_fit(trainer, [Script("val_loss", [1, 0.5]), cb, Spy()], epochs=2)
     assert seen == [["epoch=0-step=10.ckpt"], ["epoch=0-step=10.ckpt", "epoch=1-step=20.ckpt"]]
     assert files(tmp_path / "ck") == {"epoch=1-step=20.ckpt"}
 
 
-@pytest.mark.parametrize("trainer_kw, at_epoch_end", [
-    ({}, True), ({"val_check_interval": 1.0, "check_val_every_n_epoch": 1}, True),
-    ({"val_check_interval": 0.5}, False), ({"val_check_interval": 3}, False),
-    ({"check_val_every_n_epoch": 2}, False), ({"check_val_every_n_epoch": None}, False),
-    ({"num_val_batches": [0], "check_val_every_n_epoch": 1}, True),
-    ({"num_val_batches": []}, True),
-])
+@pytest.mark.parametrize(
+    "trainer_kw, at_epoch_end",
+    [
+        ({}, True),
+        ({"val_check_interval": 1.0, "check_val_every_n_epoch": 1}, True),
+        ({"val_check_interval": 0.5}, False),
+        ({"val_check_interval": 3}, False),
+        ({"check_val_every_n_epoch": 2}, False),
+        ({"check_val_every_n_epoch": None}, False),
+        ({"num_val_batches": [0], "check_val_every_n_epoch": 1}, True),
+        ({"num_val_batches": []}, True),
+    ],
+)
 def test_save_on_train_epoch_end_resolution(tmp_path, trainer_kw, at_epoch_end):
     trainer = ckpt_trainer(tmp_path, **trainer_kw)
     assert ModelCheckpoint()._should_save_on_train_epoch_end(trainer) is at_epoch_end
-    assert ModelCheckpoint(save_on_train_epoch_end=True)._should_save_on_train_epoch_end(
-        trainer) is True
+    assert (
+        ModelCheckpoint(save_on_train_epoch_end=True)._should_save_on_train_epoch_end(trainer)
+        is True
+    )
 
 
 def test_no_validation_saves_train_metric_at_epoch_end(tmp_path):
@@ -379,8 +457,9 @@ def test_no_validation_saves_train_metric_at_epoch_end(tmp_path):
         def on_train_epoch_end(self, trainer, pl_module):
             trainer.callback_metrics["train_loss"] = [3.0, 1.0, 2.0][trainer.current_epoch]
 
-    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="train_loss",
-                         filename="{epoch}-{train_loss:.1f}")
+    cb = ModelCheckpoint(
+        dirpath=tmp_path / "ck", monitor="train_loss", filename="{epoch}-{train_loss:.1f}"
+    )
     trainer = ckpt_trainer(tmp_path, num_val_batches=[0])
     run_fit(trainer, [LogTrain(), cb], epochs=3, val=False)
     assert files(tmp_path / "ck") == {"epoch=1-train_loss=1.0.ckpt"}
@@ -405,14 +484,20 @@ def test_validation_every_second_epoch(tmp_path):
 
 
 def test_nothing_saved_in_sanity_check_other_stages_fast_dev_run_or_without_steps(tmp_path):
-    for kw in ({"sanity_checking": True}, {"state": SimpleNamespace(fn="validate")},
-               {"fast_dev_run": 1}, {"global_step": 0}):
-        trainer = ckpt_trainer(tmp_path, callback_metrics={"val_loss": 1.0},
-                               global_step=kw.pop("global_step", 5))
+    for kw in (
+        {"sanity_checking": True},
+        {"state": SimpleNamespace(fn="validate")},
+        {"fast_dev_run": 1},
+        {"global_step": 0},
+    ):
+        trainer = ckpt_trainer(
+            tmp_path, callback_metrics={"val_loss": 1.0}, global_step=kw.pop("global_step", 5)
+        )
         for k, v in kw.items():
             setattr(trainer, k, v)
-        cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss", save_last=True,
-                             every_n_train_steps=1)
+        cb = ModelCheckpoint(
+            dirpath=tmp_path / "ck", monitor="val_loss", save_last=True, every_n_train_steps=1
+        )
         cb.on_train_batch_end(trainer, None, None, None, 0)
         cb.on_train_epoch_end(trainer, None)
         cb.on_validation_end(trainer, None)
@@ -425,12 +510,17 @@ def test_nothing_saved_in_sanity_check_other_stages_fast_dev_run_or_without_step
 
 
 def test_no_duplicate_save_at_the_same_step(tmp_path):
-    cb = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=5, every_n_epochs=None,
-                         save_last=True)
+    cb = ModelCheckpoint(
+        dirpath=tmp_path / "ck", every_n_train_steps=5, every_n_epochs=None, save_last=True
+    )
     trainer = fit(tmp_path, cb, epochs=1)
     # step 10 is saved by the batch hook; the epoch end at step 10 does not save again
-    assert trainer.saved == ["epoch=0-step=5.ckpt", "last.ckpt", "epoch=0-step=10.ckpt",
-                             "last.ckpt"]
+    assert trainer.saved == [
+        "epoch=0-step=5.ckpt",
+        "last.ckpt",
+        "epoch=0-step=10.ckpt",
+        "last.ckpt",
+    ]
 
 
 # --------------------------------------------------------------- missing monitor
@@ -442,7 +532,8 @@ def test_missing_monitor_is_an_error_listing_the_logged_keys(tmp_path):
     assert str(info.value) == (
         "`ModelCheckpoint(monitor='val_los')` could not find the monitored key in the returned "
         "metrics: ['val_loss']. HINT: Did you call `log('val_los', value)` in the "
-        "`TrainingModule`?")
+        "`TrainingModule`?"
+    )
     assert trainer.saved == [] and not (tmp_path / "ck").exists()
 
 
@@ -501,21 +592,26 @@ def test_verbose(tmp_path, capsys):
     fit(tmp_path, cb, [2, 3])
     out = capsys.readouterr().out.splitlines()
     path = os.path.join(str(tmp_path / "ck"), "epoch=0-step=10.ckpt")
-    assert out == [f"Epoch 0, global step 10: 'val_loss' reached 2.00000 (best 2.00000), "
-                   f"saving model to {path!r} as top 1",
-                   "Epoch 1, global step 20: 'val_loss' was not in top 1"]
+    assert out == [
+        f"Epoch 0, global step 10: 'val_loss' reached 2.00000 (best 2.00000), "
+        f"saving model to {path!r} as top 1",
+        "Epoch 1, global step 20: 'val_loss' was not in top 1",
+    ]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"mode": "avg"}, "`mode` can be min, max"),
-    ({"save_top_k": -2}, "save_top_k=-2"),
-    ({"every_n_train_steps": -1}, "every_n_train_steps=-1"),
-    ({"every_n_epochs": -1}, "every_n_epochs=-1"),
-    ({"every_n_epochs": 1, "every_n_train_steps": 2}, "mutually exclusive"),
-    ({"train_time_interval": timedelta(seconds=1), "every_n_epochs": 2}, "mutually exclusive"),
-    ({"save_top_k": 3}, "No quantity for top_k to track"),
-    ({"save_last": "copy"}, "save_last"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"mode": "avg"}, "`mode` can be min, max"),
+        ({"save_top_k": -2}, "save_top_k=-2"),
+        ({"every_n_train_steps": -1}, "every_n_train_steps=-1"),
+        ({"every_n_epochs": -1}, "every_n_epochs=-1"),
+        ({"every_n_epochs": 1, "every_n_train_steps": 2}, "mutually exclusive"),
+        ({"train_time_interval": timedelta(seconds=1), "every_n_epochs": 2}, "mutually exclusive"),
+        ({"save_top_k": 3}, "No quantity for top_k to track"),
+        ({"save_last": "copy"}, "save_last"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ModelCheckpoint(**kwargs)
@@ -529,12 +625,17 @@ def test_trigger_defaults_and_state_key():
     assert ModelCheckpoint(train_time_interval=2)._train_time_interval == timedelta(seconds=2)
     with pytest.raises(TypeError, match="timedelta"):
         ModelCheckpoint(train_time_interval="1h")
-    keys = {ModelCheckpoint(monitor="a").state_key, ModelCheckpoint(monitor="b").state_key,
-            ModelCheckpoint(monitor="a", mode="max").state_key,
-            ModelCheckpoint(monitor="a", every_n_train_steps=3).state_key}
+    keys = {
+        ModelCheckpoint(monitor="a").state_key,
+        ModelCheckpoint(monitor="b").state_key,
+        ModelCheckpoint(monitor="a", mode="max").state_key,
+        ModelCheckpoint(monitor="a", every_n_train_steps=3).state_key,
+    }
     assert len(keys) == 4
-    assert ModelCheckpoint(monitor="a").state_key == ModelCheckpoint(monitor="a",
-                                                                     save_top_k=3).state_key
+    assert (
+        ModelCheckpoint(monitor="a").state_key
+        == ModelCheckpoint(monitor="a", save_top_k=3).state_key
+    )
 
 
 # ------------------------------------------------------------------------ ranks
@@ -577,19 +678,22 @@ def test_other_ranks_call_save_but_never_remove(tmp_path):
     assert files(d1) == {"epoch=0-step=10.ckpt", "epoch=1-step=20.ckpt"}
     assert t1.saved != []
     # same decisions: the same sequence of saves and the same bookkeeping (names relative)
-    assert [os.path.basename(p) for p in cb1.best_k_models] == \
-        [os.path.basename(p) for p in cb0.best_k_models]
+    assert [os.path.basename(p) for p in cb1.best_k_models] == [
+        os.path.basename(p) for p in cb0.best_k_models
+    ]
     assert os.path.basename(cb1.best_model_path) == os.path.basename(cb0.best_model_path)
     assert len(t1.saved) == len(t0.saved)
 
 
 def test_metrics_that_name_files_come_from_rank_zero(tmp_path):
     """A rank whose local val_loss differs still names and ranks files with rank 0's."""
-    cb = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_loss",
-                         filename="{epoch}-{val_loss:.1f}")
+    cb = ModelCheckpoint(
+        dirpath=tmp_path / "ck", monitor="val_loss", filename="{epoch}-{val_loss:.1f}"
+    )
     strategy = OtherRank(rank0_metrics={"val_loss": 0.5})
-    trainer = ckpt_trainer(tmp_path, write=False, strategy=strategy,
-                           callback_metrics={"val_loss": 9.0}, global_step=10)
+    trainer = ckpt_trainer(
+        tmp_path, write=False, strategy=strategy, callback_metrics={"val_loss": 9.0}, global_step=10
+    )
     cb.setup(trainer, None, "fit")
     cb.on_train_epoch_end(trainer, None)
     assert trainer.saved == ["epoch=0-val_loss=0.5.ckpt"] and cb.best_model_score == 0.5
@@ -604,13 +708,20 @@ def test_state_is_strict_json_and_round_trips(tmp_path):
     fit(tmp_path, cb, VALUES)
     state = json.loads(json.dumps(cb.state_dict(), allow_nan=False))
     assert state == {
-        "monitor": "val_loss", "best_model_score": 1.0, "current_score": 2.0,
-        "best_model_path": cb.best_model_path, "dirpath": str(d),
-        "best_k_models": {os.path.join(str(d), "epoch=3-step=40.ckpt"): 1.0,
-                          os.path.join(str(d), "epoch=4-step=50.ckpt"): 2.0},
+        "monitor": "val_loss",
+        "best_model_score": 1.0,
+        "current_score": 2.0,
+        "best_model_path": cb.best_model_path,
+        "dirpath": str(d),
+        "best_k_models": {
+            os.path.join(str(d), "epoch=3-step=40.ckpt"): 1.0,
+            os.path.join(str(d), "epoch=4-step=50.ckpt"): 2.0,
+        },
         "kth_best_model_path": os.path.join(str(d), "epoch=4-step=50.ckpt"),
-        "kth_value": 2.0, "last_model_path": os.path.join(str(d), "last.ckpt"),
-        "last_global_step_saved": 50}
+        "kth_value": 2.0,
+        "last_model_path": os.path.join(str(d), "last.ckpt"),
+        "last_global_step_saved": 50,
+    }
     other = ModelCheckpoint(dirpath=d, monitor="val_loss", save_top_k=2, save_last=True)
     other.load_state_dict(state)
     assert other.state_dict() == cb.state_dict()
@@ -640,8 +751,9 @@ def test_resume_continues_top_k_and_removes_old_files(tmp_path):
         trainer.current_epoch, trainer.global_step = epoch, 10 * (epoch + 1)
         script.on_validation_epoch_end(trainer, None)
         resumed.on_train_epoch_end(trainer, None)
-    assert files(d) == files(d_whole) == {"epoch=3-step=40.ckpt", "epoch=4-step=50.ckpt",
-                                          "last.ckpt"}
+    assert (
+        files(d) == files(d_whole) == {"epoch=3-step=40.ckpt", "epoch=4-step=50.ckpt", "last.ckpt"}
+    )
     norm = {str(d_whole): "D", str(d): "D"}
 
     def rel(state):
@@ -655,8 +767,7 @@ def test_resume_continues_top_k_and_removes_old_files(tmp_path):
 
 def test_resume_does_not_save_again_at_the_restored_step(tmp_path):
     cb = ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)
-    cb.load_state_dict({"dirpath": cb.dirpath, "best_model_path": "",
-                        "last_global_step_saved": 30})
+    cb.load_state_dict({"dirpath": cb.dirpath, "best_model_path": "", "last_global_step_saved": 30})
     trainer = ckpt_trainer(tmp_path, global_step=30)
     cb.on_train_epoch_end(trainer, None)
     assert trainer.saved == []
@@ -706,9 +817,10 @@ def test_to_yaml(tmp_path):
     import yaml
 
     with open(tmp_path / "ck" / "best_k_models.yaml") as f:
-        assert yaml.safe_load(f) == {os.path.join(str(tmp_path / "ck"), "epoch=1-step=20.ckpt"):
-                                     2.0, os.path.join(str(tmp_path / "ck"),
-                                                       "epoch=2-step=30.ckpt"): 1.0}
+        assert yaml.safe_load(f) == {
+            os.path.join(str(tmp_path / "ck"), "epoch=1-step=20.ckpt"): 2.0,
+            os.path.join(str(tmp_path / "ck"), "epoch=2-step=30.ckpt"): 1.0,
+        }
 
 
 # ------------------------------------------------------------- with the real Trainer
@@ -742,8 +854,14 @@ def marker_saves(monkeypatch):
         self._marker_saves = getattr(self, "_marker_saves", []) + [os.path.basename(filepath)]
         os.makedirs(os.path.dirname(filepath), exist_ok=True)
         with open(filepath, "w") as f:
-            json.dump({"epoch": self.current_epoch, "step": self.global_step,
-                       "weights_only": weights_only}, f)
+            json.dump(
+                {
+                    "epoch": self.current_epoch,
+                    "step": self.global_step,
+                    "weights_only": weights_only,
+                },
+                f,
+            )
 
     monkeypatch.setattr(Trainer, "save_checkpoint", save_checkpoint)
 
@@ -751,20 +869,35 @@ def marker_saves(monkeypatch):
 def real_trainer(tmp_path, callbacks, **kw):
     from ember.trainer import Trainer
 
-    args = {**QUIET, "max_epochs": 5, "num_sanity_val_steps": 0, "limit_train_batches": 3,
-            "limit_val_batches": 1, "default_root_dir": str(tmp_path), "callbacks": callbacks}
+    args = {
+        **QUIET,
+        "max_epochs": 5,
+        "num_sanity_val_steps": 0,
+        "limit_train_batches": 3,
+        "limit_val_batches": 1,
+        "default_root_dir": str(tmp_path),
+        "callbacks": callbacks,
+    }
     args.update(kw)
     return Trainer(**args)
 
 
 def test_trainer_top_k_scenario(tmp_path, marker_saves):
     d = tmp_path / "ck"
-    cb = ModelCheckpoint(dirpath=d, filename="{epoch}-{step}-{val_loss:.3f}",
-                         monitor="val_loss", save_top_k=2, save_last=True)
+    cb = ModelCheckpoint(
+        dirpath=d,
+        filename="{epoch}-{step}-{val_loss:.3f}",
+        monitor="val_loss",
+        save_top_k=2,
+        save_last=True,
+    )
     trainer = real_trainer(tmp_path, [cb], num_sanity_val_steps=2)
     trainer.fit(scripted(VALUES), loader(n=12), loader(n=4))
-    assert files(d) == {"epoch=3-step=12-val_loss=1.000.ckpt",
-                        "epoch=4-step=15-val_loss=2.000.ckpt", "last.ckpt"}
+    assert files(d) == {
+        "epoch=3-step=12-val_loss=1.000.ckpt",
+        "epoch=4-step=15-val_loss=2.000.ckpt",
+        "last.ckpt",
+    }
     assert trainer.checkpoint_callback is cb and trainer.callbacks[-1] is cb
     assert cb.best_model_path == os.path.join(str(d), "epoch=3-step=12-val_loss=1.000.ckpt")
     assert cb.best_model_score == 1.0 and marker(d / "last.ckpt")["step"] == 15
@@ -772,8 +905,7 @@ def test_trainer_top_k_scenario(tmp_path, marker_saves):
     assert len(trainer._marker_saves) == 10
 
 
-def test_trainer_monitor_logged_in_on_train_epoch_end_without_validation(tmp_path,
-                                                                         marker_saves):
+def test_trainer_monitor_logged_in_on_train_epoch_end_without_validation(tmp_path, marker_saves):
     class EpochEndLogger(ToyModel):
         values = [3.0, 1.0, 2.0]
 
@@ -796,15 +928,19 @@ def test_trainer_val_check_interval_saves_after_each_validation(tmp_path, marker
             self.log("val_loss", float(self.values.pop(0)))
 
     d = tmp_path / "ck"
-    cb = ModelCheckpoint(dirpath=d, monitor="val_loss", save_top_k=-1,
-                         filename="{epoch}-{step}-{val_loss:.0f}")
-    trainer = real_trainer(tmp_path, [cb], max_epochs=2, limit_train_batches=4,
-                           val_check_interval=0.5)
+    cb = ModelCheckpoint(
+        dirpath=d, monitor="val_loss", save_top_k=-1, filename="{epoch}-{step}-{val_loss:.0f}"
+    )
+    trainer = real_trainer(
+        tmp_path, [cb], max_epochs=2, limit_train_batches=4, val_check_interval=0.5
+    )
     trainer.fit(scripted([4, 3, 2, 1], cls=TwicePerEpoch), loader(n=16), loader(n=4))
-    assert trainer._marker_saves == ["epoch=0-step=2-val_loss=4.ckpt",
-                                     "epoch=0-step=4-val_loss=3.ckpt",
-                                     "epoch=1-step=6-val_loss=2.ckpt",
-                                     "epoch=1-step=8-val_loss=1.ckpt"]
+    assert trainer._marker_saves == [
+        "epoch=0-step=2-val_loss=4.ckpt",
+        "epoch=0-step=4-val_loss=3.ckpt",
+        "epoch=1-step=6-val_loss=2.ckpt",
+        "epoch=1-step=8-val_loss=1.ckpt",
+    ]
 
 
 def test_trainer_missing_monitor_error(tmp_path, marker_saves):
@@ -851,13 +987,21 @@ def read(path):
 
 def test_real_checkpoints_top_k_and_their_state(tmp_path):
     d = tmp_path / "ck"
-    cb = ModelCheckpoint(dirpath=d, filename="{epoch}-{step}-{val_loss:.3f}",
-                         monitor="val_loss", save_top_k=2, save_last=True)
+    cb = ModelCheckpoint(
+        dirpath=d,
+        filename="{epoch}-{step}-{val_loss:.3f}",
+        monitor="val_loss",
+        save_top_k=2,
+        save_last=True,
+    )
     trainer = real_trainer(tmp_path, [cb])
     trainer.fit(scripted(VALUES), loader(n=12), loader(n=4))
     best = os.path.join(str(d), "epoch=3-step=12-val_loss=1.000.ckpt")
-    assert files(d) == {"epoch=3-step=12-val_loss=1.000.ckpt",
-                        "epoch=4-step=15-val_loss=2.000.ckpt", "last.ckpt"}
+    assert files(d) == {
+        "epoch=3-step=12-val_loss=1.000.ckpt",
+        "epoch=4-step=15-val_loss=2.000.ckpt",
+        "last.ckpt",
+    }
     ckpt = read(best)
     assert (ckpt["epoch"], ckpt["global_step"]) == (3, 12)
     state = ckpt["callbacks"][cb.state_key]
@@ -874,18 +1018,25 @@ def test_real_checkpoints_top_k_and_their_state(tmp_path):
 
 def test_real_resume_from_last_continues_top_k_like_one_run(tmp_path):
     def make(d):
-        return ModelCheckpoint(dirpath=d, filename="{epoch}-{step}-{val_loss:.3f}",
-                               monitor="val_loss", save_top_k=2, save_last=True)
+        return ModelCheckpoint(
+            dirpath=d,
+            filename="{epoch}-{step}-{val_loss:.3f}",
+            monitor="val_loss",
+            save_top_k=2,
+            save_last=True,
+        )
 
     whole = make(tmp_path / "whole")
     real_trainer(tmp_path, [whole]).fit(scripted(VALUES), loader(n=12), loader(n=4))
 
     d = tmp_path / "ck"
     first = make(d)
-    real_trainer(tmp_path, [first], max_epochs=3).fit(scripted(VALUES), loader(n=12),
-                                                      loader(n=4))
-    assert files(d) == {"epoch=1-step=6-val_loss=3.000.ckpt",
-                        "epoch=2-step=9-val_loss=4.000.ckpt", "last.ckpt"}
+    real_trainer(tmp_path, [first], max_epochs=3).fit(scripted(VALUES), loader(n=12), loader(n=4))
+    assert files(d) == {
+        "epoch=1-step=6-val_loss=3.000.ckpt",
+        "epoch=2-step=9-val_loss=4.000.ckpt",
+        "last.ckpt",
+    }
     resumed = make(d)
     trainer = real_trainer(tmp_path, [resumed])
     with pytest.warns(UserWarning, match="exists and is not empty"):
@@ -893,8 +1044,9 @@ def test_real_resume_from_last_continues_top_k_like_one_run(tmp_path):
     assert trainer.ckpt_path == os.path.join(str(d), "last.ckpt")
     assert files(d) == files(tmp_path / "whole")
     for a, b in ((resumed, whole),):
-        assert {os.path.basename(p): v for p, v in a.best_k_models.items()} == \
-            {os.path.basename(p): v for p, v in b.best_k_models.items()}
+        assert {os.path.basename(p): v for p, v in a.best_k_models.items()} == {
+            os.path.basename(p): v for p, v in b.best_k_models.items()
+        }
         assert os.path.basename(a.best_model_path) == os.path.basename(b.best_model_path)
         assert a.best_model_score == b.best_model_score == 1.0
     assert read(d / "last.ckpt")["global_step"] == 15
@@ -902,25 +1054,34 @@ def test_real_resume_from_last_continues_top_k_like_one_run(tmp_path):
 
 def test_real_fit_ckpt_path_best(tmp_path):
     d = tmp_path / "ck"
-    cb = ModelCheckpoint(dirpath=d, filename="{epoch}-{step}-{val_loss:.3f}",
-                         monitor="val_loss", save_top_k=2, save_last=True)
+    cb = ModelCheckpoint(
+        dirpath=d,
+        filename="{epoch}-{step}-{val_loss:.3f}",
+        monitor="val_loss",
+        save_top_k=2,
+        save_last=True,
+    )
     trainer = real_trainer(tmp_path, [cb])
     trainer.fit(scripted(VALUES), loader(n=12), loader(n=4))
     best = cb.best_model_path
     trainer.max_epochs = 7
     with pytest.warns(UserWarning, match="exists and is not empty"):
-        trainer.fit(scripted(VALUES + [0.5, 0.7]), loader(n=12), loader(n=4),
-                    ckpt_path="best")
+        trainer.fit(scripted(VALUES + [0.5, 0.7]), loader(n=12), loader(n=4), ckpt_path="best")
     assert trainer.ckpt_path == best and trainer.global_step == 21
     # resumed after epoch 3 (step 12) with the state saved then: epoch 4 re-ran (its old file
     # of the first run stays, the rerun got "-v1" and later dropped out), epochs 5 and 6 are
     # the new top 2; the file the run resumed from is never removed
-    assert files(d) == {"epoch=3-step=12-val_loss=1.000.ckpt",
-                        "epoch=4-step=15-val_loss=2.000.ckpt",
-                        "epoch=5-step=18-val_loss=0.500.ckpt",
-                        "epoch=6-step=21-val_loss=0.700.ckpt", "last.ckpt"}
+    assert files(d) == {
+        "epoch=3-step=12-val_loss=1.000.ckpt",
+        "epoch=4-step=15-val_loss=2.000.ckpt",
+        "epoch=5-step=18-val_loss=0.500.ckpt",
+        "epoch=6-step=21-val_loss=0.700.ckpt",
+        "last.ckpt",
+    }
     assert {os.path.basename(p) for p in cb.best_k_models} == {
-        "epoch=5-step=18-val_loss=0.500.ckpt", "epoch=6-step=21-val_loss=0.700.ckpt"}
+        "epoch=5-step=18-val_loss=0.500.ckpt",
+        "epoch=6-step=21-val_loss=0.700.ckpt",
+    }
     assert os.path.basename(cb.best_model_path) == "epoch=5-step=18-val_loss=0.500.ckpt"
 
 
@@ -935,12 +1096,14 @@ def test_real_early_stopping_state_survives_resume(tmp_path):
 
     d = tmp_path / "ck"
     first = EarlyStopping("val_loss", patience=3)
-    real_trainer(tmp_path, [first, ModelCheckpoint(dirpath=d, save_last=True)],
-                 max_epochs=3).fit(scripted(values), loader(n=12), loader(n=4))
+    real_trainer(tmp_path, [first, ModelCheckpoint(dirpath=d, save_last=True)], max_epochs=3).fit(
+        scripted(values), loader(n=12), loader(n=4)
+    )
     assert first.wait_count == 1 and not first.stopped_epoch
     resumed = EarlyStopping("val_loss", patience=3)
-    trainer = real_trainer(tmp_path, [resumed, ModelCheckpoint(dirpath=d, save_last=True)],
-                           max_epochs=10)
+    trainer = real_trainer(
+        tmp_path, [resumed, ModelCheckpoint(dirpath=d, save_last=True)], max_epochs=10
+    )
     with pytest.warns(UserWarning, match="not empty"):
         trainer.fit(scripted(values), loader(n=12), loader(n=4), ckpt_path="last")
     assert trainer.current_epoch == 5 and resumed.stopped_epoch == 4
@@ -951,8 +1114,14 @@ def test_real_early_stopping_state_survives_resume(tmp_path):
 def test_trainer_adds_a_default_model_checkpoint(tmp_path):
     from ember.trainer import Trainer
 
-    args = {**QUIET, "max_epochs": 2, "num_sanity_val_steps": 0, "limit_train_batches": 3,
-            "limit_val_batches": 1, "default_root_dir": str(tmp_path)}
+    args = {
+        **QUIET,
+        "max_epochs": 2,
+        "num_sanity_val_steps": 0,
+        "limit_train_batches": 3,
+        "limit_val_batches": 1,
+        "default_root_dir": str(tmp_path),
+    }
     args.pop("enable_checkpointing")
     trainer = Trainer(**args)
     cb = trainer.checkpoint_callback
@@ -970,12 +1139,13 @@ def test_trainer_adds_a_default_model_checkpoint(tmp_path):
     d = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
     assert trainer.checkpoint_callback.dirpath == str(d)
     assert files(d) == {"epoch=1-step=6.ckpt"}
-    assert "ModelCheckpoint" not in {type(c).__name__ for c in
-                                     Trainer(**{**args, "enable_checkpointing": False}).callbacks}
+    assert "ModelCheckpoint" not in {
+        type(c).__name__ for c in Trainer(**{**args, "enable_checkpointing": False}).callbacks
+    }
 
 
 # ------------------------------------------------------------------ two MPI ranks
-_MPI_WORKER = '''
+_MPI_WORKER = """
 import json, os, sys
 from ember.callbacks import EarlyStopping, ModelCheckpoint
 from ember.distributed.ddp_strategy import DDPStrategy
@@ -1004,7 +1174,7 @@ res = {"saves": saves, "best": os.path.basename(cb.best_model_path),
        "stopped": es.stopped_epoch, "files": sorted(os.listdir(d))}
 with open(f"{out}.{rank}", "w") as f:
     json.dump(res, f)
-'''
+"""
 
 
 @pytest.mark.mpi
@@ -1016,9 +1186,14 @@ def test_two_ranks_take_rank_zeros_decisions(tmp_path):
 
     script, out, d = tmp_path / "worker.py", tmp_path / "out", tmp_path / "ck"
     script.write_text(_MPI_WORKER)
-    proc = subprocess.run([mpiexec(), "-n", "2", sys.executable, str(script), str(out), str(d)],
-                          env=child_env(), cwd=str(ROOT), capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [mpiexec(), "-n", "2", sys.executable, str(script), str(out), str(d)],
+        env=child_env(),
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     r0, r1 = (json.loads((tmp_path / f"out.{r}").read_text()) for r in (0, 1))
     # rank 0's values name and rank the files; early stopping stops both ranks when rank 1
@@ -1027,8 +1202,14 @@ def test_two_ranks_take_rank_zeros_decisions(tmp_path):
     assert r0["stopped"] == 3 and r0["epoch"] == 4
     assert r0["best"] == "epoch=3-val_loss=1.0.ckpt" and r0["score"] == 1.0
     assert r0["best_k"] == ["epoch=1-val_loss=3.0.ckpt", "epoch=3-val_loss=1.0.ckpt"]
-    assert r0["files"] == ["epoch=1-val_loss=3.0.ckpt", "epoch=3-val_loss=1.0.ckpt",
-                           "last.ckpt"]
-    assert r0["saves"] == ["epoch=0-val_loss=5.0.ckpt", "last.ckpt", "epoch=1-val_loss=3.0.ckpt",
-                           "last.ckpt", "epoch=2-val_loss=4.0.ckpt", "last.ckpt",
-                           "epoch=3-val_loss=1.0.ckpt", "last.ckpt"]
+    assert r0["files"] == ["epoch=1-val_loss=3.0.ckpt", "epoch=3-val_loss=1.0.ckpt", "last.ckpt"]
+    assert r0["saves"] == [
+        "epoch=0-val_loss=5.0.ckpt",
+        "last.ckpt",
+        "epoch=1-val_loss=3.0.ckpt",
+        "last.ckpt",
+        "epoch=2-val_loss=4.0.ckpt",
+        "last.ckpt",
+        "epoch=3-val_loss=1.0.ckpt",
+        "last.ckpt",
+    ]

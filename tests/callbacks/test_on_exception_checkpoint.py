@@ -124,8 +124,14 @@ def recorded_saves(monkeypatch):
 def trainer_with(cb, tmp_path, **kw):
     from ember.trainer import Trainer
 
-    args = {**QUIET, "max_epochs": 3, "num_sanity_val_steps": 0, "limit_train_batches": 4,
-            "default_root_dir": str(tmp_path), "callbacks": [cb]}
+    args = {
+        **QUIET,
+        "max_epochs": 3,
+        "num_sanity_val_steps": 0,
+        "limit_train_batches": 4,
+        "default_root_dir": str(tmp_path),
+        "callbacks": [cb],
+    }
     args.update(kw)
     return Trainer(**args)
 
@@ -164,8 +170,10 @@ def test_trainer_real_checkpoint_on_exception_and_resume(tmp_path):
     cb = OnExceptionCheckpoint(tmp_path / "crash")
     trainer = trainer_with(cb, tmp_path)
     # saved inside the failing batch: the Trainer says the resume skips that batch
-    with pytest.warns(RuntimeWarning, match="inside training batch 2"), \
-            pytest.raises(ValueError, match="bad batch"):
+    with (
+        pytest.warns(RuntimeWarning, match="inside training batch 2"),
+        pytest.raises(ValueError, match="bad batch"),
+    ):
         trainer.fit(crashing(ValueError("bad batch"), at_step=6), loader(n=16))
     ckpt = read_checkpoint(cb.ckpt_path)
     assert (ckpt["epoch"], ckpt["global_step"]) == (1, 6)

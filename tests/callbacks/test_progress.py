@@ -47,8 +47,7 @@ def test_plain_lines_are_few_and_informative(capsys):
 def test_running_loss_is_a_mean_of_recent_losses(capsys):
     tr = fake_trainer(num_training_batches=4, max_epochs=1)
     values = [4.0, 2.0, 6.0, 8.0]
-    run_fit(tr, TQDMProgressBar(), val=False,
-            loss_fn=lambda e, i: ember.tensor(values[i]))
+    run_fit(tr, TQDMProgressBar(), val=False, loss_fn=lambda e, i: ember.tensor(values[i]))
     got = lines(capsys.readouterr().out)
     assert [re.search(r"loss (\S+)", ln).group(1) for ln in got] == ["4", "3", "4", "5"]
 
@@ -63,8 +62,9 @@ def test_outputs_without_a_scalar_loss_are_ignored(capsys):
 
 def test_prog_bar_metrics_and_logged_loss(capsys):
     tr = fake_trainer(num_training_batches=2, max_epochs=1, num_val_batches=[3])
-    tr.progress_bar_metrics.update({"train_loss": ember.tensor(0.25), "val_acc": 0.95,
-                                    "val_loss": 0.3125})
+    tr.progress_bar_metrics.update(
+        {"train_loss": ember.tensor(0.25), "val_acc": 0.95, "val_loss": 0.3125}
+    )
     run_fit(tr, TQDMProgressBar())
     got = lines(capsys.readouterr().out)
     # the logged train_loss replaces the running loss; no duplicate 'loss'
@@ -123,8 +123,10 @@ def test_unknown_length_and_max_steps(capsys):
 
 
 def test_refresh_rate_zero_disable_and_other_ranks(capsys):
-    for bar, tr in [(TQDMProgressBar(refresh_rate=0), fake_trainer()),
-                    (TQDMProgressBar(), fake_trainer(is_global_zero=False))]:
+    for bar, tr in [
+        (TQDMProgressBar(refresh_rate=0), fake_trainer()),
+        (TQDMProgressBar(), fake_trainer(is_global_zero=False)),
+    ]:
         run_fit(tr, bar, sanity=True)
         assert bar.is_disabled
     bar = TQDMProgressBar()
@@ -153,8 +155,11 @@ def test_metrics_read_only_at_refresh_points(capsys):
         def __setattr__(self, name, value):
             setattr(self.inner, name, value)
 
-    run_fit(CountingTrainer(fake_trainer(num_training_batches=100, max_epochs=1)),
-            TQDMProgressBar(), val=False)
+    run_fit(
+        CountingTrainer(fake_trainer(num_training_batches=100, max_epochs=1)),
+        TQDMProgressBar(),
+        val=False,
+    )
     assert reads == list(range(10, 101, 10))
 
 

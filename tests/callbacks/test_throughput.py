@@ -31,6 +31,7 @@ def clock(monkeypatch):
 def tick(clock, dt):
     def step(trainer):
         clock.t += dt
+
     return step
 
 
@@ -39,8 +40,9 @@ def test_samples_per_sec_from_controlled_timings(clock):
     tr = fake_trainer(loggers=[logger], num_training_batches=10, max_epochs=1)
     mon = ThroughputMonitor(batch_size_fn=lambda b: b[0].shape[0], window_size=4)
     run_fit(tr, mon, val=False, step_fn=tick(clock, 0.5))  # 0.5 s per batch of 8
-    assert mon.metrics == pytest.approx({"train/batches_per_sec": 2.0,
-                                         "train/samples_per_sec": 16.0})
+    assert mon.metrics == pytest.approx(
+        {"train/batches_per_sec": 2.0, "train/samples_per_sec": 16.0}
+    )
     steps = [s for s, _ in logger.values("train/samples_per_sec")]
     # nothing until the window is full; logged at the trainer's step (global_step - 1)
     assert steps == [3, 4, 5, 6, 7, 8, 9]
@@ -60,15 +62,25 @@ def test_window_follows_a_speed_change(clock):
 
 def test_tokens_from_length_fn_and_from_token_id_batches(clock):
     mon = ThroughputMonitor(batch_size_fn=len, length_fn=lambda b: 100, window_size=2)
-    run_fit(fake_trainer(num_training_batches=3, max_epochs=1), mon, val=False,
-            step_fn=tick(clock, 0.1), batch_fn=lambda i: [0] * 4)
+    run_fit(
+        fake_trainer(num_training_batches=3, max_epochs=1),
+        mon,
+        val=False,
+        step_fn=tick(clock, 0.1),
+        batch_fn=lambda i: [0] * 4,
+    )
     assert mon.metrics["train/tokens_per_sec"] == pytest.approx(1000.0)
     assert mon.metrics["train/samples_per_sec"] == pytest.approx(40.0)
 
     ids = ember.tensor(np.zeros((4, 16), dtype=np.int64))
     mon = ThroughputMonitor(window_size=2)  # default batch size: leading dim of x
-    run_fit(fake_trainer(num_training_batches=3, max_epochs=1), mon, val=False,
-            step_fn=tick(clock, 0.1), batch_fn=lambda i: (ids, ids))
+    run_fit(
+        fake_trainer(num_training_batches=3, max_epochs=1),
+        mon,
+        val=False,
+        step_fn=tick(clock, 0.1),
+        batch_fn=lambda i: (ids, ids),
+    )
     assert mon.metrics["train/samples_per_sec"] == pytest.approx(40.0)
     assert mon.metrics["train/tokens_per_sec"] == pytest.approx(640.0)
 
@@ -90,8 +102,13 @@ def test_validation_time_is_paused_out(clock):
 
 def test_accumulation_logs_whole_steps_and_world_size(clock):
     logger = RecordingLogger()
-    tr = fake_trainer(loggers=[logger], num_training_batches=8, max_epochs=1,
-                      accumulate_grad_batches=2, world_size=4)
+    tr = fake_trainer(
+        loggers=[logger],
+        num_training_batches=8,
+        max_epochs=1,
+        accumulate_grad_batches=2,
+        world_size=4,
+    )
     mon = ThroughputMonitor(window_size=2)
     run_fit(tr, mon, val=False, step_fn=tick(clock, 1.0))
     assert [s for s, _ in logger.values("train/samples_per_sec")] == [0, 1, 2, 3]
@@ -103,13 +120,13 @@ def test_accumulation_logs_whole_steps_and_world_size(clock):
 
 def test_log_every_n_steps_and_rank(clock):
     logger = RecordingLogger()
-    tr = fake_trainer(loggers=[logger], num_training_batches=10, max_epochs=1,
-                      log_every_n_steps=5)
+    tr = fake_trainer(loggers=[logger], num_training_batches=10, max_epochs=1, log_every_n_steps=5)
     run_fit(tr, ThroughputMonitor(window_size=2), val=False, step_fn=tick(clock, 1.0))
     assert [s for s, _ in logger.values("train/samples_per_sec")] == [4, 9]
     logger2 = RecordingLogger()
-    tr2 = fake_trainer(loggers=[logger2], num_training_batches=4, max_epochs=1,
-                       is_global_zero=False)
+    tr2 = fake_trainer(
+        loggers=[logger2], num_training_batches=4, max_epochs=1, is_global_zero=False
+    )
     run_fit(tr2, ThroughputMonitor(window_size=2), val=False, step_fn=tick(clock, 1.0))
     assert logger2.calls == []
 

@@ -28,10 +28,16 @@ def clock(monkeypatch):
     return c
 
 
-@pytest.mark.parametrize("duration, seconds", [
-    ("00:00:01:30", 90.0), ("1:02:00:00", 93600.0), (timedelta(minutes=2), 120.0),
-    ({"hours": 1, "seconds": 5}, 3605.0), (None, None),
-])
+@pytest.mark.parametrize(
+    "duration, seconds",
+    [
+        ("00:00:01:30", 90.0),
+        ("1:02:00:00", 93600.0),
+        (timedelta(minutes=2), 120.0),
+        ({"hours": 1, "seconds": 5}, 3605.0),
+        (None, None),
+    ],
+)
 def test_duration_forms(duration, seconds):
     assert Timer(duration)._duration == seconds
 
@@ -64,8 +70,12 @@ def test_stops_after_duration_step_interval(clock, capsys):
 
 def test_epoch_interval_checks_at_epoch_end(clock):
     timer = Timer({"seconds": 5}, interval="epoch", verbose=False)
-    tr = run_fit(fake_trainer(max_epochs=3), timer,
-                 step_fn=lambda t: setattr(clock, "t", clock.t + 1.0), val=False)
+    tr = run_fit(
+        fake_trainer(max_epochs=3),
+        timer,
+        step_fn=lambda t: setattr(clock, "t", clock.t + 1.0),
+        val=False,
+    )
     assert tr.should_stop
     assert tr.global_step == 10  # the whole first epoch ran
     assert tr.current_epoch == 0

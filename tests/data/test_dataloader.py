@@ -51,8 +51,9 @@ def ids(loader):
 
 
 def tensor_ds(n=10):
-    return TensorDataset(ember.tensor(np.arange(2 * n, dtype=np.float32).reshape(n, 2)),
-                         ember.arange(n))
+    return TensorDataset(
+        ember.tensor(np.arange(2 * n, dtype=np.float32).reshape(n, 2)), ember.arange(n)
+    )
 
 
 def test_batches_and_last_partial_batch():
@@ -67,8 +68,7 @@ def test_batches_and_last_partial_batch():
 def test_drop_last():
     dl = DataLoader(Numbers(10), batch_size=4, drop_last=True)
     assert len(dl) == 2 and ids(dl) == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    assert ids(DataLoader(Numbers(8), batch_size=4, drop_last=True)) == [[0, 1, 2, 3],
-                                                                         [4, 5, 6, 7]]
+    assert ids(DataLoader(Numbers(8), batch_size=4, drop_last=True)) == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
 def test_batched_fast_path_equals_per_sample_path():
@@ -115,20 +115,25 @@ def test_iterable_dataset():
     assert [int(b) for b in DataLoader(Stream(3), batch_size=None)] == [0, 1, 2]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(batch_size=0), "DataLoader: batch_size should be a positive integer value, but got "
-                         "batch_size=0"),
-    (dict(batch_size=-2), "batch_size=-2"),
-    (dict(batch_size=2.5), "batch_size=2.5"),
-    (dict(shuffle=True, sampler=[0, 1]), "sampler option is mutually exclusive with shuffle"),
-    (dict(batch_sampler=[[0]], batch_size=2), "batch_sampler option is mutually exclusive"),
-    (dict(batch_sampler=[[0]], drop_last=True), "batch_sampler option is mutually exclusive"),
-    (dict(batch_size=None, drop_last=True), "mutually exclusive with drop_last"),
-    (dict(num_workers=-1), "num_workers option should be non-negative"),
-    (dict(timeout=-1), "timeout option should be non-negative"),
-    (dict(prefetch_factor=2), "prefetch_factor option could only be specified"),
-    (dict(persistent_workers=True), "persistent_workers option needs num_workers > 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            dict(batch_size=0),
+            "DataLoader: batch_size should be a positive integer value, but got batch_size=0",
+        ),
+        (dict(batch_size=-2), "batch_size=-2"),
+        (dict(batch_size=2.5), "batch_size=2.5"),
+        (dict(shuffle=True, sampler=[0, 1]), "sampler option is mutually exclusive with shuffle"),
+        (dict(batch_sampler=[[0]], batch_size=2), "batch_sampler option is mutually exclusive"),
+        (dict(batch_sampler=[[0]], drop_last=True), "batch_sampler option is mutually exclusive"),
+        (dict(batch_size=None, drop_last=True), "mutually exclusive with drop_last"),
+        (dict(num_workers=-1), "num_workers option should be non-negative"),
+        (dict(timeout=-1), "timeout option should be non-negative"),
+        (dict(prefetch_factor=2), "prefetch_factor option could only be specified"),
+        (dict(persistent_workers=True), "persistent_workers option needs num_workers > 0"),
+    ],
+)
 def test_argument_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DataLoader(Numbers(4), **kwargs)

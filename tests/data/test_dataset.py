@@ -95,10 +95,17 @@ def test_subset_maps_indices():
     assert ds.__getitems__([2, 0]) == [25, 81]
 
 
-@pytest.mark.parametrize("n, fractions", [
-    (10, [0.5, 0.5]), (11, [0.3, 0.3, 0.4]), (7, [0.1, 0.9]), (100, [0.8, 0.1, 0.1]),
-    (5, [1 / 3, 1 / 3, 1 / 3]), (3, [0.2, 0.2, 0.2, 0.2, 0.2]),
-])
+@pytest.mark.parametrize(
+    "n, fractions",
+    [
+        (10, [0.5, 0.5]),
+        (11, [0.3, 0.3, 0.4]),
+        (7, [0.1, 0.9]),
+        (100, [0.8, 0.1, 0.1]),
+        (5, [1 / 3, 1 / 3, 1 / 3]),
+        (3, [0.2, 0.2, 0.2, 0.2, 0.2]),
+    ],
+)
 def test_random_split_fraction_rounding_matches_torch(n, fractions):
     torch = pytest.importorskip("torch")
     with warnings.catch_warnings():

@@ -92,8 +92,11 @@ def test_corrupted_mnist_copy_fails_its_checksum(data_dir, tmp_path, offline):
     raw = gzip.decompress((data_dir / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes())
     bad = raw[:100] + bytes([(raw[100] + 1) % 10]) + raw[101:]
     (root / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bad))
-    with pytest.raises(ChecksumError, match=r"MNIST: checksum mismatch for .*mnist_copy"
-                                            r"/t10k-labels-idx1-ubyte\.gz"):
+    with pytest.raises(
+        ChecksumError,
+        match=r"MNIST: checksum mismatch for .*mnist_copy"
+        r"/t10k-labels-idx1-ubyte\.gz",
+    ):
         MNIST(root=root, train=False)
 
 
@@ -105,8 +108,12 @@ def test_read_idx_rejects_malformed_files(tmp_path):
     p.write_bytes(b"PK\x03\x04")
     with pytest.raises(ValueError, match="is not an idx file"):
         read_idx(p, "MNIST")
-    p.write_bytes(b"\x00\x00\x0c\x02" + (2).to_bytes(4, "big") + (2).to_bytes(4, "big")
-                  + np.arange(4, dtype=">i4").tobytes())
+    p.write_bytes(
+        b"\x00\x00\x0c\x02"
+        + (2).to_bytes(4, "big")
+        + (2).to_bytes(4, "big")
+        + np.arange(4, dtype=">i4").tobytes()
+    )
     np.testing.assert_array_equal(read_idx(p), [[0, 1], [2, 3]])
 
 
@@ -193,8 +200,11 @@ def test_corrupted_tinyshakespeare_copy_fails_its_checksum(data_dir, tmp_path, o
     raw = bytearray((data_dir / "tinyshakespeare" / "input.txt").read_bytes())
     raw[1000] ^= 0x20
     copy.write_bytes(bytes(raw))
-    with pytest.raises(ChecksumError, match=r"TinyShakespeare: checksum mismatch for "
-                                            r".*tinyshakespeare/input\.txt: its sha256 is"):
+    with pytest.raises(
+        ChecksumError,
+        match=r"TinyShakespeare: checksum mismatch for "
+        r".*tinyshakespeare/input\.txt: its sha256 is",
+    ):
         TinyShakespeare(block_size=8, root=tmp_path)
 
 
@@ -217,13 +227,19 @@ def test_char_dataset_over_text_and_files(tmp_path):
     assert len(val.data) == 70 - int(70 * 0.9)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(split="test"), "split must be 'train' or 'val'"),
-    (dict(val_fraction=1.0), r"val_fraction must be in \[0, 1\)"),
-    (dict(block_size=0), "block_size must be a positive int"),
-    (dict(block_size=50, split="val"), r"the 'val' split has 4 characters; it needs at least "
-                                       r"block_size \+ 1 = 51"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(split="test"), "split must be 'train' or 'val'"),
+        (dict(val_fraction=1.0), r"val_fraction must be in \[0, 1\)"),
+        (dict(block_size=0), "block_size must be a positive int"),
+        (
+            dict(block_size=50, split="val"),
+            r"the 'val' split has 4 characters; it needs at least "
+            r"block_size \+ 1 = 51",
+        ),
+    ],
+)
 def test_char_dataset_errors(kwargs, match):
     kwargs = {"block_size": 4, **kwargs}
     with pytest.raises(ValueError, match=match):
@@ -236,12 +252,11 @@ def test_python_source_corpus_is_deterministic_and_offline(monkeypatch):
     b = PythonSourceCorpus(block_size=16, max_chars=200_000)
     assert a.files == b.files == sorted(a.files) and a.fingerprint == b.fingerprint
     assert 190_000 < a.num_chars <= 200_000
-    assert all(f.endswith(".py") and not f.startswith(("test/", "site-packages/"))
-               for f in a.files)
+    assert all(f.endswith(".py") and not f.startswith(("test/", "site-packages/")) for f in a.files)
     assert all(c.isascii() for c in a.chars)
     stdlib = pathlib.Path(os.__file__).parent
     first = (stdlib / a.files[0]).read_text()
-    assert a.decode(a.data[:len(first)]) == first
+    assert a.decode(a.data[: len(first)]) == first
     bigger = PythonSourceCorpus(block_size=16, max_chars=400_000)
     assert 390_000 < bigger.num_chars <= 400_000
     val = PythonSourceCorpus(block_size=16, split="val", max_chars=200_000)
@@ -276,8 +291,11 @@ def test_cifar_binary_parsing_of_a_synthetic_archive(tmp_path, monkeypatch, offl
     archive.parent.mkdir()
     members, truth = _cifar_archive(archive)
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    monkeypatch.setattr(cifar_mod, "ARCHIVE", locate_mod.Resource(
-        archive.name, (), (digest,), alt_names=(cifar_mod.FOLDER,)))
+    monkeypatch.setattr(
+        cifar_mod,
+        "ARCHIVE",
+        locate_mod.Resource(archive.name, (), (digest,), alt_names=(cifar_mod.FOLDER,)),
+    )
     train = CIFAR10(root=tmp_path, train=True)
     test = CIFAR10(root=tmp_path, train=False)
     labels = np.concatenate([truth[n][0] for n in cifar_mod.TRAIN_FILES])
@@ -287,8 +305,9 @@ def test_cifar_binary_parsing_of_a_synthetic_archive(tmp_path, monkeypatch, offl
     for i in (0, 5, 16):
         image, label = train[i]
         assert image.shape == (3, 32, 32) and image.dtype == ember.float32 and label == labels[i]
-        np.testing.assert_array_equal(image.data, images[i].reshape(3, 32, 32)
-                                      .astype(np.float32) / 255)
+        np.testing.assert_array_equal(
+            image.data, images[i].reshape(3, 32, 32).astype(np.float32) / 255
+        )
     # red plane first, row-major: pixel (row 1, col 2) of the green plane is byte 1024+32+2
     assert train.data.shape == (17, 32, 32, 3)
     assert train.data[0, 1, 2, 1] == images[0][1024 + 32 + 2]

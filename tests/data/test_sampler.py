@@ -68,11 +68,13 @@ def test_random_sampler_num_samples_and_replacement():
 
 
 def test_random_sampler_errors():
-    with pytest.raises(TypeError, match="replacement should be a boolean value, but got "
-                                        "replacement=1"):
+    with pytest.raises(
+        TypeError, match="replacement should be a boolean value, but got replacement=1"
+    ):
         RandomSampler(DATA, replacement=1)
-    with pytest.raises(ValueError, match="num_samples should be a positive integer value, but "
-                                         "got num_samples=0"):
+    with pytest.raises(
+        ValueError, match="num_samples should be a positive integer value, but got num_samples=0"
+    ):
         RandomSampler(DATA, num_samples=0)
     with pytest.raises(ValueError, match="num_samples=0"):
         RandomSampler([])
@@ -98,8 +100,11 @@ def test_weighted_random_sampler_follows_the_weights():
 
 
 def test_weighted_random_sampler_errors():
-    with pytest.raises(ValueError, match=r"weights should be a 1d sequence but given weights "
-                                         r"have shape \(2, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"weights should be a 1d sequence but given weights "
+        r"have shape \(2, 2\)",
+    ):
         WeightedRandomSampler([[1.0, 2.0], [3.0, 4.0]], 2)
     with pytest.raises(ValueError, match="num_samples should be a positive integer"):
         WeightedRandomSampler([1.0], 0)
@@ -111,10 +116,13 @@ def test_weighted_random_sampler_errors():
         WeightedRandomSampler([1.0, 0.0], 2, replacement=False)
 
 
-@pytest.mark.parametrize("drop_last, expected", [
-    (False, [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]),
-    (True, [[0, 1, 2], [3, 4, 5], [6, 7, 8]]),
-])
+@pytest.mark.parametrize(
+    "drop_last, expected",
+    [
+        (False, [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]),
+        (True, [[0, 1, 2], [3, 4, 5], [6, 7, 8]]),
+    ],
+)
 def test_batch_sampler(drop_last, expected):
     b = BatchSampler(SequentialSampler(DATA), 3, drop_last)
     assert list(b) == expected and len(b) == len(expected)
@@ -127,26 +135,33 @@ def test_batch_sampler_matches_torch():
         ref = list(torch.utils.data.BatchSampler(range(n), bs, drop))
         assert mine == ref
         assert len(BatchSampler(SequentialSampler(range(n)), bs, drop)) == len(
-            torch.utils.data.BatchSampler(range(n), bs, drop))
+            torch.utils.data.BatchSampler(range(n), bs, drop)
+        )
 
 
 def test_batch_sampler_errors():
     for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match=f"batch_size should be a positive integer value, "
-                                             f"but got batch_size={bad}"):
+        with pytest.raises(
+            ValueError,
+            match=f"batch_size should be a positive integer value, but got batch_size={bad}",
+        ):
             BatchSampler(DATA, bad, False)
-    with pytest.raises(ValueError, match="drop_last should be a boolean value, but got "
-                                         "drop_last=1"):
+    with pytest.raises(
+        ValueError, match="drop_last should be a boolean value, but got drop_last=1"
+    ):
         BatchSampler(DATA, 2, 1)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: SequentialSampler(DATA),
-    lambda: RandomSampler(DATA),
-    lambda: RandomSampler(DATA, replacement=True, num_samples=13),
-    lambda: SubsetRandomSampler([2, 4, 6, 8, 10, 12]),
-    lambda: WeightedRandomSampler([1.0, 2.0, 3.0, 4.0], 9),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SequentialSampler(DATA),
+        lambda: RandomSampler(DATA),
+        lambda: RandomSampler(DATA, replacement=True, num_samples=13),
+        lambda: SubsetRandomSampler([2, 4, 6, 8, 10, 12]),
+        lambda: WeightedRandomSampler([1.0, 2.0, 3.0, 4.0], 9),
+    ],
+)
 def test_sampler_state_dict_resumes_mid_epoch_and_across_epochs(make):
     ember.manual_seed(42)
     ref = make()

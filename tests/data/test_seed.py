@@ -65,7 +65,9 @@ def test_import_ember_does_not_import_the_data_loader():
     import subprocess
     import sys
 
-    code = ("import sys, ember; print(sorted(m for m in sys.modules if m.startswith('ember.data'"
-            ")), 'multiprocessing' in sys.modules, 'urllib.request' in sys.modules)")
+    code = (
+        "import sys, ember; print(sorted(m for m in sys.modules if m.startswith('ember.data'"
+        ")), 'multiprocessing' in sys.modules, 'urllib.request' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['ember.data', 'ember.data.seed'] False False"

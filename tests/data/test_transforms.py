@@ -76,7 +76,7 @@ def _windows(padded, size):
     """Every crop of ``padded`` (C, H, W) of the given size."""
     th, tw = size
     h, w = padded.shape[-2:]
-    return [padded[:, i:i + th, j:j + tw] for i in range(h - th + 1) for j in range(w - tw + 1)]
+    return [padded[:, i : i + th, j : j + tw] for i in range(h - th + 1) for j in range(w - tw + 1)]
 
 
 def test_random_crop_single_image_is_a_window_of_the_padded_image():
@@ -96,8 +96,9 @@ def test_random_crop_single_image_is_a_window_of_the_padded_image():
 def test_random_crop_batch_gives_each_image_its_own_window():
     torch = pytest.importorskip("torch")
     x = img(16, 2, 5, 5)
-    crop = RandomCrop((3, 4), padding=(1, 2), padding_mode="reflect",
-                      generator=ember.Generator().manual_seed(0))
+    crop = RandomCrop(
+        (3, 4), padding=(1, 2), padding_mode="reflect", generator=ember.Generator().manual_seed(0)
+    )
     out = crop(ember.tensor(x))
     assert out.shape == (16, 2, 3, 4)
     padded = torch.nn.functional.pad(torch.tensor(x), (1, 1, 2, 2), mode="reflect").numpy()
@@ -108,8 +109,9 @@ def test_random_crop_batch_gives_each_image_its_own_window():
         assert matches, n
         positions.append(matches[0])
     assert len(set(positions)) > 3
-    again = RandomCrop((3, 4), padding=(1, 2), padding_mode="reflect",
-                       generator=ember.Generator().manual_seed(0))(ember.tensor(x))
+    again = RandomCrop(
+        (3, 4), padding=(1, 2), padding_mode="reflect", generator=ember.Generator().manual_seed(0)
+    )(ember.tensor(x))
     np.testing.assert_array_equal(again.data, out.data)  # seeded
 
 
@@ -132,8 +134,11 @@ def test_random_crop_options_and_errors():
     x = ember.rand(1, 3, 3)
     assert RandomCrop(5, pad_if_needed=True)(x).shape == (1, 5, 5)
     assert RandomCrop(3, padding=[1, 2, 3, 4])(x).shape == (1, 3, 3)
-    with pytest.raises(ValueError, match=r"required crop size \(4, 4\) is larger than the "
-                                         r"\(padded\) input image size \(3, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"required crop size \(4, 4\) is larger than the "
+        r"\(padded\) input image size \(3, 3\)",
+    ):
         RandomCrop(4)(x)
     with pytest.raises(ValueError, match="padding_mode must be one of"):
         RandomCrop(2, padding_mode="wrap")
@@ -169,12 +174,19 @@ def test_random_transforms_follow_manual_seed():
 
 def test_compose_pipeline_on_a_batch():
     nhwc = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3)).astype(np.uint8)
-    pipe = Compose([ToTensor(), RandomCrop(8, padding=0), Normalize([0.5] * 3, [0.5] * 3),
-                    Lambda(lambda t: t * 1)])
+    pipe = Compose(
+        [
+            ToTensor(),
+            RandomCrop(8, padding=0),
+            Normalize([0.5] * 3, [0.5] * 3),
+            Lambda(lambda t: t * 1),
+        ]
+    )
     out = pipe(nhwc)
     assert out.shape == (4, 3, 8, 8) and out.dtype == ember.float32
-    np.testing.assert_allclose(out.data, (nhwc.transpose(0, 3, 1, 2) / 255 - 0.5) / 0.5,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        out.data, (nhwc.transpose(0, 3, 1, 2) / 255 - 0.5) / 0.5, rtol=1e-5, atol=1e-6
+    )
     assert "RandomCrop" in repr(pipe)
     with pytest.raises(TypeError, match="Lambda: argument should be callable"):
         Lambda(3)

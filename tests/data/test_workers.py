@@ -76,8 +76,9 @@ class Sharded(IterableDataset):
 
 
 def batches(loader):
-    return [[b.data.tolist() if isinstance(b, ember.Tensor) else b for b in batch]
-            for batch in loader]
+    return [
+        [b.data.tolist() if isinstance(b, ember.Tensor) else b for b in batch] for batch in loader
+    ]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -89,17 +90,23 @@ def test_workers_give_the_same_batches_in_the_same_order(mode, workers):
             ref = DataLoader(ds, batch_size=4, shuffle=shuffle, drop_last=drop_last)
             expected = [batches(ref), batches(ref)]
             ember.manual_seed(0)
-            dl = DataLoader(ds, batch_size=4, shuffle=shuffle, drop_last=drop_last,
-                            num_workers=workers, multiprocessing_context=mode)
+            dl = DataLoader(
+                ds,
+                batch_size=4,
+                shuffle=shuffle,
+                drop_last=drop_last,
+                num_workers=workers,
+                multiprocessing_context=mode,
+            )
             assert [batches(dl), batches(dl)] == expected
 
 
 def test_workers_with_batch_size_none_and_prefetch():
     ref = batches(DataLoader(Numbers(7), batch_size=None))
-    assert batches(DataLoader(Numbers(7), batch_size=None, num_workers=2,
-                              prefetch_factor=1)) == ref
-    assert batches(DataLoader(Numbers(7), batch_size=2, num_workers=2, prefetch_factor=5)) == \
-        batches(DataLoader(Numbers(7), batch_size=2))
+    assert batches(DataLoader(Numbers(7), batch_size=None, num_workers=2, prefetch_factor=1)) == ref
+    assert batches(
+        DataLoader(Numbers(7), batch_size=2, num_workers=2, prefetch_factor=5)
+    ) == batches(DataLoader(Numbers(7), batch_size=2))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -107,14 +114,17 @@ def test_iterable_dataset_sharded_across_workers(mode):
     dl = DataLoader(Sharded(20), batch_size=3, num_workers=3, multiprocessing_context=mode)
     got = sorted(v for b in dl for v in b.data.tolist())
     assert got == list(range(20))
-    assert sorted(int(v) for v in DataLoader(Sharded(5), batch_size=None, num_workers=2,
-                                             multiprocessing_context=mode)) == list(range(5))
+    assert sorted(
+        int(v)
+        for v in DataLoader(
+            Sharded(5), batch_size=None, num_workers=2, multiprocessing_context=mode
+        )
+    ) == list(range(5))
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_worker_exception_propagates_with_the_worker_traceback(mode):
-    dl = DataLoader(Exploding(12, bad=5), batch_size=2, num_workers=2,
-                    multiprocessing_context=mode)
+    dl = DataLoader(Exploding(12, bad=5), batch_size=2, num_workers=2, multiprocessing_context=mode)
     it = iter(dl)
     assert next(it)[1].data.tolist() == [0, 1]
     assert next(it)[1].data.tolist() == [2, 3]
@@ -143,8 +153,9 @@ def test_worker_exception_keeps_its_type_or_falls_back_to_runtime_error():
 
 
 def test_unpicklable_batch_is_a_clear_error_not_a_hang():
-    dl = DataLoader(Numbers(4), batch_size=2, num_workers=1, timeout=20,
-                    collate_fn=lambda b: (lambda: b))
+    dl = DataLoader(
+        Numbers(4), batch_size=2, num_workers=1, timeout=20, collate_fn=lambda b: lambda: b
+    )
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="could not send batch 0"):
         list(dl)
@@ -179,8 +190,9 @@ def test_timeout(mode):
             time.sleep(1.5)
             return i
 
-    dl = DataLoader(Stuck(2), batch_size=1, num_workers=1, timeout=0.2,
-                    multiprocessing_context=mode)
+    dl = DataLoader(
+        Stuck(2), batch_size=1, num_workers=1, timeout=0.2, multiprocessing_context=mode
+    )
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="DataLoader timed out after 0.2 seconds"):
         next(iter(dl))
@@ -198,8 +210,11 @@ def test_worker_info_and_init_fn():
     def init(worker_id):
         os.environ["EMBER_TEST_INIT"] = f"w{worker_id}"
 
-    out = [tuple(x) for b in DataLoader(Info(6), batch_size=None, num_workers=2,
-                                        worker_init_fn=init) for x in [b]]
+    out = [
+        tuple(x)
+        for b in DataLoader(Info(6), batch_size=None, num_workers=2, worker_init_fn=init)
+        for x in [b]
+    ]
     assert sorted(set(out)) == [(0, 2, "w0"), (1, 2, "w1")]
     assert "EMBER_TEST_INIT" not in os.environ  # ran in the workers, not here
 
@@ -227,8 +242,9 @@ def test_random_augmentation_in_workers_is_seeded_and_survives_resume():
 
 def test_resume_mid_epoch_with_persistent_workers():
     def make():
-        return DataLoader(Numbers(17), batch_size=3, shuffle=True, num_workers=2,
-                          persistent_workers=True)
+        return DataLoader(
+            Numbers(17), batch_size=3, shuffle=True, num_workers=2, persistent_workers=True
+        )
 
     ember.manual_seed(4)
     ref = make()
@@ -284,11 +300,18 @@ def test_workers_load_batches_concurrently():
     itself is measured by the data benchmark, not here)."""
     for mode in (None, "thread"):
         kw = {} if mode is None else {"multiprocessing_context": mode}
-        spans = [row for b in DataLoader(Interval(), batch_size=2, num_workers=4, **kw)
-                 for row in b.numpy().tolist()]
+        spans = [
+            row
+            for b in DataLoader(Interval(), batch_size=2, num_workers=4, **kw)
+            for row in b.numpy().tolist()
+        ]
         assert len(spans) == 8
-        overlaps = sum(1 for i, (s0, e0) in enumerate(spans) for s1, e1 in spans[i + 1:]
-                       if s1 < e0 and s0 < e1)
+        overlaps = sum(
+            1
+            for i, (s0, e0) in enumerate(spans)
+            for s1, e1 in spans[i + 1 :]
+            if s1 < e0 and s0 < e1
+        )
         assert overlaps >= 1, (mode, spans)
 
 
@@ -311,11 +334,17 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("how", ["exit", "raise"])
-@pytest.mark.parametrize("extra", ["", "persistent_workers=True", "multiprocessing_context="
-                                                                  "'thread'"])
+@pytest.mark.parametrize(
+    "extra", ["", "persistent_workers=True", "multiprocessing_context='thread'"]
+)
 def test_no_hang_at_interpreter_exit(how, extra):
-    res = subprocess.run([sys.executable, "-c", SCRIPT.format(extra=extra), how], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(extra=extra), how],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if how == "exit":
         assert res.returncode == 0 and res.stdout.strip() == "done", res.stderr
     else:
@@ -328,8 +357,7 @@ def test_iterable_dataset_whose_iter_fails_reports_the_error(mode):
         def __iter__(self):
             raise OSError("stream unavailable")
 
-    dl = DataLoader(Broken(), batch_size=2, num_workers=2, multiprocessing_context=mode,
-                    timeout=20)
+    dl = DataLoader(Broken(), batch_size=2, num_workers=2, multiprocessing_context=mode, timeout=20)
     with pytest.raises(OSError, match="stream unavailable"):
         next(iter(dl))
 

@@ -35,23 +35,30 @@ def data(step: int, n: int, shape, classes: int = 3):
 
 
 def shard(a, rank: int, size: int, per: int):
-    return a[rank * per:(rank + 1) * per]
+    return a[rank * per : (rank + 1) * per]
 
 
 def mlp():
-    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(),
-                         nn.Linear(16, 3))
+    return nn.Sequential(
+        nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)
+    )
 
 
 def bn_net():
-    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(4 * 5 * 5, 8), nn.BatchNorm1d(8), nn.Tanh(),
-                         nn.Linear(8, 3))
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 5 * 5, 8),
+        nn.BatchNorm1d(8),
+        nn.Tanh(),
+        nn.Linear(8, 3),
+    )
 
 
 def flat_state(model) -> np.ndarray:
-    return np.concatenate([v.data.astype(np.float64).ravel()
-                           for v in model.state_dict().values()])
+    return np.concatenate([v.data.astype(np.float64).ravel() for v in model.state_dict().values()])
 
 
 def diff(a, b) -> float:
@@ -213,11 +220,15 @@ def unused_parameters(comm) -> dict:
     ddp = DistributedDataParallel(model, comm=comm)
     x = ember.tensor(np.full((2, 4), comm.rank + 1.0, np.float32))
     ddp(x, comm.rank % 2 == 1).backward()
-    out = {"never_grad_is_none": model.never.weight.grad is None,
-           "odd_grad_spread": max_rank_spread(comm, model.odd.weight.grad.data.astype(
-               np.float64).ravel()) if model.odd.weight.grad is not None else -1.0,
-           "a_grad_spread": max_rank_spread(comm, model.a.weight.grad.data.astype(
-               np.float64).ravel())}
+    out = {
+        "never_grad_is_none": model.never.weight.grad is None,
+        "odd_grad_spread": max_rank_spread(
+            comm, model.odd.weight.grad.data.astype(np.float64).ravel()
+        )
+        if model.odd.weight.grad is not None
+        else -1.0,
+        "a_grad_spread": max_rank_spread(comm, model.a.weight.grad.data.astype(np.float64).ravel()),
+    }
     # odd ranks' contribution averaged over all ranks (even ranks contribute zeros)
     local = np.zeros((4, 4))
     for r in range(comm.size):
@@ -238,8 +249,10 @@ def scenario_strategy(comm) -> dict:
     s = DDPStrategy(comm=comm)
     r, n = comm.rank, comm.size
     res = {}
-    red = s.reduce({"a": float(r), "b": np.array([r, 2.0 * r]), "c": ember.tensor([1.0 * r]),
-                    "n": [r, 1]}, op="sum")
+    red = s.reduce(
+        {"a": float(r), "b": np.array([r, 2.0 * r]), "c": ember.tensor([1.0 * r]), "n": [r, 1]},
+        op="sum",
+    )
     res["reduce_sum"] = [red["a"], red["b"].tolist(), red["c"].tolist(), red["n"]]
     res["reduce_max"] = s.reduce(float(r), op="max")
     res["reduce_mean"] = s.reduce(np.float32(r), op="mean")
@@ -262,8 +275,9 @@ def scenario_strategy(comm) -> dict:
     res["val_shards"] = comm.allgather_object(val_idx)
     # an exactly weighted validation metric: mean of x^2 over the dataset
     vals = np.array(val_idx, np.float64) ** 2
-    res["val_metric"] = s.reduce(float(vals.mean()) if vals.size else 0.0, op="mean",
-                                 weight=vals.size)
+    res["val_metric"] = s.reduce(
+        float(vals.mean()) if vals.size else 0.0, op="mean", weight=vals.size
+    )
     res["val_metric_single"] = float((np.arange(10.0) ** 2).mean())
     return res
 

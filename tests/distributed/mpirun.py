@@ -43,25 +43,43 @@ class Run:
 
 
 def child_env() -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PMI_", "PMIX_", "OMPI_", "MPI_LOCAL", "HYDRA_", "MV2_"))}
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "EMBER_NUM_THREADS"):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PMI_", "PMIX_", "OMPI_", "MPI_LOCAL", "HYDRA_", "MV2_"))
+    }
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "EMBER_NUM_THREADS"):
         env[var] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.pop("EMBER_MPI", None)
     return env
 
 
-def run_worker(tmp_path, scenario: str, ranks: int, timeout: float = 120.0,
-               collective_timeout: float = 60.0) -> Run:
+def run_worker(
+    tmp_path, scenario: str, ranks: int, timeout: float = 120.0, collective_timeout: float = 60.0
+) -> Run:
     """Run one scenario on ``ranks`` processes; rank 0's JSON result (None if it wrote none)."""
     out = pathlib.Path(tmp_path) / f"{scenario}-{ranks}.json"
-    cmd = [mpiexec(), "-n", str(ranks), sys.executable, str(WORKER), scenario, str(out),
-           str(collective_timeout)]
+    cmd = [
+        mpiexec(),
+        "-n",
+        str(ranks),
+        sys.executable,
+        str(WORKER),
+        scenario,
+        str(out),
+        str(collective_timeout),
+    ]
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=child_env(), cwd=str(ROOT), start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=child_env(),
+        cwd=str(ROOT),
+        start_new_session=True,
+    )
     try:
         text, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

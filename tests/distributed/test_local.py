@@ -20,8 +20,16 @@ from ember.distributed.failure import abort_on_exception
 from ember.distributed.strategy import SingleDeviceStrategy
 from ember.distributed.sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm
 
-_LAUNCH_VARS = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
-                "PMIX_RANK", "MV2_COMM_WORLD_RANK", "MPI_LOCALRANKID", "EMBER_MPI")
+_LAUNCH_VARS = (
+    "PMI_RANK",
+    "PMI_SIZE",
+    "OMPI_COMM_WORLD_RANK",
+    "OMPI_COMM_WORLD_SIZE",
+    "PMIX_RANK",
+    "MV2_COMM_WORLD_RANK",
+    "MPI_LOCALRANKID",
+    "EMBER_MPI",
+)
 
 
 @pytest.fixture
@@ -47,12 +55,15 @@ def test_launch_detection(no_launcher, monkeypatch):
 
 
 def test_importing_never_imports_mpi4py():
-    code = ("import sys, ember.distributed as d, ember.distributed.ddp, "
-            "ember.distributed.ddp_strategy, ember.distributed.sync_batchnorm; "
-            "c = d.world(); assert c.size == 1, c; print('mpi4py' in sys.modules)")
+    code = (
+        "import sys, ember.distributed as d, ember.distributed.ddp, "
+        "ember.distributed.ddp_strategy, ember.distributed.sync_batchnorm; "
+        "c = d.world(); assert c.size == 1, c; print('mpi4py' in sys.modules)"
+    )
     env = {k: v for k, v in __import__("os").environ.items() if k not in _LAUNCH_VARS}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -149,16 +160,17 @@ def test_sync_batchnorm_function_against_batchnorm_on_the_doubled_batch():
     tx = torch.tensor(np.concatenate([x, x]), requires_grad=True)
     out = tbn(tx)
     (out * torch.tensor(np.concatenate([g, g]))).sum().backward()
-    np.testing.assert_allclose(sbn.running_mean.data, tbn.running_mean.numpy(), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        sbn.running_mean.data, tbn.running_mean.numpy(), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(sbn.running_var.data, tbn.running_var.numpy(), rtol=1e-5)
     # the input gradient of this rank's half; weight/bias grads are this rank's share (DDP
     # averages them: here the two halves are equal, so half the full-batch gradient)
     np.testing.assert_allclose(ex.grad.data, tx.grad[:4].numpy(), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(sbn.weight.grad.data, tbn.weight.grad.numpy() / 2, rtol=1e-4,
-                               atol=1e-5)
-    np.testing.assert_allclose(sbn.bias.grad.data, tbn.bias.grad.numpy() / 2, rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        sbn.weight.grad.data, tbn.weight.grad.numpy() / 2, rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(sbn.bias.grad.data, tbn.bias.grad.numpy() / 2, rtol=1e-4, atol=1e-5)
 
 
 def test_convert_sync_batchnorm_keeps_state():
@@ -172,9 +184,19 @@ def test_convert_sync_batchnorm_keeps_state():
     assert model[1].weight is w and model[1].running_mean.data[0] == 7.0
     assert not model[1].training
     assert list(model.state_dict()) == [
-        "0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
-        "1.num_batches_tracked", "2.0.weight", "2.0.bias", "2.0.running_mean",
-        "2.0.running_var", "2.0.num_batches_tracked"]
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+        "2.0.weight",
+        "2.0.bias",
+        "2.0.running_mean",
+        "2.0.running_var",
+        "2.0.num_batches_tracked",
+    ]
     root = convert_sync_batchnorm(nn.BatchNorm1d(2))
     assert isinstance(root, SyncBatchNorm)
     assert SyncBatchNorm.convert_sync_batchnorm(nn.BatchNorm1d(2)).num_features == 2

@@ -50,8 +50,9 @@ def test_plan_rejects_non_positive_caps():
 
 
 # ------------------------------------------------------------------ compression
-@pytest.mark.parametrize("kind,dtype,rel", [("fp16", np.float16, 1e-3),
-                                            ("bf16", ml_dtypes.bfloat16, 8e-3)])
+@pytest.mark.parametrize(
+    "kind,dtype,rel", [("fp16", np.float16, 1e-3), ("bf16", ml_dtypes.bfloat16, 8e-3)]
+)
 def test_compression_round_trip(kind, dtype, rel):
     rng = np.random.default_rng(0)
     flat = rng.standard_normal(1000).astype(np.float32) * 100
@@ -152,8 +153,7 @@ class Net(nn.Module):
 
 
 def _grads(model):
-    return {n: None if p.grad is None else p.grad.data.copy()
-            for n, p in model.named_parameters()}
+    return {n: None if p.grad is None else p.grad.data.copy() for n, p in model.named_parameters()}
 
 
 def test_reducer_averages_in_buckets_overlapping_backward():
@@ -163,8 +163,9 @@ def test_reducer_averages_in_buckets_overlapping_backward():
     plain = Net([])
     plain.load_state_dict(model.state_dict())
     comm = FakeComm()
-    ddp = DistributedDataParallel(model, comm=comm, bucket_cap_mb=2e-4, first_bucket_mb=2e-4,
-                                  find_unused_parameters=True)
+    ddp = DistributedDataParallel(
+        model, comm=comm, bucket_cap_mb=2e-4, first_bucket_mb=2e-4, find_unused_parameters=True
+    )
     assert len(ddp.reducer.buckets) == 3  # [unused, l3], [l2], [l1]
     x = ember.randn(5, 8)
     y = ember.tensor([0, 1, 2, 0, 1])

@@ -80,8 +80,12 @@ def test_unpadded_shards_for_evaluation():
     got = [list(UnpaddedDistributedSampler(ds, 4, r)) for r in range(4)]
     assert got == [[0, 4, 8], [1, 5, 9], [2, 6], [3, 7]]
     assert [len(UnpaddedDistributedSampler(ds, 4, r)) for r in range(4)] == [3, 3, 2, 2]
-    assert [list(UnpaddedDistributedSampler(list(range(2)), 4, r)) for r in range(4)] == \
-        [[0], [1], [], []]
+    assert [list(UnpaddedDistributedSampler(list(range(2)), 4, r)) for r in range(4)] == [
+        [0],
+        [1],
+        [],
+        [],
+    ]
 
 
 def test_bad_rank_and_replicas():
@@ -134,7 +138,7 @@ def test_resume_under_another_world_size_continues_the_global_order(old, new):
         rest.append(list(s))
         assert len(s) == len(rest[-1])
     seen = set(sum(rest, []))
-    assert seen == set(perm[k * old:])  # exactly what no old rank had consumed
+    assert seen == set(perm[k * old :])  # exactly what no old rank had consumed
     # the next epoch is whole again
     s = DistributedSampler(ds, new, 0, seed=2)
     s.load_state_dict(states[0])
@@ -144,8 +148,9 @@ def test_resume_under_another_world_size_continues_the_global_order(old, new):
 
 def test_fold_loader_state_moves_batches_into_the_sampler():
     ds = TensorDataset(ember.arange(20, dtype=ember.float32))
-    loaders = [DataLoader(ds, batch_size=2, sampler=DistributedSampler(ds, 4, r, seed=1))
-               for r in range(4)]
+    loaders = [
+        DataLoader(ds, batch_size=2, sampler=DistributedSampler(ds, 4, r, seed=1)) for r in range(4)
+    ]
     its = [iter(dl) for dl in loaders]
     for it in its:
         next(it)  # one batch of 2 on each of the 4 ranks: 8 samples consumed
@@ -165,7 +170,10 @@ def test_fold_loader_state_moves_batches_into_the_sampler():
 
 
 def _first_batch(loader):
-    fresh = DataLoader(loader.dataset, batch_size=2,
-                       sampler=DistributedSampler(loader.dataset, 4, loader.sampler.rank, seed=1))
+    fresh = DataLoader(
+        loader.dataset,
+        batch_size=2,
+        sampler=DistributedSampler(loader.dataset, 4, loader.sampler.rank, seed=1),
+    )
     (b,) = next(iter(fresh))
     return b.tolist()

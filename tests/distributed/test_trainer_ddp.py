@@ -35,8 +35,15 @@ def launch(workdir, scenario: str, ranks: int | None, timeout: float = 120.0):
     if ranks is not None:
         cmd = [mpiexec(), "-n", str(ranks)] + cmd
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=child_env(), cwd=str(ROOT), start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=child_env(),
+        cwd=str(ROOT),
+        start_new_session=True,
+    )
     try:
         text, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -102,12 +109,12 @@ def test_validation_metric_is_the_single_process_one(fitted):
     # 11 validation samples on 2 ranks (6 + 5, unpadded), weighted by the per-rank counts
     r0, r1 = fitted
     assert r0["metrics"]["val_loss"] == r1["metrics"]["val_loss"]
-    assert r0["metrics"]["val_loss"] == pytest.approx(r0["single_metrics"]["val_loss"],
-                                                      rel=1e-5)
+    assert r0["metrics"]["val_loss"] == pytest.approx(r0["single_metrics"]["val_loss"], rel=1e-5)
     # the same weights validated in one process: the same dataset mean
     assert r0["validate"]["val_loss"] == r1["validate"]["val_loss"]
-    assert r0["validate"]["val_loss"] == pytest.approx(r0["single_validate"]["val_loss"],
-                                                       rel=1e-6, abs=1e-9)
+    assert r0["validate"]["val_loss"] == pytest.approx(
+        r0["single_validate"]["val_loss"], rel=1e-6, abs=1e-9
+    )
 
 
 def test_sync_dist_reduces_once_per_boundary(fitted):

@@ -23,8 +23,14 @@ from ember.data import DataLoader, TensorDataset
 from ember.optim import SGD
 from ember.trainer import Trainer, TrainingModule
 
-QUIET = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False,
-         "enable_checkpointing": False, "accelerator": "cpu", "num_sanity_val_steps": 0}
+QUIET = {
+    "logger": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "enable_checkpointing": False,
+    "accelerator": "cpu",
+    "num_sanity_val_steps": 0,
+}
 B = 2  # per-rank batch
 
 
@@ -42,8 +48,11 @@ class Regressor(TrainingModule):
 
     def __init__(self, batchnorm: bool = False, fail_rank: int | None = None):
         super().__init__()
-        layers = [nn.Linear(4, 8)] + ([nn.BatchNorm1d(8)] if batchnorm else []) + \
-            [nn.Tanh(), nn.Linear(8, 1)]
+        layers = (
+            [nn.Linear(4, 8)]
+            + ([nn.BatchNorm1d(8)] if batchnorm else [])
+            + [nn.Tanh(), nn.Linear(8, 1)]
+        )
         self.net = nn.Sequential(*layers)
         self.fail_rank = fail_rank
         self.bn_seen: list = []
@@ -66,8 +75,11 @@ class Regressor(TrainingModule):
     def validation_step(self, batch, batch_idx):
         x, y = batch
         if batch_idx == 0:
-            self.bn_seen.append(np.concatenate([b.detach().numpy().ravel() for b in self.buffers()]
-                                               or [np.zeros(1)]).tolist())
+            self.bn_seen.append(
+                np.concatenate(
+                    [b.detach().numpy().ravel() for b in self.buffers()] or [np.zeros(1)]
+                ).tolist()
+            )
         self.log("val_loss", F.mse_loss(self(x), y), sync_dist=True)
 
     def configure_optimizers(self):
@@ -115,25 +127,41 @@ def fit(workdir: str, rank: int, size: int) -> dict:
     train = DataLoader(dataset(40), batch_size=B)
     val = DataLoader(dataset(11, seed=1), batch_size=3)
     root = os.path.join(workdir, f"root{rank}")
-    trainer = Trainer(max_epochs=2, accelerator="cpu", default_root_dir=root,
-                      log_every_n_steps=1, num_sanity_val_steps=0)
+    trainer = Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        default_root_dir=root,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+    )
     counter = CountReduce(trainer.strategy)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         trainer.fit(model, train, val)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    result = {"strategy": type(trainer.strategy).__name__, "size": trainer.world_size,
-              "weights": weights(model), "metrics": metrics, "reduce_calls": counter.calls,
-              "steps": trainer.global_step, "printed": len(out.getvalue() + err.getvalue()),
-              "files": sorted(os.path.relpath(os.path.join(d, f), root)
-                              for d, _, fs in os.walk(root) for f in fs) if
-              os.path.isdir(root) else None,
-              "validate": trainer.validate(model, val, verbose=False)[0]}
+    result = {
+        "strategy": type(trainer.strategy).__name__,
+        "size": trainer.world_size,
+        "weights": weights(model),
+        "metrics": metrics,
+        "reduce_calls": counter.calls,
+        "steps": trainer.global_step,
+        "printed": len(out.getvalue() + err.getvalue()),
+        "files": sorted(
+            os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs
+        )
+        if os.path.isdir(root)
+        else None,
+        "validate": trainer.validate(model, val, verbose=False)[0],
+    }
     if rank == 0:  # the single-process references: the same global batches
         ember.manual_seed(0)
         ref = Regressor()
-        single = Trainer(max_epochs=2, strategy="single_device", **{
-            k: v for k, v in QUIET.items() if k != "accelerator"})
+        single = Trainer(
+            max_epochs=2,
+            strategy="single_device",
+            **{k: v for k, v in QUIET.items() if k != "accelerator"},
+        )
         single.fit(ref, DataLoader(dataset(40), batch_size=B * size), val)
         result["single_weights"] = weights(ref)
         result["single_metrics"] = {k: float(v) for k, v in single.callback_metrics.items()}
@@ -152,16 +180,20 @@ def accumulate(workdir: str, rank: int, size: int) -> dict:
     result = {"weights": weights(model), "blocked": nosync.blocked, "steps": trainer.global_step}
     ember.manual_seed(0)
     bn = Regressor(batchnorm=True)
-    Trainer(max_epochs=1, **QUIET).fit(bn, DataLoader(dataset(40), batch_size=B),
-                                       DataLoader(dataset(11, seed=1), batch_size=3))
+    Trainer(max_epochs=1, **QUIET).fit(
+        bn, DataLoader(dataset(40), batch_size=B), DataLoader(dataset(11, seed=1), batch_size=3)
+    )
     result["bn_buffers"] = bn.bn_seen[-1]
     result["bn_params"] = weights(bn)
     if rank == 0:
         ember.manual_seed(0)
         ref = Regressor()
-        Trainer(max_epochs=1, accumulate_grad_batches=2, strategy="single_device",
-                **{k: v for k, v in QUIET.items() if k != "accelerator"}).fit(
-            ref, DataLoader(dataset(40), batch_size=B * size))
+        Trainer(
+            max_epochs=1,
+            accumulate_grad_batches=2,
+            strategy="single_device",
+            **{k: v for k, v in QUIET.items() if k != "accelerator"},
+        ).fit(ref, DataLoader(dataset(40), batch_size=B * size))
         result["single_weights"] = weights(ref)
     return result
 
@@ -190,20 +222,23 @@ def resume(workdir: str, rank: int, size: int) -> dict:
     ember.manual_seed(0)
     model = Regressor()
     trainer = Trainer(max_epochs=2, **QUIET)
-    trainer.fit(model, DataLoader(dataset(48, index_feature=True), batch_size=B),
-                ckpt_path=os.path.join(workdir, "mid.ckpt"))
+    trainer.fit(
+        model,
+        DataLoader(dataset(48, index_feature=True), batch_size=B),
+        ckpt_path=os.path.join(workdir, "mid.ckpt"),
+    )
     return {"seen": model.seen, "steps": trainer.global_step}
 
 
 def fail(workdir: str, rank: int, size: int) -> dict:
     ember.manual_seed(0)
-    Trainer(max_epochs=1, **QUIET).fit(Regressor(fail_rank=size - 1),
-                                       DataLoader(dataset(40), batch_size=B))
+    Trainer(max_epochs=1, **QUIET).fit(
+        Regressor(fail_rank=size - 1), DataLoader(dataset(40), batch_size=B)
+    )
     return {}
 
 
-SCENARIOS = {"fit": fit, "accumulate": accumulate, "save": save, "resume": resume,
-             "fail": fail}
+SCENARIOS = {"fit": fit, "accumulate": accumulate, "save": save, "resume": resume, "fail": fail}
 
 
 def main() -> None:

@@ -28,9 +28,13 @@ def test_rows_per_step_and_columns_growing_mid_run(tmp_path):
     logger = CSVLogger(tmp_path, flush_logs_every_n_steps=2)
     logger.log_metrics({"train_loss": ember.tensor(2.5), "lr": np.float32(0.5)}, 0)
     logger.log_metrics({"train_loss": 2.0, "lr": 0.25}, 1)  # (1 + 1) % 2 == 0: flushed
-    assert _read(logger) == (["step", "train_loss", "lr"], [
-        {"step": "0", "train_loss": "2.5", "lr": "0.5"},
-        {"step": "1", "train_loss": "2.0", "lr": "0.25"}])
+    assert _read(logger) == (
+        ["step", "train_loss", "lr"],
+        [
+            {"step": "0", "train_loss": "2.5", "lr": "0.5"},
+            {"step": "1", "train_loss": "2.0", "lr": "0.25"},
+        ],
+    )
     # Validation metrics appear at step 1 too, and a new epoch column later: the header grows
     # and the earlier rows are rewritten under it.
     logger.log_metrics({"val_loss": 3.0, "epoch": 0}, 1)
@@ -49,8 +53,8 @@ def test_rows_per_step_and_columns_growing_mid_run(tmp_path):
 def test_same_step_values_share_a_row_and_step_none_counts(tmp_path):
     logger = CSVLogger(tmp_path, prefix="fit")
     logger.log_metrics({"a": 1}, 5)
-    logger.log_metrics({"b": True}, 5)   # same step, new keys: same row
-    logger.log_metrics({"a": 2}, 5)      # same key again: a new row
+    logger.log_metrics({"b": True}, 5)  # same step, new keys: same row
+    logger.log_metrics({"a": 2}, 5)  # same key again: a new row
     logger.log_metrics({"c": {"x": 1.0, "y": ember.tensor(2.0)}})  # step None: rows so far
     logger.save()
     header, rows = _read(logger)
@@ -84,8 +88,11 @@ def test_flush_every_n_steps(tmp_path):
 
 
 def test_non_scalar_error(tmp_path):
-    with pytest.raises(ValueError, match=r"CSVLogger.log_metrics: metric 'm' must be a scalar, "
-                                         r"got a tensor of shape \(2,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"CSVLogger.log_metrics: metric 'm' must be a scalar, "
+        r"got a tensor of shape \(2,\)",
+    ):
         CSVLogger(tmp_path).log_metrics({"m": ember.tensor([1.0, 2.0])}, 0)
 
 
@@ -95,7 +102,10 @@ def test_hparams_yaml(tmp_path):
     logger.log_hyperparams({"seed": np.int32(4)}, metrics={"hp": 1.0})
     logger.finalize("success")
     assert load_hparams_yaml(os.path.join(logger.log_dir, "hparams.yaml")) == {
-        "lr": 0.1, "model": {"depth": 3, "acts": ["relu", "gelu"]}, "seed": 4}
+        "lr": 0.1,
+        "model": {"depth": 3, "acts": ["relu", "gelu"]},
+        "seed": 4,
+    }
     assert _read(logger) == (["step", "hp"], [{"step": "0", "hp": "1.0"}])
 
 
@@ -107,7 +117,8 @@ def test_version_layout_shared_with_tensorboard(tmp_path):
     assert logger.version == 1
     assert logger.log_dir == os.path.join(tmp_path, "exp", "version_1")
     assert CSVLogger(tmp_path, name="exp", version="named").log_dir == os.path.join(
-        tmp_path, "exp", "named")
+        tmp_path, "exp", "named"
+    )
 
 
 def test_existing_file_is_replaced_or_continued_with_purge_step(tmp_path):
@@ -120,13 +131,16 @@ def test_existing_file_is_replaced_or_continued_with_purge_step(tmp_path):
     for step in range(3, 5):
         resumed.log_metrics({"loss": 10.0 + step, "acc": 0.5}, step)
     resumed.finalize("success")
-    assert _read(resumed) == (["step", "loss", "acc"], [
-        {"step": "0", "loss": "0.0", "acc": ""},
-        {"step": "1", "loss": "1.0", "acc": ""},
-        {"step": "2", "loss": "2.0", "acc": ""},
-        {"step": "3", "loss": "13.0", "acc": "0.5"},
-        {"step": "4", "loss": "14.0", "acc": "0.5"},
-    ])
+    assert _read(resumed) == (
+        ["step", "loss", "acc"],
+        [
+            {"step": "0", "loss": "0.0", "acc": ""},
+            {"step": "1", "loss": "1.0", "acc": ""},
+            {"step": "2", "loss": "2.0", "acc": ""},
+            {"step": "3", "loss": "13.0", "acc": "0.5"},
+            {"step": "4", "loss": "14.0", "acc": "0.5"},
+        ],
+    )
 
     # Set after the logger wrote (the Trainer restores before or after logging hparams).
     late = CSVLogger(tmp_path, version=0, purge_step=5)
@@ -135,7 +149,12 @@ def test_existing_file_is_replaced_or_continued_with_purge_step(tmp_path):
     late.log_metrics({"loss": 44.0}, 4)
     late.finalize("success")
     assert [(r["step"], r["loss"]) for r in _read(late)[1]] == [
-        ("0", "0.0"), ("1", "1.0"), ("2", "2.0"), ("3", "13.0"), ("4", "44.0")]
+        ("0", "0.0"),
+        ("1", "1.0"),
+        ("2", "2.0"),
+        ("3", "13.0"),
+        ("4", "44.0"),
+    ]
     with pytest.raises(ValueError, match="purge_step must be a non-negative int"):
         late.purge_step = -3
 
@@ -164,8 +183,10 @@ def test_save_dir_that_is_a_file(tmp_path):
 
 
 def test_buffered_rows_are_written_at_exit(tmp_path):
-    code = ("from ember.loggers import CSVLogger; import sys; "
-            "lg = CSVLogger(sys.argv[1], version=0); lg.log_metrics({'loss': 0.5}, 0)")
+    code = (
+        "from ember.loggers import CSVLogger; import sys; "
+        "lg = CSVLogger(sys.argv[1], version=0); lg.log_metrics({'loss': 0.5}, 0)"
+    )
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=ROOT)
     with open(tmp_path / "lightning_logs" / "version_0" / "metrics.csv") as fh:
         assert fh.read().splitlines() == ["step,loss", "0,0.5"]

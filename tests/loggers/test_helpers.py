@@ -40,16 +40,37 @@ def test_params_to_dict_accepts_dict_namespace_dataclass_none():
 
 def test_to_plain_and_flatten_and_sanitize():
     bf = np.array(1.5, dtype=ml_dtypes.bfloat16)
-    params = {"opt": _Opt(), "ns": Namespace(k={"deep": 1}), "fn": len, "empty": {},
-              "bf": bf, "t": ember.tensor([[1, 2]]), "s": {3}}
+    params = {
+        "opt": _Opt(),
+        "ns": Namespace(k={"deep": 1}),
+        "fn": len,
+        "empty": {},
+        "bf": bf,
+        "t": ember.tensor([[1, 2]]),
+        "s": {3},
+    }
     assert to_plain(params) == {
-        "opt": {"lr": 0.1, "betas": [0.9, 0.99]}, "ns": {"k": {"deep": 1}},
-        "fn": str(len), "empty": {}, "bf": 1.5, "t": [[1, 2]], "s": [3]}
+        "opt": {"lr": 0.1, "betas": [0.9, 0.99]},
+        "ns": {"k": {"deep": 1}},
+        "fn": str(len),
+        "empty": {},
+        "bf": 1.5,
+        "t": [[1, 2]],
+        "s": [3],
+    }
     flat = flatten_params(params)
     assert list(flat) == ["opt/lr", "opt/betas", "ns/k/deep", "fn", "empty", "bf", "t", "s"]
     clean = sanitize_for_tensorboard(flat)
-    assert clean == {"opt/lr": 0.1, "opt/betas": "[0.9, 0.99]", "ns/k/deep": 1, "fn": str(len),
-                     "empty": "{}", "bf": 1.5, "t": "[[1, 2]]", "s": "[3]"}
+    assert clean == {
+        "opt/lr": 0.1,
+        "opt/betas": "[0.9, 0.99]",
+        "ns/k/deep": 1,
+        "fn": str(len),
+        "empty": "{}",
+        "bf": 1.5,
+        "t": "[[1, 2]]",
+        "s": "[3]",
+    }
     assert all(type(v) in (bool, int, float, str) for v in clean.values())
 
 
@@ -67,8 +88,11 @@ def test_to_scalar():
     assert to_scalar(ember.tensor(3), "k", "L") == 3
     assert type(to_scalar(np.array(1.5, dtype=ml_dtypes.bfloat16), "k", "L")) is float
     assert to_scalar(np.int64(4), "k", "L") == 4
-    with pytest.raises(ValueError, match=r"L.log_metrics: metric 'k' must be a scalar, got a "
-                                         r"tensor of shape \(0,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"L.log_metrics: metric 'k' must be a scalar, got a "
+        r"tensor of shape \(0,\)",
+    ):
         to_scalar(ember.zeros(0), "k", "L")
     assert add_prefix({"a": 1}, "") == {"a": 1}
     assert add_prefix({"a": 1}, "p") == {"p-a": 1}

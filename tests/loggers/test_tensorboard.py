@@ -18,8 +18,9 @@ from tests.loggers._events import hparams_plugin, load, scalars
 
 
 def _files(root) -> list[str]:
-    return sorted(os.path.relpath(os.path.join(d, f), root)
-                  for d, _, fs in os.walk(root) for f in fs)
+    return sorted(
+        os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs
+    )
 
 
 # ---------------------------------------------------------------- layout and versions
@@ -44,16 +45,20 @@ def test_layout_and_version_autoincrement(tmp_path):
 
 def test_explicit_int_and_string_versions_name_and_sub_dir(tmp_path):
     assert TensorBoardLogger(tmp_path, version=3).log_dir == os.path.join(
-        tmp_path, "lightning_logs", "version_3")
+        tmp_path, "lightning_logs", "version_3"
+    )
     assert TensorBoardLogger(tmp_path, name="exp", version="run_a").log_dir == os.path.join(
-        tmp_path, "exp", "run_a")
+        tmp_path, "exp", "run_a"
+    )
     assert TensorBoardLogger(tmp_path, name="").log_dir == os.path.join(tmp_path, "version_0")
     logger = TensorBoardLogger(tmp_path, name="exp", version=1, sub_dir="fit")
     assert logger.log_dir == os.path.join(tmp_path, "exp", "version_1", "fit")
     logger.log_metrics({"a": 1.0}, 0)
     logger.finalize("success")
-    assert any(f.startswith(os.path.join("exp", "version_1", "fit", "events.out.tfevents"))
-               for f in _files(tmp_path))
+    assert any(
+        f.startswith(os.path.join("exp", "version_1", "fit", "events.out.tfevents"))
+        for f in _files(tmp_path)
+    )
     with pytest.raises(TypeError, match="version must be an int, a str or None"):
         TensorBoardLogger(tmp_path, version=1.5)
 
@@ -79,19 +84,23 @@ def test_save_dir_that_is_a_file_is_named_in_the_error(tmp_path):
 def test_scalars_by_step_from_floats_tensors_and_numpy(tmp_path):
     logger = TensorBoardLogger(tmp_path, flush_secs=1)
     for step in range(4):
-        logger.log_metrics({
-            "float": 0.5 * step,
-            "int": step,
-            "tensor0d": ember.tensor(float(step) + 0.25),
-            "tensor1el": ember.tensor([2.0 * step]),
-            "np_scalar": np.float32(step) / 4,
-            "np_0d": np.array(-step, dtype=np.float64),
-            "flag": bool(step % 2),
-        }, step)
+        logger.log_metrics(
+            {
+                "float": 0.5 * step,
+                "int": step,
+                "tensor0d": ember.tensor(float(step) + 0.25),
+                "tensor1el": ember.tensor([2.0 * step]),
+                "np_scalar": np.float32(step) / 4,
+                "np_0d": np.array(-step, dtype=np.float64),
+                "flag": bool(step % 2),
+            },
+            step,
+        )
     logger.finalize("success")
     ea = load(logger.log_dir)
     assert sorted(ea.Tags()["scalars"]) == sorted(
-        ["float", "int", "tensor0d", "tensor1el", "np_scalar", "np_0d", "flag"])
+        ["float", "int", "tensor0d", "tensor1el", "np_scalar", "np_0d", "flag"]
+    )
     assert scalars(ea, "float") == [(s, 0.5 * s) for s in range(4)]
     assert scalars(ea, "int") == [(s, s) for s in range(4)]
     assert scalars(ea, "tensor0d") == [(s, s + 0.25) for s in range(4)]
@@ -122,8 +131,11 @@ def test_dict_value_becomes_one_chart(tmp_path):
 
 def test_non_scalar_metric_error_names_key_and_shape(tmp_path):
     logger = TensorBoardLogger(tmp_path)
-    with pytest.raises(ValueError, match=r"metric 'vec' must be a scalar, got a tensor of shape "
-                                         r"\(3,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"metric 'vec' must be a scalar, got a tensor of shape "
+        r"\(3,\)",
+    ):
         logger.log_metrics({"vec": ember.tensor([1.0, 2.0, 3.0])}, 0)
     with pytest.raises(ValueError, match=r"metric 'arr' must be a scalar.*\(2, 2\)"):
         logger.log_metrics({"arr": np.zeros((2, 2))}, 0)
@@ -140,16 +152,22 @@ def test_save_flushes_pending_events(tmp_path):
             logger.log_metrics({"loss": float(step)}, step)
         logger.save()  # epoch end
         assert scalars(load(logger.log_dir), "loss") == [
-            (s, float(s)) for s in range((epoch + 1) * 40)]
+            (s, float(s)) for s in range((epoch + 1) * 40)
+        ]
     logger.finalize("success")
 
 
 # ---------------------------------------------------------------- hyperparameters
 def test_hparams_yaml_and_hparams_plugin(tmp_path):
     params = {
-        "lr": 1e-3, "layers": 4, "use_bias": True, "act": "gelu",
+        "lr": 1e-3,
+        "layers": 4,
+        "use_bias": True,
+        "act": "gelu",
         "optimizer": {"name": "adamw", "betas": (0.9, 0.95), "sched": {"warmup": 100}},
-        "scale": ember.tensor(2.5), "np_int": np.int64(7), "shape": np.zeros((2, 3)),
+        "scale": ember.tensor(2.5),
+        "np_int": np.int64(7),
+        "shape": np.zeros((2, 3)),
         "nothing": None,
     }
     logger = TensorBoardLogger(tmp_path)
@@ -158,16 +176,33 @@ def test_hparams_yaml_and_hparams_plugin(tmp_path):
 
     yaml_data = load_hparams_yaml(os.path.join(logger.log_dir, "hparams.yaml"))
     assert yaml_data == {
-        "lr": 1e-3, "layers": 4, "use_bias": True, "act": "gelu",
+        "lr": 1e-3,
+        "layers": 4,
+        "use_bias": True,
+        "act": "gelu",
         "optimizer": {"name": "adamw", "betas": [0.9, 0.95], "sched": {"warmup": 100}},
-        "scale": 2.5, "np_int": 7, "shape": [[0.0] * 3] * 2, "nothing": None,
+        "scale": 2.5,
+        "np_int": 7,
+        "shape": [[0.0] * 3] * 2,
+        "nothing": None,
     }
 
     ea = load(logger.log_dir)
     start, experiment = hparams_plugin(ea)
     hp = start.hparams
-    assert set(hp) == {"lr", "layers", "use_bias", "act", "optimizer/name", "optimizer/betas",
-                       "optimizer/sched/warmup", "scale", "np_int", "shape", "nothing"}
+    assert set(hp) == {
+        "lr",
+        "layers",
+        "use_bias",
+        "act",
+        "optimizer/name",
+        "optimizer/betas",
+        "optimizer/sched/warmup",
+        "scale",
+        "np_int",
+        "shape",
+        "nothing",
+    }
     assert hp["lr"].number_value == pytest.approx(1e-3)
     assert hp["layers"].number_value == 4
     assert hp["use_bias"].bool_value is True
@@ -187,7 +222,9 @@ def test_hparams_with_chosen_metrics_and_namespace(tmp_path):
     logger = TensorBoardLogger(tmp_path, default_hp_metric=False)
     logger.log_hyperparams(Namespace(lr=0.1, depth=2))  # no metric: yaml only
     assert load_hparams_yaml(os.path.join(logger.log_dir, "hparams.yaml")) == {
-        "lr": 0.1, "depth": 2}
+        "lr": 0.1,
+        "depth": 2,
+    }
     logger.save()
     with pytest.raises(KeyError):
         load(logger.log_dir).PluginTagToContent("hparams")
@@ -201,7 +238,10 @@ def test_hparams_with_chosen_metrics_and_namespace(tmp_path):
     assert scalars(ea, "val/loss") == [(0, 9.0)]
     assert "hp_metric" not in ea.Tags()["scalars"]
     assert load_hparams_yaml(os.path.join(logger.log_dir, "hparams.yaml")) == {
-        "lr": 0.1, "depth": 2, "width": 8}
+        "lr": 0.1,
+        "depth": 2,
+        "width": 8,
+    }
 
 
 def test_hp_metric_is_written_once(tmp_path):
@@ -228,7 +268,9 @@ def test_text(tmp_path):
     assert ea.SummaryMetadata("samples/text_summary").plugin_data.plugin_name == "text"
     events = ea.Tensors("samples/text_summary")
     assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in events] == [
-        (4, "ROMEO: *to be*"), (8, "JULIET: or not")]
+        (4, "ROMEO: *to be*"),
+        (8, "JULIET: or not"),
+    ]
 
 
 def test_histograms_of_weights_and_grads(tmp_path):
@@ -242,8 +284,10 @@ def test_histograms_of_weights_and_grads(tmp_path):
     names = ["0.weight", "0.bias", "2.weight", "2.bias"]
     expected = [f"weights/{n}" for n in names] + [f"gradients/{n}" for n in names[:3]]
     assert sorted(ea.Tags()["histograms"]) == sorted(expected)
-    for tag, array in (("weights/0.weight", model[0].weight.numpy(force=True)),
-                       ("gradients/2.weight", model[2].weight.grad.numpy())):
+    for tag, array in (
+        ("weights/0.weight", model[0].weight.numpy(force=True)),
+        ("gradients/2.weight", model[2].weight.grad.numpy()),
+    ):
         (event,) = ea.Histograms(tag)
         assert event.step == 3
         h = event.histogram_value
@@ -298,7 +342,8 @@ def test_purge_step_removes_the_old_tail(tmp_path):
     events = [f for f in os.listdir(first.log_dir) if "tfevents" in f]
     assert len(events) == 2
     assert scalars(load(first.log_dir), "loss") == (
-        [(s, float(s)) for s in range(5)] + [(s, 100.0 + s) for s in range(5, 10)])
+        [(s, float(s)) for s in range(5)] + [(s, 100.0 + s) for s in range(5, 10)]
+    )
 
 
 def test_purge_step_set_after_the_writer_opened(tmp_path):
@@ -313,7 +358,8 @@ def test_purge_step_set_after_the_writer_opened(tmp_path):
     resumed.finalize("success")
     ea = load(first.log_dir)
     assert scalars(ea, "loss") == [(s, float(s)) for s in range(5)] + [
-        (s, 100.0 + s) for s in range(5, 10)]
+        (s, 100.0 + s) for s in range(5, 10)
+    ]
     with pytest.raises(ValueError, match="purge_step must be a non-negative int"):
         resumed.purge_step = -1
 
@@ -332,7 +378,12 @@ def test_resumed_run_does_not_repeat_hp_metric_nor_purge_after_reopen(tmp_path):
     ea = load(first.log_dir)
     assert scalars(ea, "hp_metric") == [(0, -1.0)]
     assert scalars(ea, "loss") == [(s, float(s)) for s in range(5)] + [
-        (5, 105.0), (6, 106.0), (7, 107.0), (8, 208.0), (9, 209.0)]
+        (5, 105.0),
+        (6, 106.0),
+        (7, 107.0),
+        (8, 208.0),
+        (9, 209.0),
+    ]
 
 
 # ---------------------------------------------------------------- ranks and imports
@@ -352,9 +403,15 @@ def test_non_zero_rank_writes_nothing(tmp_path, monkeypatch):
 
 
 def test_import_is_lazy():
-    code = ("import sys, ember.loggers; "
-            "bad = [m for m in ('tensorboardX', 'yaml', 'tensorboard', 'ember.trainer') "
-            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    code = (
+        "import sys, ember.loggers; "
+        "bad = [m for m in ('tensorboardX', 'yaml', 'tensorboard', 'ember.trainer') "
+        "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
     assert result.returncode == 0, result.stdout + result.stderr

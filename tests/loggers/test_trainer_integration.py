@@ -18,8 +18,7 @@ from ember.optim import SGD
 from ember.trainer import Trainer, TrainingModule
 from tests.loggers._events import hparams_plugin, load, scalars
 
-QUIET = {"enable_progress_bar": False, "enable_model_summary": False,
-         "enable_checkpointing": False}
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "enable_checkpointing": False}
 
 
 class Regressor(TrainingModule):
@@ -49,8 +48,7 @@ def test_fit_writes_train_loss_by_global_step_and_hparams(tmp_path):
     tb = TensorBoardLogger(tmp_path)
     csv_logger = CSVLogger(tmp_path, name="csv")
     model = Regressor(lr=0.05, hidden=3)
-    trainer = Trainer(max_epochs=2, logger=[tb, csv_logger], log_every_n_steps=1,
-                                  **QUIET)
+    trainer = Trainer(max_epochs=2, logger=[tb, csv_logger], log_every_n_steps=1, **QUIET)
     trainer.fit(model, _loader())
     assert trainer.global_step == 12 and trainer.log_dir == tb.log_dir
 
@@ -74,12 +72,12 @@ def test_fit_writes_train_loss_by_global_step_and_hparams(tmp_path):
         rows = [r for r in csv.DictReader(fh) if r.get("train_loss")]
     assert [int(r["step"]) for r in rows] == list(range(12))
     assert [float(r["train_loss"]) for r in rows] == pytest.approx(
-        [v for _, v in model.seen], rel=1e-6)
+        [v for _, v in model.seen], rel=1e-6
+    )
 
 
 def test_default_logger_is_tensorboard_in_default_root_dir(tmp_path):
-    trainer = Trainer(max_epochs=1, default_root_dir=str(tmp_path),
-                                  log_every_n_steps=1, **QUIET)
+    trainer = Trainer(max_epochs=1, default_root_dir=str(tmp_path), log_every_n_steps=1, **QUIET)
     trainer.fit(Regressor(), _loader())
     assert isinstance(trainer.logger, TensorBoardLogger)
     log_dir = os.path.join(tmp_path, "lightning_logs", "version_0")

@@ -19,10 +19,29 @@ TF = torch.nn.functional
 def inputs(seed=0, shape=(4, 6, 5)):
     """Random values plus the points where activations change formula, and large ones."""
     x = rand(*shape, seed=seed, low=-5, high=5)
-    special = np.array([0.0, -3.0, 3.0, 6.0, -1.0, 1.0, 0.5, 20.0, 25.0, -30.0, 100.0, -100.0,
-                        1e-3, -1e-3, 2.0, -2.0], np.float32)
+    special = np.array(
+        [
+            0.0,
+            -3.0,
+            3.0,
+            6.0,
+            -1.0,
+            1.0,
+            0.5,
+            20.0,
+            25.0,
+            -30.0,
+            100.0,
+            -100.0,
+            1e-3,
+            -1e-3,
+            2.0,
+            -2.0,
+        ],
+        np.float32,
+    )
     flat = x.reshape(-1)
-    flat[:special.size] = special
+    flat[: special.size] = special
     return x
 
 
@@ -58,8 +77,9 @@ FUNCTIONAL = {
     "softmax": lambda lib_f, t: lib_f.softmax(t, dim=1),
     "log_softmax": lambda lib_f, t: lib_f.log_softmax(t, dim=-1),
     "softmin": lambda lib_f, t: lib_f.softmin(t, dim=0),
-    "softmax_dtype": lambda lib_f, t: lib_f.softmax(t, dim=2, dtype=(ember.float64 if lib_f is F
-                                                              else torch.float64)),
+    "softmax_dtype": lambda lib_f, t: lib_f.softmax(
+        t, dim=2, dtype=(ember.float64 if lib_f is F else torch.float64)
+    ),
 }
 
 
@@ -73,16 +93,34 @@ def test_functional_matches_torch(name):
     check_op(e_fn, [inputs()], torch_fn=t_fn, atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["leaky_relu", "elu", "mish", "hardswish", "softsign",
-                                  "threshold", "glu", "softmin", "selu"])
+@pytest.mark.parametrize(
+    "name",
+    ["leaky_relu", "elu", "mish", "hardswish", "softsign", "threshold", "glu", "softmin", "selu"],
+)
 def test_functional_noncontiguous(name):
     e_fn, t_fn = _lib_call(FUNCTIONAL[name])
     check_op(e_fn, [inputs(1)], torch_fn=t_fn, noncontiguous=True, atol=2e-5)
 
 
-@pytest.mark.parametrize("name", ["leaky_relu_0.2", "elu_0.5", "selu", "celu", "mish",
-                                  "hardtanh_range", "hardsigmoid", "hardswish", "logsigmoid",
-                                  "softsign", "tanhshrink", "threshold", "glu", "softmin"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "leaky_relu_0.2",
+        "elu_0.5",
+        "selu",
+        "celu",
+        "mish",
+        "hardtanh_range",
+        "hardsigmoid",
+        "hardswish",
+        "logsigmoid",
+        "softsign",
+        "tanhshrink",
+        "threshold",
+        "glu",
+        "softmin",
+    ],
+)
 def test_gradcheck_float64(name):
     fn = FUNCTIONAL[name]
     x = rand(3, 4, 4, seed=2, low=-4, high=4)
@@ -90,8 +128,22 @@ def test_gradcheck_float64(name):
     gradcheck_op(lambda t: fn(F, t), [x])
 
 
-@pytest.mark.parametrize("name", ["leaky_relu_0.2", "elu", "selu", "celu", "mish", "hardswish",
-                                  "logsigmoid", "softsign", "glu", "hardtanh", "threshold"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "leaky_relu_0.2",
+        "elu",
+        "selu",
+        "celu",
+        "mish",
+        "hardswish",
+        "logsigmoid",
+        "softsign",
+        "glu",
+        "hardtanh",
+        "threshold",
+    ],
+)
 def test_double_backward_matches_torch(name):
     fn = FUNCTIONAL[name]
     x = np.clip(inputs(3, (3, 4, 4)), -10, 10)  # torch's mish double backward is NaN at 100
@@ -100,7 +152,8 @@ def test_double_backward_matches_torch(name):
         t = lib.tensor(x, requires_grad=True)
         y = fn(lib_f, t)
         (gx,) = (ember.autograd if lib is ember else torch.autograd).grad(
-            (y * y).sum(), [t], create_graph=True)
+            (y * y).sum(), [t], create_graph=True
+        )
         (gx * gx).sum().backward()
         res.append((gx.detach().numpy(), t.grad.detach().numpy()))
     for a, b in zip(*res):
@@ -150,15 +203,38 @@ def test_inplace_variants_match_torch(name):
 
 
 MODULES = [
-    ("ReLU", (), {}), ("ReLU", (True,), {}), ("ReLU6", (), {}), ("ReLU6", (True,), {}),
-    ("LeakyReLU", (), {}), ("LeakyReLU", (0.2, True), {}), ("ELU", (), {}),
-    ("ELU", (0.5, True), {}), ("SELU", (), {}), ("CELU", (0.7,), {}), ("GELU", (), {}),
-    ("GELU", ("tanh",), {}), ("SiLU", (), {}), ("SiLU", (True,), {}), ("Mish", (), {}),
-    ("Softplus", (), {}), ("Softplus", (2, 10), {}), ("Sigmoid", (), {}), ("Tanh", (), {}),
-    ("Hardtanh", (), {}), ("Hardtanh", (-2, 2, True), {}), ("Hardsigmoid", (), {}),
-    ("Hardswish", (), {}), ("LogSigmoid", (), {}), ("Softsign", (), {}), ("Tanhshrink", (), {}),
-    ("Threshold", (0.1, 20), {}), ("GLU", (), {"dim": 1}), ("Softmax", (1,), {}),
-    ("LogSoftmax", (-1,), {}), ("Softmin", (), {"dim": 0}), ("PReLU", (), {}),
+    ("ReLU", (), {}),
+    ("ReLU", (True,), {}),
+    ("ReLU6", (), {}),
+    ("ReLU6", (True,), {}),
+    ("LeakyReLU", (), {}),
+    ("LeakyReLU", (0.2, True), {}),
+    ("ELU", (), {}),
+    ("ELU", (0.5, True), {}),
+    ("SELU", (), {}),
+    ("CELU", (0.7,), {}),
+    ("GELU", (), {}),
+    ("GELU", ("tanh",), {}),
+    ("SiLU", (), {}),
+    ("SiLU", (True,), {}),
+    ("Mish", (), {}),
+    ("Softplus", (), {}),
+    ("Softplus", (2, 10), {}),
+    ("Sigmoid", (), {}),
+    ("Tanh", (), {}),
+    ("Hardtanh", (), {}),
+    ("Hardtanh", (-2, 2, True), {}),
+    ("Hardsigmoid", (), {}),
+    ("Hardswish", (), {}),
+    ("LogSigmoid", (), {}),
+    ("Softsign", (), {}),
+    ("Tanhshrink", (), {}),
+    ("Threshold", (0.1, 20), {}),
+    ("GLU", (), {"dim": 1}),
+    ("Softmax", (1,), {}),
+    ("LogSoftmax", (-1,), {}),
+    ("Softmin", (), {"dim": 0}),
+    ("PReLU", (), {}),
     ("PReLU", (6,), {"init": 0.1}),
 ]
 
@@ -180,8 +256,9 @@ def test_modules_match_torch(name, args, kwargs):
     for pe, pt in zip(emod.parameters(), tmod.parameters()):
         np.testing.assert_allclose(pe.grad.numpy(), pt.grad.numpy(), atol=1e-4, rtol=1e-4)
     emod.eval()
-    np.testing.assert_allclose(emod(ember.tensor(x)).detach().numpy(), yt.detach().numpy(),
-                               atol=2e-5, rtol=1e-4)
+    np.testing.assert_allclose(
+        emod(ember.tensor(x)).detach().numpy(), yt.detach().numpy(), atol=2e-5, rtol=1e-4
+    )
 
 
 def test_module_reprs_are_torchs():
@@ -199,35 +276,51 @@ def test_half_precision_activations():
             ye = fn(F, ember.tensor(x).to(dt))
             yt = fn(TF, torch.tensor(x).to(getattr(torch, dt)))
             assert ye.dtype.name == dt, name
-            np.testing.assert_allclose(ye.float().numpy(), yt.float().numpy(), atol=5e-2,
-                                       rtol=2e-2, err_msg=f"{name} {dt}")
+            np.testing.assert_allclose(
+                ye.float().numpy(), yt.float().numpy(), atol=5e-2, rtol=2e-2, err_msg=f"{name} {dt}"
+            )
 
 
 def test_prelu_per_channel_and_errors():
     x, w = inputs(9), rand(6, seed=10)
     check_op(lambda t, a: F.prelu(t, a), [x, w], torch_fn=lambda t, a: TF.prelu(t, a))
     check_op(lambda t, a: F.prelu(t, a), [x, w[:1]], torch_fn=lambda t, a: TF.prelu(t, a))
-    with pytest.raises(RuntimeError, match=r"prelu: expected weight with 1 element or one per "
-                                           r"channel, got weight of shape \(4,\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"prelu: expected weight with 1 element or one per "
+        r"channel, got weight of shape \(4,\)",
+    ):
         F.prelu(ember.tensor(x), ember.ones(4))
 
 
 def test_activation_errors():
-    with pytest.raises(RuntimeError, match=r"glu: Halving dimension must be even, but "
-                                           r"dimension 1 is size 5"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"glu: Halving dimension must be even, but "
+        r"dimension 1 is size 5",
+    ):
         F.glu(ember.ones(2, 5), 1)
     with pytest.raises(ValueError, match="min_val cannot be greater than max_val"):
         F.hardtanh(ember.ones(2), 2.0, 1.0)
     with pytest.raises(RuntimeError, match="leaky_relu: not implemented for 'int64'"):
         F.leaky_relu(ember.tensor([1, 2]))
-    with pytest.raises(RuntimeError, match="gelu: approximate argument must be either none or "
-                                           "tanh"):
+    with pytest.raises(
+        RuntimeError, match="gelu: approximate argument must be either none or tanh"
+    ):
         enn.GELU("fast")(ember.ones(2))
 
 
 def test_empty_and_scalar_inputs():
-    for name in ("leaky_relu", "elu", "hardtanh", "hardsigmoid", "hardswish", "mish",
-                 "threshold", "relu6"):
+    for name in (
+        "leaky_relu",
+        "elu",
+        "hardtanh",
+        "hardsigmoid",
+        "hardswish",
+        "mish",
+        "threshold",
+        "relu6",
+    ):
         e_fn, t_fn = _lib_call(FUNCTIONAL[name])
         check_op(e_fn, [np.zeros((0, 3), np.float32)], torch_fn=t_fn)
         check_op(e_fn, [np.array(-0.7, np.float32)], torch_fn=t_fn)

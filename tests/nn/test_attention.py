@@ -18,8 +18,10 @@ def rand(*shape, **kw):
 
 def sdpa_pair(**kw):
     """The same SDPA call in ember and in torch (constant keyword arguments)."""
-    return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **kw),
-            lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, **kw))
+    return (
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **kw),
+        lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, **kw),
+    )
 
 
 # ---------------------------------------------------------------- scaled_dot_product_attention
@@ -49,15 +51,20 @@ def test_sdpa_masks_broadcast(mask_shape, kind):
     if kind == "bool":
         m = np.random.default_rng(4).random(mask_shape) > 0.3
         m[..., 0] = True
-        check_op(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, ember.tensor(m)),
-                 [q, k, v], torch_fn=lambda a, b, c: TF.scaled_dot_product_attention(
-                     a, b, c, torch.from_numpy(m)))
+        check_op(
+            lambda a, b, c: F.scaled_dot_product_attention(a, b, c, ember.tensor(m)),
+            [q, k, v],
+            torch_fn=lambda a, b, c: TF.scaled_dot_product_attention(a, b, c, torch.from_numpy(m)),
+        )
     else:  # an additive mask that itself needs a gradient
         m = rand(*mask_shape, seed=5)
         m.reshape(-1)[::5] = -np.inf
         m[..., 0] = 0.0
-        check_op(lambda a, b, c, d: F.scaled_dot_product_attention(a, b, c, d), [q, k, v, m],
-                 torch_fn=lambda a, b, c, d: TF.scaled_dot_product_attention(a, b, c, d))
+        check_op(
+            lambda a, b, c, d: F.scaled_dot_product_attention(a, b, c, d),
+            [q, k, v, m],
+            torch_fn=lambda a, b, c, d: TF.scaled_dot_product_attention(a, b, c, d),
+        )
 
 
 def test_sdpa_fully_masked_rows_give_zeros_like_torch():
@@ -65,14 +72,18 @@ def test_sdpa_fully_masked_rows_give_zeros_like_torch():
     m = np.random.default_rng(9).random((4, 5)) > 0.4
     m[:, 0] = True
     m[2] = False  # query 2 may attend to nothing
-    out = check_op(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, ember.tensor(m)),
-                   [q, k, v], torch_fn=lambda a, b, c: TF.scaled_dot_product_attention(
-                       a, b, c, torch.from_numpy(m)))
+    out = check_op(
+        lambda a, b, c: F.scaled_dot_product_attention(a, b, c, ember.tensor(m)),
+        [q, k, v],
+        torch_fn=lambda a, b, c: TF.scaled_dot_product_attention(a, b, c, torch.from_numpy(m)),
+    )
     np.testing.assert_array_equal(out[0].detach().numpy()[:, :, 2], 0.0)
     fm = np.where(m, 0.0, -np.inf).astype(np.float32)
-    check_op(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, ember.tensor(fm)),
-             [q, k, v], torch_fn=lambda a, b, c: TF.scaled_dot_product_attention(
-                 a, b, c, torch.from_numpy(fm)))
+    check_op(
+        lambda a, b, c: F.scaled_dot_product_attention(a, b, c, ember.tensor(fm)),
+        [q, k, v],
+        torch_fn=lambda a, b, c: TF.scaled_dot_product_attention(a, b, c, torch.from_numpy(fm)),
+    )
 
 
 def test_sdpa_large_scores_and_rows_far_below_the_batch_max():
@@ -87,16 +98,21 @@ def test_sdpa_large_scores_and_rows_far_below_the_batch_max():
         out = check_op(e, [q, k, v], torch_fn=t, atol=1e-4)
         assert np.isfinite(out[0].detach().numpy()).all()
     m = rand(6, 6, seed=13) - 60.0  # a float mask that sinks every row far below the max
-    check_op(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, ember.tensor(m)),
-             [q, k, v], torch_fn=lambda a, b, c: TF.scaled_dot_product_attention(
-                 a, b, c, torch.from_numpy(m)), atol=1e-4)
+    check_op(
+        lambda a, b, c: F.scaled_dot_product_attention(a, b, c, ember.tensor(m)),
+        [q, k, v],
+        torch_fn=lambda a, b, c: TF.scaled_dot_product_attention(a, b, c, torch.from_numpy(m)),
+        atol=1e-4,
+    )
 
 
 def test_sdpa_noncontiguous_inputs():
     base = [rand(2, 5, 3, 4, seed=s) for s in (14, 15, 16)]  # (N, L, H, d): heads as views
     res = []
-    for lib, fn in ((ember, F.scaled_dot_product_attention),
-                    (torch, TF.scaled_dot_product_attention)):
+    for lib, fn in (
+        (ember, F.scaled_dot_product_attention),
+        (torch, TF.scaled_dot_product_attention),
+    ):
         leaves = [lib.tensor(b, requires_grad=True) for b in base]
         q, k, v = (x.permute(0, 2, 1, 3) for x in leaves)
         out = fn(q, k, v, is_causal=True)
@@ -126,26 +142,33 @@ def test_sdpa_gradcheck():
     m[1] = False
     bm = ember.tensor(m)
     gradcheck_op(lambda a, b, c: F.scaled_dot_product_attention(a, b, c), [q, k, v])
-    gradcheck_op(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, bm, scale=0.7),
-                 [q, k, v])
-    gradcheck_op(lambda a, b, c, d: F.scaled_dot_product_attention(a, b, c, d), [q, k, v,
-                                                                                 rand(3, 5)])
-    gradcheck_op(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True),
-                 [rand(2, 6, 4, seed=28), k, v])
+    gradcheck_op(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, bm, scale=0.7), [q, k, v])
+    gradcheck_op(
+        lambda a, b, c, d: F.scaled_dot_product_attention(a, b, c, d), [q, k, v, rand(3, 5)]
+    )
+    gradcheck_op(
+        lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True),
+        [rand(2, 6, 4, seed=28), k, v],
+    )
 
 
 def test_sdpa_double_backward():
-    args = [ember.tensor(rand(2, 3, 4, seed=s, dtype=np.float64), requires_grad=True)
-            for s in (29, 30, 31)]
+    args = [
+        ember.tensor(rand(2, 3, 4, seed=s, dtype=np.float64), requires_grad=True)
+        for s in (29, 30, 31)
+    ]
     m = ember.tensor(rand(3, 3, seed=32, dtype=np.float64), requires_grad=True)
     assert ember.autograd.gradgradcheck(
-        lambda a, b, c, d: F.scaled_dot_product_attention(a, b, c, d), args + [m])
+        lambda a, b, c, d: F.scaled_dot_product_attention(a, b, c, d), args + [m]
+    )
     assert ember.autograd.gradgradcheck(
-        lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True), args)
+        lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True), args
+    )
     bm = np.ones((3, 3), bool)
     bm[0] = False  # a dead row must not leak NaN into double backward
     assert ember.autograd.gradgradcheck(
-        lambda a, b, c: F.scaled_dot_product_attention(a, b, c, ember.tensor(bm)), args)
+        lambda a, b, c: F.scaled_dot_product_attention(a, b, c, ember.tensor(bm)), args
+    )
 
 
 @pytest.mark.parametrize("p", [0.3, 1.0])
@@ -174,13 +197,15 @@ def test_sdpa_dropout_uses_embers_rng(p):
 
 def test_sdpa_errors():
     q, k = ember.zeros(2, 3, 4), ember.zeros(2, 5, 4)
-    with pytest.raises(RuntimeError, match=f"{SDPA}: Expected query, key, and value to have "
-                       "the same dtype"):
+    with pytest.raises(
+        RuntimeError, match=f"{SDPA}: Expected query, key, and value to have the same dtype"
+    ):
         F.scaled_dot_product_attention(q, k, ember.zeros(2, 5, 4, dtype=ember.float64))
     with pytest.raises(RuntimeError, match=r"query \(2, 3, 4\), key \(2, 5, 3\) and value"):
         F.scaled_dot_product_attention(q, ember.zeros(2, 5, 3), ember.zeros(2, 5, 3))
-    with pytest.raises(RuntimeError, match="Explicit attn_mask should not be set when "
-                       "is_causal=True"):
+    with pytest.raises(
+        RuntimeError, match="Explicit attn_mask should not be set when is_causal=True"
+    ):
         F.scaled_dot_product_attention(q, k, k, attn_mask=ember.zeros(3, 5), is_causal=True)
     with pytest.raises(RuntimeError, match=r"attn_mask of shape \(4, 5\) cannot be broadcast"):
         F.scaled_dot_product_attention(q, k, k, attn_mask=ember.zeros(4, 5))
@@ -195,8 +220,10 @@ def test_sdpa_errors():
 # -------------------------------------------------------------------- MultiheadAttention
 def copy_state(em, tm):
     """torch's weights into the ember module (strict: the keys must be the same)."""
-    res = em.load_state_dict({k: ember.tensor(v.detach().numpy().copy())
-                              for k, v in tm.state_dict().items()}, strict=True)
+    res = em.load_state_dict(
+        {k: ember.tensor(v.detach().numpy().copy()) for k, v in tm.state_dict().items()},
+        strict=True,
+    )
     assert not res.missing_keys and not res.unexpected_keys
 
 
@@ -204,17 +231,22 @@ def compare_modules(em, tm, inputs, call, atol=1e-5, rtol=1e-4):
     """Forward both modules on the same arrays; compare outputs, input and parameter grads."""
     res = []
     for lib, m in ((ember, em), (torch, tm)):
-        ins = [lib.tensor(x, requires_grad=x.dtype.kind == "f") if isinstance(x, np.ndarray)
-               else x for x in inputs]
+        ins = [
+            lib.tensor(x, requires_grad=x.dtype.kind == "f") if isinstance(x, np.ndarray) else x
+            for x in inputs
+        ]
         outs = call(m, lib, *ins)
         outs = [o for o in (outs if isinstance(outs, tuple) else (outs,)) if o is not None]
-        total = sum((o * lib.tensor(rand(*o.shape, seed=40 + i))).sum()
-                    for i, o in enumerate(outs))
+        total = sum((o * lib.tensor(rand(*o.shape, seed=40 + i))).sum() for i, o in enumerate(outs))
         total.backward()
         grads = {n: p.grad for n, p in m.named_parameters()}
-        res.append(([o.detach().numpy() for o in outs],
-                    [x.grad.numpy() for x in ins if getattr(x, "requires_grad", False)],
-                    {n: None if g is None else g.numpy() for n, g in grads.items()}))
+        res.append(
+            (
+                [o.detach().numpy() for o in outs],
+                [x.grad.numpy() for x in ins if getattr(x, "requires_grad", False)],
+                {n: None if g is None else g.numpy() for n, g in grads.items()},
+            )
+        )
     (eo, eg, ep), (to, tg, tp) = res
     assert len(eo) == len(to)
     for a, b in zip(eo, to):
@@ -229,8 +261,14 @@ def compare_modules(em, tm, inputs, call, atol=1e-5, rtol=1e-4):
             np.testing.assert_allclose(ep[name], tp[name], atol=atol, rtol=rtol, err_msg=name)
 
 
-MHA_CONFIGS = [dict(), dict(bias=False), dict(kdim=5, vdim=6), dict(add_bias_kv=True),
-               dict(add_zero_attn=True), dict(add_bias_kv=True, add_zero_attn=True, kdim=3)]
+MHA_CONFIGS = [
+    dict(),
+    dict(bias=False),
+    dict(kdim=5, vdim=6),
+    dict(add_bias_kv=True),
+    dict(add_zero_attn=True),
+    dict(add_bias_kv=True, add_zero_attn=True, kdim=3),
+]
 
 
 @pytest.mark.parametrize("cfg", MHA_CONFIGS)
@@ -259,8 +297,15 @@ def test_multihead_attention_matches_torch(cfg, batch_first, need_weights, avera
     am = rand(L, S, seed=5)
 
     def call(m, lib, a, b, c):
-        return m(a, b, c, key_padding_mask=lib.tensor(kpm), attn_mask=lib.tensor(am),
-                 need_weights=need_weights, average_attn_weights=average)
+        return m(
+            a,
+            b,
+            c,
+            key_padding_mask=lib.tensor(kpm),
+            attn_mask=lib.tensor(am),
+            need_weights=need_weights,
+            average_attn_weights=average,
+        )
 
     with pytest.warns(UserWarning, match="mismatched key_padding_mask and attn_mask"):
         compare_modules(em, tm, [q, k, v], call)
@@ -287,9 +332,14 @@ def test_multihead_self_attention_masks(mask, need_weights):
         kpm = np.where(rng.random((N, L)) < 0.3, -1e4, 0.0).astype(np.float32)
 
     def call(m, lib, a):
-        return m(a, a, a, attn_mask=None if am is None else lib.tensor(am),
-                 key_padding_mask=None if kpm is None else lib.tensor(kpm),
-                 need_weights=need_weights)
+        return m(
+            a,
+            a,
+            a,
+            attn_mask=None if am is None else lib.tensor(am),
+            key_padding_mask=None if kpm is None else lib.tensor(kpm),
+            need_weights=need_weights,
+        )
 
     compare_modules(em, tm, [x], call)
 
@@ -304,14 +354,14 @@ def test_multihead_attention_unbatched_and_causal_hint(need_weights):
     x, y = rand(L, E, seed=9), rand(L + 1, E, seed=10)
 
     def self_call(m, lib, a):
-        return m(a, a, a, attn_mask=lib.tensor(causal), is_causal=True,
-                 need_weights=need_weights)
+        return m(a, a, a, attn_mask=lib.tensor(causal), is_causal=True, need_weights=need_weights)
 
     compare_modules(em, tm, [x], self_call)
 
     def cross_call(m, lib, a, b):
-        return m(a, b, b, need_weights=need_weights,
-                 attn_mask=lib.tensor(rand(H, L, L + 1, seed=11)))
+        return m(
+            a, b, b, need_weights=need_weights, attn_mask=lib.tensor(rand(H, L, L + 1, seed=11))
+        )
 
     compare_modules(em, tm, [x, y], cross_call)
 
@@ -324,20 +374,34 @@ def test_multihead_attention_init_and_errors():
     assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
     assert not m.in_proj_bias.detach().numpy().any()
     assert not m.out_proj.bias.detach().numpy().any()
-    assert [n for n, _ in m.named_parameters()] == ["in_proj_weight", "in_proj_bias",
-                                                    "out_proj.weight", "out_proj.bias"]
+    assert [n for n, _ in m.named_parameters()] == [
+        "in_proj_weight",
+        "in_proj_bias",
+        "out_proj.weight",
+        "out_proj.bias",
+    ]
     sep = nn.MultiheadAttention(16, 4, kdim=3, vdim=5, add_bias_kv=True)
-    assert [n for n, _ in sep.named_parameters()] == [n for n, _ in torch.nn.MultiheadAttention(
-        16, 4, kdim=3, vdim=5, add_bias_kv=True).named_parameters()]
+    assert [n for n, _ in sep.named_parameters()] == [
+        n
+        for n, _ in torch.nn.MultiheadAttention(
+            16, 4, kdim=3, vdim=5, add_bias_kv=True
+        ).named_parameters()
+    ]
     with pytest.raises(AssertionError, match="embed_dim must be divisible by num_heads"):
         nn.MultiheadAttention(10, 4)
-    with pytest.raises(RuntimeError, match=r"MultiheadAttention: expected key with 3 features "
-                       r"\(last dim\), got key of shape \(4, 2, 16\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"MultiheadAttention: expected key with 3 features "
+        r"\(last dim\), got key of shape \(4, 2, 16\)",
+    ):
         sep(ember.zeros(4, 2, 16), ember.zeros(4, 2, 16), ember.zeros(4, 2, 5))
     with pytest.raises(RuntimeError, match="Need attn_mask if specifying the is_causal hint"):
         m(ember.zeros(4, 2, 16), ember.zeros(4, 2, 16), ember.zeros(4, 2, 16), is_causal=True)
-    with pytest.raises(RuntimeError, match=r"The shape of the 2D attn_mask is \(3, 4\), but "
-                       r"should be \(4, 4\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"The shape of the 2D attn_mask is \(3, 4\), but "
+        r"should be \(4, 4\)",
+    ):
         x = ember.zeros(4, 2, 16)
         m(x, x, x, attn_mask=ember.zeros(3, 4))
     with pytest.raises(AssertionError, match="query should be unbatched 2D or batched 3D"):

@@ -19,8 +19,10 @@ def rand(*shape, **kw):
 
 
 def causal(**kw):
-    return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, **kw),
-            lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=True, **kw))
+    return (
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, **kw),
+        lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=True, **kw),
+    )
 
 
 SHAPES = [  # q, k, v: every case has more than one query block
@@ -48,8 +50,9 @@ def test_blocked_causal_matches_torch(shapes, threads):
     parallel.set_num_threads(threads)
     try:
         check_op(*causal()[:1], [q, k, v], torch_fn=causal()[1], atol=1e-5, rtol=1e-4)
-        check_op(*causal(scale=0.3)[:1], [q, k, v], torch_fn=causal(scale=0.3)[1], atol=1e-5,
-                 rtol=1e-4)
+        check_op(
+            *causal(scale=0.3)[:1], [q, k, v], torch_fn=causal(scale=0.3)[1], atol=1e-5, rtol=1e-4
+        )
     finally:
         parallel.set_num_threads(before)
 
@@ -64,8 +67,10 @@ def test_blocked_causal_is_used_and_saves_blocks():
 def test_blocked_causal_noncontiguous_heads():
     base = [rand(2, 96, 3, 8, seed=s) for s in (4, 5, 6)]  # (N, L, H, d): heads as views
     res = []
-    for lib, fn in ((ember, F.scaled_dot_product_attention),
-                    (torch, TF.scaled_dot_product_attention)):
+    for lib, fn in (
+        (ember, F.scaled_dot_product_attention),
+        (torch, TF.scaled_dot_product_attention),
+    ):
         leaves = [lib.tensor(b, requires_grad=True) for b in base]
         q, k, v = (x.permute(0, 2, 1, 3) for x in leaves)
         out = fn(q, k, v, is_causal=True)
@@ -105,20 +110,24 @@ def test_blocked_causal_underflowing_rows_are_rescued(monkeypatch):
 
 def test_blocked_causal_gradcheck_and_double_backward():
     q, k, v = (rand(2, 70, 3, seed=s, dtype=np.float64) for s in (11, 12, 13))
-    gradcheck_op(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True),
-                 [q, k, v])
-    args = [ember.tensor(rand(1, 66, 2, seed=s, dtype=np.float64), requires_grad=True)
-            for s in (14, 15, 16)]
+    gradcheck_op(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True), [q, k, v])
+    args = [
+        ember.tensor(rand(1, 66, 2, seed=s, dtype=np.float64), requires_grad=True)
+        for s in (14, 15, 16)
+    ]
     assert ember.autograd.gradgradcheck(
-        lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True), args)
+        lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True), args
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_blocked_causal_half_inputs(dtype):
     x = rand(2, 2, 64, 8, seed=17)
     outs = []
-    for lib, fn in ((ember, F.scaled_dot_product_attention),
-                    (torch, TF.scaled_dot_product_attention)):
+    for lib, fn in (
+        (ember, F.scaled_dot_product_attention),
+        (torch, TF.scaled_dot_product_attention),
+    ):
         t = lib.tensor(x).to(getattr(lib, dtype))
         out = fn(t, t, t, is_causal=True)
         assert out.dtype == getattr(lib, dtype)

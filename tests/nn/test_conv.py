@@ -27,8 +27,13 @@ def _np(t):
 
 
 def close(a, b, atol=1e-4, rtol=1e-4, what=""):
-    np.testing.assert_allclose(np.asarray(_np(a), np.float64), np.asarray(_np(b), np.float64),
-                               atol=atol, rtol=rtol, err_msg=what)
+    np.testing.assert_allclose(
+        np.asarray(_np(a), np.float64),
+        np.asarray(_np(b), np.float64),
+        atol=atol,
+        rtol=rtol,
+        err_msg=what,
+    )
 
 
 # ------------------------------------------------------------- direct-loop reference
@@ -40,7 +45,7 @@ def ref_conv2d(x, w, b, stride, pads, dilation, groups):
     o, cg, kh, kw = w.shape
     (pt, pb), (pl, pr) = pads
     xp = np.zeros((n, c, h + pt + pb, wd + pl + pr))
-    xp[:, :, pt:pt + h, pl:pl + wd] = x
+    xp[:, :, pt : pt + h, pl : pl + wd] = x
     sh, sw = stride
     dh, dw = dilation
     oh = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
@@ -49,12 +54,17 @@ def ref_conv2d(x, w, b, stride, pads, dilation, groups):
     out = np.zeros((n, o, oh, ow))
     for i in range(oh):
         for j in range(ow):
-            patch = xp[:, :, i * sh:i * sh + dh * (kh - 1) + 1:dh,
-                       j * sw:j * sw + dw * (kw - 1) + 1:dw]
+            patch = xp[
+                :,
+                :,
+                i * sh : i * sh + dh * (kh - 1) + 1 : dh,
+                j * sw : j * sw + dw * (kw - 1) + 1 : dw,
+            ]
             for g in range(groups):
-                p = patch[:, g * cg:(g + 1) * cg]
-                out[:, g * og:(g + 1) * og, i, j] = np.einsum("nckl,ockl->no", p,
-                                                              w[g * og:(g + 1) * og])
+                p = patch[:, g * cg : (g + 1) * cg]
+                out[:, g * og : (g + 1) * og, i, j] = np.einsum(
+                    "nckl,ockl->no", p, w[g * og : (g + 1) * og]
+                )
     if b is not None:
         out += np.asarray(b, np.float64)[None, :, None, None]
     return out
@@ -63,29 +73,51 @@ def ref_conv2d(x, w, b, stride, pads, dilation, groups):
 def test_reference_agrees_with_torch():
     x, w, b = rand(2, 4, 7, 6, seed=1), rand(6, 2, 3, 2, seed=2), rand(6, seed=3)
     ref = ref_conv2d(x, w, b, (2, 1), ((1, 1), (0, 0)), (1, 2), 2)
-    t = TF.conv2d(torch.tensor(x), torch.tensor(w), torch.tensor(b), stride=(2, 1),
-                  padding=(1, 0), dilation=(1, 2), groups=2)
+    t = TF.conv2d(
+        torch.tensor(x),
+        torch.tensor(w),
+        torch.tensor(b),
+        stride=(2, 1),
+        padding=(1, 0),
+        dilation=(1, 2),
+        groups=2,
+    )
     close(ref, t, 1e-4)
 
 
-@pytest.mark.parametrize("stride,padding,dilation,groups", [
-    (1, 0, 1, 1), (2, 1, 1, 1), ((2, 1), (1, 2), (2, 1), 2), (1, "same", 2, 4), (3, 2, 1, 4),
-])
+@pytest.mark.parametrize(
+    "stride,padding,dilation,groups",
+    [
+        (1, 0, 1, 1),
+        (2, 1, 1, 1),
+        ((2, 1), (1, 2), (2, 1), 2),
+        (1, "same", 2, 4),
+        (3, 2, 1, 4),
+    ],
+)
 def test_conv2d_matches_direct_loop_reference(stride, padding, dilation, groups):
     x, w, b = rand(2, 4, 9, 8, seed=4), rand(8, 4 // groups, 3, 3, seed=5), rand(8, seed=6)
-    out = F.conv2d(ember.tensor(x), ember.tensor(w), ember.tensor(b), stride, padding, dilation,
-                   groups)
+    out = F.conv2d(
+        ember.tensor(x), ember.tensor(w), ember.tensor(b), stride, padding, dilation, groups
+    )
     st = conv_mod.ntuple(stride, 2, "t", "stride")
     dl = conv_mod.ntuple(dilation, 2, "t", "dilation")
-    pads = (conv_mod.same_pads((3, 3), dl) if padding == "same" else
-            tuple((p, p) for p in conv_mod.ntuple(padding, 2, "t", "padding")))
+    pads = (
+        conv_mod.same_pads((3, 3), dl)
+        if padding == "same"
+        else tuple((p, p) for p in conv_mod.ntuple(padding, 2, "t", "padding"))
+    )
     close(out, ref_conv2d(x, w, b, st, pads, dl, groups), 1e-4)
 
 
 # ------------------------------------------------------------------ conv2d vs torch
-GRID = [(s, p, d, g, bias) for s, p, d, g, bias in itertools.product(
-    [1, 2, (2, 1)], [0, 1, (1, 2), "same", "valid"], [1, 2], [1, 2], [True, False])
-    if not (p == "same" and s != 1)]
+GRID = [
+    (s, p, d, g, bias)
+    for s, p, d, g, bias in itertools.product(
+        [1, 2, (2, 1)], [0, 1, (1, 2), "same", "valid"], [1, 2], [1, 2], [True, False]
+    )
+    if not (p == "same" and s != 1)
+]
 
 
 @pytest.mark.parametrize("stride,padding,dilation,groups,bias", GRID)
@@ -95,8 +127,7 @@ def test_conv2d_grid_matches_torch(stride, padding, dilation, groups, bias):
     inputs = [x, w] + ([rand(6, seed=9)] if bias else [])
 
     def fn(x, w, b=None, lib=F):
-        return lib.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation,
-                          groups=groups)
+        return lib.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
 
     check_op(fn, inputs, torch_fn=lambda *a: fn(*a, lib=TF), atol=1e-4)
 
@@ -106,33 +137,49 @@ def test_conv2d_grid_matches_torch(stride, padding, dilation, groups, bias):
 def test_depthwise_conv2d_matches_torch(mult, stride, padding):
     c = 5
     x, w, b = rand(3, c, 8, 7, seed=10), rand(c * mult, 1, 3, 3, seed=11), rand(c * mult, seed=12)
-    check_op(lambda x, w, b: F.conv2d(x, w, b, stride, padding, groups=c), [x, w, b],
-             torch_fn=lambda x, w, b: TF.conv2d(x, w, b, stride, padding, groups=c), atol=1e-4)
+    check_op(
+        lambda x, w, b: F.conv2d(x, w, b, stride, padding, groups=c),
+        [x, w, b],
+        torch_fn=lambda x, w, b: TF.conv2d(x, w, b, stride, padding, groups=c),
+        atol=1e-4,
+    )
 
 
 @pytest.mark.parametrize("padding", [0, 1, "same"])
 def test_unbatched_conv2d_matches_torch(padding):
-    check_op(lambda x, w, b, lib=F: lib.conv2d(x, w, b, padding=padding),
-             [rand(3, 6, 5, seed=13), rand(4, 3, 3, 3, seed=14), rand(4, seed=15)],
-             torch_fn=lambda x, w, b: TF.conv2d(x, w, b, padding=padding), atol=1e-4)
+    check_op(
+        lambda x, w, b, lib=F: lib.conv2d(x, w, b, padding=padding),
+        [rand(3, 6, 5, seed=13), rand(4, 3, 3, 3, seed=14), rand(4, seed=15)],
+        torch_fn=lambda x, w, b: TF.conv2d(x, w, b, padding=padding),
+        atol=1e-4,
+    )
 
 
 def test_conv2d_noncontiguous_inputs_and_1x1_and_empty_batch():
-    check_op(lambda x, w: F.conv2d(x, w, padding=1), [rand(4, 3, 6, 6, seed=16),
-                                                      rand(5, 3, 3, 3, seed=17)],
-             torch_fn=lambda x, w: TF.conv2d(x, w, padding=1), noncontiguous=True, atol=1e-4)
-    check_op(lambda x, w: F.conv2d(x, w, stride=2), [rand(2, 3, 5, 5, seed=18),
-                                                     rand(7, 3, 1, 1, seed=19)],
-             torch_fn=lambda x, w: TF.conv2d(x, w, stride=2), atol=1e-4)
+    check_op(
+        lambda x, w: F.conv2d(x, w, padding=1),
+        [rand(4, 3, 6, 6, seed=16), rand(5, 3, 3, 3, seed=17)],
+        torch_fn=lambda x, w: TF.conv2d(x, w, padding=1),
+        noncontiguous=True,
+        atol=1e-4,
+    )
+    check_op(
+        lambda x, w: F.conv2d(x, w, stride=2),
+        [rand(2, 3, 5, 5, seed=18), rand(7, 3, 1, 1, seed=19)],
+        torch_fn=lambda x, w: TF.conv2d(x, w, stride=2),
+        atol=1e-4,
+    )
     out = F.conv2d(ember.zeros(0, 3, 5, 5), ember.ones(4, 3, 3, 3))
     assert tuple(out.shape) == (0, 4, 3, 3)
 
 
 def test_conv2d_float64_and_weight_only_gradient():
-    check_op(lambda x, w: F.conv2d(x, w, padding=1, stride=2),
-             [rand(2, 3, 6, 5, seed=20, dtype=np.float64),
-              rand(4, 3, 3, 3, seed=21, dtype=np.float64)],
-             torch_fn=lambda x, w: TF.conv2d(x, w, padding=1, stride=2), atol=1e-10)
+    check_op(
+        lambda x, w: F.conv2d(x, w, padding=1, stride=2),
+        [rand(2, 3, 6, 5, seed=20, dtype=np.float64), rand(4, 3, 3, 3, seed=21, dtype=np.float64)],
+        torch_fn=lambda x, w: TF.conv2d(x, w, padding=1, stride=2),
+        atol=1e-10,
+    )
     x = ember.tensor(rand(2, 3, 6, 6, seed=22))
     w = ember.tensor(rand(4, 3, 3, 3, seed=23), requires_grad=True)
     F.conv2d(x, w, padding=1).sum().backward()
@@ -145,10 +192,12 @@ def test_conv2d_float64_and_weight_only_gradient():
 def test_weight_gradient_without_saved_columns(monkeypatch):
     """Past SAVE_COLS_BYTES backward rebuilds the columns from x: same gradients."""
     monkeypatch.setattr(conv_mod, "SAVE_COLS_BYTES", 0)
-    check_op(lambda x, w, b, lib=F: lib.conv2d(x, w, b, stride=2, padding=1, groups=2),
-             [rand(2, 4, 7, 7, seed=24), rand(6, 2, 3, 3, seed=25), rand(6, seed=26)],
-             torch_fn=lambda x, w, b: TF.conv2d(x, w, b, stride=2, padding=1, groups=2),
-             atol=1e-4)
+    check_op(
+        lambda x, w, b, lib=F: lib.conv2d(x, w, b, stride=2, padding=1, groups=2),
+        [rand(2, 4, 7, 7, seed=24), rand(6, 2, 3, 3, seed=25), rand(6, seed=26)],
+        torch_fn=lambda x, w, b: TF.conv2d(x, w, b, stride=2, padding=1, groups=2),
+        atol=1e-4,
+    )
 
 
 @pytest.mark.parametrize("small_gw", [0, 10**9])
@@ -157,16 +206,26 @@ def test_weight_gradient_both_gemm_forms(monkeypatch, small_gw):
     from ember.nn.functional import _im2col
 
     monkeypatch.setattr(_im2col, "SMALL_GW", small_gw)
-    check_op(lambda x, w, lib=F: lib.conv2d(x, w, stride=2, padding=1),
-             [rand(6, 3, 7, 7, seed=56), rand(8, 3, 3, 3, seed=57)],
-             torch_fn=lambda x, w: TF.conv2d(x, w, stride=2, padding=1), atol=1e-4)
+    check_op(
+        lambda x, w, lib=F: lib.conv2d(x, w, stride=2, padding=1),
+        [rand(6, 3, 7, 7, seed=56), rand(8, 3, 3, 3, seed=57)],
+        torch_fn=lambda x, w: TF.conv2d(x, w, stride=2, padding=1),
+        atol=1e-4,
+    )
 
 
 # ------------------------------------------------------------------- conv1d / conv3d
-@pytest.mark.parametrize("stride,padding,dilation,groups,bias", [
-    (1, 0, 1, 1, True), (2, 1, 1, 1, False), (1, "same", 2, 2, True), (3, 2, 2, 4, True),
-    (1, "valid", 1, 4, False), (2, (3,), (1,), 1, True),
-])
+@pytest.mark.parametrize(
+    "stride,padding,dilation,groups,bias",
+    [
+        (1, 0, 1, 1, True),
+        (2, 1, 1, 1, False),
+        (1, "same", 2, 2, True),
+        (3, 2, 2, 4, True),
+        (1, "valid", 1, 4, False),
+        (2, (3,), (1,), 1, True),
+    ],
+)
 def test_conv1d_matches_torch(stride, padding, dilation, groups, bias):
     inputs = [rand(3, 4, 11, seed=27), rand(8, 4 // groups, 3, seed=28)]
     inputs += [rand(8, seed=29)] if bias else []
@@ -179,22 +238,28 @@ def test_conv1d_matches_torch(stride, padding, dilation, groups, bias):
 
 
 def test_conv3d_matches_torch():
-    check_op(lambda x, w, b, lib=F: lib.conv3d(x, w, b, stride=(1, 2, 1), padding=1,
-                                              groups=2),
-             [rand(2, 4, 5, 6, 4, seed=30), rand(4, 2, 3, 3, 2, seed=31), rand(4, seed=32)],
-             torch_fn=lambda x, w, b: TF.conv3d(x, w, b, stride=(1, 2, 1), padding=1,
-                                                groups=2), atol=1e-4)
+    check_op(
+        lambda x, w, b, lib=F: lib.conv3d(x, w, b, stride=(1, 2, 1), padding=1, groups=2),
+        [rand(2, 4, 5, 6, 4, seed=30), rand(4, 2, 3, 3, 2, seed=31), rand(4, seed=32)],
+        torch_fn=lambda x, w, b: TF.conv3d(x, w, b, stride=(1, 2, 1), padding=1, groups=2),
+        atol=1e-4,
+    )
 
 
 # ------------------------------------------------------------------ conv_transpose
-CT_GRID = [(s, p, op, g, d, bias) for s, p, op, g, d, bias in itertools.product(
-    [1, 2, (2, 3)], [0, 1], [0, 1], [1, 2], [1, 2], [True, False])
-    if all(o < si or o < d for o, si in zip((op, op), conv_mod.ntuple(s, 2, "t", "s")))]
+CT_GRID = [
+    (s, p, op, g, d, bias)
+    for s, p, op, g, d, bias in itertools.product(
+        [1, 2, (2, 3)], [0, 1], [0, 1], [1, 2], [1, 2], [True, False]
+    )
+    if all(o < si or o < d for o, si in zip((op, op), conv_mod.ntuple(s, 2, "t", "s")))
+]
 
 
 @pytest.mark.parametrize("stride,padding,output_padding,groups,dilation,bias", CT_GRID)
-def test_conv_transpose2d_grid_matches_torch(stride, padding, output_padding, groups,
-                                             dilation, bias):
+def test_conv_transpose2d_grid_matches_torch(
+    stride, padding, output_padding, groups, dilation, bias
+):
     inputs = [rand(2, 4, 5, 4, seed=33), rand(4, 6 // groups, 3, 2, seed=34)]
     inputs += [rand(6, seed=35)] if bias else []
 
@@ -205,22 +270,35 @@ def test_conv_transpose2d_grid_matches_torch(stride, padding, output_padding, gr
 
 
 def test_conv_transpose_unbatched_and_1d_match_torch():
-    check_op(lambda x, w, b, lib=F: lib.conv_transpose2d(x, w, b, stride=2, padding=1),
-             [rand(3, 4, 5, seed=36), rand(3, 2, 3, 3, seed=37), rand(2, seed=38)],
-             torch_fn=lambda x, w, b: TF.conv_transpose2d(x, w, b, stride=2, padding=1),
-             atol=1e-4)
-    check_op(lambda x, w, lib=F: lib.conv_transpose1d(x, w, None, 3, 1, 2, 2, 1),
-             [rand(2, 4, 6, seed=39), rand(4, 3, 4, seed=40)],
-             torch_fn=lambda x, w: TF.conv_transpose1d(x, w, None, 3, 1, 2, 2, 1), atol=1e-4)
+    check_op(
+        lambda x, w, b, lib=F: lib.conv_transpose2d(x, w, b, stride=2, padding=1),
+        [rand(3, 4, 5, seed=36), rand(3, 2, 3, 3, seed=37), rand(2, seed=38)],
+        torch_fn=lambda x, w, b: TF.conv_transpose2d(x, w, b, stride=2, padding=1),
+        atol=1e-4,
+    )
+    check_op(
+        lambda x, w, lib=F: lib.conv_transpose1d(x, w, None, 3, 1, 2, 2, 1),
+        [rand(2, 4, 6, seed=39), rand(4, 3, 4, seed=40)],
+        torch_fn=lambda x, w: TF.conv_transpose1d(x, w, None, 3, 1, 2, 2, 1),
+        atol=1e-4,
+    )
 
 
 # ----------------------------------------------------------- gradcheck / double backward
-@pytest.mark.parametrize("kw", [
-    dict(stride=2, padding=1), dict(padding="same", dilation=2), dict(groups=2, stride=(1, 2)),
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(stride=2, padding=1),
+        dict(padding="same", dilation=2),
+        dict(groups=2, stride=(1, 2)),
+    ],
+)
 def test_conv2d_gradcheck_and_gradgradcheck(kw):
-    inputs = [rand(2, 4, 5, 5, seed=41), rand(4, 4 // kw.get("groups", 1), 3, 2, seed=42),
-              rand(4, seed=43)]
+    inputs = [
+        rand(2, 4, 5, 5, seed=41),
+        rand(4, 4 // kw.get("groups", 1), 3, 2, seed=42),
+        rand(4, seed=43),
+    ]
     fn = lambda x, w, b: F.conv2d(x, w, b, **kw)  # noqa: E731
     gradcheck_op(fn, inputs)
     args = [ember.tensor(a.astype(np.float64), requires_grad=True) for a in inputs]
@@ -239,13 +317,15 @@ def test_double_backward_matches_torch():
     """A gradient penalty: d/d(x, w) of ||d conv / dx||^2, against torch."""
     x, w = rand(2, 3, 6, 6, seed=47), rand(4, 3, 3, 3, seed=48)
     res = []
-    for lib, mk in ((F, lambda a: ember.tensor(a, requires_grad=True)),
-                    (TF, lambda a: torch.tensor(a, requires_grad=True))):
+    for lib, mk in (
+        (F, lambda a: ember.tensor(a, requires_grad=True)),
+        (TF, lambda a: torch.tensor(a, requires_grad=True)),
+    ):
         xt, wt = mk(x), mk(w)
         y = lib.conv2d(xt, wt, stride=2, padding=1)
         gen = ember.autograd.grad if lib is F else torch.autograd.grad
         (gx,) = gen((y * y).sum(), [xt], create_graph=True)
-        ((gx * gx).sum() + (y ** 3).sum()).backward()
+        ((gx * gx).sum() + (y**3).sum()).backward()
         res.append((xt.grad, wt.grad))
     close(res[0][0], res[1][0], 1e-3)
     close(res[0][1], res[1][1], 1e-3)
@@ -271,13 +351,20 @@ def module_matches(emod, tmod, x, atol=1e-4):
             pe.grad = pt.grad = None
 
 
-@pytest.mark.parametrize("kw", [
-    dict(), dict(padding=1, bias=False), dict(stride=2, padding=(1, 2), dilation=(2, 1)),
-    dict(padding="same", groups=2), dict(padding="same", kernel_size=(4, 2), dilation=1),
-    dict(padding=1, padding_mode="reflect"), dict(padding=(2, 1), padding_mode="replicate"),
-    dict(padding=2, padding_mode="circular", stride=2), dict(padding="same",
-                                                             padding_mode="reflect"),
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(padding=1, bias=False),
+        dict(stride=2, padding=(1, 2), dilation=(2, 1)),
+        dict(padding="same", groups=2),
+        dict(padding="same", kernel_size=(4, 2), dilation=1),
+        dict(padding=1, padding_mode="reflect"),
+        dict(padding=(2, 1), padding_mode="replicate"),
+        dict(padding=2, padding_mode="circular", stride=2),
+        dict(padding="same", padding_mode="reflect"),
+    ],
+)
 def test_conv2d_module_matches_torch(kw):
     kw = dict(kw)
     ks = kw.pop("kernel_size", 3)
@@ -287,8 +374,14 @@ def test_conv2d_module_matches_torch(kw):
     assert repr(emod) == repr(tmod)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(padding="same", dilation=2, groups=3),
-                                dict(stride=2, padding=1, padding_mode="circular")])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(padding="same", dilation=2, groups=3),
+        dict(stride=2, padding=1, padding_mode="circular"),
+    ],
+)
 def test_conv1d_module_matches_torch(kw):
     tmod, emod = tnn.Conv1d(3, 6, 3, **kw), enn.Conv1d(3, 6, 3, **kw)
     module_matches(emod, tmod, rand(2, 3, 10, seed=51))
@@ -296,8 +389,14 @@ def test_conv1d_module_matches_torch(kw):
     assert repr(emod) == repr(tmod)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(stride=2, output_padding=1, bias=False),
-                                dict(stride=(2, 3), padding=1, groups=2, dilation=2)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(stride=2, output_padding=1, bias=False),
+        dict(stride=(2, 3), padding=1, groups=2, dilation=2),
+    ],
+)
 def test_conv_transpose2d_module_matches_torch(kw):
     tmod, emod = tnn.ConvTranspose2d(4, 6, 3, **kw), enn.ConvTranspose2d(4, 6, 3, **kw)
     module_matches(emod, tmod, rand(2, 4, 5, 4, seed=53))
@@ -306,37 +405,51 @@ def test_conv_transpose2d_module_matches_torch(kw):
 
 
 def test_conv_transpose2d_output_size():
-    tmod, emod = tnn.ConvTranspose2d(3, 2, 3, stride=2, padding=1), \
-        enn.ConvTranspose2d(3, 2, 3, stride=2, padding=1)
+    tmod, emod = (
+        tnn.ConvTranspose2d(3, 2, 3, stride=2, padding=1),
+        enn.ConvTranspose2d(3, 2, 3, stride=2, padding=1),
+    )
     emod.load_state_dict({k: v.detach().numpy().copy() for k, v in tmod.state_dict().items()})
     x = rand(1, 3, 4, 5, seed=55)
     for size in [(8, 10), (1, 2, 7, 9), (8, 9)]:
         ye = emod(ember.tensor(x), output_size=size)
         yt = tmod(torch.tensor(x), output_size=size)
         close(ye, yt)
-    with pytest.raises(ValueError, match=r"requested an output size of \[10, 10\], but valid "
-                                         r"sizes range from \[7, 9\] to \[8, 10\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"requested an output size of \[10, 10\], but valid "
+        r"sizes range from \[7, 9\] to \[8, 10\]",
+    ):
         emod(ember.tensor(x), output_size=(10, 10))
 
 
 def test_reprs_match_torch():
     cases = [
-        ((3, 32, 3), dict(padding=1, bias=False)), ((3, 6, (3, 5)), dict(stride=(2, 1))),
+        ((3, 32, 3), dict(padding=1, bias=False)),
+        ((3, 6, (3, 5)), dict(stride=(2, 1))),
         ((4, 8, 3), dict(padding="valid", dilation=2, groups=4, padding_mode="replicate")),
         ((4, 8, 3), dict(padding="same")),
     ]
     for args, kw in cases:
         assert repr(enn.Conv2d(*args, **kw)) == repr(tnn.Conv2d(*args, **kw))
     assert repr(enn.Conv2d(3, 32, 3, padding=1, bias=False)) == (
-        "Conv2d(3, 32, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), bias=False)")
-    assert repr(enn.ConvTranspose1d(2, 4, 3, stride=2)) == repr(tnn.ConvTranspose1d(2, 4, 3,
-                                                                                      stride=2))
+        "Conv2d(3, 32, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), bias=False)"
+    )
+    assert repr(enn.ConvTranspose1d(2, 4, 3, stride=2)) == repr(
+        tnn.ConvTranspose1d(2, 4, 3, stride=2)
+    )
     assert repr(enn.Conv3d(2, 4, 3)) == repr(tnn.Conv3d(2, 4, 3))
 
 
-@pytest.mark.parametrize("cls,args", [(enn.Conv2d, (16, 32, 3)), (enn.Conv1d, (64, 8, 5)),
-                                      (enn.ConvTranspose2d, (32, 16, 3)),
-                                      (enn.Conv2d, (16, 32, 3, 1, 0, 1, 4))])
+@pytest.mark.parametrize(
+    "cls,args",
+    [
+        (enn.Conv2d, (16, 32, 3)),
+        (enn.Conv1d, (64, 8, 5)),
+        (enn.ConvTranspose2d, (32, 16, 3)),
+        (enn.Conv2d, (16, 32, 3, 1, 0, 1, 4)),
+    ],
+)
 def test_default_init_statistics(cls, args):
     """kaiming_uniform_(a=sqrt(5)) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)), bias likewise."""
     m = cls(*args)
@@ -362,32 +475,53 @@ def test_module_dtype_and_parameters():
 # --------------------------------------------------------------------------- errors
 def test_error_messages_name_the_layer_and_shapes():
     conv = enn.Conv2d(3, 32, 3)
-    with pytest.raises(RuntimeError, match=r"Conv2d: expected a 3D or 4D input \(C, H, W\) or "
-                                           r"\(N, C, H, W\), got shape \(8, 32\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"Conv2d: expected a 3D or 4D input \(C, H, W\) or "
+        r"\(N, C, H, W\), got shape \(8, 32\)",
+    ):
         conv(ember.zeros(8, 32))
-    with pytest.raises(RuntimeError, match=r"Conv2d: expected input with 3 channels, got "
-                                           r"input of shape \(8, 4, 32, 32\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"Conv2d: expected input with 3 channels, got "
+        r"input of shape \(8, 4, 32, 32\)",
+    ):
         conv(ember.zeros(8, 4, 32, 32))
-    with pytest.raises(RuntimeError, match=r"Conv2d: kernel size \(3, 3\) can't be greater "
-                                           r"than the padded input size \(2, 2\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"Conv2d: kernel size \(3, 3\) can't be greater "
+        r"than the padded input size \(2, 2\)",
+    ):
         conv(ember.zeros(1, 3, 2, 2))
     with pytest.raises(RuntimeError, match=r"Conv2d: expected input with 3 channels"):
         enn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")(ember.zeros(1, 5, 6, 6))
-    with pytest.raises(RuntimeError, match=r"Conv1d: expected a 2D or 3D input \(C, L\) or "
-                                           r"\(N, C, L\), got shape \(2, 3, 4, 5\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"Conv1d: expected a 2D or 3D input \(C, L\) or "
+        r"\(N, C, L\), got shape \(2, 3, 4, 5\)",
+    ):
         enn.Conv1d(3, 4, 3)(ember.zeros(2, 3, 4, 5))
-    with pytest.raises(RuntimeError, match=r"ConvTranspose2d: expected input with 4 channels, "
-                                           r"got input of shape \(1, 3, 5, 5\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"ConvTranspose2d: expected input with 4 channels, "
+        r"got input of shape \(1, 3, 5, 5\)",
+    ):
         enn.ConvTranspose2d(4, 2, 3)(ember.zeros(1, 3, 5, 5))
 
 
 def test_functional_errors():
     x, w = ember.zeros(1, 4, 5, 5), ember.zeros(6, 2, 3, 3)
-    with pytest.raises(RuntimeError, match=r"conv2d: expected input with 6 channels, got input "
-                                           r"of shape \(1, 4, 5, 5\) \(groups=3"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"conv2d: expected input with 6 channels, got input "
+        r"of shape \(1, 4, 5, 5\) \(groups=3",
+    ):
         F.conv2d(x, ember.zeros(6, 2, 3, 3), groups=3)
-    with pytest.raises(RuntimeError, match=r"conv2d: expected weight of shape \(4, 2, 3, 3\) to "
-                                           r"have out channels divisible by groups=3"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"conv2d: expected weight of shape \(4, 2, 3, 3\) to "
+        r"have out channels divisible by groups=3",
+    ):
         F.conv2d(ember.zeros(1, 6, 5, 5), ember.zeros(4, 2, 3, 3), groups=3)
     with pytest.raises(RuntimeError, match=r"conv2d: expected bias of shape \(6,\), got \(5,\)"):
         F.conv2d(x, w, ember.zeros(5), groups=2)
@@ -395,15 +529,19 @@ def test_functional_errors():
         F.conv2d(x, w, stride=2, padding="same", groups=2)
     with pytest.raises(RuntimeError, match="invalid padding string 'full'"):
         F.conv2d(x, w, padding="full", groups=2)
-    with pytest.raises(RuntimeError, match=r"input type \(ember.float64\) and weight type "
-                                           r"\(ember.float32\) should be the same"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"input type \(ember.float64\) and weight type "
+        r"\(ember.float32\) should be the same",
+    ):
         F.conv2d(ember.zeros(1, 4, 5, 5, dtype=ember.float64), w, groups=2)
     with pytest.raises(RuntimeError, match="expected a 4D weight"):
         F.conv2d(x, ember.zeros(6, 4, 3))
     with pytest.raises(RuntimeError, match="non-positive stride"):
         F.conv2d(x, w, stride=0, groups=2)
-    with pytest.raises(RuntimeError, match="output padding must be smaller than either stride "
-                                           "or dilation"):
+    with pytest.raises(
+        RuntimeError, match="output padding must be smaller than either stride or dilation"
+    ):
         F.conv_transpose2d(ember.zeros(1, 2, 3, 3), ember.zeros(2, 2, 3, 3), output_padding=1)
     with pytest.raises(ValueError, match="in_channels must be divisible by groups"):
         enn.Conv2d(3, 6, 3, groups=2)
@@ -411,8 +549,9 @@ def test_functional_errors():
         enn.Conv2d(3, 6, 3, stride=2, padding="same")
     with pytest.raises(ValueError, match="padding_mode must be one of"):
         enn.Conv2d(3, 6, 3, padding_mode="mirror")
-    with pytest.raises(ValueError, match='Only "zeros" padding mode is supported for '
-                                         "ConvTranspose2d"):
+    with pytest.raises(
+        ValueError, match='Only "zeros" padding mode is supported for ConvTranspose2d'
+    ):
         enn.ConvTranspose2d(3, 6, 3, padding_mode="reflect")
 
 

@@ -34,8 +34,9 @@ def test_dropout_keep_rate_and_scaling(p):
 
 
 def test_dropout_gradient_is_mask_times_scale():
-    x = ember.tensor(np.random.default_rng(0).standard_normal((30, 40)).astype(np.float32),
-                     requires_grad=True)
+    x = ember.tensor(
+        np.random.default_rng(0).standard_normal((30, 40)).astype(np.float32), requires_grad=True
+    )
     g = np.random.default_rng(1).standard_normal((30, 40)).astype(np.float32)
     y = F.dropout(x, 0.3)
     y.backward(ember.tensor(g))
@@ -45,7 +46,8 @@ def test_dropout_gradient_is_mask_times_scale():
     np.testing.assert_allclose(_arr(x.grad), g * np.where(kept, 1 / 0.7, 0.0), rtol=1e-6)
     assert ember.autograd.gradcheck(
         lambda t: F.dropout(t, 0.4, generator=ember.Generator().manual_seed(3)),
-        [ember.randn(4, 5, dtype=ember.float64, requires_grad=True)])
+        [ember.randn(4, 5, dtype=ember.float64, requires_grad=True)],
+    )
 
 
 def test_dropout_eval_and_p0_return_the_input():
@@ -110,13 +112,15 @@ def test_dropout_rejects_bad_p(p):
 
 
 def test_module_train_eval_and_repr():
-    for ecls, tcls, args in ((enn.Dropout, tnn.Dropout, ()),
-                             (enn.Dropout, tnn.Dropout, (0.2, True)),
-                             (enn.Dropout1d, tnn.Dropout1d, (0.3,)),
-                             (enn.Dropout2d, tnn.Dropout2d, (0.2, True)),
-                             (enn.Dropout3d, tnn.Dropout3d, ()),
-                             (enn.AlphaDropout, tnn.AlphaDropout, (0.1,)),
-                             (enn.FeatureAlphaDropout, tnn.FeatureAlphaDropout, ())):
+    for ecls, tcls, args in (
+        (enn.Dropout, tnn.Dropout, ()),
+        (enn.Dropout, tnn.Dropout, (0.2, True)),
+        (enn.Dropout1d, tnn.Dropout1d, (0.3,)),
+        (enn.Dropout2d, tnn.Dropout2d, (0.2, True)),
+        (enn.Dropout3d, tnn.Dropout3d, ()),
+        (enn.AlphaDropout, tnn.AlphaDropout, (0.1,)),
+        (enn.FeatureAlphaDropout, tnn.FeatureAlphaDropout, ()),
+    ):
         assert repr(ecls(*args)) == repr(tcls(*args))
     m = enn.Dropout(0.5)
     x = ember.ones(100, 100)
@@ -127,11 +131,16 @@ def test_module_train_eval_and_repr():
     assert enn.Dropout().state_dict() == {}
 
 
-@pytest.mark.parametrize("fn,shape,mask_shape", [
-    (F.dropout1d, (4, 6, 50), (4, 6, 1)), (F.dropout1d, (6, 50), (6, 1)),
-    (F.dropout2d, (4, 6, 5, 5), (4, 6, 1, 1)), (F.dropout3d, (3, 6, 2, 3, 4), (3, 6, 1, 1, 1)),
-    (F.dropout3d, (6, 2, 3, 4), (6, 1, 1, 1)),
-])
+@pytest.mark.parametrize(
+    "fn,shape,mask_shape",
+    [
+        (F.dropout1d, (4, 6, 50), (4, 6, 1)),
+        (F.dropout1d, (6, 50), (6, 1)),
+        (F.dropout2d, (4, 6, 5, 5), (4, 6, 1, 1)),
+        (F.dropout3d, (3, 6, 2, 3, 4), (3, 6, 1, 1, 1)),
+        (F.dropout3d, (6, 2, 3, 4), (6, 1, 1, 1)),
+    ],
+)
 def test_channel_dropout_zeroes_whole_channels(fn, shape, mask_shape):
     x = ember.ones(*shape, requires_grad=True)
     y = fn(x, 0.5, training=True)
@@ -164,7 +173,7 @@ def test_alpha_dropout_keeps_mean_and_variance(feature):
     assert abs(arr.mean()) < 0.05 and abs(arr.std() - 1) < 0.05
     # the gradient is a * mask: 0 where dropped, a where kept
     y.sum().backward()
-    a = 1 / np.sqrt((1.7580993408473766 ** 2 * 0.2 + 1) * 0.8)
+    a = 1 / np.sqrt((1.7580993408473766**2 * 0.2 + 1) * 0.8)
     np.testing.assert_allclose(np.unique(_arr(x.grad)), [0.0, a], rtol=1e-6)
     assert fn(x, 0.2, training=False) is x
     t = torch.randn(3)

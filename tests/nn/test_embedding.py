@@ -19,8 +19,9 @@ TF = torch.nn.functional
 def _pair(num=10, dim=4, seed=0, **kwargs):
     tmod = tnn.Embedding(num, dim, **kwargs)
     with torch.no_grad():
-        tmod.weight.copy_(torch.tensor(np.random.default_rng(seed).standard_normal(
-            (num, dim)).astype(np.float32)))
+        tmod.weight.copy_(
+            torch.tensor(np.random.default_rng(seed).standard_normal((num, dim)).astype(np.float32))
+        )
         if tmod.padding_idx is not None:
             tmod.weight[tmod.padding_idx].fill_(0)
     emod = enn.Embedding(num, dim, **kwargs)
@@ -34,20 +35,36 @@ def _compare(emod, tmod, idx, seed=1):
     g = np.random.default_rng(seed).standard_normal(tuple(yt.shape)).astype(np.float32)
     ye.backward(ember.tensor(g))
     yt.backward(torch.tensor(g))
-    np.testing.assert_allclose(emod.weight.grad.numpy(), tmod.weight.grad.numpy(), rtol=1e-5,
-                               atol=1e-6)
-    np.testing.assert_allclose(emod.weight.detach().numpy(), tmod.weight.detach().numpy(),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        emod.weight.grad.numpy(), tmod.weight.grad.numpy(), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        emod.weight.detach().numpy(), tmod.weight.detach().numpy(), rtol=1e-6
+    )
 
 
-@pytest.mark.parametrize("idx", [
-    np.array([1, 2, 4, 5, 4, 3, 2, 9]), np.array([[0, 2, 0, 5], [4, 3, 3, 9]]),
-    np.array(7), np.zeros((0, 3), np.int64), np.array([[[1, 1], [1, 1]]], np.int32),
-])
-@pytest.mark.parametrize("kwargs", [{}, {"padding_idx": 2}, {"padding_idx": -1},
-                                    {"max_norm": 1.0}, {"max_norm": 1.5, "norm_type": 1.0},
-                                    {"scale_grad_by_freq": True},
-                                    {"padding_idx": 0, "scale_grad_by_freq": True}])
+@pytest.mark.parametrize(
+    "idx",
+    [
+        np.array([1, 2, 4, 5, 4, 3, 2, 9]),
+        np.array([[0, 2, 0, 5], [4, 3, 3, 9]]),
+        np.array(7),
+        np.zeros((0, 3), np.int64),
+        np.array([[[1, 1], [1, 1]]], np.int32),
+    ],
+)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"padding_idx": 2},
+        {"padding_idx": -1},
+        {"max_norm": 1.0},
+        {"max_norm": 1.5, "norm_type": 1.0},
+        {"scale_grad_by_freq": True},
+        {"padding_idx": 0, "scale_grad_by_freq": True},
+    ],
+)
 def test_embedding_matches_torch(idx, kwargs):
     emod, tmod = _pair(**kwargs)
     assert repr(emod) == repr(tmod)
@@ -98,15 +115,18 @@ def test_functional_embedding_and_one_hot():
     w = np.random.default_rng(2).standard_normal((7, 3)).astype(np.float32)
     idx = np.array([[6, 0], [2, 2]])
     we, wt = ember.tensor(w, requires_grad=True), torch.tensor(w, requires_grad=True)
-    ye, yt = F.embedding(ember.tensor(idx), we, padding_idx=2), TF.embedding(
-        torch.tensor(idx), wt, padding_idx=2)
+    ye, yt = (
+        F.embedding(ember.tensor(idx), we, padding_idx=2),
+        TF.embedding(torch.tensor(idx), wt, padding_idx=2),
+    )
     np.testing.assert_allclose(ye.detach().numpy(), yt.detach().numpy())
     ye.sum().backward()
     yt.sum().backward()
     np.testing.assert_allclose(we.grad.numpy(), wt.grad.numpy())
     for num in (-1, 9):
-        np.testing.assert_array_equal(F.one_hot(ember.tensor(idx), num).numpy(),
-                                      TF.one_hot(torch.tensor(idx), num).numpy())
+        np.testing.assert_array_equal(
+            F.one_hot(ember.tensor(idx), num).numpy(), TF.one_hot(torch.tensor(idx), num).numpy()
+        )
     assert F.one_hot(ember.tensor([1, 0]), 3).dtype is ember.int64
 
 
@@ -123,8 +143,11 @@ def test_embedding_errors():
         enn.Embedding(5, 2, padding_idx=5)
     with pytest.raises(AssertionError, match="Padding_idx must be within num_embeddings"):
         enn.Embedding(5, 2, padding_idx=-6)
-    with pytest.raises(AssertionError, match=r"Shape of weight does not match.*expected "
-                                             r"\(5, 2\), got \(4, 2\)"):
+    with pytest.raises(
+        AssertionError,
+        match=r"Shape of weight does not match.*expected "
+        r"\(5, 2\), got \(4, 2\)",
+    ):
         enn.Embedding(5, 2, _weight=ember.ones(4, 2))
     with pytest.raises(IndexError):
         enn.Embedding(5, 2)(ember.tensor([5]))

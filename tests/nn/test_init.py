@@ -21,14 +21,30 @@ def stats(t):
     return a.mean(), a.std(), a.min(), a.max()
 
 
-@pytest.mark.parametrize("name,param", [
-    ("linear", None), ("conv1d", None), ("conv2d", None), ("conv3d", None),
-    ("conv_transpose1d", None), ("conv_transpose2d", None), ("conv_transpose3d", None),
-    ("sigmoid", None), ("tanh", None), ("relu", None), ("leaky_relu", None),
-    ("leaky_relu", 0.2), ("leaky_relu", 1), ("leaky_relu", math.sqrt(5)), ("selu", None)])
+@pytest.mark.parametrize(
+    "name,param",
+    [
+        ("linear", None),
+        ("conv1d", None),
+        ("conv2d", None),
+        ("conv3d", None),
+        ("conv_transpose1d", None),
+        ("conv_transpose2d", None),
+        ("conv_transpose3d", None),
+        ("sigmoid", None),
+        ("tanh", None),
+        ("relu", None),
+        ("leaky_relu", None),
+        ("leaky_relu", 0.2),
+        ("leaky_relu", 1),
+        ("leaky_relu", math.sqrt(5)),
+        ("selu", None),
+    ],
+)
 def test_calculate_gain_matches_torch(name, param):
     assert init.calculate_gain(name, param) == pytest.approx(
-        torch.nn.init.calculate_gain(name, param), rel=1e-15)
+        torch.nn.init.calculate_gain(name, param), rel=1e-15
+    )
 
 
 def test_calculate_gain_errors():
@@ -66,13 +82,19 @@ def test_constant_zeros_ones_eye_dirac_match_torch():
     assert np.all(init.zeros_(ember.ones(4)).numpy() == 0)
     assert np.all(init.ones_(ember.zeros(4)).numpy() == 1)
     for shape in [(3, 5), (5, 3)]:
-        np.testing.assert_array_equal(init.eye_(ember.empty(*shape)).numpy(),
-                                      torch.nn.init.eye_(torch.empty(*shape)).numpy())
-    for shape, groups in [((4, 2, 3), 1), ((6, 4, 3, 3), 2), ((4, 4, 3, 3, 3), 1),
-                          ((2, 5, 4, 4), 1)]:
+        np.testing.assert_array_equal(
+            init.eye_(ember.empty(*shape)).numpy(), torch.nn.init.eye_(torch.empty(*shape)).numpy()
+        )
+    for shape, groups in [
+        ((4, 2, 3), 1),
+        ((6, 4, 3, 3), 2),
+        ((4, 4, 3, 3, 3), 1),
+        ((2, 5, 4, 4), 1),
+    ]:
         np.testing.assert_array_equal(
             init.dirac_(ember.empty(*shape), groups).numpy(),
-            torch.nn.init.dirac_(torch.empty(*shape), groups).numpy())
+            torch.nn.init.dirac_(torch.empty(*shape), groups).numpy(),
+        )
     with pytest.raises(ValueError, match="Only tensors with 2 dimensions"):
         init.eye_(ember.empty(2, 2, 2))
     with pytest.raises(ValueError, match="3, 4, or 5 dimensions"):
@@ -83,8 +105,9 @@ def test_constant_zeros_ones_eye_dirac_match_torch():
 
 @pytest.mark.parametrize("shape", [(256, 512), (64, 32, 3, 3)])
 @pytest.mark.parametrize("mode", ["fan_in", "fan_out"])
-@pytest.mark.parametrize("nonlinearity,a", [("leaky_relu", math.sqrt(5)), ("relu", 0),
-                                            ("leaky_relu", 0), ("tanh", 0)])
+@pytest.mark.parametrize(
+    "nonlinearity,a", [("leaky_relu", math.sqrt(5)), ("relu", 0), ("leaky_relu", 0), ("tanh", 0)]
+)
 def test_kaiming_statistics(shape, mode, nonlinearity, a):
     fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(*shape))
     fan = fan_in if mode == "fan_in" else fan_out
@@ -121,12 +144,15 @@ def _truncnorm_moments(mean, std, a, b):
     return mu, math.sqrt(var)
 
 
-@pytest.mark.parametrize("mean,std,a,b", [
-    (0.0, 1.0, -2.0, 2.0),      # wide: normal proposals
-    (0.0, 0.02, -0.04, 0.04),   # the ViT default
-    (1.0, 1.0, 1.5, 3.0),       # narrow one-sided: uniform proposals
-    (0.0, 1.0, 2.0, 2.5),       # far tail (p < 0.03)
-])
+@pytest.mark.parametrize(
+    "mean,std,a,b",
+    [
+        (0.0, 1.0, -2.0, 2.0),  # wide: normal proposals
+        (0.0, 0.02, -0.04, 0.04),  # the ViT default
+        (1.0, 1.0, 1.5, 3.0),  # narrow one-sided: uniform proposals
+        (0.0, 1.0, 2.0, 2.5),  # far tail (p < 0.03)
+    ],
+)
 def test_trunc_normal_bounds_and_moments(mean, std, a, b):
     t = init.trunc_normal_(ember.empty(400, 500), mean, std, a, b)
     m, s, lo, hi = stats(t)
@@ -153,8 +179,14 @@ def test_orthogonal(shape):
 
 
 def test_generator_gives_reproducible_independent_draws():
-    for fn in (init.uniform_, init.normal_, init.trunc_normal_, init.xavier_uniform_,
-               init.kaiming_normal_, init.orthogonal_):
+    for fn in (
+        init.uniform_,
+        init.normal_,
+        init.trunc_normal_,
+        init.xavier_uniform_,
+        init.kaiming_normal_,
+        init.orthogonal_,
+    ):
         g1 = ember.Generator().manual_seed(7)
         g2 = ember.Generator().manual_seed(7)
         a = fn(ember.empty(5, 4), generator=g1).numpy().copy()
@@ -167,16 +199,29 @@ def test_generator_gives_reproducible_independent_draws():
 
 def test_init_works_on_parameters_and_keeps_them_leaves():
     p = enn.Parameter(ember.empty(8, 4))
-    for fn in (init.kaiming_uniform_, init.xavier_normal_, init.trunc_normal_, init.zeros_,
-               init.orthogonal_, init.eye_, init.ones_, lambda t: init.constant_(t, 2.0)):
+    for fn in (
+        init.kaiming_uniform_,
+        init.xavier_normal_,
+        init.trunc_normal_,
+        init.zeros_,
+        init.orthogonal_,
+        init.eye_,
+        init.ones_,
+        lambda t: init.constant_(t, 2.0),
+    ):
         assert fn(p) is p
         assert p.requires_grad and p.grad_fn is None and isinstance(p, enn.Parameter)
 
 
 @pytest.mark.parametrize("dtype", [ember.float64, ember.bfloat16, ember.float16])
 def test_init_keeps_dtype(dtype):
-    for fn in (init.kaiming_uniform_, init.normal_, init.trunc_normal_, init.orthogonal_,
-               init.xavier_uniform_):
+    for fn in (
+        init.kaiming_uniform_,
+        init.normal_,
+        init.trunc_normal_,
+        init.orthogonal_,
+        init.xavier_uniform_,
+    ):
         t = fn(ember.empty(16, 8, dtype=dtype))
         assert t.dtype == dtype
         assert np.isfinite(t.numpy().astype(np.float64)).all()

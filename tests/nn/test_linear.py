@@ -26,19 +26,30 @@ def _np(t):
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_matches_torch(xshape, bias):
     inputs = [rand(*xshape, seed=1), rand(3, 4, seed=2)] + ([rand(3, seed=3)] if bias else [])
-    check_op(lambda x, w, b=None, lib=F: lib.linear(x, w, b), inputs,
-             torch_fn=lambda x, w, b=None: TF.linear(x, w, b))
+    check_op(
+        lambda x, w, b=None, lib=F: lib.linear(x, w, b),
+        inputs,
+        torch_fn=lambda x, w, b=None: TF.linear(x, w, b),
+    )
 
 
 def test_linear_noncontiguous_broadcast_bias_and_1d_weight():
-    check_op(lambda x, w, b, lib=F: lib.linear(x, w, b),
-             [rand(6, 4, seed=4), rand(3, 4, seed=5), rand(3, seed=6)],
-             torch_fn=lambda x, w, b: TF.linear(x, w, b), noncontiguous=True)
-    check_op(lambda x, w, b, lib=F: lib.linear(x, w, b),
-             [rand(2, 5, 4, seed=7), rand(3, 4, seed=8), rand(1, seed=9)],
-             torch_fn=lambda x, w, b: TF.linear(x, w, b))
-    check_op(lambda x, w, lib=F: lib.linear(x, w), [rand(2, 4, seed=10), rand(4, seed=11)],
-             torch_fn=lambda x, w: TF.linear(x, w))
+    check_op(
+        lambda x, w, b, lib=F: lib.linear(x, w, b),
+        [rand(6, 4, seed=4), rand(3, 4, seed=5), rand(3, seed=6)],
+        torch_fn=lambda x, w, b: TF.linear(x, w, b),
+        noncontiguous=True,
+    )
+    check_op(
+        lambda x, w, b, lib=F: lib.linear(x, w, b),
+        [rand(2, 5, 4, seed=7), rand(3, 4, seed=8), rand(1, seed=9)],
+        torch_fn=lambda x, w, b: TF.linear(x, w, b),
+    )
+    check_op(
+        lambda x, w, lib=F: lib.linear(x, w),
+        [rand(2, 4, seed=10), rand(4, seed=11)],
+        torch_fn=lambda x, w: TF.linear(x, w),
+    )
 
 
 def test_fused_linear_matches_composite():
@@ -63,10 +74,17 @@ def test_linear_gradcheck_and_double_backward():
 
 def test_bilinear_matches_torch():
     for lead in [(4,), (2, 3)]:
-        inputs = [rand(*lead, 3, seed=18), rand(*lead, 5, seed=19), rand(2, 3, 5, seed=20),
-                  rand(2, seed=21)]
-        check_op(lambda a, b, w, c, lib=F: lib.bilinear(a, b, w, c), inputs,
-                 torch_fn=lambda a, b, w, c: TF.bilinear(a, b, w, c))
+        inputs = [
+            rand(*lead, 3, seed=18),
+            rand(*lead, 5, seed=19),
+            rand(2, 3, 5, seed=20),
+            rand(2, seed=21),
+        ]
+        check_op(
+            lambda a, b, w, c, lib=F: lib.bilinear(a, b, w, c),
+            inputs,
+            torch_fn=lambda a, b, w, c: TF.bilinear(a, b, w, c),
+        )
     emod, tmod = enn.Bilinear(3, 5, 2), tnn.Bilinear(3, 5, 2)
     emod.load_state_dict({k: v.detach().numpy().copy() for k, v in tmod.state_dict().items()})
     check_op(emod, [rand(4, 3, seed=22), rand(4, 5, seed=23)], torch_fn=tmod)
@@ -91,8 +109,9 @@ def test_linear_module_matches_torch(bias, xshape):
         yt.backward(torch.tensor(g))
         np.testing.assert_allclose(_np(xe.grad), _np(xt.grad), rtol=1e-5, atol=1e-5)
         for (name, pe), (_, pt) in zip(emod.named_parameters(), tmod.named_parameters()):
-            np.testing.assert_allclose(_np(pe.grad), _np(pt.grad), rtol=1e-5, atol=1e-5,
-                                       err_msg=name)
+            np.testing.assert_allclose(
+                _np(pe.grad), _np(pt.grad), rtol=1e-5, atol=1e-5, err_msg=name
+            )
             pe.grad = pt.grad = None
 
 
@@ -105,8 +124,10 @@ def test_linear_init_statistics_repr_and_dtype():
     assert abs(w.mean()) < 0.01 * bound
     assert np.abs(b).max() <= bound and b.std() > 0.4 * bound
     assert w.dtype == np.float32 and w.shape == (512, 784)
-    assert repr(m) == repr(tnn.Linear(784, 512)) == "Linear(in_features=784, " \
-                                                     "out_features=512, bias=True)"
+    assert (
+        repr(m) == repr(tnn.Linear(784, 512)) == "Linear(in_features=784, "
+        "out_features=512, bias=True)"
+    )
     assert repr(enn.Linear(3, 4, bias=False)) == repr(tnn.Linear(3, 4, bias=False))
     m64 = enn.Linear(3, 2, dtype=ember.float64)
     assert m64.weight.dtype == ember.float64 and m64.bias.dtype == ember.float64
@@ -115,17 +136,29 @@ def test_linear_init_statistics_repr_and_dtype():
 
 
 def test_error_messages():
-    with pytest.raises(RuntimeError, match=r"Linear: expected input with last dimension 784 "
-                                           r"\(in_features\), got input of shape \(128, 100\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"Linear: expected input with last dimension 784 "
+        r"\(in_features\), got input of shape \(128, 100\)",
+    ):
         enn.Linear(784, 10)(ember.zeros(128, 100))
-    with pytest.raises(RuntimeError, match=r"linear: expected input with last dimension 4, got "
-                                           r"input of shape \(2, 5\) \(weight of shape \(3, 4\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"linear: expected input with last dimension 4, got "
+        r"input of shape \(2, 5\) \(weight of shape \(3, 4\)",
+    ):
         F.linear(ember.zeros(2, 5), ember.zeros(3, 4))
-    with pytest.raises(RuntimeError, match=r"linear: expected input and weight to have the same "
-                                           r"dtype"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"linear: expected input and weight to have the same "
+        r"dtype",
+    ):
         F.linear(ember.zeros(2, 4, dtype=ember.float64), ember.zeros(3, 4))
     with pytest.raises(RuntimeError, match=r"Linear: expected input with last dimension 4"):
         enn.Linear(4, 2)(ember.tensor(1.0))
-    with pytest.raises(RuntimeError, match=r"Bilinear: expected input2 with last dimension 5, "
-                                           r"got input2 of shape \(4, 6\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"Bilinear: expected input2 with last dimension 5, "
+        r"got input2 of shape \(4, 6\)",
+    ):
         enn.Bilinear(3, 5, 2)(ember.zeros(4, 3), ember.zeros(4, 6))

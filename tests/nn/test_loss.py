@@ -52,8 +52,11 @@ def test_cross_entropy_index_targets(shapes, reduction, weighted, smoothing):
     y = targets(yshape, c, 2, ignore=[1] if len(yshape) and yshape[0] else None)
     ew, tw = e_t(rand(c, seed=3, positive=True) if weighted else None)
     kw = dict(reduction=reduction, label_smoothing=smoothing)
-    check_op(lambda a, t: F.cross_entropy(a, t, weight=ew, **kw), [x, y],
-             torch_fn=lambda a, t: TF.cross_entropy(a, t, weight=tw, **kw))
+    check_op(
+        lambda a, t: F.cross_entropy(a, t, weight=ew, **kw),
+        [x, y],
+        torch_fn=lambda a, t: TF.cross_entropy(a, t, weight=tw, **kw),
+    )
 
 
 @pytest.mark.parametrize("ignore_index", [0, 2, -1])
@@ -63,10 +66,15 @@ def test_cross_entropy_custom_ignore_index(ignore_index):
     y[[0, 3]] = ignore_index
     ew, tw = e_t(rand(4, seed=6, positive=True))
     for red in REDUCTIONS:
-        check_op(lambda a, t, red=red: F.cross_entropy(a, t, ew, ignore_index=ignore_index,
-                                              reduction=red, label_smoothing=0.1),
-                 [x, y], torch_fn=lambda a, t, red=red: TF.cross_entropy(
-                     a, t, tw, ignore_index=ignore_index, reduction=red, label_smoothing=0.1))
+        check_op(
+            lambda a, t, red=red: F.cross_entropy(
+                a, t, ew, ignore_index=ignore_index, reduction=red, label_smoothing=0.1
+            ),
+            [x, y],
+            torch_fn=lambda a, t, red=red: TF.cross_entropy(
+                a, t, tw, ignore_index=ignore_index, reduction=red, label_smoothing=0.1
+            ),
+        )
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -99,26 +107,45 @@ def test_cross_entropy_probability_targets(shape, reduction, weighted, smoothing
     ew, tw = e_t(rand(shape[cdim], seed=10, positive=True) if weighted else None)
     kw = dict(reduction=reduction, label_smoothing=smoothing)
     # the target as a constant (the fused path) ...
-    check_op(lambda a: F.cross_entropy(a, ember.tensor(p), ew, **kw), [x],
-             torch_fn=lambda a: TF.cross_entropy(a, torch.from_numpy(p), tw, **kw))
+    check_op(
+        lambda a: F.cross_entropy(a, ember.tensor(p), ew, **kw),
+        [x],
+        torch_fn=lambda a: TF.cross_entropy(a, torch.from_numpy(p), tw, **kw),
+    )
     # ... and as an input that needs its own gradient (the composite path)
-    check_op(lambda a, t: F.cross_entropy(a, t, ew, **kw), [x, p],
-             torch_fn=lambda a, t: TF.cross_entropy(a, t, tw, **kw))
+    check_op(
+        lambda a, t: F.cross_entropy(a, t, ew, **kw),
+        [x, p],
+        torch_fn=lambda a, t: TF.cross_entropy(a, t, tw, **kw),
+    )
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_cross_entropy_extreme_logits_stay_finite(smoothing):
-    x = np.array([[1000.0, -1000.0, 0.0], [-1000.0, -1000.0, -999.0], [0.0, 1000.0, 1000.0],
-                  [-1000.0, -1000.0, -1000.0]], dtype=np.float32)
+    x = np.array(
+        [
+            [1000.0, -1000.0, 0.0],
+            [-1000.0, -1000.0, -999.0],
+            [0.0, 1000.0, 1000.0],
+            [-1000.0, -1000.0, -1000.0],
+        ],
+        dtype=np.float32,
+    )
     y = np.array([1, 2, 0, 1])
-    out = check_op(lambda a, t: F.cross_entropy(a, t, label_smoothing=smoothing), [x, y],
-                   torch_fn=lambda a, t: TF.cross_entropy(a, t, label_smoothing=smoothing))
+    out = check_op(
+        lambda a, t: F.cross_entropy(a, t, label_smoothing=smoothing),
+        [x, y],
+        torch_fn=lambda a, t: TF.cross_entropy(a, t, label_smoothing=smoothing),
+    )
     assert np.isfinite(out[0].detach().numpy()).all()
     xe = ember.tensor(x, requires_grad=True)
     F.cross_entropy(xe, ember.tensor(y), reduction="none").sum().backward()
     assert np.isfinite(xe.grad.numpy()).all()
-    check_op(lambda a: F.cross_entropy(a, ember.tensor(probs((4, 3), 1))), [x],
-             torch_fn=lambda a: TF.cross_entropy(a, torch.from_numpy(probs((4, 3), 1))))
+    check_op(
+        lambda a: F.cross_entropy(a, ember.tensor(probs((4, 3), 1))),
+        [x],
+        torch_fn=lambda a: TF.cross_entropy(a, torch.from_numpy(probs((4, 3), 1))),
+    )
 
 
 def test_cross_entropy_rows_far_below_the_batch_max():
@@ -128,18 +155,29 @@ def test_cross_entropy_rows_far_below_the_batch_max():
     x[1] += 30.0
     y = targets((16,), 7, 12)
     for red in REDUCTIONS:
-        check_op(lambda a, t, red=red: F.cross_entropy(a, t, reduction=red, label_smoothing=0.2),
-                 [x, y], torch_fn=lambda a, t, red=red: TF.cross_entropy(a, t, reduction=red,
-                                                                  label_smoothing=0.2))
+        check_op(
+            lambda a, t, red=red: F.cross_entropy(a, t, reduction=red, label_smoothing=0.2),
+            [x, y],
+            torch_fn=lambda a, t, red=red: TF.cross_entropy(
+                a, t, reduction=red, label_smoothing=0.2
+            ),
+        )
 
 
 def test_cross_entropy_noncontiguous_and_uint8_targets():
     x = rand(5, 6, seed=13)
     y = targets((5,), 6, 14)
-    check_op(lambda a, t: F.cross_entropy(a, t), [x, y], noncontiguous=True,
-             torch_fn=lambda a, t: TF.cross_entropy(a, t))
-    check_op(lambda a: F.cross_entropy(a, ember.tensor(y.astype(np.uint8))), [x],
-             torch_fn=lambda a: TF.cross_entropy(a, torch.from_numpy(y.astype(np.uint8))))
+    check_op(
+        lambda a, t: F.cross_entropy(a, t),
+        [x, y],
+        noncontiguous=True,
+        torch_fn=lambda a, t: TF.cross_entropy(a, t),
+    )
+    check_op(
+        lambda a: F.cross_entropy(a, ember.tensor(y.astype(np.uint8))),
+        [x],
+        torch_fn=lambda a: TF.cross_entropy(a, torch.from_numpy(y.astype(np.uint8))),
+    )
 
 
 def test_cross_entropy_dtypes():
@@ -157,7 +195,7 @@ def composite_ce(x, y, weight=None, ignore_index=-100, reduction="mean", eps=0.0
     """cross_entropy from plain ember ops: the oracle of the fused kernel."""
     c = x.shape[1]
     logp = ember.log_softmax(x, 1)
-    valid = (y != ignore_index)
+    valid = y != ignore_index
     safe = ember.where(valid, y, ember.zeros_like(y))
     w = ember.ones(c, dtype=x.dtype) if weight is None else weight
     wy = w[safe] * valid.to(x.dtype)
@@ -200,8 +238,10 @@ def test_fused_cross_entropy_matches_composite(reduction, weighted, smoothing):
         np.testing.assert_allclose(xe.grad.numpy(), grads[0], rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(label_smoothing=0.2, reduction="sum"),
-                                dict(reduction="none", ignore_index=1)])
+@pytest.mark.parametrize(
+    "kw",
+    [dict(), dict(label_smoothing=0.2, reduction="sum"), dict(reduction="none", ignore_index=1)],
+)
 def test_cross_entropy_double_backward_matches_torch(kw):
     x = rand(5, 4, seed=21, dtype=np.float64)
     y = targets((5,), 4, 22)
@@ -223,29 +263,43 @@ def test_cross_entropy_gradcheck_and_gradgradcheck():
     w = ember.tensor(rand(3, seed=26, positive=True, dtype=np.float64))
     p = ember.tensor(probs((4, 3), 27).astype(np.float64))
     for red in REDUCTIONS:
-        gradcheck_op(lambda a, r=red: F.cross_entropy(a, y, w, reduction=r, label_smoothing=0.3),
-                     [rand(4, 3, seed=28)])
-        gradcheck_op(lambda a, r=red: F.cross_entropy(a, p, w, reduction=r, label_smoothing=0.1),
-                     [rand(4, 3, seed=29)])
-        gradcheck_op(lambda a, t, r=red: F.cross_entropy(a, t, reduction=r),
-                     [rand(4, 3, seed=30), probs((4, 3), 31)])
+        gradcheck_op(
+            lambda a, r=red: F.cross_entropy(a, y, w, reduction=r, label_smoothing=0.3),
+            [rand(4, 3, seed=28)],
+        )
+        gradcheck_op(
+            lambda a, r=red: F.cross_entropy(a, p, w, reduction=r, label_smoothing=0.1),
+            [rand(4, 3, seed=29)],
+        )
+        gradcheck_op(
+            lambda a, t, r=red: F.cross_entropy(a, t, reduction=r),
+            [rand(4, 3, seed=30), probs((4, 3), 31)],
+        )
     x = ember.tensor(rand(4, 3, seed=32, dtype=np.float64), requires_grad=True)
-    assert ember.autograd.gradgradcheck(lambda a: F.cross_entropy(a, y, w, label_smoothing=0.2),
-                                        [x])
+    assert ember.autograd.gradgradcheck(
+        lambda a: F.cross_entropy(a, y, w, label_smoothing=0.2), [x]
+    )
     assert ember.autograd.gradgradcheck(lambda a: F.cross_entropy(a, p, w), [x])
 
 
 def test_cross_entropy_errors():
     x = ember.zeros(128, 10)
-    with pytest.raises(ValueError, match=r"^cross_entropy: expected target of shape \(128,\) "
-                       r"for input of shape \(128, 10\), got \(64,\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^cross_entropy: expected target of shape \(128,\) "
+        r"for input of shape \(128, 10\), got \(64,\)$",
+    ):
         F.cross_entropy(x, ember.zeros(64, dtype=ember.int64))
-    with pytest.raises(RuntimeError, match=r"expected target of shape \(2, 4\) for input of "
-                       r"shape \(2, 3, 4\), got \(2, 3\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"expected target of shape \(2, 4\) for input of "
+        r"shape \(2, 3, 4\), got \(2, 3\)",
+    ):
         F.cross_entropy(ember.zeros(2, 3, 4), ember.zeros(2, 3, dtype=ember.int64))
     y = ember.tensor([0, 12, 3])
-    with pytest.raises(IndexError, match="cross_entropy: target 12 is out of bounds for input "
-                       "with 10 classes"):
+    with pytest.raises(
+        IndexError, match="cross_entropy: target 12 is out of bounds for input with 10 classes"
+    ):
         F.cross_entropy(ember.zeros(3, 10), y)
     with pytest.raises(IndexError, match="target -1 is out of bounds"):
         F.cross_entropy(ember.zeros(3, 10), ember.tensor([0, -1, 3]))
@@ -281,11 +335,17 @@ def test_nll_loss(shapes, reduction, weighted):
     x = rand(*xshape, seed=34)
     y = targets(yshape, c, 35, ignore=[0] if len(yshape) and yshape[0] else None)
     ew, tw = e_t(rand(c, seed=36, positive=True) if weighted else None)
-    check_op(lambda a, t: F.nll_loss(a, t, ew, reduction=reduction), [x, y],
-             torch_fn=lambda a, t: TF.nll_loss(a, t, tw, reduction=reduction))
+    check_op(
+        lambda a, t: F.nll_loss(a, t, ew, reduction=reduction),
+        [x, y],
+        torch_fn=lambda a, t: TF.nll_loss(a, t, tw, reduction=reduction),
+    )
     y = targets(yshape, c, 35)
-    check_op(lambda a, t: F.nll_loss(a, t, ew, ignore_index=1, reduction=reduction), [x, y],
-             torch_fn=lambda a, t: TF.nll_loss(a, t, tw, ignore_index=1, reduction=reduction))
+    check_op(
+        lambda a, t: F.nll_loss(a, t, ew, ignore_index=1, reduction=reduction),
+        [x, y],
+        torch_fn=lambda a, t: TF.nll_loss(a, t, tw, ignore_index=1, reduction=reduction),
+    )
 
 
 def test_nll_loss_gradcheck_and_errors():
@@ -293,8 +353,11 @@ def test_nll_loss_gradcheck_and_errors():
     w = ember.tensor(rand(4, seed=38, positive=True, dtype=np.float64))
     for red in REDUCTIONS:
         gradcheck_op(lambda a, r=red: F.nll_loss(a, y, w, reduction=r), [rand(2, 4, 3, seed=39)])
-    with pytest.raises(RuntimeError, match=r"nll_loss: expected target of shape \(2, 4\) for "
-                       r"input of shape \(2, 3, 4\), got \(2, 3\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"nll_loss: expected target of shape \(2, 4\) for "
+        r"input of shape \(2, 3, 4\), got \(2, 3\)",
+    ):
         F.nll_loss(ember.zeros(2, 3, 4), ember.zeros(2, 3, dtype=ember.int64))
     with pytest.raises(IndexError, match="nll_loss: target 5 is out of bounds"):
         F.nll_loss(ember.zeros(2, 4), ember.tensor([0, 5]))
@@ -302,8 +365,13 @@ def test_nll_loss_gradcheck_and_errors():
 
 # ------------------------------------------------------------------ regression losses
 REGRESSION = [
-    ("mse_loss", {}), ("l1_loss", {}), ("smooth_l1_loss", {}), ("smooth_l1_loss", {"beta": 0.5}),
-    ("smooth_l1_loss", {"beta": 0.0}), ("huber_loss", {}), ("huber_loss", {"delta": 0.4}),
+    ("mse_loss", {}),
+    ("l1_loss", {}),
+    ("smooth_l1_loss", {}),
+    ("smooth_l1_loss", {"beta": 0.5}),
+    ("smooth_l1_loss", {"beta": 0.0}),
+    ("huber_loss", {}),
+    ("huber_loss", {"delta": 0.4}),
     ("huber_loss", {"delta": 2.5}),
 ]
 
@@ -315,18 +383,26 @@ def test_regression_losses(name, kw, reduction, shape):
     x, t = rand(*shape, seed=40), rand(*shape, seed=41)
     if x.size:
         t.reshape(-1)[0] = x.reshape(-1)[0]  # a zero difference: the kink of |d|
-    check_op(lambda a, b: getattr(F, name)(a, b, reduction=reduction, **kw), [x, t],
-             torch_fn=lambda a, b: getattr(TF, name)(a, b, reduction=reduction, **kw))
-    gradcheck_op(lambda a, b: getattr(F, name)(a, b, reduction=reduction, **kw),
-                 [rand(*shape, seed=42), rand(*shape, seed=43)])
+    check_op(
+        lambda a, b: getattr(F, name)(a, b, reduction=reduction, **kw),
+        [x, t],
+        torch_fn=lambda a, b: getattr(TF, name)(a, b, reduction=reduction, **kw),
+    )
+    gradcheck_op(
+        lambda a, b: getattr(F, name)(a, b, reduction=reduction, **kw),
+        [rand(*shape, seed=42), rand(*shape, seed=43)],
+    )
 
 
 @pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "huber_loss"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_regression_losses_with_weight(name, reduction):
     x, t, w = rand(3, 4, seed=44), rand(3, 4, seed=45), rand(3, 4, seed=46, positive=True)
-    check_op(lambda a, b, c: getattr(F, name)(a, b, reduction=reduction, weight=c), [x, t, w],
-             torch_fn=lambda a, b, c: getattr(TF, name)(a, b, reduction=reduction, weight=c))
+    check_op(
+        lambda a, b, c: getattr(F, name)(a, b, reduction=reduction, weight=c),
+        [x, t, w],
+        torch_fn=lambda a, b, c: getattr(TF, name)(a, b, reduction=reduction, weight=c),
+    )
     with pytest.raises(ValueError, match="Weights and input must have the same size"):
         getattr(F, name)(ember.tensor(x), ember.tensor(t), weight=ember.ones(4))
 
@@ -334,8 +410,11 @@ def test_regression_losses_with_weight(name, reduction):
 @pytest.mark.filterwarnings("ignore:Using a target size:UserWarning")  # torch's own warning
 def test_regression_losses_broadcast_with_a_warning():
     x, t = rand(3, 4, seed=47), rand(4, seed=48)
-    with pytest.warns(UserWarning, match=r"mse_loss: Using a target size \(4,\) that is "
-                      r"different to the input size \(3, 4\)"):
+    with pytest.warns(
+        UserWarning,
+        match=r"mse_loss: Using a target size \(4,\) that is "
+        r"different to the input size \(3, 4\)",
+    ):
         check_op(lambda a, b: F.mse_loss(a, b), [x, t], torch_fn=TF.mse_loss)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -362,24 +441,35 @@ def test_binary_cross_entropy(reduction, weight_shape):
     x = rand(3, 4, seed=49, low=0.02, high=0.98)
     t = rand(3, 4, seed=50, low=0.0, high=1.0)
     ew, tw = e_t(None if weight_shape is None else rand(*weight_shape, seed=51, positive=True))
-    check_op(lambda a, b: F.binary_cross_entropy(a, b, ew, reduction=reduction), [x, t],
-             torch_fn=lambda a, b: TF.binary_cross_entropy(a, b, tw, reduction=reduction))
-    gradcheck_op(lambda a, b: F.binary_cross_entropy(a, b, reduction=reduction),
-                 [rand(3, 4, seed=52, low=0.1, high=0.9), rand(3, 4, seed=53, low=0, high=1)])
+    check_op(
+        lambda a, b: F.binary_cross_entropy(a, b, ew, reduction=reduction),
+        [x, t],
+        torch_fn=lambda a, b: TF.binary_cross_entropy(a, b, tw, reduction=reduction),
+    )
+    gradcheck_op(
+        lambda a, b: F.binary_cross_entropy(a, b, reduction=reduction),
+        [rand(3, 4, seed=52, low=0.1, high=0.9), rand(3, 4, seed=53, low=0, high=1)],
+    )
 
 
 def test_binary_cross_entropy_edges_clamp_like_torch():
     x = np.array([0.0, 1.0, 0.0, 1.0, 1e-30, 0.5], dtype=np.float32)
     t = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 0.5], dtype=np.float32)
-    out = check_op(lambda a, b: F.binary_cross_entropy(a, b, reduction="none"), [x, t],
-                   torch_fn=lambda a, b: TF.binary_cross_entropy(a, b, reduction="none"))
+    out = check_op(
+        lambda a, b: F.binary_cross_entropy(a, b, reduction="none"),
+        [x, t],
+        torch_fn=lambda a, b: TF.binary_cross_entropy(a, b, reduction="none"),
+    )
     assert np.isfinite(out[0].detach().numpy()).all()
     with pytest.raises(RuntimeError, match="all elements of input should be between 0 and 1"):
         F.binary_cross_entropy(ember.tensor([1.5]), ember.tensor([1.0]))
     with pytest.raises(RuntimeError, match="all elements of target should be between 0 and 1"):
         F.binary_cross_entropy(ember.tensor([0.5]), ember.tensor([1.5]))
-    with pytest.raises(ValueError, match=r"binary_cross_entropy: expected target of shape "
-                       r"\(2, 3\) for input of shape \(2, 3\), got \(3,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"binary_cross_entropy: expected target of shape "
+        r"\(2, 3\) for input of shape \(2, 3\), got \(3,\)",
+    ):
         F.binary_cross_entropy(ember.full((2, 3), 0.5), ember.zeros(3))
 
 
@@ -393,29 +483,41 @@ def test_binary_cross_entropy_with_logits(reduction, weighted, pos):
     ew, tw = e_t(rand(3, 4, seed=56, positive=True) if weighted else None)
     ep, tp = e_t(None if pos is None else rand(*pos, seed=57, positive=True))
     kw = dict(reduction=reduction)
-    check_op(lambda a, b: F.binary_cross_entropy_with_logits(a, b, ew, pos_weight=ep, **kw),
-             [x, t], torch_fn=lambda a, b: TF.binary_cross_entropy_with_logits(
-                 a, b, tw, pos_weight=tp, **kw))
+    check_op(
+        lambda a, b: F.binary_cross_entropy_with_logits(a, b, ew, pos_weight=ep, **kw),
+        [x, t],
+        torch_fn=lambda a, b: TF.binary_cross_entropy_with_logits(a, b, tw, pos_weight=tp, **kw),
+    )
     ew64 = None if ew is None else ew.double()
     ep64 = None if ep is None else ep.double()
-    gradcheck_op(lambda a, b: F.binary_cross_entropy_with_logits(a, b, ew64, pos_weight=ep64,
-                                                                 **kw),
-                 [rand(3, 4, seed=58), rand(3, 4, seed=59, low=0, high=1)])
+    gradcheck_op(
+        lambda a, b: F.binary_cross_entropy_with_logits(a, b, ew64, pos_weight=ep64, **kw),
+        [rand(3, 4, seed=58), rand(3, 4, seed=59, low=0, high=1)],
+    )
 
 
 def test_binary_cross_entropy_with_logits_extremes_and_errors():
     x = np.array([1000.0, -1000.0, 88.0, -88.0, 0.0], dtype=np.float32)
     t = np.array([0.0, 1.0, 1.0, 0.0, 1.0], dtype=np.float32)
     pw = ember.tensor(np.full(5, 3.0, np.float32))
-    out = check_op(lambda a, b: F.binary_cross_entropy_with_logits(a, b, reduction="none"),
-                   [x, t], torch_fn=lambda a, b: TF.binary_cross_entropy_with_logits(
-                       a, b, reduction="none"))
+    out = check_op(
+        lambda a, b: F.binary_cross_entropy_with_logits(a, b, reduction="none"),
+        [x, t],
+        torch_fn=lambda a, b: TF.binary_cross_entropy_with_logits(a, b, reduction="none"),
+    )
     assert np.isfinite(out[0].detach().numpy()).all()
-    check_op(lambda a, b: F.binary_cross_entropy_with_logits(a, b, pos_weight=pw), [x, t],
-             torch_fn=lambda a, b: TF.binary_cross_entropy_with_logits(
-                 a, b, pos_weight=torch.full((5,), 3.0)))
-    with pytest.raises(ValueError, match=r"binary_cross_entropy_with_logits: expected target "
-                       r"of shape \(1,\) for input of shape \(1,\), got \(2,\)"):
+    check_op(
+        lambda a, b: F.binary_cross_entropy_with_logits(a, b, pos_weight=pw),
+        [x, t],
+        torch_fn=lambda a, b: TF.binary_cross_entropy_with_logits(
+            a, b, pos_weight=torch.full((5,), 3.0)
+        ),
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"binary_cross_entropy_with_logits: expected target "
+        r"of shape \(1,\) for input of shape \(1,\), got \(2,\)",
+    ):
         F.binary_cross_entropy_with_logits(ember.zeros(1), ember.zeros(2))
 
 
@@ -426,8 +528,9 @@ def test_bce_double_backward_matches_torch():
     for name in ("binary_cross_entropy", "binary_cross_entropy_with_logits"):
         res = []
         for lib, mod in ((ember, F), (torch, TF)):
-            a = lib.tensor(1 / (1 + np.exp(-x)) if name == "binary_cross_entropy" else x,
-                           requires_grad=True)
+            a = lib.tensor(
+                1 / (1 + np.exp(-x)) if name == "binary_cross_entropy" else x, requires_grad=True
+            )
             b = lib.tensor(t, requires_grad=True)
             kw = {} if name == "binary_cross_entropy" else {"pos_weight": lib.tensor(pw)}
             loss = getattr(mod, name)(a, b, **kw)
@@ -451,16 +554,20 @@ def test_kl_div(reduction, log_target, shape):
     kw = dict(reduction=reduction, log_target=log_target)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        check_op(lambda a, b: F.kl_div(a, b, **kw), [x, t],
-                 torch_fn=lambda a, b: TF.kl_div(a, b, **kw))
+        check_op(
+            lambda a, b: F.kl_div(a, b, **kw), [x, t], torch_fn=lambda a, b: TF.kl_div(a, b, **kw)
+        )
         gradcheck_op(lambda a, b: F.kl_div(a, b, **kw), [x, t])
 
 
 def test_kl_div_zero_targets_and_mean_warning():
     x = rand(2, 3, seed=65)
     t = np.array([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]], dtype=np.float32)
-    check_op(lambda a: F.kl_div(a, ember.tensor(t), reduction="batchmean"), [x],
-             torch_fn=lambda a: TF.kl_div(a, torch.from_numpy(t), reduction="batchmean"))
+    check_op(
+        lambda a: F.kl_div(a, ember.tensor(t), reduction="batchmean"),
+        [x],
+        torch_fn=lambda a: TF.kl_div(a, torch.from_numpy(t), reduction="batchmean"),
+    )
     te = ember.tensor(t, requires_grad=True)
     F.kl_div(ember.tensor(x), te, reduction="sum").backward()
     assert np.isfinite(te.grad.numpy()).all()
@@ -472,9 +579,13 @@ def test_kl_div_zero_targets_and_mean_warning():
 MODULES = [
     ("CrossEntropyLoss", dict(label_smoothing=0.1, ignore_index=2), "ce"),
     ("NLLLoss", dict(ignore_index=0), "ce"),
-    ("MSELoss", {}, "reg"), ("L1Loss", {}, "reg"), ("SmoothL1Loss", dict(beta=0.5), "reg"),
-    ("HuberLoss", dict(delta=0.7), "reg"), ("BCELoss", {}, "prob"),
-    ("BCEWithLogitsLoss", {}, "reg01"), ("KLDivLoss", dict(log_target=True), "reg"),
+    ("MSELoss", {}, "reg"),
+    ("L1Loss", {}, "reg"),
+    ("SmoothL1Loss", dict(beta=0.5), "reg"),
+    ("HuberLoss", dict(delta=0.7), "reg"),
+    ("BCELoss", {}, "prob"),
+    ("BCEWithLogitsLoss", {}, "reg01"),
+    ("KLDivLoss", dict(log_target=True), "reg"),
 ]
 
 
@@ -505,8 +616,10 @@ def test_weighted_loss_modules_keep_weights_as_buffers():
     assert list(em.state_dict()) == list(tm.state_dict())
     assert list(nn.CrossEntropyLoss().state_dict()) == []
     x, y = rand(6, 4, seed=73), targets((6,), 4, 74)
-    em, tm = nn.CrossEntropyLoss(weight=ember.tensor(w)), torch.nn.CrossEntropyLoss(
-        weight=torch.from_numpy(w))
+    em, tm = (
+        nn.CrossEntropyLoss(weight=ember.tensor(w)),
+        torch.nn.CrossEntropyLoss(weight=torch.from_numpy(w)),
+    )
     check_op(lambda a, b: em(a, b), [x, y], torch_fn=lambda a, b: tm(a, b))
     with pytest.warns(UserWarning, match="size_average and reduce"):
         assert nn.MSELoss(reduce=False).reduction == "none"

@@ -122,9 +122,11 @@ def test_named_members_match_torch(nets):
     assert names(e.named_modules()) == names(t.named_modules())
     assert names(e.named_children()) == names(t.named_children())
     assert names(e.named_parameters(remove_duplicate=False)) == names(
-        t.named_parameters(remove_duplicate=False))
+        t.named_parameters(remove_duplicate=False)
+    )
     assert names(e.named_modules(remove_duplicate=False)) == names(
-        t.named_modules(remove_duplicate=False))
+        t.named_modules(remove_duplicate=False)
+    )
     assert names(e.named_parameters(prefix="m", recurse=False)) == ["m.scale"]
     assert names(e.named_buffers(recurse=False)) == ["step"]
     assert len(list(e.parameters())) == len(list(t.parameters()))
@@ -222,8 +224,11 @@ def test_dir_lists_members(nets):
 
 
 def test_forward_missing_raises():
-    with pytest.raises(NotImplementedError, match=r'Module \[ModuleList\] is missing the '
-                                                   r'required "forward" function'):
+    with pytest.raises(
+        NotImplementedError,
+        match=r"Module \[ModuleList\] is missing the "
+        r'required "forward" function',
+    ):
         enn.ModuleList()(1)
 
 
@@ -369,6 +374,7 @@ def test_repr_matches_torch(nets):
 
 def test_repr_multiline_extra_repr_and_empty_containers():
     for nn in (enn, tnn):
+
         class Multi(nn.Module):
             def extra_repr(self):
                 return "a=1\nb=2"
@@ -402,8 +408,7 @@ def test_state_dict_keys_and_order_match_torch(nets):
     assert es["embed.weight"].data is e.embed.weight.data  # detached, sharing memory
     kv = e.state_dict(keep_vars=True)
     assert kv["embed.weight"] is e.embed.weight
-    assert list(e.layers.state_dict(prefix="x.")) == [
-        "x." + k for k in t.layers.state_dict()]
+    assert list(e.layers.state_dict(prefix="x.")) == ["x." + k for k in t.layers.state_dict()]
     assert es._metadata[""] == {"version": 1} and "layers.0" in es._metadata
 
 
@@ -417,8 +422,11 @@ def test_load_state_dict_copies_in_place(nets):
     version = w._version
     result = e.load_state_dict(src.state_dict())
     assert result.missing_keys == [] and result.unexpected_keys == []
-    assert repr(result) == repr(t.load_state_dict(t.state_dict())) == (
-        "<All keys matched successfully>")
+    assert (
+        repr(result)
+        == repr(t.load_state_dict(t.state_dict()))
+        == ("<All keys matched successfully>")
+    )
     assert e.embed.weight is w and w._version > version and w.requires_grad
     for (n, a), (_, b) in zip(e.state_dict().items(), src.state_dict().items()):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=n)
@@ -447,12 +455,15 @@ def test_load_state_dict_strict_errors_match_torch(nets):
         with pytest.raises(RuntimeError) as info:
             m.load_state_dict(sd)
         m.errors = str(info.value)
-        res = m.load_state_dict({k: v for k, v in sd.items() if k != "heads.0.weight"},
-                                strict=False)
+        res = m.load_state_dict(
+            {k: v for k, v in sd.items() if k != "heads.0.weight"}, strict=False
+        )
         m.res = (res.missing_keys, res.unexpected_keys)
     assert e.errors == _torch_to_ember(t.errors)
-    assert "size mismatch for heads.0.weight: copying a param with shape ember.Size([5, 3]) " \
-           "from checkpoint, the shape in current model is ember.Size([2, 3])." in e.errors
+    assert (
+        "size mismatch for heads.0.weight: copying a param with shape ember.Size([5, 3]) "
+        "from checkpoint, the shape in current model is ember.Size([2, 3])." in e.errors
+    )
     assert e.res == t.res
     assert e.res[0] == ["embed.bias", "layers.2.count", "heads.0.weight"]
     assert e.res[1] == ["bogus", "layers.7.weight"]
@@ -471,8 +482,12 @@ def test_load_state_dict_rejects_non_tensors_and_non_mappings():
 def test_load_state_dict_assign_replaces_tensors():
     e = make_block(enn, ember)(2)
     e.bias.requires_grad_(False)
-    new = {"weight": ember.full((2, 3), 3.0, dtype=ember.float64), "bias": ember.ones(2),
-           "running_mean": ember.ones(2), "count": ember.tensor(4)}
+    new = {
+        "weight": ember.full((2, 3), 3.0, dtype=ember.float64),
+        "bias": ember.ones(2),
+        "running_mean": ember.ones(2),
+        "count": ember.tensor(4),
+    }
     old_w = e.weight
     e.load_state_dict(new, assign=True)
     assert e.weight is not old_w and isinstance(e.weight, enn.Parameter)
@@ -549,7 +564,13 @@ def test_sequential_indexing_slicing_and_editing():
     s.insert(0, enn.Flatten())
     s.insert(-1, enn.Identity())
     assert [type(m).__name__ for m in s] == [
-        "Flatten", "Identity", "Flatten", "Identity", "Identity", "Identity"]
+        "Flatten",
+        "Identity",
+        "Flatten",
+        "Identity",
+        "Identity",
+        "Identity",
+    ]
     s.extend([enn.Flatten()])
     assert len(s) == 7
     del s[0]
@@ -570,18 +591,22 @@ def test_sequential_forward_chains():
     x = ember.randn(2, 3, 4)
     out = s(x)
     ref = tnn.Sequential(tnn.Flatten(), tnn.Unflatten(1, (3, 4)), tnn.Flatten(0, 1))(
-        torch.from_numpy(x.numpy().copy()))
+        torch.from_numpy(x.numpy().copy())
+    )
     assert tuple(out.shape) == tuple(ref.shape) == (6, 4)
     np.testing.assert_array_equal(out.numpy(), ref.numpy())
 
 
 def test_flatten_unflatten_identity_match_torch():
     x = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32)
-    for em, tm in [(enn.Flatten(), tnn.Flatten()), (enn.Flatten(0, 2), tnn.Flatten(0, 2)),
-                   (enn.Flatten(-3, -2), tnn.Flatten(-3, -2)),
-                   (enn.Unflatten(2, (2, 2)), tnn.Unflatten(2, (2, 2))),
-                   (enn.Unflatten(-1, [5, 1]), tnn.Unflatten(-1, [5, 1])),
-                   (enn.Identity(3, k=1), tnn.Identity(3, k=1))]:
+    for em, tm in [
+        (enn.Flatten(), tnn.Flatten()),
+        (enn.Flatten(0, 2), tnn.Flatten(0, 2)),
+        (enn.Flatten(-3, -2), tnn.Flatten(-3, -2)),
+        (enn.Unflatten(2, (2, 2)), tnn.Unflatten(2, (2, 2))),
+        (enn.Unflatten(-1, [5, 1]), tnn.Unflatten(-1, [5, 1])),
+        (enn.Identity(3, k=1), tnn.Identity(3, k=1)),
+    ]:
         xe = ember.tensor(x, requires_grad=True)
         xt = torch.tensor(x, requires_grad=True)
         oe, ot = em(xe), tm(xt)

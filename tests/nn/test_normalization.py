@@ -35,8 +35,13 @@ def copy_state(emod, tmod):
 
 
 def close(a, b, atol=1e-5, rtol=1e-4, what=""):
-    np.testing.assert_allclose(np.asarray(_np(a), np.float64), np.asarray(_np(b), np.float64),
-                               atol=atol, rtol=rtol, err_msg=what)
+    np.testing.assert_allclose(
+        np.asarray(_np(a), np.float64),
+        np.asarray(_np(b), np.float64),
+        atol=atol,
+        rtol=rtol,
+        err_msg=what,
+    )
 
 
 def run_steps(emod, tmod, shapes, steps=3, atol=1e-5, rtol=1e-4, seed=0):
@@ -74,11 +79,19 @@ BN_CASES = [
 
 
 @pytest.mark.parametrize("ecls,tcls,shapes", BN_CASES)
-@pytest.mark.parametrize("kwargs", [
-    {}, {"momentum": None}, {"momentum": 0.5}, {"affine": False},
-    {"track_running_stats": False}, {"bias": False}, {"eps": 1e-3, "momentum": None},
-    {"affine": False, "track_running_stats": False},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"momentum": None},
+        {"momentum": 0.5},
+        {"affine": False},
+        {"track_running_stats": False},
+        {"bias": False},
+        {"eps": 1e-3, "momentum": None},
+        {"affine": False, "track_running_stats": False},
+    ],
+)
 def test_batch_norm_modules_train_then_eval(ecls, tcls, shapes, kwargs):
     tmod = tcls(4, **kwargs)
     emod = ecls(4, **kwargs)
@@ -98,8 +111,10 @@ def test_batch_norm_modules_train_then_eval(ecls, tcls, shapes, kwargs):
 
 
 def test_batch_norm_eval_without_running_stats_uses_batch_stats():
-    tmod, emod = tnn.BatchNorm2d(3, track_running_stats=False), enn.BatchNorm2d(
-        3, track_running_stats=False)
+    tmod, emod = (
+        tnn.BatchNorm2d(3, track_running_stats=False),
+        enn.BatchNorm2d(3, track_running_stats=False),
+    )
     tmod.eval()
     emod.eval()
     run_steps(emod, tmod, [(4, 3, 2, 2)], steps=1)
@@ -144,12 +159,15 @@ def test_fused_batch_norm_matches_composite():
 def test_batch_norm_gradcheck_and_double_backward(training):
     x = rand(3, 2, 4, seed=11)
     w, b = rand(2, seed=12, positive=True), rand(2, seed=13)
-    rm, rv = ember.tensor(rand(2, seed=14).astype(np.float64)), ember.tensor(
-        rand(2, seed=15, positive=True).astype(np.float64))
+    rm, rv = (
+        ember.tensor(rand(2, seed=14).astype(np.float64)),
+        ember.tensor(rand(2, seed=15, positive=True).astype(np.float64)),
+    )
 
     def fn(x_, w_, b_):
-        return F.batch_norm(x_, None if training else rm, None if training else rv, w_, b_,
-                            training)
+        return F.batch_norm(
+            x_, None if training else rm, None if training else rv, w_, b_, training
+        )
 
     gradcheck_op(fn, [x, w, b])
     args = [ember.tensor(a.astype(np.float64), requires_grad=True) for a in (x, w, b)]
@@ -163,7 +181,8 @@ def test_batch_norm_double_backward_matches_torch():
         xt, wt = lib.tensor(x, requires_grad=True), lib.tensor(w, requires_grad=True)
         y = lib_f.batch_norm(xt, None, None, wt, None, True)
         (gx,) = (ember.autograd if lib is ember else torch.autograd).grad(
-            (y * y * y).sum(), [xt], create_graph=True)
+            (y * y * y).sum(), [xt], create_graph=True
+        )
         (gx * gx).sum().backward()
         res.append([gx, xt.grad, wt.grad])
     for a, b_ in zip(*res):
@@ -214,20 +233,31 @@ def test_batch_norm_empty_batch():
 
 
 def test_batch_norm_errors_name_layer_and_shapes():
-    with pytest.raises(ValueError, match=r"BatchNorm2d: expected 4D input \(N, C, H, W\), got "
-                                         r"shape \(8, 32\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"BatchNorm2d: expected 4D input \(N, C, H, W\), got "
+        r"shape \(8, 32\)",
+    ):
         enn.BatchNorm2d(32)(ember.zeros(8, 32))
-    with pytest.raises(RuntimeError, match=r"BatchNorm2d: expected 32 channels, got input of "
-                                           r"shape \(8, 16, 4, 4\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"BatchNorm2d: expected 32 channels, got input of "
+        r"shape \(8, 16, 4, 4\)",
+    ):
         enn.BatchNorm2d(32)(ember.zeros(8, 16, 4, 4))
-    with pytest.raises(ValueError, match=r"BatchNorm1d: expected 2D or 3D input .*got shape "
-                                         r"\(2, 3, 4, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"BatchNorm1d: expected 2D or 3D input .*got shape "
+        r"\(2, 3, 4, 5\)",
+    ):
         enn.BatchNorm1d(3)(ember.zeros(2, 3, 4, 5))
-    with pytest.raises(ValueError, match="Expected more than 1 value per channel when "
-                                         "training"):
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
         enn.BatchNorm1d(3)(ember.zeros(1, 3))
-    with pytest.raises(RuntimeError, match=r"batch_norm: running_mean should have shape "
-                                           r"\(4,\).*got \(3,\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"batch_norm: running_mean should have shape "
+        r"\(4,\).*got \(3,\)",
+    ):
         F.batch_norm(ember.zeros(2, 4), ember.zeros(3), ember.ones(4))
     with pytest.raises(RuntimeError, match="running_mean and running_var must be given"):
         F.batch_norm(ember.zeros(2, 4), None, None, training=False)
@@ -236,18 +266,26 @@ def test_batch_norm_errors_name_layer_and_shapes():
 
 
 def test_batch_norm_state_dict_and_repr_match_torch():
-    for kwargs in ({}, {"affine": False}, {"momentum": None, "track_running_stats": False},
-                   {"bias": False, "eps": 1e-3}):
-        for ecls, tcls in ((enn.BatchNorm1d, tnn.BatchNorm1d), (enn.BatchNorm2d, tnn.BatchNorm2d),
-                           (enn.BatchNorm3d, tnn.BatchNorm3d)):
+    for kwargs in (
+        {},
+        {"affine": False},
+        {"momentum": None, "track_running_stats": False},
+        {"bias": False, "eps": 1e-3},
+    ):
+        for ecls, tcls in (
+            (enn.BatchNorm1d, tnn.BatchNorm1d),
+            (enn.BatchNorm2d, tnn.BatchNorm2d),
+            (enn.BatchNorm3d, tnn.BatchNorm3d),
+        ):
             emod, tmod = ecls(32, **kwargs), tcls(32, **kwargs)
             assert repr(emod) == repr(tmod)
             es, ts = emod.state_dict(), tmod.state_dict()
             assert list(es) == list(ts)
             for k in ts:
                 close(es[k], ts[k])
-    assert repr(enn.BatchNorm2d(32)) == ("BatchNorm2d(32, eps=1e-05, momentum=0.1, affine=True, "
-                                         "bias=True, track_running_stats=True)")
+    assert repr(enn.BatchNorm2d(32)) == (
+        "BatchNorm2d(32, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True)"
+    )
 
 
 def test_batch_norm_loads_old_checkpoint_without_num_batches_tracked():
@@ -255,14 +293,14 @@ def test_batch_norm_loads_old_checkpoint_without_num_batches_tracked():
 
     emod = enn.BatchNorm2d(3)
     emod.num_batches_tracked.fill_(7)
-    state = OrderedDict((k, v) for k, v in enn.BatchNorm2d(3).state_dict().items()
-                        if k != "num_batches_tracked")
+    state = OrderedDict(
+        (k, v) for k, v in enn.BatchNorm2d(3).state_dict().items() if k != "num_batches_tracked"
+    )
     state._metadata = {"": {"version": 1}}  # what torch writes for version-1 modules
     emod.load_state_dict(state)
     assert emod.num_batches_tracked.item() == 7
     tmod = tnn.BatchNorm2d(3)
-    tstate = OrderedDict((k, v) for k, v in tmod.state_dict().items()
-                         if k != "num_batches_tracked")
+    tstate = OrderedDict((k, v) for k, v in tmod.state_dict().items() if k != "num_batches_tracked")
     tstate._metadata = {"": {"version": 2}}  # a current checkpoint must have the key
     state._metadata = {"": {"version": 2}}
     with pytest.raises(RuntimeError, match="num_batches_tracked"):
@@ -282,12 +320,20 @@ def test_batch_norm_reset_and_running_stats_are_buffers_not_graph():
 
 
 # ------------------------------------------------------------------------ layer norm
-@pytest.mark.parametrize("shape,normalized", [
-    ((4, 16), 16), ((2, 3, 8), (8,)), ((2, 3, 4, 5), (4, 5)), ((6, 2, 3), (6, 2, 3)),
-    ((5,), [5]), ((0, 7), 7),
-])
-@pytest.mark.parametrize("kwargs", [{}, {"elementwise_affine": False}, {"bias": False},
-                                    {"eps": 1e-3}])
+@pytest.mark.parametrize(
+    "shape,normalized",
+    [
+        ((4, 16), 16),
+        ((2, 3, 8), (8,)),
+        ((2, 3, 4, 5), (4, 5)),
+        ((6, 2, 3), (6, 2, 3)),
+        ((5,), [5]),
+        ((0, 7), 7),
+    ],
+)
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"elementwise_affine": False}, {"bias": False}, {"eps": 1e-3}]
+)
 def test_layer_norm_module_matches_torch(shape, normalized, kwargs):
     tmod, emod = tnn.LayerNorm(normalized, **kwargs), enn.LayerNorm(normalized, **kwargs)
     if tmod.weight is not None:
@@ -305,13 +351,20 @@ def test_layer_norm_module_matches_torch(shape, normalized, kwargs):
 
 
 def test_layer_norm_repr_and_error():
-    assert repr(enn.LayerNorm(128)) == ("LayerNorm((128,), eps=1e-05, elementwise_affine=True, "
-                                        "bias=True)")
-    with pytest.raises(RuntimeError, match=r"LayerNorm: expected input with trailing shape "
-                                           r"\(128,\), got shape \(4, 64\)"):
+    assert repr(enn.LayerNorm(128)) == (
+        "LayerNorm((128,), eps=1e-05, elementwise_affine=True, bias=True)"
+    )
+    with pytest.raises(
+        RuntimeError,
+        match=r"LayerNorm: expected input with trailing shape "
+        r"\(128,\), got shape \(4, 64\)",
+    ):
         enn.LayerNorm(128)(ember.zeros(4, 64))
-    with pytest.raises(RuntimeError, match=r"layer_norm: expected input with trailing shape "
-                                           r"\(4, 5\), got shape \(5, 4\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"layer_norm: expected input with trailing shape "
+        r"\(4, 5\), got shape \(5, 4\)",
+    ):
         F.layer_norm(ember.zeros(5, 4), (4, 5))
     with pytest.raises(RuntimeError, match=r"layer_norm: weight should have shape \(4,\)"):
         F.layer_norm(ember.zeros(5, 4), (4,), ember.ones(5))
@@ -353,12 +406,16 @@ def test_fused_layer_norm_matches_composite(affine):
 def test_layer_norm_gradcheck_and_double_backward(affine):
     x, w, b = rand(3, 2, 4, seed=26), rand(2, 4, seed=27, positive=True), rand(2, 4, seed=28)
     if affine:
+
         def fn(x_, w_, b_):
             return F.layer_norm(x_, (2, 4), w_, b_)
+
         arrays = [x, w, b]
     else:
+
         def fn(x_):
             return F.layer_norm(x_, (4,))
+
         arrays = [x]
     gradcheck_op(fn, arrays)
     args = [ember.tensor(a.astype(np.float64), requires_grad=True) for a in arrays]
@@ -383,14 +440,23 @@ def test_layer_norm_half_inputs(dtype):
 
 
 # ------------------------------------------------------------------------ group norm
-@pytest.mark.parametrize("groups,channels,shape", [
-    (1, 6, (3, 6, 4)), (2, 6, (2, 6, 3, 3)), (3, 6, (2, 6, 5)), (6, 6, (4, 6, 2, 2)),
-    (2, 8, (3, 8)), (2, 4, (2, 4, 2, 3, 2)),
-])
+@pytest.mark.parametrize(
+    "groups,channels,shape",
+    [
+        (1, 6, (3, 6, 4)),
+        (2, 6, (2, 6, 3, 3)),
+        (3, 6, (2, 6, 5)),
+        (6, 6, (4, 6, 2, 2)),
+        (2, 8, (3, 8)),
+        (2, 4, (2, 4, 2, 3, 2)),
+    ],
+)
 @pytest.mark.parametrize("kwargs", [{}, {"affine": False}, {"bias": False}, {"eps": 1e-2}])
 def test_group_norm_matches_torch(groups, channels, shape, kwargs):
-    tmod, emod = tnn.GroupNorm(groups, channels, **kwargs), enn.GroupNorm(groups, channels,
-                                                                          **kwargs)
+    tmod, emod = (
+        tnn.GroupNorm(groups, channels, **kwargs),
+        enn.GroupNorm(groups, channels, **kwargs),
+    )
     if tmod.weight is not None:
         with torch.no_grad():
             tmod.weight.uniform_(0.5, 1.5)
@@ -410,20 +476,28 @@ def test_group_norm_gradcheck_double_backward_and_errors():
     gradcheck_op(fn, [x, w, b])
     args = [ember.tensor(a.astype(np.float64), requires_grad=True) for a in (x, w, b)]
     assert ember.autograd.gradgradcheck(fn, args)
-    with pytest.raises(ValueError, match=r"num_channels \(6\) must be divisible by num_groups "
-                                         r"\(4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"num_channels \(6\) must be divisible by num_groups "
+        r"\(4\)",
+    ):
         enn.GroupNorm(4, 6)
-    with pytest.raises(RuntimeError, match=r"GroupNorm: expected 6 channels, got input of "
-                                           r"shape \(2, 4, 3\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"GroupNorm: expected 6 channels, got input of "
+        r"shape \(2, 4, 3\)",
+    ):
         enn.GroupNorm(2, 6)(ember.zeros(2, 4, 3))
-    with pytest.raises(RuntimeError, match=r"group_norm: .*divisible by num_groups.*shape "
-                                           r"\(2, 6, 3\) and num_groups=4"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"group_norm: .*divisible by num_groups.*shape "
+        r"\(2, 6, 3\) and num_groups=4",
+    ):
         F.group_norm(ember.zeros(2, 6, 3), 4)
 
 
 # -------------------------------------------------------------------------- rms norm
-@pytest.mark.parametrize("shape,normalized", [((4, 16), 16), ((2, 3, 4, 5), (4, 5)),
-                                              ((3, 6), [6])])
+@pytest.mark.parametrize("shape,normalized", [((4, 16), 16), ((2, 3, 4, 5), (4, 5)), ((3, 6), [6])])
 @pytest.mark.parametrize("kwargs", [{}, {"eps": 1e-3}, {"elementwise_affine": False}])
 def test_rms_norm_matches_torch(shape, normalized, kwargs):
     tmod, emod = tnn.RMSNorm(normalized, **kwargs), enn.RMSNorm(normalized, **kwargs)
@@ -441,26 +515,40 @@ def test_rms_norm_default_eps_half_gradcheck_and_error():
     xh = rand(3, 8, seed=34)
     for dtype in ("float16", "bfloat16"):
         ye = F.rms_norm(ember.tensor(xh).to(dtype), (8,), ember.ones(8).to(dtype))
-        yt = TF.rms_norm(torch.tensor(xh).to(getattr(torch, dtype)), (8,),
-                         torch.ones(8).to(getattr(torch, dtype)))
+        yt = TF.rms_norm(
+            torch.tensor(xh).to(getattr(torch, dtype)),
+            (8,),
+            torch.ones(8).to(getattr(torch, dtype)),
+        )
         assert ye.dtype.name == dtype
         close(ye.float(), yt.float(), atol=1e-2, rtol=1e-2)
-    gradcheck_op(lambda x_, w_: F.rms_norm(x_, (4,), w_), [rand(3, 4, seed=35),
-                                                           rand(4, seed=36)])
-    with pytest.raises(RuntimeError, match=r"RMSNorm: expected input with trailing shape "
-                                           r"\(8,\), got shape \(3, 4\)"):
+    gradcheck_op(lambda x_, w_: F.rms_norm(x_, (4,), w_), [rand(3, 4, seed=35), rand(4, seed=36)])
+    with pytest.raises(
+        RuntimeError,
+        match=r"RMSNorm: expected input with trailing shape "
+        r"\(8,\), got shape \(3, 4\)",
+    ):
         enn.RMSNorm(8)(ember.zeros(3, 4))
 
 
 # --------------------------------------------------------------------- instance norm
-@pytest.mark.parametrize("ecls,tcls,shape", [
-    (enn.InstanceNorm1d, tnn.InstanceNorm1d, (3, 4, 6)),
-    (enn.InstanceNorm2d, tnn.InstanceNorm2d, (2, 4, 3, 5)),
-    (enn.InstanceNorm2d, tnn.InstanceNorm2d, (4, 3, 5)),  # unbatched
-])
-@pytest.mark.parametrize("kwargs", [{}, {"affine": True}, {"track_running_stats": True},
-                                    {"affine": True, "track_running_stats": True,
-                                     "momentum": 0.3}])
+@pytest.mark.parametrize(
+    "ecls,tcls,shape",
+    [
+        (enn.InstanceNorm1d, tnn.InstanceNorm1d, (3, 4, 6)),
+        (enn.InstanceNorm2d, tnn.InstanceNorm2d, (2, 4, 3, 5)),
+        (enn.InstanceNorm2d, tnn.InstanceNorm2d, (4, 3, 5)),  # unbatched
+    ],
+)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"affine": True},
+        {"track_running_stats": True},
+        {"affine": True, "track_running_stats": True, "momentum": 0.3},
+    ],
+)
 def test_instance_norm_matches_torch(ecls, tcls, shape, kwargs):
     tmod, emod = tcls(4, **kwargs), ecls(4, **kwargs)
     if tmod.weight is not None:
@@ -485,17 +573,27 @@ def test_norm_gradients_of_parameters_only(training):
         bn.train(training)
         y = ln(bn(lib.tensor(x)))
         y.backward(lib.tensor(g))
-        res.append([bn.weight.grad, bn.bias.grad, ln.weight.grad, ln.bias.grad,
-                    bn.running_mean, bn.running_var])
+        res.append(
+            [
+                bn.weight.grad,
+                bn.bias.grad,
+                ln.weight.grad,
+                ln.bias.grad,
+                bn.running_mean,
+                bn.running_var,
+            ]
+        )
     for a, b_ in zip(*res):
         close(a, b_)
 
 
 def test_norm_layers_in_float64_and_after_to():
     x = rand(4, 3, 5, seed=40).astype(np.float64)
-    for emod, tmod in ((enn.BatchNorm1d(3).double(), tnn.BatchNorm1d(3).double()),
-                       (enn.LayerNorm(5).to(ember.float64), tnn.LayerNorm(5).double()),
-                       (enn.GroupNorm(3, 3).double(), tnn.GroupNorm(3, 3).double())):
+    for emod, tmod in (
+        (enn.BatchNorm1d(3).double(), tnn.BatchNorm1d(3).double()),
+        (enn.LayerNorm(5).to(ember.float64), tnn.LayerNorm(5).double()),
+        (enn.GroupNorm(3, 3).double(), tnn.GroupNorm(3, 3).double()),
+    ):
         xe, xt = ember.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
         ye, yt = emod(xe), tmod(xt)
         assert ye.dtype is ember.float64

@@ -29,8 +29,18 @@ def test_layer_norm_in_row_blocks_matches_torch(two_threads, affine):
     assert -(-111 // N._ln_rows(111, 16)) > 2
     if affine:
         w, b = np.asarray(_rand(16, seed=2)), np.asarray(_rand(16, seed=3))
-        check_op(lambda t, u, v: F.layer_norm(t, (16,), u, v), [x, w, b],
-                 torch_fn=lambda t, u, v: TF.layer_norm(t, (16,), u, v), atol=1e-5, rtol=1e-4)
+        check_op(
+            lambda t, u, v: F.layer_norm(t, (16,), u, v),
+            [x, w, b],
+            torch_fn=lambda t, u, v: TF.layer_norm(t, (16,), u, v),
+            atol=1e-5,
+            rtol=1e-4,
+        )
     else:
-        check_op(lambda t: F.layer_norm(t, (16,)), [x],
-                 torch_fn=lambda t: TF.layer_norm(t, (16,)), atol=1e-5, rtol=1e-4)
+        check_op(
+            lambda t: F.layer_norm(t, (16,)),
+            [x],
+            torch_fn=lambda t: TF.layer_norm(t, (16,)),
+            atol=1e-5,
+            rtol=1e-4,
+        )

@@ -18,8 +18,18 @@ torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 from safetensors import safe_open  # noqa: E402
 
-ALL_DTYPES = [ember.float32, ember.float64, ember.float16, ember.bfloat16, ember.int64,
-              ember.int32, ember.int16, ember.int8, ember.uint8, ember.bool]
+ALL_DTYPES = [
+    ember.float32,
+    ember.float64,
+    ember.float16,
+    ember.bfloat16,
+    ember.int64,
+    ember.int32,
+    ember.int16,
+    ember.int8,
+    ember.uint8,
+    ember.bool,
+]
 
 
 def _arr(shape, dtype, seed=0):
@@ -31,9 +41,15 @@ def _arr(shape, dtype, seed=0):
 
 
 def same(a: ember.Tensor, b: ember.Tensor) -> bool:
-    return (a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape)
-            and np.array_equal(a.numpy(force=True).astype(np.float64),
-                               b.numpy(force=True).astype(np.float64), equal_nan=True))
+    return (
+        a.dtype == b.dtype
+        and tuple(a.shape) == tuple(b.shape)
+        and np.array_equal(
+            a.numpy(force=True).astype(np.float64),
+            b.numpy(force=True).astype(np.float64),
+            equal_nan=True,
+        )
+    )
 
 
 # ------------------------------------------------------------------------------ round trips
@@ -52,16 +68,34 @@ def test_nested_object_round_trip(tmp_path):
     obj = {
         "model": {"layers.0.weight": base.T, "layers.0.bias": ember.zeros(4)},  # non-contig
         "optimizer": {
-            "state": {0: {"step": ember.tensor(3.0), "exp_avg": ember.ones(3, 4)},
-                      1: {"step": ember.tensor(3.0), "exp_avg": ember.zeros(4)}},
-            "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8,
-                              "weight_decay": 0, "amsgrad": False, "params": [0, 1],
-                              "name": None}],
+            "state": {
+                0: {"step": ember.tensor(3.0), "exp_avg": ember.ones(3, 4)},
+                1: {"step": ember.tensor(3.0), "exp_avg": ember.zeros(4)},
+            },
+            "param_groups": [
+                {
+                    "lr": 1e-3,
+                    "betas": (0.9, 0.999),
+                    "eps": 1e-8,
+                    "weight_decay": 0,
+                    "amsgrad": False,
+                    "params": [0, 1],
+                    "name": None,
+                }
+            ],
         },
-        "epoch": 7, "best": float("inf"), "worst": float("-inf"), "unknown": float("nan"),
-        "tags": ["a", "b/c", "~d"], "pair": (1, ember.tensor([True, False])),
-        "empty": {}, "nothing": [], "big": 2**70, "mixed": {None: 1, 2.5: "x", True: [None]},
-        "np": np.arange(3, dtype=np.int16), "np_scalar": np.float32(1.5),
+        "epoch": 7,
+        "best": float("inf"),
+        "worst": float("-inf"),
+        "unknown": float("nan"),
+        "tags": ["a", "b/c", "~d"],
+        "pair": (1, ember.tensor([True, False])),
+        "empty": {},
+        "nothing": [],
+        "big": 2**70,
+        "mixed": {None: 1, 2.5: "x", True: [None]},
+        "np": np.arange(3, dtype=np.int16),
+        "np_scalar": np.float32(1.5),
     }
     path = tmp_path / "ckpt.safetensors"
     ember.save(obj, path)
@@ -72,8 +106,16 @@ def test_nested_object_round_trip(tmp_path):
     st = back["optimizer"]["state"]
     assert list(st) == [0, 1] and same(st[1]["exp_avg"], ember.zeros(4))
     assert back["optimizer"]["param_groups"] == [
-        {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0, "amsgrad": False,
-         "params": [0, 1], "name": None}]
+        {
+            "lr": 1e-3,
+            "betas": (0.9, 0.999),
+            "eps": 1e-8,
+            "weight_decay": 0,
+            "amsgrad": False,
+            "params": [0, 1],
+            "name": None,
+        }
+    ]
     assert type(back["optimizer"]["param_groups"][0]["weight_decay"]) is int
     assert back["epoch"] == 7 and back["best"] == float("inf") and back["worst"] < 0
     assert np.isnan(back["unknown"]) and back["tags"] == ["a", "b/c", "~d"]
@@ -99,15 +141,28 @@ def test_top_level_tensor_list_and_requires_grad(tmp_path):
 
 def test_tensor_names_are_the_flat_keys_and_nested_keys_are_escaped(tmp_path):
     p = tmp_path / "n.safetensors"
-    obj = {"a.b": ember.ones(1), "x/y": ember.ones(1), "t~": ember.ones(1),
-           "__metadata__": ember.ones(1), "nest": {"k": [ember.ones(1), {"z/": ember.ones(1)}]},
-           "ints": {0: ember.ones(1), "0": ember.ones(2)}}
+    obj = {
+        "a.b": ember.ones(1),
+        "x/y": ember.ones(1),
+        "t~": ember.ones(1),
+        "__metadata__": ember.ones(1),
+        "nest": {"k": [ember.ones(1), {"z/": ember.ones(1)}]},
+        "ints": {0: ember.ones(1), "0": ember.ones(2)},
+    }
     ember.save(obj, p)
     with safe_open(str(p), framework="pt") as f:
         keys = set(f.keys())
         meta = f.metadata()
-    assert keys == {"a.b", "x~1y", "t~0", "__metadata__~2", "nest/k/0", "nest/k/1/z~1",
-                    "ints/0", "ints/0~2"}
+    assert keys == {
+        "a.b",
+        "x~1y",
+        "t~0",
+        "__metadata__~2",
+        "nest/k/0",
+        "nest/k/1/z~1",
+        "ints/0",
+        "ints/0~2",
+    }
     assert meta["format"] == "pt" and json.loads(meta["ember"])["version"] == 1
     back = ember.load(p)
     assert same(back["ints"]["0"], ember.ones(2)) and same(back["ints"][0], ember.ones(1))
@@ -117,8 +172,9 @@ def test_tensor_names_are_the_flat_keys_and_nested_keys_are_escaped(tmp_path):
 
 def test_plain_safetensors_file_loads_as_a_flat_dict(tmp_path):
     p = tmp_path / "plain.safetensors"
-    safetensors_torch.save_file({"w": torch.ones(2, 2, dtype=torch.bfloat16),
-                                 "n": torch.tensor(5)}, str(p))
+    safetensors_torch.save_file(
+        {"w": torch.ones(2, 2, dtype=torch.bfloat16), "n": torch.tensor(5)}, str(p)
+    )
     back = ember.load(p)
     assert set(back) == {"w", "n"}
     assert back["w"].dtype == ember.bfloat16 and back["w"].data.dtype == ml_dtypes.bfloat16
@@ -135,8 +191,10 @@ def test_numpy_arrays_keep_their_dtype_including_unsigned_rng_states(tmp_path):
     restored = np.random.RandomState()
     restored.set_state(back["mt"])
     assert back["mt"][1].dtype == np.uint32
-    assert restored.randint(0, 1000, 5).tolist() == np.random.RandomState(3).randint(
-        0, 1000, 5).tolist()
+    assert (
+        restored.randint(0, 1000, 5).tolist()
+        == np.random.RandomState(3).randint(0, 1000, 5).tolist()
+    )
     with pytest.raises(TypeError, match=r"array of dtype complex64 at \['z'\]"):
         ember.save({"z": np.zeros(2, np.complex64)}, p)
     import safetensors.numpy
@@ -165,8 +223,11 @@ def test_pickle_and_torch_files_are_refused_by_name(tmp_path):
     torch.save({"w": torch.ones(2)}, str(tz))
     with pytest.raises(RuntimeError, match=r"model\.pt' is not a safetensors file.*zip"):
         ember.load(tz)
-    for name, data in [("short.bin", b"abc"), ("json.bin", (5).to_bytes(8, "little") + b"[1,2]"),
-                       ("garbage.bin", (4).to_bytes(8, "little") + b"\xff\xfe\x00\x01")]:
+    for name, data in [
+        ("short.bin", b"abc"),
+        ("json.bin", (5).to_bytes(8, "little") + b"[1,2]"),
+        ("garbage.bin", (4).to_bytes(8, "little") + b"\xff\xfe\x00\x01"),
+    ]:
         (tmp_path / name).write_bytes(data)
         with pytest.raises(RuntimeError, match=f"{name}' is not a safetensors file"):
             ember.load(tmp_path / name)

@@ -21,8 +21,7 @@ def _model(nn, framework):
             self.emb = nn.Embedding(10, 8, padding_idx=0)
             self.conv = nn.Conv2d(3, 4, kernel_size=3, padding=1, bias=False)
             self.bn = nn.BatchNorm2d(4)
-            self.layers = nn.Sequential(nn.Linear(4 * 4 * 4 + 8, 16), nn.ReLU(),
-                                        nn.Linear(16, 5))
+            self.layers = nn.Sequential(nn.Linear(4 * 4 * 4 + 8, 16), nn.ReLU(), nn.Linear(16, 5))
             self.norm = nn.LayerNorm(5)
 
         def forward(self, img, tok):
@@ -105,6 +104,9 @@ def test_ember_round_trip_through_a_file(tmp_path):
 def test_shape_mismatch_names_the_key_and_both_shapes():
     sd = _model(enn, ember).state_dict()
     sd["layers.0.weight"] = ember.zeros(3, 3)
-    with pytest.raises(RuntimeError, match=r"layers\.0\.weight.*\(3, 3\).*\(16, 72\)|"
-                                           r"layers\.0\.weight.*\[3, 3\].*\[16, 72\]"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"layers\.0\.weight.*\(3, 3\).*\(16, 72\)|"
+        r"layers\.0\.weight.*\[3, 3\].*\[16, 72\]",
+    ):
         _model(enn, ember).load_state_dict(sd)

@@ -31,8 +31,7 @@ def layer_pair(mode: str, **cfg):
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_encoder_layer_matches_torch(norm_first, activation, batch_first, mode):
-    el, tl = layer_pair(mode, norm_first=norm_first, activation=activation,
-                        batch_first=batch_first)
+    el, tl = layer_pair(mode, norm_first=norm_first, activation=activation, batch_first=batch_first)
     assert repr(el) == repr(tl)
     x = rand(3, 5, D, seed=1)
     compare_modules(el, tl, [x], lambda m, lib, a: m(a))
@@ -65,8 +64,9 @@ def test_encoder_layer_masks(mask, norm_first):
 @pytest.mark.parametrize("activation", ["module", "callable"])
 def test_encoder_layer_custom_activation_and_no_bias(activation):
     act_e = nn.GELU(approximate="tanh") if activation == "module" else F.silu
-    act_t = (torch.nn.GELU(approximate="tanh") if activation == "module"
-             else torch.nn.functional.silu)
+    act_t = (
+        torch.nn.GELU(approximate="tanh") if activation == "module" else torch.nn.functional.silu
+    )
     torch.manual_seed(0)
     tl = torch.nn.TransformerEncoderLayer(D, H, FF, dropout=0.0, activation=act_t, bias=False)
     el = nn.TransformerEncoderLayer(D, H, FF, dropout=0.0, activation=act_e, bias=False)
@@ -101,7 +101,8 @@ def test_state_dict_round_trip_to_torch():
     el = nn.TransformerEncoderLayer(D, H, FF, norm_first=True)
     tl = torch.nn.TransformerEncoderLayer(D, H, FF, norm_first=True)
     missing, unexpected = tl.load_state_dict(
-        {k: torch.from_numpy(v.numpy().copy()) for k, v in el.state_dict().items()}, strict=True)
+        {k: torch.from_numpy(v.numpy().copy()) for k, v in el.state_dict().items()}, strict=True
+    )
     assert not missing and not unexpected
     el.eval()
     tl.eval()
@@ -121,10 +122,12 @@ def test_bad_activation():
 def test_transformer_encoder_matches_torch(with_norm, mode):
     el, tl = layer_pair(mode, batch_first=True, norm_first=True)
     torch.manual_seed(1)
-    te = torch.nn.TransformerEncoder(tl, 2, norm=torch.nn.LayerNorm(D) if with_norm else None,
-                                     enable_nested_tensor=False)
-    ee = nn.TransformerEncoder(el, 2, norm=nn.LayerNorm(D) if with_norm else None,
-                               enable_nested_tensor=False)
+    te = torch.nn.TransformerEncoder(
+        tl, 2, norm=torch.nn.LayerNorm(D) if with_norm else None, enable_nested_tensor=False
+    )
+    ee = nn.TransformerEncoder(
+        el, 2, norm=nn.LayerNorm(D) if with_norm else None, enable_nested_tensor=False
+    )
     assert list(ee.state_dict()) == list(te.state_dict())
     assert repr(ee) == repr(te)
     assert ee.layers[0] is not ee.layers[1] and ee.layers[0] is not el
@@ -133,6 +136,7 @@ def test_transformer_encoder_matches_torch(with_norm, mode):
     getattr(te, mode)()
     s = 5
     causal = np.triu(np.full((s, s), -np.inf, np.float32), 1)
-    compare_modules(ee, te, [rand(2, s, D, seed=8)],
-                    lambda m, lib, a: m(a, mask=lib.tensor(causal)))
+    compare_modules(
+        ee, te, [rand(2, s, D, seed=8)], lambda m, lib, a: m(a, mask=lib.tensor(causal))
+    )
     compare_modules(ee, te, [rand(2, s, D, seed=9)], lambda m, lib, a: m(a))

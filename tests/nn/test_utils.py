@@ -79,16 +79,22 @@ def test_clip_grad_norm_single_tensor_generator_and_no_grads():
     ep, tp = make()
     gen = (p for p in ep)
     assert isinstance(gen, types.GeneratorType)
-    np.testing.assert_allclose(utils.clip_grad_norm_(gen, 1.0).item(),
-                               torch.nn.utils.clip_grad_norm_(iter(tp), 1.0).item(), rtol=1e-6)
+    np.testing.assert_allclose(
+        utils.clip_grad_norm_(gen, 1.0).item(),
+        torch.nn.utils.clip_grad_norm_(iter(tp), 1.0).item(),
+        rtol=1e-6,
+    )
 
 
 def test_clip_grad_norm_nonfinite():
     ep, tp = make()
     ep[0].grad.data[0, 0] = np.inf
     tp[0].grad[0, 0] = math.inf
-    with pytest.raises(RuntimeError, match=r"The total norm of order 2.0 for gradients from "
-                                           r"`parameters` is non-finite \(inf\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"The total norm of order 2.0 for gradients from "
+        r"`parameters` is non-finite \(inf\)",
+    ):
         utils.clip_grad_norm_(ep, 1.0, error_if_nonfinite=True)
     ep[0].grad.data[0, 0] = np.nan
     with pytest.raises(RuntimeError, match=r"non-finite \(nan\)"):
@@ -154,8 +160,11 @@ def test_vector_to_parameters_errors():
     ep, _ = make()
     with pytest.raises(TypeError, match="expected ember.Tensor, but got: ndarray"):
         utils.vector_to_parameters(np.zeros(100), ep)
-    with pytest.raises(RuntimeError, match="expected a 1-d vector of at least 55 elements, got "
-                                           r"shape \(10,\)"):
+    with pytest.raises(
+        RuntimeError,
+        match="expected a 1-d vector of at least 55 elements, got "
+        r"shape \(10,\)",
+    ):
         utils.vector_to_parameters(ember.zeros(10), ep)
 
 

@@ -10,8 +10,14 @@ import ember
 from tests.oracle import check_op, rand, torch
 
 COMPARISONS = ["eq", "ne", "lt", "le", "gt", "ge"]
-OPERATORS = {"eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le,
-             "gt": operator.gt, "ge": operator.ge}
+OPERATORS = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+}
 
 
 def _both(fn, *arrays):
@@ -28,12 +34,17 @@ def _rounded(*shape, seed):
 
 
 @pytest.mark.parametrize("name", COMPARISONS)
-@pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 3), (4, 1)),
-                                    ((), (3,)), ((0, 3), (3,)), ((5,), ())])
+@pytest.mark.parametrize(
+    "shapes",
+    [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 3), (4, 1)), ((), (3,)), ((0, 3), (3,)), ((5,), ())],
+)
 def test_comparisons_match_torch(name, shapes):
     a, b = _rounded(*shapes[0], seed=1), _rounded(*shapes[1], seed=2)
-    out = check_op(lambda x, y: getattr(ember, name)(x, y), [a, b],
-                   torch_fn=lambda x, y: getattr(torch, name)(x, y))
+    out = check_op(
+        lambda x, y: getattr(ember, name)(x, y),
+        [a, b],
+        torch_fn=lambda x, y: getattr(torch, name)(x, y),
+    )
     assert out[0].dtype is ember.bool and not out[0].requires_grad
     check_op(lambda x, y: getattr(x, name)(y), [a, b])
     check_op(lambda x, y: OPERATORS[name](x, y), [a, b])
@@ -44,14 +55,25 @@ def test_comparisons_with_scalars_and_promotion(name):
     op = OPERATORS[name]
     i = np.array([1, 2, 3], dtype=np.int64)
     f = np.array([1.0, 2.5, np.nan], dtype=np.float32)
-    for args in [(i, 2), (i, 2.5), (f, 2.5), (f, 2), (i, f), (i.astype(np.int32), i),
-                 (i.astype(np.uint8), 2), (i > 1, True), (i > 1, 0.5), (f.astype(np.float16), f)]:
+    for args in [
+        (i, 2),
+        (i, 2.5),
+        (f, 2.5),
+        (f, 2),
+        (i, f),
+        (i.astype(np.int32), i),
+        (i.astype(np.uint8), 2),
+        (i > 1, True),
+        (i > 1, 0.5),
+        (f.astype(np.float16), f),
+    ]:
         e, t = _both(op, *args)
         np.testing.assert_array_equal(e, t, err_msg=f"{name} {args}")
         e, t = _both(lambda x, y: op(y, x), *args)  # reflected: 2 < t is t > 2
         np.testing.assert_array_equal(e, t, err_msg=f"{name} reflected {args}")
-    e, t = _both(lambda x, y: getattr(torch if isinstance(x, torch.Tensor) else ember, name)(
-        x, y), i, 2.5)
+    e, t = _both(
+        lambda x, y: getattr(torch if isinstance(x, torch.Tensor) else ember, name)(x, y), i, 2.5
+    )
     np.testing.assert_array_equal(e, t)
 
 
@@ -85,10 +107,13 @@ def test_equality_with_unsupported_types_is_identity_based():
 
 
 def test_comparison_broadcast_error_names_op_and_shapes():
-    with pytest.raises(RuntimeError, match=r"lt: shapes \(2,\) and \(3,\) cannot be broadcast "
-                                           r"together: The size of tensor a \(2\) must match "
-                                           r"the size of tensor b \(3\) at non-singleton "
-                                           r"dimension 0"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"lt: shapes \(2,\) and \(3,\) cannot be broadcast "
+        r"together: The size of tensor a \(2\) must match "
+        r"the size of tensor b \(3\) at non-singleton "
+        r"dimension 0",
+    ):
         _ = ember.ones(2) < ember.ones(3)
 
 
@@ -100,12 +125,16 @@ def test_bfloat16_comparisons():
 
 # ------------------------------------------------------------------------- predicates
 @pytest.mark.parametrize("name", ["isnan", "isinf", "isfinite", "isposinf", "isneginf"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int64, np.int32,
-                                   np.uint8, np.bool_])
+@pytest.mark.parametrize(
+    "dtype", [np.float32, np.float64, np.float16, np.int64, np.int32, np.uint8, np.bool_]
+)
 def test_predicates_match_torch(name, dtype):
     vals = np.array([0.0, 1.0, -2.0, np.inf, -np.inf, np.nan]).reshape(2, 3)
-    x = vals.astype(dtype) if np.dtype(dtype).kind == "f" else np.array([[0, 1, 2], [3, 4, 5]],
-                                                                        dtype=dtype)
+    x = (
+        vals.astype(dtype)
+        if np.dtype(dtype).kind == "f"
+        else np.array([[0, 1, 2], [3, 4, 5]], dtype=dtype)
+    )
     e, t = _both(lambda v: getattr(torch if isinstance(v, torch.Tensor) else ember, name)(v), x)
     np.testing.assert_array_equal(e, t)
     e, t = _both(lambda v: getattr(v, name)(), x[:, :0])
@@ -126,13 +155,15 @@ def test_predicates_on_bfloat16_and_0d():
 
 # ----------------------------------------------------------------------------- logic
 @pytest.mark.parametrize("name", ["logical_and", "logical_or", "logical_xor"])
-@pytest.mark.parametrize("dtypes", [(np.bool_, np.bool_), (np.float32, np.int64),
-                                    (np.int32, np.bool_)])
+@pytest.mark.parametrize(
+    "dtypes", [(np.bool_, np.bool_), (np.float32, np.int64), (np.int32, np.bool_)]
+)
 def test_logical_binary(name, dtypes):
     a = (np.array([[0, 1, 2], [0, 0, 3]])).astype(dtypes[0])
     b = (np.array([1, 0, 2])).astype(dtypes[1])
-    e, t = _both(lambda x, y: getattr(torch if isinstance(x, torch.Tensor) else ember, name)(
-        x, y), a, b)
+    e, t = _both(
+        lambda x, y: getattr(torch if isinstance(x, torch.Tensor) else ember, name)(x, y), a, b
+    )
     np.testing.assert_array_equal(e, t)
     e, t = _both(lambda x, y: getattr(x, name)(y), a, b)
     np.testing.assert_array_equal(e, t)
@@ -153,8 +184,10 @@ def test_logical_not_and_inplace():
 
 # --------------------------------------------------------------------------- bitwise
 @pytest.mark.parametrize("op", [operator.and_, operator.or_, operator.xor])
-@pytest.mark.parametrize("dtypes", [(np.bool_, np.bool_), (np.int64, np.int64),
-                                    (np.int32, np.bool_), (np.uint8, np.int64)])
+@pytest.mark.parametrize(
+    "dtypes",
+    [(np.bool_, np.bool_), (np.int64, np.int64), (np.int32, np.bool_), (np.uint8, np.int64)],
+)
 def test_bitwise_operators(op, dtypes):
     a = np.array([[0, 1, 5], [7, 2, 3]]).astype(dtypes[0])
     b = np.array([1, 3, 6]).astype(dtypes[1])
@@ -196,23 +229,27 @@ def test_inplace_bitwise_operators():
 
 
 # ---------------------------------------------------------------------- closeness
-@pytest.mark.parametrize("kw", [{}, dict(rtol=0.1), dict(atol=0.5), dict(rtol=0, atol=0),
-                                dict(equal_nan=True)])
+@pytest.mark.parametrize(
+    "kw", [{}, dict(rtol=0.1), dict(atol=0.5), dict(rtol=0, atol=0), dict(equal_nan=True)]
+)
 def test_isclose_matches_torch(kw):
     a = np.array([1.0, 1.05, np.nan, np.inf, -np.inf, np.inf, 0.0, 1e-9, 3.0], np.float32)
     b = np.array([1.0, 1.0, np.nan, np.inf, np.inf, 1.0, 1e-9, 0.0, 3.2], np.float32)
-    e, t = _both(lambda x, y: (torch if isinstance(x, torch.Tensor) else ember).isclose(
-        x, y, **kw), a, b)
+    e, t = _both(
+        lambda x, y: (torch if isinstance(x, torch.Tensor) else ember).isclose(x, y, **kw), a, b
+    )
     np.testing.assert_array_equal(e, t)
     e, t = _both(lambda x, y: x.isclose(y, **kw), a[:, None], b)
     np.testing.assert_array_equal(e, t)
     i = np.array([1, 2, 10]), np.array([1, 3, 11])
-    e, t = _both(lambda x, y: (torch if isinstance(x, torch.Tensor) else ember).isclose(
-        x, y, **kw), *i)
+    e, t = _both(
+        lambda x, y: (torch if isinstance(x, torch.Tensor) else ember).isclose(x, y, **kw), *i
+    )
     np.testing.assert_array_equal(e, t)
     for x, y in ((a, b), (a[:2], b[:2]), (a[3:4], b[3:4])):
         assert ember.allclose(ember.tensor(x), ember.tensor(y), **kw) == torch.allclose(
-            torch.from_numpy(x), torch.from_numpy(y), **kw)
+            torch.from_numpy(x), torch.from_numpy(y), **kw
+        )
 
 
 def test_isclose_errors():
@@ -226,8 +263,14 @@ def test_isclose_errors():
 
 def test_equal():
     a = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
-    cases = [(a, a.copy()), (a, a.T.copy()), (a, a[:1]), (a, a.astype(np.int64)),
-             (np.array([np.nan]), np.array([np.nan])), (a[:0], a[:0])]
+    cases = [
+        (a, a.copy()),
+        (a, a.T.copy()),
+        (a, a[:1]),
+        (a, a.astype(np.int64)),
+        (np.array([np.nan]), np.array([np.nan])),
+        (a[:0], a[:0]),
+    ]
     for x, y in cases:
         got = ember.equal(ember.tensor(x), ember.tensor(y))
         assert got is torch.equal(torch.from_numpy(x), torch.from_numpy(y)), (x, y)

@@ -6,38 +6,51 @@ from tests.oracle import check_op, gradcheck_op, rand, torch
 
 
 @pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
-@pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)),
-                                    ((), (3,)), ((0, 3), (3,)), ((5,), ())])
+@pytest.mark.parametrize(
+    "shapes",
+    [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((), (3,)), ((0, 3), (3,)), ((5,), ())],
+)
 def test_binary_matches_torch(op, shapes):
     a = rand(*shapes[0], seed=1)
     b = rand(*shapes[1], seed=2, positive=(op == "div"))
     check_op(lambda x, y: getattr(x, op)(y), [a, b])
-    check_op(lambda x, y: getattr(ember, op)(x, y), [a, b],
-             torch_fn=lambda x, y: getattr(torch, op)(x, y))
+    check_op(
+        lambda x, y: getattr(ember, op)(x, y),
+        [a, b],
+        torch_fn=lambda x, y: getattr(torch, op)(x, y),
+    )
 
 
-@pytest.mark.parametrize("expr", [
-    lambda x, y: x + y * 2.0 - 1,
-    lambda x, y: 3.0 / y - x / 2,
-    lambda x, y: 2 - x,
-    lambda x, y: -x ** 2 + y ** 3,
-    lambda x, y: y ** x,
-    lambda x, y: 2.0 ** x,
-    lambda x, y: x ** 0.5 + y,
-])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        lambda x, y: x + y * 2.0 - 1,
+        lambda x, y: 3.0 / y - x / 2,
+        lambda x, y: 2 - x,
+        lambda x, y: -(x**2) + y**3,
+        lambda x, y: y**x,
+        lambda x, y: 2.0**x,
+        lambda x, y: x**0.5 + y,
+    ],
+)
 def test_operators_and_reflected_forms(expr):
     check_op(expr, [rand(3, 4, seed=3, positive=True), rand(3, 4, seed=4, positive=True)])
 
 
 def test_noncontiguous_inputs():
-    check_op(lambda x, y: x * y + x, [rand(3, 4, seed=5), rand(3, 4, seed=6)],
-             noncontiguous=True)
+    check_op(lambda x, y: x * y + x, [rand(3, 4, seed=5), rand(3, 4, seed=6)], noncontiguous=True)
 
 
-@pytest.mark.parametrize("fn", [
-    lambda x, y: x + y, lambda x, y: x - y, lambda x, y: x * y, lambda x, y: x / y,
-    lambda x, y: x ** y,
-])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x, y: x + y,
+        lambda x, y: x - y,
+        lambda x, y: x * y,
+        lambda x, y: x / y,
+        lambda x, y: x**y,
+    ],
+)
 def test_gradcheck_binary(fn):
     gradcheck_op(fn, [rand(2, 3, seed=7, positive=True), rand(3, seed=8, positive=True)])
 
@@ -54,8 +67,7 @@ def test_promotion_follows_torch():
     assert (h + ember.ones(2, dtype=ember.bfloat16)).dtype is ember.float32
     assert (ember.ones(2, dtype=ember.bfloat16) * 2.5).dtype is ember.bfloat16
     assert (i + ember.tensor(2.5, dtype=ember.float64)).dtype is ember.float64
-    assert (ember.ones(2, dtype=ember.uint8) + ember.ones(2, dtype=ember.int8)).dtype is \
-        ember.int16
+    assert (ember.ones(2, dtype=ember.uint8) + ember.ones(2, dtype=ember.int8)).dtype is ember.int16
 
 
 def test_numpy_operand_reflected():
@@ -73,8 +85,11 @@ def test_matmul_shape_error_names_op_and_shapes():
 
 @pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "pow"])
 def test_broadcast_error_names_op_and_shapes(op):
-    with pytest.raises(RuntimeError, match=rf"{op}: shapes \(2, 3\) and \(4,\) cannot be "
-                                           r"broadcast together"):
+    with pytest.raises(
+        RuntimeError,
+        match=rf"{op}: shapes \(2, 3\) and \(4,\) cannot be "
+        r"broadcast together",
+    ):
         getattr(ember, op)(ember.ones(2, 3), ember.ones(4))
 
 

@@ -19,13 +19,17 @@ def _perm_index(shape, dim, size):
     return np.moveaxis(arr, 0, dim).astype(np.int64)
 
 
-@pytest.mark.parametrize("dim,ishape", [(0, (2, 4, 5)), (1, (3, 6, 5)), (-1, (3, 4, 7)),
-                                        (1, (2, 3, 4)), (2, (1, 1, 1))])
+@pytest.mark.parametrize(
+    "dim,ishape", [(0, (2, 4, 5)), (1, (3, 6, 5)), (-1, (3, 4, 7)), (1, (2, 3, 4)), (2, (1, 1, 1))]
+)
 def test_gather(dim, ishape):
     idx = RNG.integers(0, (3, 4, 5)[dim], size=ishape)  # repeated indices included
     check_op(lambda x, i: x.gather(dim, i), [rand(3, 4, 5, seed=1), idx])
-    check_op(lambda x, i: ember.gather(x, dim, i), [rand(3, 4, 5, seed=1), idx],
-             torch_fn=lambda x, i: torch.gather(x, dim, i))
+    check_op(
+        lambda x, i: ember.gather(x, dim, i),
+        [rand(3, 4, 5, seed=1), idx],
+        torch_fn=lambda x, i: torch.gather(x, dim, i),
+    )
 
 
 def test_gather_noncontiguous_and_gradcheck():
@@ -40,21 +44,27 @@ def test_scatter_with_src(dim):
     shape = (3, 4)
     ishape = (2, 3) if dim == 0 else (3, 2)
     idx = _perm_index(ishape, dim, shape[dim])
-    check_op(lambda x, i, s: x.scatter(dim, i, s), [rand(*shape, seed=3), idx,
-                                                    rand(*ishape, seed=4)])
+    check_op(
+        lambda x, i, s: x.scatter(dim, i, s), [rand(*shape, seed=3), idx, rand(*ishape, seed=4)]
+    )
     check_op(lambda x, i: x.scatter(dim, i, 1.5), [rand(*shape, seed=3), idx])
-    check_op(lambda x, i: ember.scatter(x, dim, i, value=-2.0), [rand(*shape, seed=3), idx],
-             torch_fn=lambda x, i: torch.scatter(x, dim, i, value=-2.0))
+    check_op(
+        lambda x, i: ember.scatter(x, dim, i, value=-2.0),
+        [rand(*shape, seed=3), idx],
+        torch_fn=lambda x, i: torch.scatter(x, dim, i, value=-2.0),
+    )
 
 
 @pytest.mark.parametrize("dim", [0, 1])
 def test_scatter_add_repeated(dim):
     ishape = (4, 3) if dim == 0 else (3, 5)
     idx = RNG.integers(0, 3, size=ishape)
-    check_op(lambda x, i, s: x.scatter_add(dim, i, s),
-             [rand(3, 3, seed=6), idx, rand(*ishape, seed=5)])
-    gradcheck_op(lambda x, i, s: x.scatter_add(dim, i, s),
-                 [rand(3, 3, seed=6), idx, rand(*ishape, seed=5)])
+    check_op(
+        lambda x, i, s: x.scatter_add(dim, i, s), [rand(3, 3, seed=6), idx, rand(*ishape, seed=5)]
+    )
+    gradcheck_op(
+        lambda x, i, s: x.scatter_add(dim, i, s), [rand(3, 3, seed=6), idx, rand(*ishape, seed=5)]
+    )
 
 
 def test_scatter_src_bigger_than_index():
@@ -76,16 +86,19 @@ def test_scatter_reduce_forward_matches_torch():
         t = torch.tensor(x).scatter(0, torch.tensor(idx), torch.tensor(src), reduce=reduce)
         np.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-6)
     # reduce='add' is differentiable (like scatter_add); 'multiply' is not (as in torch)
-    check_op(lambda x, i, s: x.scatter(0, i, s, reduce="add"), [x, idx, src],
-             torch_fn=lambda x, i, s: x.scatter_add(0, i, s))
-    y = ember.tensor(x, requires_grad=True).scatter(0, ember.tensor(idx), ember.tensor(src),
-                                                     reduce="multiply")
+    check_op(
+        lambda x, i, s: x.scatter(0, i, s, reduce="add"),
+        [x, idx, src],
+        torch_fn=lambda x, i, s: x.scatter_add(0, i, s),
+    )
+    y = ember.tensor(x, requires_grad=True).scatter(
+        0, ember.tensor(idx), ember.tensor(src), reduce="multiply"
+    )
     with pytest.raises(RuntimeError, match="not implemented"):
         y.sum().backward()
 
 
-@pytest.mark.parametrize("dim,idx", [(0, [2, 0, 2, 2]), (1, [3, 3]), (-1, [0]), (1, []),
-                                     (0, 1)])
+@pytest.mark.parametrize("dim,idx", [(0, [2, 0, 2, 2]), (1, [3, 3]), (-1, [0]), (1, []), (0, 1)])
 def test_index_select(dim, idx):
     idx = np.array(idx, dtype=np.int64)
     check_op(lambda x, i: x.index_select(dim, i), [rand(3, 4, 2, seed=9), idx])
@@ -120,8 +133,10 @@ def test_index_fill():
 def test_masked_fill(mshape):
     mask = np.asarray(RNG.random(mshape) > 0.5)
     check_op(lambda x, m: x.masked_fill(m, -1e9), [rand(3, 4, seed=15), mask])
-    check_op(lambda x, m, v: x.masked_fill(m, v.reshape(())),
-             [rand(3, 4, seed=15), mask, rand(1, seed=16)])
+    check_op(
+        lambda x, m, v: x.masked_fill(m, v.reshape(())),
+        [rand(3, 4, seed=15), mask, rand(1, seed=16)],
+    )
 
 
 def test_masked_fill_broadcasts_input_to_mask():
@@ -138,13 +153,18 @@ def test_masked_select(xshape, mshape):
 def test_take_along_dim():
     x = rand(3, 4, seed=19)
     idx = np.array([[0, 3], [1, 1], [2, 0]])
-    check_op(lambda x, i: ember.take_along_dim(x, i, 1), [x, idx],
-             torch_fn=lambda x, i: torch.take_along_dim(x, i, 1))
+    check_op(
+        lambda x, i: ember.take_along_dim(x, i, 1),
+        [x, idx],
+        torch_fn=lambda x, i: torch.take_along_dim(x, i, 1),
+    )
     check_op(lambda x, i: x.take_along_dim(i), [x, np.array([11, 0, 0])])
     # broadcasting apart from dim
     check_op(lambda x, i: x.take_along_dim(i, dim=0), [x, np.array([[2], [0]])])
-    check_op(lambda x, i: x.take_along_dim(i, dim=-1),
-             [rand(2, 1, 5, seed=20), np.array([[[0, 4]], [[1, 1]]]).repeat(3, axis=1)])
+    check_op(
+        lambda x, i: x.take_along_dim(i, dim=-1),
+        [rand(2, 1, 5, seed=20), np.array([[[0, 4]], [[1, 1]]]).repeat(3, axis=1)],
+    )
 
 
 def test_take():
@@ -182,14 +202,20 @@ def test_one_hot():
 
 
 # ---------------------------------------------------------------------------- in place
-@pytest.mark.parametrize("op", [
-    lambda y, i, s: y.scatter_(1, i, s),
-    lambda y, i, s: y.scatter_add_(1, i, s),
-    lambda y, i, s: y.masked_fill_(i[:, :1] == 0, 3.0) if isinstance(y, torch.Tensor) else
-    y.masked_fill_(ember.tensor(i.numpy()[:, :1] == 0), 3.0),
-    lambda y, i, s: y.index_fill_(1, i[0], -1.0),
-    lambda y, i, s: y.index_add_(1, i[0], s[:, :2]),
-])
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda y, i, s: y.scatter_(1, i, s),
+        lambda y, i, s: y.scatter_add_(1, i, s),
+        lambda y, i, s: (
+            y.masked_fill_(i[:, :1] == 0, 3.0)
+            if isinstance(y, torch.Tensor)
+            else y.masked_fill_(ember.tensor(i.numpy()[:, :1] == 0), 3.0)
+        ),
+        lambda y, i, s: y.index_fill_(1, i[0], -1.0),
+        lambda y, i, s: y.index_add_(1, i[0], s[:, :2]),
+    ],
+)
 def test_inplace_variants(op):
     idx = np.array([[0, 2], [1, 0]])
 
@@ -215,19 +241,26 @@ def test_inplace_bumps_version_and_checks_leaves():
 # ------------------------------------------------------------------------------ errors
 def test_errors():
     x = ember.ones(3, 4)
-    with pytest.raises(RuntimeError, match="Index tensor must have the same number of "
-                                           "dimensions as input tensor"):
+    with pytest.raises(
+        RuntimeError, match="Index tensor must have the same number of dimensions as input tensor"
+    ):
         x.gather(1, ember.tensor([0, 1]))
-    with pytest.raises(RuntimeError, match=r"Size does not match at dimension 0 expected index "
-                                           r"\[4, 1\] to be no larger than self \[3, 4\] apart "
-                                           r"from dimension 1"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"Size does not match at dimension 0 expected index "
+        r"\[4, 1\] to be no larger than self \[3, 4\] apart "
+        r"from dimension 1",
+    ):
         x.gather(1, ember.zeros(4, 1, dtype=ember.int64))
     with pytest.raises(RuntimeError, match="index 5 is out of bounds for dimension 1 with size 4"):
         x.gather(1, ember.tensor([[5], [1]]))
     with pytest.raises(RuntimeError, match="index -1 is out of bounds for dimension 1"):
         x.gather(1, ember.tensor([[-1], [1]]))
-    with pytest.raises(IndexError, match=r"gather: Dimension out of range \(expected to be in "
-                                         r"range of \[-2, 1\], but got 2\)"):
+    with pytest.raises(
+        IndexError,
+        match=r"gather: Dimension out of range \(expected to be in "
+        r"range of \[-2, 1\], but got 2\)",
+    ):
         x.gather(2, ember.tensor([[0]]))
     with pytest.raises(RuntimeError, match="Expected dtype int32 or int64 for index"):
         x.gather(1, ember.tensor([[0.0]]))
@@ -239,11 +272,15 @@ def test_errors():
         x.index_select(1, ember.tensor([[1]]))
     with pytest.raises(IndexError, match="index 4 is out of bounds for dimension 1 with size 4"):
         x.index_select(1, ember.tensor([4]))
-    with pytest.raises(RuntimeError, match="only supports boolean masks, but got mask with "
-                                           "dtype float32"):
+    with pytest.raises(
+        RuntimeError, match="only supports boolean masks, but got mask with dtype float32"
+    ):
         x.masked_fill(ember.ones(4), 1.0)
-    with pytest.raises(RuntimeError, match="only supports a 0-dimensional value tensor, but "
-                                           r"got tensor with 1 dimension\(s\)"):
+    with pytest.raises(
+        RuntimeError,
+        match="only supports a 0-dimensional value tensor, but "
+        r"got tensor with 1 dimension\(s\)",
+    ):
         x.masked_fill(ember.ones(4, dtype=ember.bool), ember.ones(2))
     with pytest.raises(RuntimeError, match=r"mask of shape \[2\] does not broadcast"):
         x.masked_fill(ember.ones(2, dtype=ember.bool), 0.0)

@@ -16,9 +16,20 @@ def _key(build):
 
 
 BASIC = [
-    1, -1, (1, 2), (0, -1, 4), slice(1, None), (slice(None), slice(None, None, 2)),
-    (None, Ellipsis, 1), (Ellipsis, None), (0, Ellipsis, slice(1, 3)), slice(None, None, 3),
-    (slice(-2, None), None, slice(1, 4, 2)), (Ellipsis,), (), (1, slice(5, 9)),
+    1,
+    -1,
+    (1, 2),
+    (0, -1, 4),
+    slice(1, None),
+    (slice(None), slice(None, None, 2)),
+    (None, Ellipsis, 1),
+    (Ellipsis, None),
+    (0, Ellipsis, slice(1, 3)),
+    slice(None, None, 3),
+    (slice(-2, None), None, slice(1, 4, 2)),
+    (Ellipsis,),
+    (),
+    (1, slice(5, 9)),
 ]
 
 
@@ -41,44 +52,53 @@ def test_full_integer_index_gives_0d_view():
     np.testing.assert_array_equal(x.grad.numpy(), expect)
 
 
-@pytest.mark.parametrize("key,flip", [
-    (slice(None, None, -1), lambda t: t.flip(0)),
-    ((slice(None), slice(None, None, -2)), lambda t: t.flip(1)[:, ::2]),
-    ((Ellipsis, slice(3, 0, -1)), lambda t: t[..., 1:4].flip(-1)),
-    ((-1, slice(None, None, -3)), lambda t: t[-1].flip(0)[::3]),
-])
+@pytest.mark.parametrize(
+    "key,flip",
+    [
+        (slice(None, None, -1), lambda t: t.flip(0)),
+        ((slice(None), slice(None, None, -2)), lambda t: t.flip(1)[:, ::2]),
+        ((Ellipsis, slice(3, 0, -1)), lambda t: t[..., 1:4].flip(-1)),
+        ((-1, slice(None, None, -3)), lambda t: t[-1].flip(0)[::3]),
+    ],
+)
 def test_negative_steps(key, flip):
     # torch rejects negative steps; Ember follows NumPy, so compare with flip().
     check_op(lambda x: x[key], [rand(*X, seed=3)], torch_fn=flip)
 
 
-@pytest.mark.parametrize("build,arrays", [
-    (lambda i: i, [np.array([0, 2, 0, 0])]),                        # repeated rows
-    (lambda i: i, [np.array([-1, 0, -1])]),                         # negative
-    (lambda i: i, [np.array([[0, 1], [2, 2]])]),                    # 2-D index
-    (lambda i: (i, slice(None)), [np.array([2, 2, 1])]),
-    (lambda i: (slice(None), i), [np.array([3, 0, 3, -4])]),
-    (lambda i: (Ellipsis, i), [np.array([[4, 4], [0, 1]])]),
-    (lambda i, j: (i, j), [np.array([[0], [2]]), np.array([1, 1, 3])]),  # broadcast
-    (lambda i, j: (i, slice(None), j), [np.array([0, 2, 2]), np.array([1, 4, 1])]),
-    (lambda i, j: (slice(1, None), i, j), [np.array([0, 3, 0]), np.array([4, 4, 4])]),
-    (lambda i: (None, i), [np.array([1, 1])]),
-    (lambda i: (i, 1), [np.array([0, 0, 2])]),
-    (lambda i: (1, slice(None, None, 2), i), [np.array([0, 0, 3])]),
-    (lambda i: (i, None, slice(0, 2)), [np.array([1, 1])]),
-    (lambda i, j: (i, 2, j), [np.array([0, 2]), np.array([1, 1])]),     # int between arrays
-    (lambda i: (slice(None), 1, i), [np.array([[0], [3]])]),
-    (lambda m: (m, 0), [np.array([True, False, True])]),
-    (lambda i: i, [np.zeros(0, dtype=np.int64)]),
-])
+@pytest.mark.parametrize(
+    "build,arrays",
+    [
+        (lambda i: i, [np.array([0, 2, 0, 0])]),  # repeated rows
+        (lambda i: i, [np.array([-1, 0, -1])]),  # negative
+        (lambda i: i, [np.array([[0, 1], [2, 2]])]),  # 2-D index
+        (lambda i: (i, slice(None)), [np.array([2, 2, 1])]),
+        (lambda i: (slice(None), i), [np.array([3, 0, 3, -4])]),
+        (lambda i: (Ellipsis, i), [np.array([[4, 4], [0, 1]])]),
+        (lambda i, j: (i, j), [np.array([[0], [2]]), np.array([1, 1, 3])]),  # broadcast
+        (lambda i, j: (i, slice(None), j), [np.array([0, 2, 2]), np.array([1, 4, 1])]),
+        (lambda i, j: (slice(1, None), i, j), [np.array([0, 3, 0]), np.array([4, 4, 4])]),
+        (lambda i: (None, i), [np.array([1, 1])]),
+        (lambda i: (i, 1), [np.array([0, 0, 2])]),
+        (lambda i: (1, slice(None, None, 2), i), [np.array([0, 0, 3])]),
+        (lambda i: (i, None, slice(0, 2)), [np.array([1, 1])]),
+        (lambda i, j: (i, 2, j), [np.array([0, 2]), np.array([1, 1])]),  # int between arrays
+        (lambda i: (slice(None), 1, i), [np.array([[0], [3]])]),
+        (lambda m: (m, 0), [np.array([True, False, True])]),
+        (lambda i: i, [np.zeros(0, dtype=np.int64)]),
+    ],
+)
 def test_integer_array_indexing(build, arrays):
     check_op(_key(build), [rand(*X, seed=4)] + arrays)
 
 
 @pytest.mark.parametrize("noncontiguous", [False, True])
 def test_integer_array_on_noncontiguous_input(noncontiguous):
-    check_op(lambda x, i: x[i, 1:], [rand(4, 5, seed=5), np.array([3, 0, 3])],
-             noncontiguous=noncontiguous)
+    check_op(
+        lambda x, i: x[i, 1:],
+        [rand(4, 5, seed=5), np.array([3, 0, 3])],
+        noncontiguous=noncontiguous,
+    )
 
 
 def test_list_and_numpy_indices_match_tensor_indices():
@@ -98,16 +118,19 @@ MASK_0 = np.array([True, False, True])
 MASK_01 = np.random.default_rng(8).random((3, 4)) > 0.4
 
 
-@pytest.mark.parametrize("build,arrays", [
-    (lambda m: m, [MASK_3D]),
-    (lambda m: m, [MASK_0]),
-    (lambda m: (m, slice(1, 4)), [MASK_01]),
-    (lambda m: (slice(None), m[0]), [MASK_01]),
-    (lambda m: (Ellipsis, m), [np.array([True, False, False, True, True])]),
-    (lambda m, i: (m, i), [MASK_0, np.array([1, 1])]),              # mask + int array
-    (lambda m: (1, m), [np.array([False, True, True, False])]),
-    (lambda m: m, [np.zeros(X, dtype=bool)]),                       # selects nothing
-])
+@pytest.mark.parametrize(
+    "build,arrays",
+    [
+        (lambda m: m, [MASK_3D]),
+        (lambda m: m, [MASK_0]),
+        (lambda m: (m, slice(1, 4)), [MASK_01]),
+        (lambda m: (slice(None), m[0]), [MASK_01]),
+        (lambda m: (Ellipsis, m), [np.array([True, False, False, True, True])]),
+        (lambda m, i: (m, i), [MASK_0, np.array([1, 1])]),  # mask + int array
+        (lambda m: (1, m), [np.array([False, True, True, False])]),
+        (lambda m: m, [np.zeros(X, dtype=bool)]),  # selects nothing
+    ],
+)
 def test_boolean_masks(build, arrays):
     check_op(_key(build), [rand(*X, seed=9)] + arrays)
 
@@ -122,13 +145,16 @@ def test_zero_dim_tensor_indexing():
         check_op(lambda x, key=key: x[key], [np.array(2.5, np.float32)])
 
 
-@pytest.mark.parametrize("build,arrays", [
-    (lambda: (slice(None), 1), []),
-    (lambda i: i, [np.array([0, 2, 0])]),
-    (lambda i, j: (i, slice(None), j), [np.array([0, 2, 0]), np.array([1, 1, 0])]),
-    (lambda m: m, [np.array([[True, False], [True, True], [False, True]])]),
-    (lambda i: (1, slice(None), i), [np.array([1, 0, 1])]),
-])
+@pytest.mark.parametrize(
+    "build,arrays",
+    [
+        (lambda: (slice(None), 1), []),
+        (lambda i: i, [np.array([0, 2, 0])]),
+        (lambda i, j: (i, slice(None), j), [np.array([0, 2, 0]), np.array([1, 1, 0])]),
+        (lambda m: m, [np.array([[True, False], [True, True], [False, True]])]),
+        (lambda i: (1, slice(None), i), [np.array([1, 0, 1])]),
+    ],
+)
 def test_gradcheck_indexing(build, arrays):
     gradcheck_op(_key(build), [rand(3, 2, 2, seed=11)] + arrays)
 
@@ -144,18 +170,26 @@ def _hvp(ember_f, torch_f, x, v):
     np.testing.assert_allclose(he.numpy(), ht.numpy(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("key", [
-    (slice(None), 1), np.array([0, 2, 0]), (np.array([1, 1]), slice(None), np.array([0, 2])),
-    np.array([True, False, True]),
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        (slice(None), 1),
+        np.array([0, 2, 0]),
+        (np.array([1, 1]), slice(None), np.array([0, 2])),
+        np.array([True, False, True]),
+    ],
+)
 def test_double_backward_through_indexing(key):
     x = rand(3, 4, 3, seed=12)
     v = rand(3, 4, 3, seed=13)
     w = rand(*np.zeros((3, 4, 3))[key].shape, seed=14)
 
     def f(t, lib):
-        k = key if not isinstance(key, tuple) else tuple(
-            lib.tensor(k) if isinstance(k, np.ndarray) else k for k in key)
+        k = (
+            key
+            if not isinstance(key, tuple)
+            else tuple(lib.tensor(k) if isinstance(k, np.ndarray) else k for k in key)
+        )
         if isinstance(k, np.ndarray):
             k = lib.tensor(k)
         y = t[k]
@@ -174,8 +208,11 @@ def test_index_errors_name_index_dim_and_size():
         x[:, ember.tensor([0, 7])]
     with pytest.raises(IndexError, match="index 3 is out of bounds for dimension 0 with size 3"):
         x[[0, 3], [0, 1]]
-    with pytest.raises(IndexError, match=r"The shape of the mask \[2\] at index 0 does not "
-                                         r"match the shape of the indexed tensor \[3, 4\]"):
+    with pytest.raises(
+        IndexError,
+        match=r"The shape of the mask \[2\] at index 0 does not "
+        r"match the shape of the indexed tensor \[3, 4\]",
+    ):
         x[ember.tensor([True, False])]
     with pytest.raises(IndexError, match=r"mask \[3, 3\] at index 1 .* at index 1"):
         x[np.ones((3, 3), dtype=bool)]
@@ -183,8 +220,7 @@ def test_index_errors_name_index_dim_and_size():
         x[0, 1, 2]
     with pytest.raises(IndexError, match="invalid index of a 0-dim tensor"):
         ember.tensor(1.0)[0]
-    with pytest.raises(IndexError, match="tensors used as indices must be long, int, byte or "
-                                         "bool"):
+    with pytest.raises(IndexError, match="tensors used as indices must be long, int, byte or bool"):
         x[ember.tensor([1.0])]
     with pytest.raises(IndexError, match="got float"):
         x[1.0]
@@ -214,19 +250,22 @@ def _setitem_fn(key, value=_FROM_INPUTS):
     return fn
 
 
-@pytest.mark.parametrize("key,vshape,arrays", [
-    ((1,), (4, 5), []),
-    ((slice(None), 2), (3, 5), []),
-    ((slice(None), 2), (5,), []),                       # broadcast value
-    ((0, slice(1, 3)), (1, 2, 5), []),                   # value with a leading 1
-    ((Ellipsis, slice(None, None, 2)), (1,), []),
-    (lambda i: i, (2, 4, 5), [np.array([2, 0])]),
-    (lambda i: (slice(None), i), (3, 3, 5), [np.array([3, -4, 1])]),
-    (lambda i, j: (i, j), (2, 5), [np.array([0, 2]), np.array([1, 1])]),
-    (lambda m: m, (), [MASK_3D]),
-    (lambda m: m, (5,), [MASK_01]),
-    (lambda i: (0, slice(None), i), (4, 2), [np.array([1, 3])]),  # int mixed with an array
-])
+@pytest.mark.parametrize(
+    "key,vshape,arrays",
+    [
+        ((1,), (4, 5), []),
+        ((slice(None), 2), (3, 5), []),
+        ((slice(None), 2), (5,), []),  # broadcast value
+        ((0, slice(1, 3)), (1, 2, 5), []),  # value with a leading 1
+        ((Ellipsis, slice(None, None, 2)), (1,), []),
+        (lambda i: i, (2, 4, 5), [np.array([2, 0])]),
+        (lambda i: (slice(None), i), (3, 3, 5), [np.array([3, -4, 1])]),
+        (lambda i, j: (i, j), (2, 5), [np.array([0, 2]), np.array([1, 1])]),
+        (lambda m: m, (), [MASK_3D]),
+        (lambda m: m, (5,), [MASK_01]),
+        (lambda i: (0, slice(None), i), (4, 2), [np.array([1, 3])]),  # int mixed with an array
+    ],
+)
 def test_setitem_gradients_flow_to_value_and_not_to_overwritten(key, vshape, arrays):
     check_op(_setitem_fn(key), [rand(*X, seed=15), rand(*vshape, seed=16)] + arrays)
 
@@ -242,8 +281,7 @@ def test_setitem_scalar_value(value):
 
 def test_setitem_repeated_indices_value_gradient():
     # Every position the value was written to sends its gradient back (as torch does).
-    check_op(_setitem_fn(lambda i: i), [rand(4, 3, seed=18), rand(3, seed=19),
-                                        np.array([1, 1, 2])])
+    check_op(_setitem_fn(lambda i: i), [rand(4, 3, seed=18), rand(3, seed=19), np.array([1, 1, 2])])
 
 
 def test_setitem_numpy_and_list_values_and_int_targets():
@@ -295,8 +333,11 @@ def test_setitem_value_grad_with_constant_target():
 
 def test_setitem_errors():
     x = ember.zeros(3, 5)
-    with pytest.raises(RuntimeError, match=r"shape mismatch: value tensor of shape \[2\] cannot "
-                                           r"be broadcast to indexing result of shape \[5\]"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"shape mismatch: value tensor of shape \[2\] cannot "
+        r"be broadcast to indexing result of shape \[5\]",
+    ):
         x[0] = ember.ones(2)
     with pytest.raises(IndexError, match="index 3 is out of bounds for dimension 0 with size 3"):
         x[3] = 1.0
@@ -307,8 +348,7 @@ def test_iteration_over_dim0():
     x = ember.tensor(rand(3, 2, seed=22), requires_grad=True)
     rows = list(x)
     assert len(rows) == 3 and all(r.shape == (2,) for r in rows)
-    np.testing.assert_array_equal(np.stack([r.detach().numpy() for r in rows]),
-                                  x.detach().numpy())
+    np.testing.assert_array_equal(np.stack([r.detach().numpy() for r in rows]), x.detach().numpy())
     sum(r * (k + 1) for k, r in enumerate(rows)).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [[1, 1], [2, 2], [3, 3]])
     a, b = ember.ones(2, 4)

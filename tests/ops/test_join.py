@@ -110,11 +110,19 @@ def test_unused_outputs_get_zero_gradient():
     check_op(lambda a: a.chunk(2)[0].sum() * a.chunk(2)[1], [rand(4, 2, seed=8)])
 
 
-@pytest.mark.parametrize("dtypes", [
-    (np.float32, np.float64), (np.int64, np.float32), (np.int32, np.int64),
-    (np.bool_, np.float32), (np.bool_, np.int32), (np.uint8, np.int8), (np.float16, np.int64),
-    (np.float32, np.float32),
-])
+@pytest.mark.parametrize(
+    "dtypes",
+    [
+        (np.float32, np.float64),
+        (np.int64, np.float32),
+        (np.int32, np.int64),
+        (np.bool_, np.float32),
+        (np.bool_, np.int32),
+        (np.uint8, np.int8),
+        (np.float16, np.int64),
+        (np.float32, np.float32),
+    ],
+)
 def test_cat_and_stack_promote_like_torch(dtypes):
     a = (rand(2, 3, seed=9) * 3).astype(dtypes[0])
     b = (rand(2, 3, seed=10) * 3).astype(dtypes[1])
@@ -135,29 +143,32 @@ def test_cat_all_legacy_empty():
     assert tuple(out.shape) == (0,) and out.dtype is ember.float64
 
 
-@pytest.mark.parametrize("fn,shapes", [
-    (lambda a: a.split(0), [(0, 2)]),
-    (lambda a: a.split(2), [(0, 2)]),
-    (lambda a: a.chunk(3), [(0, 2)]),
-    (lambda a: a.unbind(1), [(3, 0)]),
-    (lambda a: a.tensor_split(2, 1), [(2, 0)]),
-    (lambda a: a.repeat(2, 2), [(0, 2)]),
-    (lambda a: a.repeat(3), [()]),
-    (lambda a: a.repeat(2, 3), [()]),
-    (lambda a: a.tile(()), [()]),
-    (lambda a: lib(a).stack([a, a], 1), [(0, 2)]),
-    (lambda a: lib(a).cat([a, a], 1), [(0, 2)]),
-    (lambda a: tpad(a, (1, 1)), [(0, 2)]),
-    (lambda a: tpad(a, ()), [()]),
-    (lambda a: tpad(a, (1, 1), mode="reflect"), [(0, 2, 3)]),
-    (lambda a: tpad(a, (1, 1), mode="circular"), [(1, 0, 3)]),
-    (lambda a: lib(a).atleast_1d(a), [()]),
-    (lambda a: lib(a).atleast_2d(a), [(3,)]),
-    (lambda a: lib(a).atleast_3d(a), [(3,)]),
-    (lambda a: lib(a).atleast_3d(a), [(2, 3)]),
-    (lambda a: lib(a).atleast_3d(a, a), [()]),
-    (lambda a: lib(a).hstack([a, a]), [()]),
-])
+@pytest.mark.parametrize(
+    "fn,shapes",
+    [
+        (lambda a: a.split(0), [(0, 2)]),
+        (lambda a: a.split(2), [(0, 2)]),
+        (lambda a: a.chunk(3), [(0, 2)]),
+        (lambda a: a.unbind(1), [(3, 0)]),
+        (lambda a: a.tensor_split(2, 1), [(2, 0)]),
+        (lambda a: a.repeat(2, 2), [(0, 2)]),
+        (lambda a: a.repeat(3), [()]),
+        (lambda a: a.repeat(2, 3), [()]),
+        (lambda a: a.tile(()), [()]),
+        (lambda a: lib(a).stack([a, a], 1), [(0, 2)]),
+        (lambda a: lib(a).cat([a, a], 1), [(0, 2)]),
+        (lambda a: tpad(a, (1, 1)), [(0, 2)]),
+        (lambda a: tpad(a, ()), [()]),
+        (lambda a: tpad(a, (1, 1), mode="reflect"), [(0, 2, 3)]),
+        (lambda a: tpad(a, (1, 1), mode="circular"), [(1, 0, 3)]),
+        (lambda a: lib(a).atleast_1d(a), [()]),
+        (lambda a: lib(a).atleast_2d(a), [(3,)]),
+        (lambda a: lib(a).atleast_3d(a), [(3,)]),
+        (lambda a: lib(a).atleast_3d(a), [(2, 3)]),
+        (lambda a: lib(a).atleast_3d(a, a), [()]),
+        (lambda a: lib(a).hstack([a, a]), [()]),
+    ],
+)
 def test_zero_dim_and_empty(fn, shapes):
     check_op(fn, _inputs(shapes, 11))
 
@@ -183,10 +194,17 @@ def test_pad_value_is_cast_to_the_dtype():
 
 
 # ------------------------------------------------------------------ views and versions
-@pytest.mark.parametrize("fn", [
-    lambda x: x.split(2), lambda x: x.split([1, 3], 1), lambda x: x.chunk(2),
-    lambda x: x.unbind(), lambda x: x.unbind(1), lambda x: x.tensor_split([1, 2], 1),
-])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x: x.split(2),
+        lambda x: x.split([1, 3], 1),
+        lambda x: x.chunk(2),
+        lambda x: x.unbind(),
+        lambda x: x.unbind(1),
+        lambda x: x.tensor_split([1, 2], 1),
+    ],
+)
 def test_pieces_are_views_sharing_the_version(fn):
     x = ember.tensor(rand(4, 4, seed=13))
     pieces = fn(x)
@@ -199,11 +217,18 @@ def test_pieces_are_views_sharing_the_version(fn):
         np.testing.assert_array_equal(p.numpy(), r.numpy())
 
 
-@pytest.mark.parametrize("fn", [
-    lambda x: ember.cat([x, x]), lambda x: ember.stack([x]), lambda x: x.repeat(1, 1),
-    lambda x: x.tile((1,)), lambda x: pad(x, (0, 0)), lambda x: pad(x, (-1, 0)),
-    lambda x: pad(x.unsqueeze(0), (0, 0), mode="reflect"),
-])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x: ember.cat([x, x]),
+        lambda x: ember.stack([x]),
+        lambda x: x.repeat(1, 1),
+        lambda x: x.tile((1,)),
+        lambda x: pad(x, (0, 0)),
+        lambda x: pad(x, (-1, 0)),
+        lambda x: pad(x.unsqueeze(0), (0, 0), mode="reflect"),
+    ],
+)
 def test_joins_are_copies(fn):
     x = ember.tensor(rand(3, 3, seed=14))
     y = fn(x)
@@ -237,64 +262,118 @@ def test_pad_is_not_an_ember_function_like_torch():
 
 
 # ----------------------------------------------------------------------------- errors
-@pytest.mark.parametrize("fn,exc,pattern", [
-    (lambda x: ember.cat([]), ValueError, r"cat\(\): expected a non-empty list of Tensors"),
-    (lambda x: ember.cat(x), TypeError, "cat: expected a sequence of Tensors"),
-    (lambda x: ember.cat([x, 1.0]), TypeError, "element 1 is float"),
-    (lambda x: ember.cat([x, ember.ones(2, 4)]), RuntimeError,
-     r"cat: Sizes of tensors must match except in dimension 0. Expected size 3 but got size 4 "
-     r"for tensor number 1 in the list \(shapes \[\(2, 3\), \(2, 4\)\]\)"),
-    (lambda x: ember.cat([x, ember.ones(3)]), RuntimeError,
-     "Tensors must have same number of dimensions: got 2 and 1"),
-    (lambda x: ember.cat([ember.tensor(1.0), x]), RuntimeError,
-     r"zero-dimensional tensor \(at position 0\) cannot be concatenated"),
-    (lambda x: ember.cat([x, x], 2), IndexError, "cat: Dimension out of range"),
-    (lambda x: ember.stack([]), RuntimeError, "stack expects a non-empty TensorList"),
-    (lambda x: ember.stack([x, ember.ones(2, 4)]), RuntimeError,
-     r"stack expects each tensor to be equal size, but got \[2, 3\] at entry 0 and \[2, 4\] "
-     r"at entry 1"),
-    (lambda x: ember.stack([x, x], 3), IndexError,
-     r"stack: Dimension out of range \(expected to be in range of \[-3, 2\], but got 3\)"),
-    (lambda x: ember.hstack([]), RuntimeError, "hstack expects a non-empty TensorList"),
-    (lambda x: x.split(0), RuntimeError, "split_size can only be 0 if dimension size is 0"),
-    (lambda x: x.split(-1), RuntimeError, "split expects split_size be non-negative"),
-    (lambda x: x.split([1, 2]), RuntimeError,
-     r"split_with_sizes expects split_sizes to sum exactly to 2 \(input tensor's size at "
-     r"dimension 0\), but got split_sizes=\[1, 2\]"),
-    (lambda x: x.split([3, -1]), RuntimeError, "only non-negative entries"),
-    (lambda x: x.split(1, 2), IndexError, "split: Dimension out of range"),
-    (lambda x: ember.tensor(1.0).split(1), RuntimeError, "split expects at least a 1-dim"),
-    (lambda x: x.chunk(0), RuntimeError, "chunk expects `chunks` to be greater than 0"),
-    (lambda x: ember.tensor(1.0).chunk(1), RuntimeError, "chunk expects at least a 1-dim"),
-    (lambda x: x.tensor_split(0), RuntimeError, "number of sections must be larger than 0"),
-    (lambda x: ember.tensor(1.0).unbind(), IndexError, "tensor has no dimensions"),
-    (lambda x: x.unbind(-3), IndexError, "unbind: Dimension out of range"),
-    (lambda x: x.repeat(2), RuntimeError, "Number of dimensions of repeat dims can not be "
-                                          "smaller than number of dimensions of tensor"),
-    (lambda x: x.repeat(-1, 2), RuntimeError, "Trying to create tensor with negative dimension"),
-    (lambda x: x.repeat(), TypeError, "repeat"),
-    (lambda x: pad(x, (1,)), RuntimeError, "Padding length must be divisible by 2"),
-    (lambda x: pad(x, (1,) * 6), RuntimeError,
-     "Padding length should be less than or equal to two times the input dimension but got "
-     "padding length 6 and input of dimension 2"),
-    (lambda x: pad(x, (-2, -2)), RuntimeError, r"pad: .*to a negative size \(-1\)"),
-    (lambda x: pad(x, (1, 1), mode="foo"), NotImplementedError, "Unrecognised padding mode foo"),
-    (lambda x: pad(x, (1, 1), mode="reflect", value=1), RuntimeError,
-     "Padding mode \"reflect\" doesn't take in value argument"),
-    (lambda x: pad(x.flatten(), (1, 1), mode="reflect"), NotImplementedError,
-     "Padding size 2 is not supported for 1D input tensor"),
-    (lambda x: pad(x, (1, 1, 1, 1), mode="replicate"), NotImplementedError,
-     "Padding size 4 is not supported for 2D input tensor"),
-    (lambda x: pad(x, (3, 0), mode="reflect"), RuntimeError,
-     r"Padding size should be less than the corresponding input dimension, but got: "
-     r"padding \(3, 0\) at dimension 1 of input \[2, 3\]"),
-    (lambda x: pad(x, (4, 0), mode="circular"), RuntimeError,
-     "Padding value causes wrapping around more than once"),
-    (lambda x: pad(x, (-2, -2), mode="replicate"), RuntimeError, "is too small"),
-    (lambda x: pad(x, (-2, -2), mode="circular"), RuntimeError, "resulting in an empty dim"),
-    (lambda x: pad(ember.ones(1, 0, 3), (1, 1), mode="reflect"), RuntimeError,
-     r"other non-zero dimensions for input, but got: \[1, 0, 3\]"),
-])
+@pytest.mark.parametrize(
+    "fn,exc,pattern",
+    [
+        (lambda x: ember.cat([]), ValueError, r"cat\(\): expected a non-empty list of Tensors"),
+        (lambda x: ember.cat(x), TypeError, "cat: expected a sequence of Tensors"),
+        (lambda x: ember.cat([x, 1.0]), TypeError, "element 1 is float"),
+        (
+            lambda x: ember.cat([x, ember.ones(2, 4)]),
+            RuntimeError,
+            r"cat: Sizes of tensors must match except in dimension 0. Expected size 3 but got size 4 "  # noqa: E501
+            r"for tensor number 1 in the list \(shapes \[\(2, 3\), \(2, 4\)\]\)",
+        ),
+        (
+            lambda x: ember.cat([x, ember.ones(3)]),
+            RuntimeError,
+            "Tensors must have same number of dimensions: got 2 and 1",
+        ),
+        (
+            lambda x: ember.cat([ember.tensor(1.0), x]),
+            RuntimeError,
+            r"zero-dimensional tensor \(at position 0\) cannot be concatenated",
+        ),
+        (lambda x: ember.cat([x, x], 2), IndexError, "cat: Dimension out of range"),
+        (lambda x: ember.stack([]), RuntimeError, "stack expects a non-empty TensorList"),
+        (
+            lambda x: ember.stack([x, ember.ones(2, 4)]),
+            RuntimeError,
+            r"stack expects each tensor to be equal size, but got \[2, 3\] at entry 0 and \[2, 4\] "
+            r"at entry 1",
+        ),
+        (
+            lambda x: ember.stack([x, x], 3),
+            IndexError,
+            r"stack: Dimension out of range \(expected to be in range of \[-3, 2\], but got 3\)",
+        ),
+        (lambda x: ember.hstack([]), RuntimeError, "hstack expects a non-empty TensorList"),
+        (lambda x: x.split(0), RuntimeError, "split_size can only be 0 if dimension size is 0"),
+        (lambda x: x.split(-1), RuntimeError, "split expects split_size be non-negative"),
+        (
+            lambda x: x.split([1, 2]),
+            RuntimeError,
+            r"split_with_sizes expects split_sizes to sum exactly to 2 \(input tensor's size at "
+            r"dimension 0\), but got split_sizes=\[1, 2\]",
+        ),
+        (lambda x: x.split([3, -1]), RuntimeError, "only non-negative entries"),
+        (lambda x: x.split(1, 2), IndexError, "split: Dimension out of range"),
+        (lambda x: ember.tensor(1.0).split(1), RuntimeError, "split expects at least a 1-dim"),
+        (lambda x: x.chunk(0), RuntimeError, "chunk expects `chunks` to be greater than 0"),
+        (lambda x: ember.tensor(1.0).chunk(1), RuntimeError, "chunk expects at least a 1-dim"),
+        (lambda x: x.tensor_split(0), RuntimeError, "number of sections must be larger than 0"),
+        (lambda x: ember.tensor(1.0).unbind(), IndexError, "tensor has no dimensions"),
+        (lambda x: x.unbind(-3), IndexError, "unbind: Dimension out of range"),
+        (
+            lambda x: x.repeat(2),
+            RuntimeError,
+            "Number of dimensions of repeat dims can not be "
+            "smaller than number of dimensions of tensor",
+        ),
+        (
+            lambda x: x.repeat(-1, 2),
+            RuntimeError,
+            "Trying to create tensor with negative dimension",
+        ),
+        (lambda x: x.repeat(), TypeError, "repeat"),
+        (lambda x: pad(x, (1,)), RuntimeError, "Padding length must be divisible by 2"),
+        (
+            lambda x: pad(x, (1,) * 6),
+            RuntimeError,
+            "Padding length should be less than or equal to two times the input dimension but got "
+            "padding length 6 and input of dimension 2",
+        ),
+        (lambda x: pad(x, (-2, -2)), RuntimeError, r"pad: .*to a negative size \(-1\)"),
+        (
+            lambda x: pad(x, (1, 1), mode="foo"),
+            NotImplementedError,
+            "Unrecognised padding mode foo",
+        ),
+        (
+            lambda x: pad(x, (1, 1), mode="reflect", value=1),
+            RuntimeError,
+            'Padding mode "reflect" doesn\'t take in value argument',
+        ),
+        (
+            lambda x: pad(x.flatten(), (1, 1), mode="reflect"),
+            NotImplementedError,
+            "Padding size 2 is not supported for 1D input tensor",
+        ),
+        (
+            lambda x: pad(x, (1, 1, 1, 1), mode="replicate"),
+            NotImplementedError,
+            "Padding size 4 is not supported for 2D input tensor",
+        ),
+        (
+            lambda x: pad(x, (3, 0), mode="reflect"),
+            RuntimeError,
+            r"Padding size should be less than the corresponding input dimension, but got: "
+            r"padding \(3, 0\) at dimension 1 of input \[2, 3\]",
+        ),
+        (
+            lambda x: pad(x, (4, 0), mode="circular"),
+            RuntimeError,
+            "Padding value causes wrapping around more than once",
+        ),
+        (lambda x: pad(x, (-2, -2), mode="replicate"), RuntimeError, "is too small"),
+        (lambda x: pad(x, (-2, -2), mode="circular"), RuntimeError, "resulting in an empty dim"),
+        (
+            lambda x: pad(ember.ones(1, 0, 3), (1, 1), mode="reflect"),
+            RuntimeError,
+            r"other non-zero dimensions for input, but got: \[1, 0, 3\]",
+        ),
+    ],
+)
 def test_errors(fn, exc, pattern):
     x = ember.ones(2, 3)
     with pytest.raises(exc, match=pattern):

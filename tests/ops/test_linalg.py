@@ -4,10 +4,21 @@ import ember
 from tests.oracle import check_op, gradcheck_op, rand
 
 
-@pytest.mark.parametrize("sa,sb", [((3, 4), (4, 5)), ((4,), (4,)), ((3, 4), (4,)), ((4,), (4, 5)),
-                                   ((2, 3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)),
-                                   ((2, 1, 3, 4), (5, 4, 2)), ((4,), (2, 4, 3)),
-                                   ((2, 3, 4), (4,)), ((0, 4), (4, 3))])
+@pytest.mark.parametrize(
+    "sa,sb",
+    [
+        ((3, 4), (4, 5)),
+        ((4,), (4,)),
+        ((3, 4), (4,)),
+        ((4,), (4, 5)),
+        ((2, 3, 4), (4, 5)),
+        ((2, 3, 4), (2, 4, 5)),
+        ((2, 1, 3, 4), (5, 4, 2)),
+        ((4,), (2, 4, 3)),
+        ((2, 3, 4), (4,)),
+        ((0, 4), (4, 3)),
+    ],
+)
 def test_matmul_matches_torch(sa, sb):
     check_op(lambda a, b: a @ b, [rand(*sa, seed=1), rand(*sb, seed=2)])
 

@@ -13,21 +13,35 @@ OPS = ["softmax", "log_softmax"]
 
 
 @pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("shape,dim", [((3, 4), 1), ((3, 4), 0), ((2, 3, 5), -1),
-                                       ((2, 3, 5), 1), ((7,), 0), ((), 0), ((0, 3), 1),
-                                       ((2, 0), -1)])
+@pytest.mark.parametrize(
+    "shape,dim",
+    [
+        ((3, 4), 1),
+        ((3, 4), 0),
+        ((2, 3, 5), -1),
+        ((2, 3, 5), 1),
+        ((7,), 0),
+        ((), 0),
+        ((0, 3), 1),
+        ((2, 0), -1),
+    ],
+)
 def test_matches_torch(op, shape, dim):
     x = rand(*shape, seed=1, low=-5, high=5)
     check_op(lambda t: getattr(t, op)(dim), [x])
-    check_op(lambda t: getattr(ember, op)(t, dim), [x],
-             torch_fn=lambda t: getattr(torch, op)(t, dim))
+    check_op(
+        lambda t: getattr(ember, op)(t, dim), [x], torch_fn=lambda t: getattr(torch, op)(t, dim)
+    )
 
 
 @pytest.mark.parametrize("op", OPS)
 def test_noncontiguous_and_dtype(op):
     check_op(lambda t: getattr(t, op)(1), [rand(4, 3, seed=2)], noncontiguous=True)
-    check_op(lambda t: getattr(t, op)(-1, dtype=ember.float64), [rand(2, 3, seed=3)],
-             torch_fn=lambda t: getattr(t, op)(-1, dtype=torch.float64))
+    check_op(
+        lambda t: getattr(t, op)(-1, dtype=ember.float64),
+        [rand(2, 3, seed=3)],
+        torch_fn=lambda t: getattr(t, op)(-1, dtype=torch.float64),
+    )
     e = getattr(ember.tensor([1, 2, 3]), op)(0, dtype=ember.float32)
     t = getattr(torch.tensor([1, 2, 3]), op)(0, dtype=torch.float32)
     np.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-6)
@@ -46,8 +60,9 @@ def test_float32_stays_float32_and_half_is_accurate(op):
 
 @pytest.mark.parametrize("op", OPS)
 def test_extreme_inputs_stay_finite(op):
-    x = np.array([[1000.0, 1001.0, 999.0], [-1000.0, -1001.0, -999.0],
-                  [1000.0, -1000.0, 0.0]], np.float32)
+    x = np.array(
+        [[1000.0, 1001.0, 999.0], [-1000.0, -1001.0, -999.0], [1000.0, -1000.0, 0.0]], np.float32
+    )
     out = check_op(lambda t: getattr(t, op)(1), [x])[0]
     assert np.all(np.isfinite(out.detach().numpy()))
     xe = ember.tensor(x, requires_grad=True)
@@ -104,8 +119,9 @@ def test_implicit_dim_warns_like_torch():
     x = ember.tensor(rand(2, 3, seed=11))
     with pytest.warns(UserWarning, match="Implicit dimension choice"):
         y = ember.softmax(x)
-    np.testing.assert_allclose(y.numpy(), F.softmax(torch.tensor(x.numpy()), dim=1).numpy(),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        y.numpy(), F.softmax(torch.tensor(x.numpy()), dim=1).numpy(), rtol=1e-6
+    )
 
 
 def test_softmax_errors():
@@ -158,7 +174,8 @@ def test_embedding_int32_indices_and_gradcheck():
     # derivative; the double backward through the padded path is checked instead)
     assert ember.autograd.gradgradcheck(
         lambda w: embedding(ember.tensor(idx), w, padding_idx=1) ** 2,
-        [ember.tensor(rand(3, 2, seed=18).astype(np.float64), requires_grad=True)])
+        [ember.tensor(rand(3, 2, seed=18).astype(np.float64), requires_grad=True)],
+    )
 
 
 def test_embedding_max_norm_renormalises_rows_like_torch():

@@ -165,4 +165,3 @@ def test_run_blocks_runs_blas_on_one_thread_inside_and_restores_it():
     finally:
         put(before_blas)
         P.set_num_threads(before)
-

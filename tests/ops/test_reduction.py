@@ -70,8 +70,9 @@ def test_var_std_empty_dim_list_reduces_all(op):
 @pytest.mark.parametrize("correction", [0, 1, 2, 0.5])
 def test_var_std_correction(op, correction):
     check_op(lambda x: getattr(x, op)(dim=1, correction=correction), [rand(3, 6, seed=5)])
-    check_op(lambda x: getattr(x, op)(correction=correction), [rand(3, 6, seed=6)],
-             noncontiguous=True)
+    check_op(
+        lambda x: getattr(x, op)(correction=correction), [rand(3, 6, seed=6)], noncontiguous=True
+    )
 
 
 @pytest.mark.parametrize("op", ["var", "std"])
@@ -81,16 +82,28 @@ def test_var_std_legacy_unbiased(op):
     check_op(lambda t: getattr(t, op)(True), [x])
     check_op(lambda t: getattr(t, op)(1, False, True), [x])
     check_op(lambda t: getattr(t, op)(dim=0, unbiased=False), [x])
-    check_op(lambda t: getattr(torch if isinstance(t, torch.Tensor) else ember, op)(t, 1, True),
-             [x])
+    check_op(
+        lambda t: getattr(torch if isinstance(t, torch.Tensor) else ember, op)(t, 1, True), [x]
+    )
 
 
 @pytest.mark.parametrize("op", ["var_mean", "std_mean"])
-@pytest.mark.parametrize("kw", [{}, {"dim": 1}, {"dim": (0, -1), "keepdim": True},
-                                {"dim": 0, "correction": 0}, {"dim": 0, "unbiased": False}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"dim": 1},
+        {"dim": (0, -1), "keepdim": True},
+        {"dim": 0, "correction": 0},
+        {"dim": 0, "unbiased": False},
+    ],
+)
 def test_var_mean_std_mean(op, kw):
-    check_op(lambda x: getattr(ember, op)(x, **kw), [rand(3, 4, 2, seed=8)],
-             torch_fn=lambda x: getattr(torch, op)(x, **kw))
+    check_op(
+        lambda x: getattr(ember, op)(x, **kw),
+        [rand(3, 4, 2, seed=8)],
+        torch_fn=lambda x: getattr(torch, op)(x, **kw),
+    )
 
 
 def test_std_of_constant_has_zero_gradient_like_torch():
@@ -170,8 +183,11 @@ def test_max_nan_propagates():
 def test_empty_extreme_raises_naming_op(op):
     with pytest.raises((RuntimeError, IndexError), match=rf"^{op}\(\).*numel\(\) == 0"):
         getattr(ember.zeros(0, 3), op)()
-    with pytest.raises(IndexError, match=rf"^{op}\(\): Expected reduction dim 0 to have "
-                                         "non-zero size"):
+    with pytest.raises(
+        IndexError,
+        match=rf"^{op}\(\): Expected reduction dim 0 to have "
+        "non-zero size",
+    ):
         if op == "aminmax":
             ember.aminmax(ember.zeros(0, 3), dim=0)
         else:
@@ -184,21 +200,27 @@ def test_max_rejects_tuple_dim():
 
 
 def test_max_min_with_tensor_other_is_elementwise():
-    check_op(lambda x, y: x.max(y), [rand(3, 4, seed=12), rand(4, seed=13)],
-             torch_fn=lambda x, y: torch.max(x, y))
-    check_op(lambda x, y: ember.min(x, y), [rand(3, 4, seed=14), rand(3, 4, seed=15)],
-             torch_fn=lambda x, y: torch.min(x, y))
+    check_op(
+        lambda x, y: x.max(y),
+        [rand(3, 4, seed=12), rand(4, seed=13)],
+        torch_fn=lambda x, y: torch.max(x, y),
+    )
+    check_op(
+        lambda x, y: ember.min(x, y),
+        [rand(3, 4, seed=14), rand(3, 4, seed=15)],
+        torch_fn=lambda x, y: torch.min(x, y),
+    )
 
 
 # ------------------------------------------------------------------------ argmax / argmin
 @pytest.mark.parametrize("op", ["argmax", "argmin"])
-@pytest.mark.parametrize("kw", [{}, {"keepdim": True}, {"dim": 0}, {"dim": -1},
-                                {"dim": 1, "keepdim": True}])
+@pytest.mark.parametrize(
+    "kw", [{}, {"keepdim": True}, {"dim": 0}, {"dim": -1}, {"dim": 1, "keepdim": True}]
+)
 def test_argmax_argmin(op, kw):
     out = check_op(lambda x: getattr(x, op)(**kw), [rand(*SHAPE, seed=16)], grad=False)
     assert out[0].dtype is ember.int64
-    check_op(lambda x: getattr(x, op)(**kw), [rand(4, 6, seed=17)], noncontiguous=True,
-             grad=False)
+    check_op(lambda x: getattr(x, op)(**kw), [rand(4, 6, seed=17)], noncontiguous=True, grad=False)
 
 
 def test_argmax_ties_0d_and_ints():
@@ -230,8 +252,7 @@ def test_amax_ties_noncontiguous_and_0d():
 @pytest.mark.parametrize("kw", [{}, {"dim": 1}, {"dim": -1, "keepdim": True}])
 def test_aminmax(kw):
     x = np.round(rand(3, 5, seed=20))
-    res = check_op(lambda t: ember.aminmax(t, **kw), [x],
-                   torch_fn=lambda t: torch.aminmax(t, **kw))
+    res = check_op(lambda t: ember.aminmax(t, **kw), [x], torch_fn=lambda t: torch.aminmax(t, **kw))
     r = ember.aminmax(ember.tensor(x), **kw)
     assert r.min is r[0] and r.max is r[1]
     assert len(res) == 2
@@ -258,8 +279,10 @@ def test_prod_edge_cases():
     check_op(lambda t: t.prod(0), [np.zeros((0, 3), np.float32)])
     check_op(lambda t: t.prod(), [np.zeros((0, 3), np.float32)])
     check_op(lambda t: t.prod(), [np.array([[1, 2], [3, 4]], np.int32)])
-    check_op(lambda t: t.prod(1, dtype=ember.float64 if isinstance(t, ember.Tensor)
-                              else torch.float64), [rand(2, 3, seed=22)])
+    check_op(
+        lambda t: t.prod(1, dtype=ember.float64 if isinstance(t, ember.Tensor) else torch.float64),
+        [rand(2, 3, seed=22)],
+    )
     with pytest.raises(TypeError, match=r"prod\(\): argument 'dim' must be int"):
         ember.ones(2, 3).prod((0, 1))
 
@@ -295,8 +318,12 @@ def test_cumsum_cumprod(op, dim):
 def test_cumsum_cumprod_dtypes_0d_empty(op):
     check_op(lambda x: getattr(x, op)(0), [np.array([1, 2, 3], np.int32)])
     check_op(lambda x: getattr(x, op)(0), [np.array([True, False, True])])
-    check_op(lambda x: getattr(x, op)(1, dtype=ember.float64 if isinstance(x, ember.Tensor)
-                                      else torch.float64), [rand(2, 3, seed=26)])
+    check_op(
+        lambda x: getattr(x, op)(
+            1, dtype=ember.float64 if isinstance(x, ember.Tensor) else torch.float64
+        ),
+        [rand(2, 3, seed=26)],
+    )
     check_op(lambda x: getattr(x, op)(0), [np.array(1.5, np.float32)])
     check_op(lambda x: getattr(x, op)(-1), [np.zeros((0, 3), np.float32)])
     check_op(lambda x: getattr(x, op)(0), [np.zeros((0, 3), np.float32)])
@@ -329,10 +356,14 @@ def test_norm_gradient_at_zero_and_ties(p):
 
 
 def test_norm_misc():
-    check_op(lambda t: ember.norm(t) if isinstance(t, ember.Tensor) else torch.norm(t),
-             [rand(3, 4, seed=29)])
-    check_op(lambda t: t.norm(dtype=ember.float64 if isinstance(t, ember.Tensor)
-                              else torch.float64), [rand(3, 4, seed=30)])
+    check_op(
+        lambda t: ember.norm(t) if isinstance(t, ember.Tensor) else torch.norm(t),
+        [rand(3, 4, seed=29)],
+    )
+    check_op(
+        lambda t: t.norm(dtype=ember.float64 if isinstance(t, ember.Tensor) else torch.float64),
+        [rand(3, 4, seed=30)],
+    )
     check_op(lambda t: t.norm(), [np.array(-2.0, np.float32)])
     check_op(lambda t: t.norm(3), [np.zeros((0, 2), np.float32)])
     assert ember.ones(2, 3, dtype=ember.float16).norm().dtype is ember.float16
@@ -367,24 +398,39 @@ def test_count_nonzero(kw):
     x = np.round(rand(3, 4, 2, seed=32))
     out = check_op(lambda t: t.count_nonzero(**kw), [x], grad=False)
     assert out[0].dtype is ember.int64
-    check_op(lambda t: ember.count_nonzero(t, **kw) if isinstance(t, ember.Tensor)
-             else torch.count_nonzero(t, **kw), [x], grad=False)
+    check_op(
+        lambda t: (
+            ember.count_nonzero(t, **kw)
+            if isinstance(t, ember.Tensor)
+            else torch.count_nonzero(t, **kw)
+        ),
+        [x],
+        grad=False,
+    )
     check_op(lambda t: t.count_nonzero(), [np.zeros((0, 2), np.float32)], grad=False)
 
 
 # ------------------------------------------------------------------- dtypes: half, float32
 DTYPE_OPS = [
-    lambda x: x.sum(1), lambda x: x.mean(), lambda x: x.var(1), lambda x: x.std(),
-    lambda x: x.max(1).values, lambda x: x.amin(0), lambda x: x.prod(1),
-    lambda x: x.logsumexp(1), lambda x: x.cumsum(0), lambda x: x.cumprod(1),
-    lambda x: x.norm(dim=1), lambda x: x.norm(3), lambda x: x.norm(math.inf, 0),
+    lambda x: x.sum(1),
+    lambda x: x.mean(),
+    lambda x: x.var(1),
+    lambda x: x.std(),
+    lambda x: x.max(1).values,
+    lambda x: x.amin(0),
+    lambda x: x.prod(1),
+    lambda x: x.logsumexp(1),
+    lambda x: x.cumsum(0),
+    lambda x: x.cumprod(1),
+    lambda x: x.norm(dim=1),
+    lambda x: x.norm(3),
+    lambda x: x.norm(math.inf, 0),
 ]
 
 
 @pytest.mark.parametrize("fn", DTYPE_OPS)
 def test_float16_matches_torch(fn):
-    check_op(fn, [rand(4, 5, seed=41, dtype=np.float16, low=0.5, high=1.5)], atol=2e-2,
-             rtol=2e-2)
+    check_op(fn, [rand(4, 5, seed=41, dtype=np.float16, low=0.5, high=1.5)], atol=2e-2, rtol=2e-2)
 
 
 @pytest.mark.parametrize("fn", DTYPE_OPS)
@@ -431,8 +477,12 @@ def test_gradcheck_prod_and_cumprod_with_zeros():
     x = rand(3, 4, seed=34)
     x[0, 1] = 0
     x[2, [0, 3]] = 0
-    for fn in (lambda t: t.prod(1), lambda t: t.prod(), lambda t: t.cumprod(1),
-               lambda t: t.prod(0)):
+    for fn in (
+        lambda t: t.prod(1),
+        lambda t: t.prod(),
+        lambda t: t.cumprod(1),
+        lambda t: t.prod(0),
+    ):
         gradcheck_op(fn, [x])
 
 
@@ -486,8 +536,11 @@ def test_hessian_vector_product_matches_torch(name):
 
 @pytest.mark.parametrize("name", ["prod", "prod_all", "cumprod"])
 def test_hessian_vector_product_with_zeros(name):
-    fn = {"prod": lambda t: t.prod(1), "prod_all": lambda t: t.prod(),
-          "cumprod": lambda t: t.cumprod(1)}[name]
+    fn = {
+        "prod": lambda t: t.prod(1),
+        "prod_all": lambda t: t.prod(),
+        "cumprod": lambda t: t.cumprod(1),
+    }[name]
     x = _zeros_input((3, 4), 37)
     rng = np.random.default_rng(38)
     shape = tuple(fn(torch.tensor(x)).shape)
@@ -500,14 +553,25 @@ def test_hessian_vector_product_with_zeros(name):
 
 # ------------------------------------------------------------------------- dim errors
 DIM_ERRORS = {
-    "sum": lambda x: x.sum(3), "mean": lambda x: x.mean((0, -4)), "var": lambda x: x.var(3),
-    "std": lambda x: x.std(-4), "var_mean": lambda x: ember.var_mean(x, 5),
-    "max": lambda x: x.max(3), "min": lambda x: x.min(-4), "argmax": lambda x: x.argmax(3),
-    "argmin": lambda x: x.argmin(3), "amax": lambda x: x.amax((0, 3)),
-    "amin": lambda x: x.amin(-4), "aminmax": lambda x: ember.aminmax(x, dim=3),
-    "prod": lambda x: x.prod(3), "logsumexp": lambda x: x.logsumexp(3),
-    "cumsum": lambda x: x.cumsum(3), "cumprod": lambda x: x.cumprod(-4),
-    "norm": lambda x: x.norm(dim=3), "all": lambda x: x.all(3), "any": lambda x: x.any(-4),
+    "sum": lambda x: x.sum(3),
+    "mean": lambda x: x.mean((0, -4)),
+    "var": lambda x: x.var(3),
+    "std": lambda x: x.std(-4),
+    "var_mean": lambda x: ember.var_mean(x, 5),
+    "max": lambda x: x.max(3),
+    "min": lambda x: x.min(-4),
+    "argmax": lambda x: x.argmax(3),
+    "argmin": lambda x: x.argmin(3),
+    "amax": lambda x: x.amax((0, 3)),
+    "amin": lambda x: x.amin(-4),
+    "aminmax": lambda x: ember.aminmax(x, dim=3),
+    "prod": lambda x: x.prod(3),
+    "logsumexp": lambda x: x.logsumexp(3),
+    "cumsum": lambda x: x.cumsum(3),
+    "cumprod": lambda x: x.cumprod(-4),
+    "norm": lambda x: x.norm(dim=3),
+    "all": lambda x: x.all(3),
+    "any": lambda x: x.any(-4),
     "count_nonzero": lambda x: x.count_nonzero(3),
 }
 
@@ -537,8 +601,24 @@ def test_duplicate_dims_rejected():
 
 def test_methods_and_functions_exist():
     x = ember.ones(2, 3)
-    for name in ("var", "std", "max", "min", "argmax", "argmin", "amax", "amin", "aminmax",
-                 "prod", "logsumexp", "cumsum", "cumprod", "norm", "all", "any",
-                 "count_nonzero"):
+    for name in (
+        "var",
+        "std",
+        "max",
+        "min",
+        "argmax",
+        "argmin",
+        "amax",
+        "amin",
+        "aminmax",
+        "prod",
+        "logsumexp",
+        "cumsum",
+        "cumprod",
+        "norm",
+        "all",
+        "any",
+        "count_nonzero",
+    ):
         assert callable(getattr(x, name)) and callable(getattr(ember, name)), name
     assert callable(ember.var_mean) and callable(ember.std_mean)

@@ -12,8 +12,16 @@ from tests.oracle import check_op, gradcheck_op, rand, torch
 
 
 # ----------------------------------------------------------------------------- clamp
-@pytest.mark.parametrize("kw", [dict(min=-0.5), dict(max=0.7), dict(min=-0.5, max=0.7),
-                                dict(min=1.0, max=-1.0), dict(min=0, max=1)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(min=-0.5),
+        dict(max=0.7),
+        dict(min=-0.5, max=0.7),
+        dict(min=1.0, max=-1.0),
+        dict(min=0, max=1),
+    ],
+)
 @pytest.mark.parametrize("shape", [(3, 4), (), (0, 2), (2, 3, 4)])
 def test_clamp_scalar_bounds(kw, shape):
     x = rand(*shape, seed=1)
@@ -26,27 +34,46 @@ def test_clamp_gradient_passes_at_the_boundaries():
     """torch: x gets the gradient where min <= x <= max, both ends included."""
     x = np.array([-1.0, -0.5, 0.0, 0.5, 1.0, 2.0], dtype=np.float32)
     for kw in (dict(min=-0.5, max=0.5), dict(min=-0.5), dict(max=0.5)):
-        check_op(lambda t, kw=kw: ember.clamp(t, **kw), [x],
-                 torch_fn=lambda t, kw=kw: torch.clamp(t, **kw))
+        check_op(
+            lambda t, kw=kw: ember.clamp(t, **kw),
+            [x],
+            torch_fn=lambda t, kw=kw: torch.clamp(t, **kw),
+        )
     lo = np.array([-0.5] * 6, dtype=np.float32)
     hi = np.array([0.5, 0.5, 0.0, 0.5, 1.0, 1.0], dtype=np.float32)
-    check_op(lambda t, a, b: ember.clamp(t, a, b), [x, lo, hi],
-             torch_fn=lambda t, a, b: torch.clamp(t, a, b))
+    check_op(
+        lambda t, a, b: ember.clamp(t, a, b),
+        [x, lo, hi],
+        torch_fn=lambda t, a, b: torch.clamp(t, a, b),
+    )
 
 
-@pytest.mark.parametrize("shapes", [((3, 4), (4,), (3, 1)), ((3, 4), (), (3, 4)),
-                                    ((2, 4), (4,), (2, 1)), ((4, 2, 3), (2, 1), (3,))])
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        ((3, 4), (4,), (3, 1)),
+        ((3, 4), (), (3, 4)),
+        ((2, 4), (4,), (2, 1)),
+        ((4, 2, 3), (2, 1), (3,)),
+    ],
+)
 def test_clamp_tensor_bounds_broadcast(shapes):
     sx, sl, sh = shapes
     x, lo, hi = rand(*sx, seed=2), rand(*sl, seed=3, high=0.0), rand(*sh, seed=4, low=0.0)
-    check_op(lambda t, a, b: ember.clamp(t, a, b), [x, lo, hi],
-             torch_fn=lambda t, a, b: torch.clamp(t, a, b))
-    check_op(lambda t, a: ember.clamp(t, min=a), [x, lo],
-             torch_fn=lambda t, a: torch.clamp(t, min=a))
-    check_op(lambda t, b: ember.clamp(t, max=b), [x, hi],
-             torch_fn=lambda t, b: torch.clamp(t, max=b))
-    check_op(lambda t, a: ember.clamp_min(t, a), [x, lo],
-             torch_fn=lambda t, a: torch.clamp_min(t, a))
+    check_op(
+        lambda t, a, b: ember.clamp(t, a, b),
+        [x, lo, hi],
+        torch_fn=lambda t, a, b: torch.clamp(t, a, b),
+    )
+    check_op(
+        lambda t, a: ember.clamp(t, min=a), [x, lo], torch_fn=lambda t, a: torch.clamp(t, min=a)
+    )
+    check_op(
+        lambda t, b: ember.clamp(t, max=b), [x, hi], torch_fn=lambda t, b: torch.clamp(t, max=b)
+    )
+    check_op(
+        lambda t, a: ember.clamp_min(t, a), [x, lo], torch_fn=lambda t, a: torch.clamp_min(t, a)
+    )
     check_op(lambda t, b: t.clamp_max(b), [x, hi])
 
 
@@ -55,22 +82,31 @@ def test_clamp_bounds_wider_than_input(shapes):
     """The output takes the broadcast shape; torch's own backward fails on this case
     (it cannot put the gradient back into x's shape), so the gradient is gradchecked."""
     x, lo, hi = (rand(*s, seed=60 + i) for i, s in enumerate(shapes))
-    check_op(lambda t, a, b: ember.clamp(t, a, b), [x, lo, hi], grad=False,
-             torch_fn=lambda t, a, b: torch.clamp(t, a, b))
+    check_op(
+        lambda t, a, b: ember.clamp(t, a, b),
+        [x, lo, hi],
+        grad=False,
+        torch_fn=lambda t, a, b: torch.clamp(t, a, b),
+    )
     gradcheck_op(lambda t, a, b: ember.clamp(t, a, b), [x, lo, hi])
 
 
 def test_clamp_min_greater_than_max_gradients():
     x, lo, hi = rand(3, 4, seed=5), rand(3, 4, seed=6), rand(3, 4, seed=7)
-    check_op(lambda t, a, b: ember.clamp(t, a, b), [x, lo, hi],
-             torch_fn=lambda t, a, b: torch.clamp(t, a, b))
+    check_op(
+        lambda t, a, b: ember.clamp(t, a, b),
+        [x, lo, hi],
+        torch_fn=lambda t, a, b: torch.clamp(t, a, b),
+    )
 
 
 def test_clamp_noncontiguous_and_gradcheck():
     check_op(lambda t: t.clamp(-0.5, 0.5), [rand(4, 5, seed=8)], noncontiguous=True)
     gradcheck_op(lambda t: ember.clamp(t, -0.5, 0.5), [rand(3, 4, seed=9)])
-    gradcheck_op(lambda t, a, b: ember.clamp(t, a, b),
-                 [rand(3, 4, seed=10), rand(4, seed=11, high=0), rand(3, 1, seed=12, low=0)])
+    gradcheck_op(
+        lambda t, a, b: ember.clamp(t, a, b),
+        [rand(3, 4, seed=10), rand(4, seed=11, high=0), rand(3, 1, seed=12, low=0)],
+    )
 
 
 def test_clamp_dtypes_follow_torch():
@@ -90,8 +126,11 @@ def test_clamp_dtypes_follow_torch():
 def test_clamp_errors():
     with pytest.raises(RuntimeError, match="clamp: At least one of 'min' or 'max'"):
         ember.clamp(ember.ones(2))
-    with pytest.raises(RuntimeError, match=r"clamp: shapes \(2,\) and \(3,\) cannot be "
-                                           r"broadcast.*tensor a \(2\).*tensor b \(3\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"clamp: shapes \(2,\) and \(3,\) cannot be "
+        r"broadcast.*tensor a \(2\).*tensor b \(3\)",
+    ):
         ember.clamp(ember.ones(2), ember.zeros(3))
 
 
@@ -112,12 +151,16 @@ def test_clamp_double_backward():
 
 # ------------------------------------------------------------------ maximum / minimum
 @pytest.mark.parametrize("op", ["maximum", "minimum", "fmax", "fmin"])
-@pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 3), (4, 1)),
-                                    ((), (3,)), ((0, 3), (3,))])
+@pytest.mark.parametrize(
+    "shapes", [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 3), (4, 1)), ((), (3,)), ((0, 3), (3,))]
+)
 def test_minmax_match_torch(op, shapes):
     a, b = rand(*shapes[0], seed=16), rand(*shapes[1], seed=17)
-    check_op(lambda x, y: getattr(ember, op)(x, y), [a, b],
-             torch_fn=lambda x, y: getattr(torch, op)(x, y))
+    check_op(
+        lambda x, y: getattr(ember, op)(x, y),
+        [a, b],
+        torch_fn=lambda x, y: getattr(torch, op)(x, y),
+    )
     check_op(lambda x, y: getattr(x, op)(y), [a, b])
 
 
@@ -127,24 +170,37 @@ def test_minmax_ties_and_nan_follow_torch(op):
     NaN propagates (maximum) or is ignored (fmax), with torch's gradients."""
     a = np.array([1.0, 2.0, 3.0, np.nan, 5.0, np.nan, 0.0], dtype=np.float32)
     b = np.array([1.0, 1.0, 4.0, 1.0, np.nan, np.nan, -0.0], dtype=np.float32)
-    check_op(lambda x, y: getattr(ember, op)(x, y), [a, b],
-             torch_fn=lambda x, y: getattr(torch, op)(x, y))
-    check_op(lambda x, y: getattr(ember, op)(x, y), [a[:3], a[:3].copy()],
-             torch_fn=lambda x, y: getattr(torch, op)(x, y))
+    check_op(
+        lambda x, y: getattr(ember, op)(x, y),
+        [a, b],
+        torch_fn=lambda x, y: getattr(torch, op)(x, y),
+    )
+    check_op(
+        lambda x, y: getattr(ember, op)(x, y),
+        [a[:3], a[:3].copy()],
+        torch_fn=lambda x, y: getattr(torch, op)(x, y),
+    )
 
 
 def test_minmax_noncontiguous_gradcheck_and_dtypes():
-    check_op(lambda x, y: ember.maximum(x, y), [rand(4, 5, seed=18), rand(4, 5, seed=19)],
-             torch_fn=torch.maximum, noncontiguous=True)
+    check_op(
+        lambda x, y: ember.maximum(x, y),
+        [rand(4, 5, seed=18), rand(4, 5, seed=19)],
+        torch_fn=torch.maximum,
+        noncontiguous=True,
+    )
     for op in ("maximum", "minimum", "fmax", "fmin"):
-        gradcheck_op(lambda x, y, op=op: getattr(ember, op)(x, y),
-                     [rand(3, 4, seed=20), rand(4, seed=21)])
+        gradcheck_op(
+            lambda x, y, op=op: getattr(ember, op)(x, y), [rand(3, 4, seed=20), rand(4, seed=21)]
+        )
     i = ember.tensor([1, 5, 3])
     assert ember.maximum(i, ember.tensor([1.5, 1.0, 1.0])).dtype is ember.float32
     assert ember.maximum(i, i).dtype is ember.int64
     assert ember.maximum(ember.tensor([True]), ember.tensor([False])).dtype is ember.bool
-    assert ember.maximum(ember.ones(2, requires_grad=True), ember.zeros(2)).grad_fn.name() == \
-        "MaximumBackward"
+    assert (
+        ember.maximum(ember.ones(2, requires_grad=True), ember.zeros(2)).grad_fn.name()
+        == "MaximumBackward"
+    )
     with pytest.raises(RuntimeError, match=r"maximum: shapes \(2,\) and \(3,\)"):
         ember.maximum(ember.ones(2), ember.ones(3))
 
@@ -156,27 +212,42 @@ def test_minmax_double_backward():
 
 
 # ----------------------------------------------------------------------------- where
-@pytest.mark.parametrize("shapes", [((3, 4), (3, 4), (3, 4)), ((3, 4), (4,), (3, 1)),
-                                    ((4,), (2, 4), ()), ((), (3,), (3,)),
-                                    ((0, 2), (2,), (0, 2))])
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        ((3, 4), (3, 4), (3, 4)),
+        ((3, 4), (4,), (3, 1)),
+        ((4,), (2, 4), ()),
+        ((), (3,), (3,)),
+        ((0, 2), (2,), (0, 2)),
+    ],
+)
 def test_where_matches_torch(shapes):
     sc, sa, sb = shapes
     cond = np.asarray(rand(*sc, seed=24) > 0)
     a, b = rand(*sa, seed=25), rand(*sb, seed=26)
-    check_op(lambda c, x, y: ember.where(c, x, y), [cond, a, b],
-             torch_fn=lambda c, x, y: torch.where(c, x, y))
+    check_op(
+        lambda c, x, y: ember.where(c, x, y),
+        [cond, a, b],
+        torch_fn=lambda c, x, y: torch.where(c, x, y),
+    )
     check_op(lambda c, x, y: x.where(c, y), [cond, a, b])
 
 
 def test_where_scalars_and_promotion_follow_torch():
     cond = np.array([True, False, True])
     x = np.array([1.0, 2.0, 3.0], dtype=np.float32)
-    check_op(lambda c, t: ember.where(c, t, 0.0), [cond, x],
-             torch_fn=lambda c, t: torch.where(c, t, 0.0))
-    check_op(lambda c, t: ember.where(c, -1, t), [cond, x],
-             torch_fn=lambda c, t: torch.where(c, -1, t))
+    check_op(
+        lambda c, t: ember.where(c, t, 0.0), [cond, x], torch_fn=lambda c, t: torch.where(c, t, 0.0)
+    )
+    check_op(
+        lambda c, t: ember.where(c, -1, t), [cond, x], torch_fn=lambda c, t: torch.where(c, -1, t)
+    )
     cases = [
-        (np.array([1, 2, 3]), 2.5), (1, 0), (1.0, 0), (np.array([1, 2, 3]), np.float64(2.5)),
+        (np.array([1, 2, 3]), 2.5),
+        (1, 0),
+        (1.0, 0),
+        (np.array([1, 2, 3]), np.float64(2.5)),
         (np.array([1, 2, 3], dtype=np.int32), np.array([1.0, 2.0, 3.0])),
     ]
     for a, b in cases:
@@ -188,25 +259,32 @@ def test_where_scalars_and_promotion_follow_torch():
         t = torch.where(torch.from_numpy(cond), ta, tb)
         assert e.dtype.name == str(t.dtype).removeprefix("torch."), (a, b)
         np.testing.assert_allclose(e.numpy(), t.numpy())
-    e = ember.where(ember.tensor(cond), ember.tensor(1.0, dtype=ember.float64),
-                    ember.tensor([1, 2, 3]))
+    e = ember.where(
+        ember.tensor(cond), ember.tensor(1.0, dtype=ember.float64), ember.tensor([1, 2, 3])
+    )
     assert e.dtype is ember.float64
 
 
 def test_where_noncontiguous_gradcheck_double_backward():
     cond = rand(4, 5, seed=27) > 0
-    check_op(lambda c, x, y: ember.where(c, x, y), [cond, rand(4, 5, seed=28),
-                                                    rand(4, 5, seed=29)], noncontiguous=True,
-             torch_fn=lambda c, x, y: torch.where(c, x, y))
-    gradcheck_op(lambda c, x, y: ember.where(c, x, y), [cond[:, :3], rand(4, 3, seed=30),
-                                                        rand(3, seed=31)])
+    check_op(
+        lambda c, x, y: ember.where(c, x, y),
+        [cond, rand(4, 5, seed=28), rand(4, 5, seed=29)],
+        noncontiguous=True,
+        torch_fn=lambda c, x, y: torch.where(c, x, y),
+    )
+    gradcheck_op(
+        lambda c, x, y: ember.where(c, x, y), [cond[:, :3], rand(4, 3, seed=30), rand(3, seed=31)]
+    )
     x = ember.tensor(rand(3, 3, seed=32).astype(np.float64), requires_grad=True)
     assert ember.autograd.gradgradcheck(lambda t: ember.where(t > 0, t * t, t * 3), [x])
 
 
 def test_where_errors_and_single_argument():
-    with pytest.raises(RuntimeError, match="where: expected condition to be a boolean tensor, "
-                                           "but got a tensor with dtype int64"):
+    with pytest.raises(
+        RuntimeError,
+        match="where: expected condition to be a boolean tensor, but got a tensor with dtype int64",
+    ):
         ember.where(ember.tensor([1, 0]), 1.0, 0.0)
     with pytest.raises(RuntimeError, match=r"where: shapes \(2,\), \(3,\)|where: shapes"):
         ember.where(ember.tensor([True, False]), ember.ones(3), 0.0)
@@ -223,29 +301,40 @@ def test_where_errors_and_single_argument():
 @pytest.mark.parametrize("weight", [0.3, 0.75, 0.0, 1.0, -0.5, 2])
 def test_lerp_scalar_weight(weight):
     s, e = rand(3, 4, seed=33), rand(4, seed=34)
-    check_op(lambda a, b: ember.lerp(a, b, weight), [s, e],
-             torch_fn=lambda a, b: torch.lerp(a, b, weight))
+    check_op(
+        lambda a, b: ember.lerp(a, b, weight),
+        [s, e],
+        torch_fn=lambda a, b: torch.lerp(a, b, weight),
+    )
     check_op(lambda a, b: a.lerp(b, weight), [s, e])
 
 
-@pytest.mark.parametrize("shapes", [((3, 4), (3, 4), (3, 4)), ((3, 4), (4,), (3, 1)),
-                                    ((), (2,), ()), ((0, 2), (2,), (2,))])
+@pytest.mark.parametrize(
+    "shapes",
+    [((3, 4), (3, 4), (3, 4)), ((3, 4), (4,), (3, 1)), ((), (2,), ()), ((0, 2), (2,), (2,))],
+)
 def test_lerp_tensor_weight(shapes):
     s, e, w = (rand(*sh, seed=35 + i) for i, sh in enumerate(shapes))
-    check_op(lambda a, b, c: ember.lerp(a, b, c), [s, e, w],
-             torch_fn=lambda a, b, c: torch.lerp(a, b, c))
+    check_op(
+        lambda a, b, c: ember.lerp(a, b, c), [s, e, w], torch_fn=lambda a, b, c: torch.lerp(a, b, c)
+    )
 
 
 def test_lerp_gradcheck_double_backward_inplace_errors():
-    gradcheck_op(lambda a, b, c: ember.lerp(a, b, c),
-                 [rand(3, 4, seed=40), rand(4, seed=41), rand(3, 1, seed=42)])
+    gradcheck_op(
+        lambda a, b, c: ember.lerp(a, b, c),
+        [rand(3, 4, seed=40), rand(4, seed=41), rand(3, 1, seed=42)],
+    )
     gradcheck_op(lambda a, b: ember.lerp(a, b, 0.7), [rand(3, 4, seed=43), rand(4, seed=44)])
-    args = [ember.tensor(rand(2, 3, seed=45 + i).astype(np.float64), requires_grad=True)
-            for i in range(3)]
+    args = [
+        ember.tensor(rand(2, 3, seed=45 + i).astype(np.float64), requires_grad=True)
+        for i in range(3)
+    ]
     assert ember.autograd.gradgradcheck(lambda a, b, c: ember.lerp(a, b, c) * a, args)
     check_op(lambda a, b: (a * 1).lerp_(b, 0.25), [rand(3, 4, seed=48), rand(3, 4, seed=49)])
-    with pytest.raises(RuntimeError, match="lerp: expected dtype float32 for `end` but got "
-                                           "dtype float64"):
+    with pytest.raises(
+        RuntimeError, match="lerp: expected dtype float32 for `end` but got dtype float64"
+    ):
         ember.lerp(ember.ones(2), ember.ones(2, dtype=ember.float64), 0.5)
     with pytest.raises(RuntimeError, match="expected dtype float32 for `weight`"):
         ember.lerp(ember.ones(2), ember.ones(2), ember.ones(2, dtype=ember.float64))
@@ -262,20 +351,23 @@ def test_lerp_bfloat16_keeps_dtype():
 @pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((3, 4), (4,)), ((), (2,))])
 def test_logaddexp(shapes):
     a, b = rand(*shapes[0], seed=50, low=-5, high=5), rand(*shapes[1], seed=51)
-    check_op(lambda x, y: ember.logaddexp(x, y), [a, b],
-             torch_fn=lambda x, y: torch.logaddexp(x, y))
+    check_op(
+        lambda x, y: ember.logaddexp(x, y), [a, b], torch_fn=lambda x, y: torch.logaddexp(x, y)
+    )
     gradcheck_op(lambda x, y: ember.logaddexp(x, y), [a, b])
     big = np.array([1000.0, -1000.0, 0.0], dtype=np.float32)
-    check_op(lambda x, y: ember.logaddexp(x, y), [big, big[::-1].copy()],
-             torch_fn=lambda x, y: torch.logaddexp(x, y))
+    check_op(
+        lambda x, y: ember.logaddexp(x, y),
+        [big, big[::-1].copy()],
+        torch_fn=lambda x, y: torch.logaddexp(x, y),
+    )
 
 
 def test_nan_to_num():
     x = np.array([1.0, np.nan, np.inf, -np.inf, -2.0], dtype=np.float32)
     check_op(lambda t: ember.nan_to_num(t), [x], torch_fn=torch.nan_to_num)
     kw = dict(nan=0.5, posinf=9.0, neginf=-9.0)
-    check_op(lambda t: ember.nan_to_num(t, **kw), [x],
-             torch_fn=lambda t: torch.nan_to_num(t, **kw))
+    check_op(lambda t: ember.nan_to_num(t, **kw), [x], torch_fn=lambda t: torch.nan_to_num(t, **kw))
     check_op(lambda t: t.nan_to_num(posinf=3.0), [x])
     h = ember.tensor([np.inf, np.nan], dtype=ember.bfloat16).nan_to_num()
     assert h.dtype is ember.bfloat16 and np.isfinite(h.numpy().astype(np.float32)).all()
@@ -297,18 +389,28 @@ THREE_WAY = {
 
 
 @settings(max_examples=40, deadline=None)
-@given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=3, min_dims=0, max_dims=3,
-                                                min_side=1, max_side=3),
-       op=st.sampled_from(sorted(THREE_WAY)), seed=st.integers(0, 2**16))
+@given(
+    shapes=hnp.mutually_broadcastable_shapes(
+        num_shapes=3, min_dims=0, max_dims=3, min_side=1, max_side=3
+    ),
+    op=st.sampled_from(sorted(THREE_WAY)),
+    seed=st.integers(0, 2**16),
+)
 def test_broadcast_gradients_match_torch(shapes, op, seed):
     """Random broadcast-compatible shapes: forward and every gradient equal torch's (float64,
     so ties are rare; the first operand takes the output shape as torch's backward needs)."""
     out_shape = shapes.result_shape
     sx = out_shape if op == "clamp" else shapes.input_shapes[0]
-    arrays = [np.asarray(np.random.default_rng(seed + i).uniform(-2, 2, size=s))
-              for i, s in enumerate((sx,) + tuple(shapes.input_shapes[1:]))]
+    arrays = [
+        np.asarray(np.random.default_rng(seed + i).uniform(-2, 2, size=s))
+        for i, s in enumerate((sx,) + tuple(shapes.input_shapes[1:]))
+    ]
     if op == "clamp":
         arrays[1] = np.asarray(arrays[1] - 1.0)  # mostly min < max, sometimes not
     fn = THREE_WAY[op]
-    check_op(lambda x, a, b: fn(ember, x, a, b), arrays,
-             torch_fn=lambda x, a, b: fn(torch, x, a, b), seed=seed)
+    check_op(
+        lambda x, a, b: fn(ember, x, a, b),
+        arrays,
+        torch_fn=lambda x, a, b: fn(torch, x, a, b),
+        seed=seed,
+    )

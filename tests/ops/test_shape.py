@@ -74,8 +74,9 @@ def test_matches_torch(name, fn, shape):
 
 
 # view() of a non-contiguous tensor raises (see test_errors); a transposed (n, 1) is contiguous
-NONCONTIG = [c for c in CASES if len(c[2]) >= 2 and min(c[2][:2]) > 1
-             and c[0] not in ("view", "view_as")]
+NONCONTIG = [
+    c for c in CASES if len(c[2]) >= 2 and min(c[2][:2]) > 1 and c[0] not in ("view", "view_as")
+]
 
 
 @pytest.mark.parametrize("name,fn,shape", NONCONTIG, ids=[c[0] for c in NONCONTIG])
@@ -94,33 +95,37 @@ def test_double_backward(name, fn, shape):
     first_grad_gradcheck(fn, rand(*shape, seed=5))
 
 
-@pytest.mark.parametrize("fn,shape", [
-    (lambda x: x.flatten(), ()),
-    (lambda x: x.reshape(1, 1), ()),
-    (lambda x: x.squeeze(), ()),
-    (lambda x: x.squeeze(0), ()),
-    (lambda x: x.unsqueeze(0), ()),
-    (lambda x: x.unsqueeze(-1), ()),
-    (lambda x: x.movedim(0, 0), ()),
-    (lambda x: x.flip(0), ()),
-    (lambda x: x.roll(2), ()),
-    (lambda x: x.expand(2, 3), ()),
-    (lambda x: x.flatten(), (0, 3)),
-    (lambda x: x.flatten(0, 1), (2, 0, 3)),
-    (lambda x: x.unflatten(0, (-1, 2)), (0, 3)),
-    (lambda x: x.squeeze(), (1, 0, 1)),
-    (lambda x: x.unsqueeze(1), (0, 3)),
-    (lambda x: x.movedim(0, 1), (0, 3)),
-    (lambda x: x.narrow(1, 1, 1), (0, 3)),
-    (lambda x: x.flip(0, 1), (0, 3)),
-    (lambda x: x.roll(1, 0), (0, 3)),
-    (lambda x: x.roll(1, 1), (0, 3)),
-    (lambda x: x.tril(), (0, 3)),
-    (lambda x: x.triu(1), (3, 0)),
-    (lambda x: x.diagonal(), (0, 3)),
-    (lambda x: lib(x).diag_embed(x), (0,)),
-    (lambda x: x.transpose(0, 1), (0, 3)),
-], ids=lambda v: str(v) if isinstance(v, tuple) else None)
+@pytest.mark.parametrize(
+    "fn,shape",
+    [
+        (lambda x: x.flatten(), ()),
+        (lambda x: x.reshape(1, 1), ()),
+        (lambda x: x.squeeze(), ()),
+        (lambda x: x.squeeze(0), ()),
+        (lambda x: x.unsqueeze(0), ()),
+        (lambda x: x.unsqueeze(-1), ()),
+        (lambda x: x.movedim(0, 0), ()),
+        (lambda x: x.flip(0), ()),
+        (lambda x: x.roll(2), ()),
+        (lambda x: x.expand(2, 3), ()),
+        (lambda x: x.flatten(), (0, 3)),
+        (lambda x: x.flatten(0, 1), (2, 0, 3)),
+        (lambda x: x.unflatten(0, (-1, 2)), (0, 3)),
+        (lambda x: x.squeeze(), (1, 0, 1)),
+        (lambda x: x.unsqueeze(1), (0, 3)),
+        (lambda x: x.movedim(0, 1), (0, 3)),
+        (lambda x: x.narrow(1, 1, 1), (0, 3)),
+        (lambda x: x.flip(0, 1), (0, 3)),
+        (lambda x: x.roll(1, 0), (0, 3)),
+        (lambda x: x.roll(1, 1), (0, 3)),
+        (lambda x: x.tril(), (0, 3)),
+        (lambda x: x.triu(1), (3, 0)),
+        (lambda x: x.diagonal(), (0, 3)),
+        (lambda x: lib(x).diag_embed(x), (0,)),
+        (lambda x: x.transpose(0, 1), (0, 3)),
+    ],
+    ids=lambda v: str(v) if isinstance(v, tuple) else None,
+)
 def test_zero_dim_and_empty(fn, shape):
     check_op(fn, [rand(*shape, seed=6)])
 
@@ -128,9 +133,17 @@ def test_zero_dim_and_empty(fn, shape):
 @pytest.mark.parametrize("dtype", [np.int64, np.bool_, np.float16])
 def test_other_dtypes(dtype):
     x = (rand(3, 4, seed=7) * 3).astype(dtype)
-    for fn in (lambda t: t.flip(1), lambda t: t.roll(1, 0), lambda t: t.tril(),
-               lambda t: t.triu(1), lambda t: t.diagonal(), lambda t: t.narrow(0, 1, 2),
-               lambda t: t.flatten(), lambda t: t.movedim(1, 0), lambda t: t.unsqueeze(0)):
+    for fn in (
+        lambda t: t.flip(1),
+        lambda t: t.roll(1, 0),
+        lambda t: t.tril(),
+        lambda t: t.triu(1),
+        lambda t: t.diagonal(),
+        lambda t: t.narrow(0, 1, 2),
+        lambda t: t.flatten(),
+        lambda t: t.movedim(1, 0),
+        lambda t: t.unsqueeze(0),
+    ):
         check_op(fn, [x], atol=1e-3)
 
 
@@ -189,10 +202,17 @@ def test_writes_through_diagonal_and_narrow_views():
     assert x._version == 2
 
 
-@pytest.mark.parametrize("fn", [
-    lambda x: x.flip(0), lambda x: x.roll(1, 0), lambda x: x.tril(), lambda x: x.triu(),
-    lambda x: x.t().reshape(-1), lambda x: ember.diag(x),
-])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x: x.flip(0),
+        lambda x: x.roll(1, 0),
+        lambda x: x.tril(),
+        lambda x: x.triu(),
+        lambda x: x.t().reshape(-1),
+        lambda x: ember.diag(x),
+    ],
+)
 def test_copies_do_not_share_version(fn):
     x = ember.tensor(rand(3, 3, seed=10))
     y = fn(x)
@@ -235,47 +255,75 @@ def test_grad_fn_names():
 
 
 # ----------------------------------------------------------------------------- errors
-@pytest.mark.parametrize("fn,exc,pattern", [
-    (lambda x: x.flatten(1, 0), RuntimeError, "start_dim cannot come after end_dim"),
-    (lambda x: x.flatten(3), IndexError, r"flatten: Dimension out of range.*got 3"),
-    (lambda x: x.unflatten(1, (2, 2)), RuntimeError,
-     r"unflatten: Provided sizes \[2, 2\] don't multiply up to the size of dim 1 \(3\)"),
-    (lambda x: x.unflatten(1, ()), RuntimeError, "unflatten: sizes must be non-empty"),
-    (lambda x: x.unflatten(1, (-1, -1)), RuntimeError, "only one dimension can be inferred"),
-    (lambda x: x.squeeze(2), IndexError, r"squeeze: Dimension out of range"),
-    (lambda x: x.squeeze((0, -2)), RuntimeError, "appears multiple times"),
-    (lambda x: x.unsqueeze(3), IndexError,
-     r"unsqueeze: Dimension out of range \(expected to be in range of \[-3, 2\], but got 3\)"),
-    (lambda x: x.unsqueeze(-4), IndexError, "unsqueeze: Dimension out of range"),
-    (lambda x: x.movedim((0, 1), 0), RuntimeError,
-     r"movedim: Invalid source or destination dims: source \(\[0, 1\] dims\)"),
-    (lambda x: x.movedim((0, 0), (0, 1)), RuntimeError, r"movedim: repeated dim in `source`"),
-    (lambda x: x.movedim((0, 1), (1, -1)), RuntimeError, "repeated dim in `destination`"),
-    (lambda x: x.movedim(2, 0), IndexError, "movedim: Dimension out of range"),
-    (lambda x: x.narrow(1, 2, 2), RuntimeError,
-     r"narrow: start \(2\) \+ length \(2\) exceeds dimension size \(3\)"),
-    (lambda x: x.narrow(1, 4, 0), IndexError,
-     r"start out of range \(expected to be in range of \[-3, 3\], but got 4\)"),
-    (lambda x: x.narrow(1, 0, -1), RuntimeError, "length must be non-negative"),
-    (lambda x: x.narrow(2, 0, 1), IndexError, "narrow: Dimension out of range"),
-    (lambda x: x.narrow(0, ember.tensor(1.0), 1), RuntimeError, "0-dim integral Tensor"),
-    (lambda x: x.diagonal(0, 1, -1), RuntimeError, "diagonal dimensions cannot be identical"),
-    (lambda x: ember.diag(x.unsqueeze(0)), RuntimeError, r"diag\(\): Supports 1D or 2D"),
-    (lambda x: x.flip(0, 0), RuntimeError, "appears multiple times"),
-    (lambda x: x.flip(2), IndexError, "flip: Dimension out of range"),
-    (lambda x: x.flatten().fliplr(), RuntimeError, "fliplr: Input must be >= 2-d"),
-    (lambda x: x.roll((1, 2), 0), RuntimeError,
-     "roll: shifts and dimensions must align. shifts: 2, dims:1"),
-    (lambda x: x.roll((1, 2)), RuntimeError, "shifts: 2, dims:0"),
-    (lambda x: x.roll(1, 2), IndexError, "roll: Dimension out of range"),
-    (lambda x: x.flatten().tril(), RuntimeError,
-     "tril: input tensor must have at least 2 dimensions"),
-    (lambda x: x.flatten().triu(), RuntimeError, "triu: input tensor must have at least 2"),
-    (lambda x: x.t().view(-1), RuntimeError, "view size is not compatible"),
-    (lambda x: x.reshape(4, -1), RuntimeError, r"reshape: shape '\[4, -1\]' is invalid for input"),
-    (lambda x: x.expand(3, 3), RuntimeError, "expand: the expanded size"),
-    (lambda x: x.permute(0), RuntimeError, "permute: number of dims don't match"),
-])
+@pytest.mark.parametrize(
+    "fn,exc,pattern",
+    [
+        (lambda x: x.flatten(1, 0), RuntimeError, "start_dim cannot come after end_dim"),
+        (lambda x: x.flatten(3), IndexError, r"flatten: Dimension out of range.*got 3"),
+        (
+            lambda x: x.unflatten(1, (2, 2)),
+            RuntimeError,
+            r"unflatten: Provided sizes \[2, 2\] don't multiply up to the size of dim 1 \(3\)",
+        ),
+        (lambda x: x.unflatten(1, ()), RuntimeError, "unflatten: sizes must be non-empty"),
+        (lambda x: x.unflatten(1, (-1, -1)), RuntimeError, "only one dimension can be inferred"),
+        (lambda x: x.squeeze(2), IndexError, r"squeeze: Dimension out of range"),
+        (lambda x: x.squeeze((0, -2)), RuntimeError, "appears multiple times"),
+        (
+            lambda x: x.unsqueeze(3),
+            IndexError,
+            r"unsqueeze: Dimension out of range \(expected to be in range of \[-3, 2\], but got 3\)",  # noqa: E501
+        ),
+        (lambda x: x.unsqueeze(-4), IndexError, "unsqueeze: Dimension out of range"),
+        (
+            lambda x: x.movedim((0, 1), 0),
+            RuntimeError,
+            r"movedim: Invalid source or destination dims: source \(\[0, 1\] dims\)",
+        ),
+        (lambda x: x.movedim((0, 0), (0, 1)), RuntimeError, r"movedim: repeated dim in `source`"),
+        (lambda x: x.movedim((0, 1), (1, -1)), RuntimeError, "repeated dim in `destination`"),
+        (lambda x: x.movedim(2, 0), IndexError, "movedim: Dimension out of range"),
+        (
+            lambda x: x.narrow(1, 2, 2),
+            RuntimeError,
+            r"narrow: start \(2\) \+ length \(2\) exceeds dimension size \(3\)",
+        ),
+        (
+            lambda x: x.narrow(1, 4, 0),
+            IndexError,
+            r"start out of range \(expected to be in range of \[-3, 3\], but got 4\)",
+        ),
+        (lambda x: x.narrow(1, 0, -1), RuntimeError, "length must be non-negative"),
+        (lambda x: x.narrow(2, 0, 1), IndexError, "narrow: Dimension out of range"),
+        (lambda x: x.narrow(0, ember.tensor(1.0), 1), RuntimeError, "0-dim integral Tensor"),
+        (lambda x: x.diagonal(0, 1, -1), RuntimeError, "diagonal dimensions cannot be identical"),
+        (lambda x: ember.diag(x.unsqueeze(0)), RuntimeError, r"diag\(\): Supports 1D or 2D"),
+        (lambda x: x.flip(0, 0), RuntimeError, "appears multiple times"),
+        (lambda x: x.flip(2), IndexError, "flip: Dimension out of range"),
+        (lambda x: x.flatten().fliplr(), RuntimeError, "fliplr: Input must be >= 2-d"),
+        (
+            lambda x: x.roll((1, 2), 0),
+            RuntimeError,
+            "roll: shifts and dimensions must align. shifts: 2, dims:1",
+        ),
+        (lambda x: x.roll((1, 2)), RuntimeError, "shifts: 2, dims:0"),
+        (lambda x: x.roll(1, 2), IndexError, "roll: Dimension out of range"),
+        (
+            lambda x: x.flatten().tril(),
+            RuntimeError,
+            "tril: input tensor must have at least 2 dimensions",
+        ),
+        (lambda x: x.flatten().triu(), RuntimeError, "triu: input tensor must have at least 2"),
+        (lambda x: x.t().view(-1), RuntimeError, "view size is not compatible"),
+        (
+            lambda x: x.reshape(4, -1),
+            RuntimeError,
+            r"reshape: shape '\[4, -1\]' is invalid for input",
+        ),
+        (lambda x: x.expand(3, 3), RuntimeError, "expand: the expanded size"),
+        (lambda x: x.permute(0), RuntimeError, "permute: number of dims don't match"),
+    ],
+)
 def test_errors(fn, exc, pattern):
     x = ember.ones(2, 3)
     with pytest.raises(exc, match=pattern):

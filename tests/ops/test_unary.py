@@ -14,12 +14,30 @@ F = torch.nn.functional
 
 # name -> (low, high) of the random inputs (inside the op's domain, away from kinks)
 FLOAT_OPS = {
-    "exp": (-3, 3), "exp2": (-3, 3), "expm1": (-3, 3), "log": (0.1, 4), "log1p": (-0.9, 4),
-    "log2": (0.1, 4), "log10": (0.1, 4), "sqrt": (0.1, 4), "rsqrt": (0.1, 4),
-    "reciprocal": (0.2, 3), "sin": (-4, 4), "cos": (-4, 4), "tan": (-1.2, 1.2),
-    "sinh": (-2, 2), "cosh": (-2, 2), "asin": (-0.9, 0.9), "acos": (-0.9, 0.9),
-    "atan": (-3, 3), "erf": (-3, 3), "square": (-3, 3), "abs": (-3, 3), "sigmoid": (-6, 6),
-    "tanh": (-3, 3), "relu": (-3, 3),
+    "exp": (-3, 3),
+    "exp2": (-3, 3),
+    "expm1": (-3, 3),
+    "log": (0.1, 4),
+    "log1p": (-0.9, 4),
+    "log2": (0.1, 4),
+    "log10": (0.1, 4),
+    "sqrt": (0.1, 4),
+    "rsqrt": (0.1, 4),
+    "reciprocal": (0.2, 3),
+    "sin": (-4, 4),
+    "cos": (-4, 4),
+    "tan": (-1.2, 1.2),
+    "sinh": (-2, 2),
+    "cosh": (-2, 2),
+    "asin": (-0.9, 0.9),
+    "acos": (-0.9, 0.9),
+    "atan": (-3, 3),
+    "erf": (-3, 3),
+    "square": (-3, 3),
+    "abs": (-3, 3),
+    "sigmoid": (-6, 6),
+    "tanh": (-3, 3),
+    "relu": (-3, 3),
 }
 PIECEWISE = ("sign", "floor", "ceil", "trunc", "round", "frac")
 SHAPES = [(3, 4), (), (0, 3), (2, 3, 4)]
@@ -41,8 +59,9 @@ def test_float_ops_match_torch(name, shape):
 @pytest.mark.parametrize("name", sorted(FLOAT_OPS) + list(PIECEWISE))
 def test_noncontiguous_input(name):
     lo, hi = FLOAT_OPS.get(name, (-3, 3))
-    check_op(lambda t: getattr(t, name)(), [rand(4, 5, low=lo, high=hi, seed=2)],
-             noncontiguous=True)
+    check_op(
+        lambda t: getattr(t, name)(), [rand(4, 5, low=lo, high=hi, seed=2)], noncontiguous=True
+    )
 
 
 @pytest.mark.parametrize("name", PIECEWISE)
@@ -56,8 +75,10 @@ def test_piecewise_ops_match_torch(name, shape):
 
 
 def test_special_values_match_torch():
-    vals = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 2.5, -2.5, 0.5, 1e-30,
-                     -1e30, 88.0, -100.0], dtype=np.float32)
+    vals = np.array(
+        [0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 2.5, -2.5, 0.5, 1e-30, -1e30, 88.0, -100.0],
+        dtype=np.float32,
+    )
     for name in sorted(FLOAT_OPS) + list(PIECEWISE) + ["gelu", "silu", "softplus"]:
         fn = getattr(F, name) if name in ("gelu", "silu", "softplus") else _torch_fn(name)
         e = getattr(ember, name)(ember.tensor(vals)).numpy()
@@ -70,8 +91,9 @@ def test_special_values_match_torch():
 
 def test_round_decimals():
     x = rand(3, 4, low=-10, high=10, seed=4)
-    check_op(lambda t: ember.round(t, decimals=2), [x],
-             torch_fn=lambda t: torch.round(t, decimals=2))
+    check_op(
+        lambda t: ember.round(t, decimals=2), [x], torch_fn=lambda t: torch.round(t, decimals=2)
+    )
     check_op(lambda t: t.round(decimals=1), [x])
     assert ember.round(ember.tensor([0.5, 1.5, 2.5, -0.5])).tolist() == [0.0, 2.0, 2.0, -0.0]
 
@@ -91,8 +113,9 @@ def test_integer_inputs_promote_to_default_float(name):
     assert getattr(ember, name)(ember.tensor(vals)).dtype is ember.float64
 
 
-@pytest.mark.parametrize("name", ["abs", "square", "relu", "sign", "floor", "ceil", "round",
-                                  "trunc"])
+@pytest.mark.parametrize(
+    "name", ["abs", "square", "relu", "sign", "floor", "ceil", "round", "trunc"]
+)
 def test_integer_inputs_keep_their_dtype(name):
     ints = np.array([-3, 0, 2, 7], dtype=np.int64)
     e = getattr(ember, name)(ember.tensor(ints))
@@ -118,14 +141,20 @@ ACTIVATIONS = {
     "sigmoid": (lambda t: ember.sigmoid(t), torch.sigmoid),
     "tanh": (lambda t: ember.tanh(t), torch.tanh),
     "gelu": (lambda t: ember.gelu(t), F.gelu),
-    "gelu_tanh": (lambda t: ember.gelu(t, approximate="tanh"),
-                  lambda t: F.gelu(t, approximate="tanh")),
+    "gelu_tanh": (
+        lambda t: ember.gelu(t, approximate="tanh"),
+        lambda t: F.gelu(t, approximate="tanh"),
+    ),
     "silu": (lambda t: ember.silu(t), F.silu),
     "softplus": (lambda t: ember.softplus(t), F.softplus),
-    "softplus_beta": (lambda t: ember.softplus(t, beta=2.0, threshold=3.0),
-                      lambda t: F.softplus(t, beta=2.0, threshold=3.0)),
-    "softplus_small_beta": (lambda t: ember.softplus(t, beta=0.5, threshold=1.0),
-                            lambda t: F.softplus(t, beta=0.5, threshold=1.0)),
+    "softplus_beta": (
+        lambda t: ember.softplus(t, beta=2.0, threshold=3.0),
+        lambda t: F.softplus(t, beta=2.0, threshold=3.0),
+    ),
+    "softplus_small_beta": (
+        lambda t: ember.softplus(t, beta=0.5, threshold=1.0),
+        lambda t: F.softplus(t, beta=0.5, threshold=1.0),
+    ),
 }
 
 
@@ -148,8 +177,13 @@ def test_activations_noncontiguous_and_methods(name):
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_activations_float16(name):
     fn, tfn = ACTIVATIONS[name]
-    check_op(fn, [rand(4, 5, low=-4, high=4, seed=8, dtype=np.float16)], torch_fn=tfn,
-             atol=2e-3, rtol=2e-3)
+    check_op(
+        fn,
+        [rand(4, 5, low=-4, high=4, seed=8, dtype=np.float16)],
+        torch_fn=tfn,
+        atol=2e-3,
+        rtol=2e-3,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS) + ["erf", "exp", "log1p"])
@@ -168,10 +202,12 @@ def test_bfloat16_matches_torch(name):
     tx = torch.tensor(x.astype(np.float32)).to(torch.bfloat16).requires_grad_(True)
     tout = tfn(tx)
     tout.backward(torch.tensor(g.astype(np.float32)).to(torch.bfloat16))
-    np.testing.assert_allclose(out.detach().numpy().astype(np.float32),
-                               tout.detach().float().numpy(), rtol=2e-2, atol=1e-2)
-    np.testing.assert_allclose(ex.grad.numpy().astype(np.float32), tx.grad.float().numpy(),
-                               rtol=3e-2, atol=2e-2)
+    np.testing.assert_allclose(
+        out.detach().numpy().astype(np.float32), tout.detach().float().numpy(), rtol=2e-2, atol=1e-2
+    )
+    np.testing.assert_allclose(
+        ex.grad.numpy().astype(np.float32), tx.grad.float().numpy(), rtol=3e-2, atol=2e-2
+    )
     assert ex.grad.dtype is ember.bfloat16
 
 
@@ -195,8 +231,9 @@ def test_sigmoid_tails_keep_relative_precision():
 
 
 def test_relu_gradient_at_zero_and_nan():
-    check_op(lambda t: ember.relu(t), [np.array([-1.0, 0.0, 1.0, 2.0], np.float32)],
-             torch_fn=torch.relu)
+    check_op(
+        lambda t: ember.relu(t), [np.array([-1.0, 0.0, 1.0, 2.0], np.float32)], torch_fn=torch.relu
+    )
     out = ember.relu(ember.tensor([np.nan, -1.0]))
     assert np.isnan(out.numpy()[0])
 
@@ -211,12 +248,15 @@ def test_gradcheck(name):
     gradcheck_op(lambda t: getattr(ember, name)(t), [rand(2, 3, low=lo, high=hi, seed=11)])
 
 
-@pytest.mark.parametrize("fn", [
-    lambda t: ember.gelu(t, approximate="tanh"),
-    lambda t: ember.softplus(t, beta=2.0, threshold=1.5),
-    lambda t: ember.softplus(t, beta=0.5),
-    lambda t: ember.round(t, decimals=1),
-])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda t: ember.gelu(t, approximate="tanh"),
+        lambda t: ember.softplus(t, beta=2.0, threshold=1.5),
+        lambda t: ember.softplus(t, beta=0.5),
+        lambda t: ember.round(t, decimals=1),
+    ],
+)
 def test_gradcheck_with_arguments(fn):
     gradcheck_op(fn, [rand(3, 4, low=-3, high=3, seed=12)])
 
@@ -227,18 +267,21 @@ DOUBLE = sorted(set(FLOAT_OPS) - {"relu", "abs"}) + ["gelu", "silu", "softplus"]
 @pytest.mark.parametrize("name", DOUBLE)
 def test_gradgradcheck(name):
     lo, hi = FLOAT_OPS.get(name, (-3, 3))
-    x = ember.tensor(rand(2, 3, low=lo, high=hi, seed=13).astype(np.float64),
-                     requires_grad=True)
+    x = ember.tensor(rand(2, 3, low=lo, high=hi, seed=13).astype(np.float64), requires_grad=True)
     assert ember.autograd.gradgradcheck(lambda t: getattr(ember, name)(t), [x])
 
 
-@pytest.mark.parametrize("fn", [
-    lambda t: ember.gelu(t, approximate="tanh"), lambda t: ember.relu(t) * t,
-    lambda t: ember.abs(t) * t, lambda t: ember.softplus(t, beta=2.0, threshold=1.0),
-])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda t: ember.gelu(t, approximate="tanh"),
+        lambda t: ember.relu(t) * t,
+        lambda t: ember.abs(t) * t,
+        lambda t: ember.softplus(t, beta=2.0, threshold=1.0),
+    ],
+)
 def test_gradgradcheck_piecewise_and_arguments(fn):
-    x = ember.tensor(rand(3, 3, low=-3, high=3, seed=14).astype(np.float64),
-                     requires_grad=True)
+    x = ember.tensor(rand(3, 3, low=-3, high=3, seed=14).astype(np.float64), requires_grad=True)
     assert ember.autograd.gradgradcheck(fn, [x])
 
 
@@ -246,8 +289,9 @@ HVP = {
     "tanh": (lambda m, t: m.tanh(t)),
     "sigmoid": (lambda m, t: m.sigmoid(t)),
     "gelu": (lambda m, t: (m.nn.functional.gelu if m is torch else m.gelu)(t)),
-    "gelu_tanh": (lambda m, t: (m.nn.functional.gelu if m is torch else m.gelu)(
-        t, approximate="tanh")),
+    "gelu_tanh": (
+        lambda m, t: (m.nn.functional.gelu if m is torch else m.gelu)(t, approximate="tanh")
+    ),
     "silu": (lambda m, t: (m.nn.functional.silu if m is torch else m.silu)(t)),
     "erf_exp_log": (lambda m, t: m.erf(t) * m.exp(t) + m.log(t * t + 1)),
     "rsqrt_sqrt": (lambda m, t: m.rsqrt(t * t + 1) * m.sqrt(t * t + 2)),
@@ -270,8 +314,24 @@ def test_hessian_vector_product_matches_torch(name):
 
 
 # ------------------------------------------------------------------------------ in place
-INPLACE_OPS = ["exp", "log", "sqrt", "sigmoid", "tanh", "relu", "abs", "sin", "erf", "square",
-               "reciprocal", "rsqrt", "floor", "frac", "expm1", "log1p"]
+INPLACE_OPS = [
+    "exp",
+    "log",
+    "sqrt",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "abs",
+    "sin",
+    "erf",
+    "square",
+    "reciprocal",
+    "rsqrt",
+    "floor",
+    "frac",
+    "expm1",
+    "log1p",
+]
 
 
 @pytest.mark.parametrize("name", INPLACE_OPS)
@@ -283,8 +343,9 @@ def test_inplace_variants(name):
     e = ember.tensor(x)
     same = getattr(e, name + "_")()
     assert same is e and e._version == 1
-    np.testing.assert_allclose(e.numpy(), getattr(torch, name)(torch.from_numpy(x)).numpy(),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        e.numpy(), getattr(torch, name)(torch.from_numpy(x)).numpy(), rtol=1e-6
+    )
     assert getattr(ember, name + "_")(ember.tensor(x)).shape == x.shape
 
 
@@ -314,9 +375,14 @@ def _ulp_error(y, ref, dtype):
 
 
 def _erf_grid(dtype):
-    x = np.concatenate([np.linspace(-7, 7, 700_001), 10.0 ** np.linspace(-30, 1, 5001),
-                        -(10.0 ** np.linspace(-30, 1, 5001)),
-                        [0.84375, 1.25, 1 / 0.35, 6.0, 3.832506856900711]])
+    x = np.concatenate(
+        [
+            np.linspace(-7, 7, 700_001),
+            10.0 ** np.linspace(-30, 1, 5001),
+            -(10.0 ** np.linspace(-30, 1, 5001)),
+            [0.84375, 1.25, 1 / 0.35, 6.0, 3.832506856900711],
+        ]
+    )
     x = x.astype(dtype)
     return x, np.array([math.erf(v) for v in x.astype(np.float64)])
 

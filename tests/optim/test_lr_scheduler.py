@@ -25,11 +25,11 @@ class Decay:
         self.rate = rate
 
     def __call__(self, epoch):
-        return self.rate ** epoch
+        return self.rate**epoch
 
 
 SCHEDULERS = {
-    "LambdaLR": lambda s, o: s.LambdaLR(o, lambda e: 0.95 ** e),
+    "LambdaLR": lambda s, o: s.LambdaLR(o, lambda e: 0.95**e),
     "LambdaLR-per-group": lambda s, o: s.LambdaLR(o, [lambda e: 1 / (1 + e), Decay(0.9)]),
     "MultiplicativeLR": lambda s, o: s.MultiplicativeLR(o, lambda e: 0.97),
     "StepLR": lambda s, o: s.StepLR(o, step_size=7, gamma=0.5),
@@ -38,34 +38,52 @@ SCHEDULERS = {
     "CosineAnnealingLR": lambda s, o: s.CosineAnnealingLR(o, T_max=30, eta_min=0.001),
     "CosineAnnealingLR-zero-min": lambda s, o: s.CosineAnnealingLR(o, T_max=45),
     "CosineAnnealingWarmRestarts": lambda s, o: s.CosineAnnealingWarmRestarts(
-        o, T_0=10, T_mult=2, eta_min=1e-4),
+        o, T_0=10, T_mult=2, eta_min=1e-4
+    ),
     "CosineAnnealingWarmRestarts-T_mult1": lambda s, o: s.CosineAnnealingWarmRestarts(o, T_0=7),
     "LinearLR": lambda s, o: s.LinearLR(o, start_factor=0.25, end_factor=0.9, total_iters=40),
-    "LinearLR-decay": lambda s, o: s.LinearLR(o, start_factor=1.0, end_factor=0.1,
-                                              total_iters=70),
+    "LinearLR-decay": lambda s, o: s.LinearLR(o, start_factor=1.0, end_factor=0.1, total_iters=70),
     "ConstantLR": lambda s, o: s.ConstantLR(o, factor=0.5, total_iters=20),
     "PolynomialLR": lambda s, o: s.PolynomialLR(o, total_iters=60, power=2.0),
     "OneCycleLR-cos": lambda s, o: s.OneCycleLR(o, max_lr=[1.0, 0.5], total_steps=STEPS),
-    "OneCycleLR-linear": lambda s, o: s.OneCycleLR(o, max_lr=0.8, total_steps=STEPS + 20,
-                                                   anneal_strategy="linear", pct_start=0.25),
-    "OneCycleLR-three-phase": lambda s, o: s.OneCycleLR(o, max_lr=1.0, epochs=10,
-                                                        steps_per_epoch=10, three_phase=True,
-                                                        div_factor=10.0),
-    "OneCycleLR-no-momentum": lambda s, o: s.OneCycleLR(o, max_lr=1.0, total_steps=STEPS,
-                                                        cycle_momentum=False),
-    "CyclicLR-triangular2": lambda s, o: s.CyclicLR(o, base_lr=0.01, max_lr=0.1,
-                                                    step_size_up=15, mode="triangular2"),
-    "CyclicLR-exp_range": lambda s, o: s.CyclicLR(o, base_lr=[0.01, 0.02], max_lr=0.1,
-                                                  step_size_up=10, step_size_down=5,
-                                                  mode="exp_range", gamma=0.99),
+    "OneCycleLR-linear": lambda s, o: s.OneCycleLR(
+        o, max_lr=0.8, total_steps=STEPS + 20, anneal_strategy="linear", pct_start=0.25
+    ),
+    "OneCycleLR-three-phase": lambda s, o: s.OneCycleLR(
+        o, max_lr=1.0, epochs=10, steps_per_epoch=10, three_phase=True, div_factor=10.0
+    ),
+    "OneCycleLR-no-momentum": lambda s, o: s.OneCycleLR(
+        o, max_lr=1.0, total_steps=STEPS, cycle_momentum=False
+    ),
+    "CyclicLR-triangular2": lambda s, o: s.CyclicLR(
+        o, base_lr=0.01, max_lr=0.1, step_size_up=15, mode="triangular2"
+    ),
+    "CyclicLR-exp_range": lambda s, o: s.CyclicLR(
+        o,
+        base_lr=[0.01, 0.02],
+        max_lr=0.1,
+        step_size_up=10,
+        step_size_down=5,
+        mode="exp_range",
+        gamma=0.99,
+    ),
     "SequentialLR": lambda s, o: s.SequentialLR(
-        o, [s.LinearLR(o, start_factor=0.1, total_iters=10), s.CosineAnnealingLR(o, T_max=90)],
-        milestones=[10]),
+        o,
+        [s.LinearLR(o, start_factor=0.1, total_iters=10), s.CosineAnnealingLR(o, T_max=90)],
+        milestones=[10],
+    ),
     "SequentialLR-three": lambda s, o: s.SequentialLR(
-        o, [s.ConstantLR(o, factor=0.2, total_iters=5), s.ExponentialLR(o, gamma=0.9),
-            s.StepLR(o, step_size=10, gamma=0.5)], milestones=[20, 50]),
+        o,
+        [
+            s.ConstantLR(o, factor=0.2, total_iters=5),
+            s.ExponentialLR(o, gamma=0.9),
+            s.StepLR(o, step_size=10, gamma=0.5),
+        ],
+        milestones=[20, 50],
+    ),
     "ChainedScheduler": lambda s, o: s.ChainedScheduler(
-        [s.ConstantLR(o, factor=0.5, total_iters=10), s.ExponentialLR(o, gamma=0.98)]),
+        [s.ConstantLR(o, factor=0.5, total_iters=10), s.ExponentialLR(o, gamma=0.98)]
+    ),
 }
 ADAM_ONLY = {"OneCycleLR-three-phase"}  # cycles Adam's beta1 instead of SGD's momentum
 
@@ -161,9 +179,19 @@ def test_lambda_state_dict_keeps_callable_objects_state():
     assert set(tsched.state_dict()) == set(sd)
 
 
-@pytest.mark.parametrize("key", ["StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR",
-                                 "LinearLR", "ConstantLR", "PolynomialLR",
-                                 "CosineAnnealingWarmRestarts"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "StepLR",
+        "MultiStepLR",
+        "ExponentialLR",
+        "CosineAnnealingLR",
+        "LinearLR",
+        "ConstantLR",
+        "PolynomialLR",
+        "CosineAnnealingWarmRestarts",
+    ],
+)
 def test_step_with_epoch_uses_closed_form_like_torch(key):
     epochs = [3, 4, 10, 0, 25, 31, 60, 7, 70, 45]
     out = []
@@ -185,8 +213,17 @@ PLATEAU = [
     ({}, None),
     ({"mode": "max", "factor": 0.5, "patience": 2}, None),
     ({"threshold_mode": "abs", "threshold": 0.05, "patience": 1, "cooldown": 3}, None),
-    ({"mode": "max", "threshold_mode": "abs", "threshold": 0.01, "patience": 0,
-      "factor": 0.7, "min_lr": [0.01, 0.02]}, None),
+    (
+        {
+            "mode": "max",
+            "threshold_mode": "abs",
+            "threshold": 0.01,
+            "patience": 0,
+            "factor": 0.7,
+            "min_lr": [0.01, 0.02],
+        },
+        None,
+    ),
     ({"patience": 3, "cooldown": 2, "min_lr": 0.004, "factor": 0.3}, None),
     ({"factor": 0.5, "patience": 0, "eps": 0.02}, None),
 ]
@@ -195,8 +232,15 @@ PLATEAU = [
 def metrics():
     """Improves, plateaus, gets worse, improves a little: every branch of the rule."""
     rng = np.random.default_rng(0)
-    seq = np.concatenate([np.linspace(5, 2, 20), np.full(15, 2.0), np.linspace(2, 3, 15),
-                          np.linspace(3, 1.9, 20), 1.9 + 0.02 * rng.standard_normal(30)])
+    seq = np.concatenate(
+        [
+            np.linspace(5, 2, 20),
+            np.full(15, 2.0),
+            np.linspace(2, 3, 15),
+            np.linspace(3, 1.9, 20),
+            1.9 + 0.02 * rng.standard_normal(30),
+        ]
+    )
     return [float(v) for v in seq]
 
 
@@ -217,8 +261,10 @@ def test_reduce_lr_on_plateau_matches_torch(kw, tmp_path):
                 sched.load_state_dict(ck["s"])
             opt.step()
             sched.step(ember.tensor(np.array(m)) if lib is ember else m)
-            seq.append(list(sched.get_last_lr()) + [sched.num_bad_epochs, sched.cooldown_counter,
-                                                    sched.best])
+            seq.append(
+                list(sched.get_last_lr())
+                + [sched.num_bad_epochs, sched.cooldown_counter, sched.best]
+            )
         out.append(seq)
     assert_sequences_equal(out[1], out[0])
     assert len({tuple(r[:2]) for r in out[0]}) > 1 or kw.get("eps") == 0.02
@@ -239,8 +285,9 @@ def test_scheduler_errors():
     opt = make_optimizer(ember, False)
     with pytest.raises(TypeError, match="list is not an Optimizer"):
         L.StepLR([], step_size=1)
-    with pytest.raises(ValueError, match="Starting multiplicative factor expected to be greater "
-                                         "than 0"):
+    with pytest.raises(
+        ValueError, match="Starting multiplicative factor expected to be greater than 0"
+    ):
         L.LinearLR(opt, start_factor=0)
     with pytest.raises(ValueError, match="Constant multiplicative factor expected to be between"):
         L.ConstantLR(opt, factor=2.0)
@@ -260,8 +307,9 @@ def test_scheduler_errors():
     opt.step()
     sched.step()
     sched.step()
-    with pytest.raises(ValueError, match="Tried to step 3 times. The specified number of total "
-                                         "steps is 2"):
+    with pytest.raises(
+        ValueError, match="Tried to step 3 times. The specified number of total steps is 2"
+    ):
         sched.step()
     with pytest.raises(ValueError, match="does not support `ReduceLROnPlateau`"):
         L.ChainedScheduler([L.ReduceLROnPlateau(opt)])

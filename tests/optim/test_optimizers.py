@@ -149,7 +149,7 @@ def test_state_dict_round_trip_mid_run(name, kw, foreach, tmp_path):
     straight, _, _ = ember_run(name, kw, foreach, grads=grads)
     params = ember_params()
     opt = getattr(optim, name)(params, foreach=foreach, **kw)
-    fed_steps(opt, params, grads[:STEPS // 2])
+    fed_steps(opt, params, grads[: STEPS // 2])
     sd = opt.state_dict()
     assert sorted(sd["state"]) == [0, 1, 2, 3]
     assert sd["param_groups"][0]["params"] == [0, 1, 2, 3]
@@ -165,7 +165,7 @@ def test_state_dict_round_trip_mid_run(name, kw, foreach, tmp_path):
             np.testing.assert_array_equal(val.numpy(), ref.numpy())
             if key != "step":
                 assert val.data is not loaded["state"][i][key].data  # copied, not aliased
-    fed_steps(opt2, params, grads[STEPS // 2:])
+    fed_steps(opt2, params, grads[STEPS // 2 :])
     for a, b in zip(straight, params):
         np.testing.assert_array_equal(b.data, a)
     for e, p in zip(expected, params):
@@ -200,8 +200,7 @@ def test_load_casts_state_to_param_dtype():
     opt64 = optim.RMSprop(p64, lr=0.01, momentum=0.9)
     opt64.load_state_dict(opt.state_dict())
     st = opt64.state[p64[0]]
-    assert st["square_avg"].dtype is ember.float64 and st["momentum_buffer"].dtype is \
-        ember.float64
+    assert st["square_avg"].dtype is ember.float64 and st["momentum_buffer"].dtype is ember.float64
     assert st["step"].dtype is ember.float32
     ember_steps(opt64, p64, 2, np.float64)
 
@@ -234,9 +233,16 @@ def split_groups(params):
 
 
 @pytest.mark.parametrize("foreach", [False, True])
-@pytest.mark.parametrize("name,kw", [("SGD", {"lr": 0.05, "momentum": 0.9}),
-                                     ("Adam", {"lr": 0.01}), ("RMSprop", {"lr": 0.01}),
-                                     ("Adagrad", {"lr": 0.05}), ("AdamW", {"lr": 0.01})])
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("SGD", {"lr": 0.05, "momentum": 0.9}),
+        ("Adam", {"lr": 0.01}),
+        ("RMSprop", {"lr": 0.01}),
+        ("Adagrad", {"lr": 0.05}),
+        ("AdamW", {"lr": 0.01}),
+    ],
+)
 def test_two_param_groups_with_different_lr(name, kw, foreach):
     expected, grads = torch_run(name, kw, groups=split_groups)
     got, opt, _ = ember_run(name, kw, foreach, grads=grads, groups=split_groups)
@@ -288,8 +294,9 @@ def test_closure_reevaluates_under_grad_and_returns_loss():
     assert opt.step() is None  # no closure: no loss
 
 
-@pytest.mark.parametrize("name,kw", [("Adam", {"lr": 0.01}), ("SGD", {"lr": 0.05,
-                                                                     "momentum": 0.9})])
+@pytest.mark.parametrize(
+    "name,kw", [("Adam", {"lr": 0.01}), ("SGD", {"lr": 0.05, "momentum": 0.9})]
+)
 def test_zero_grad_modes(name, kw):
     params = ember_params()
     opt = getattr(optim, name)(params, foreach=True, **kw)
@@ -304,8 +311,7 @@ def test_zero_grad_modes(name, kw):
         opt.step()
     grads = [(p.grad, p.grad.data) for p in params]
     opt.zero_grad(set_to_none=False)
-    assert all(p.grad is g and p.grad.data is a and not a.any() for p, (g, a) in
-               zip(params, grads))
+    assert all(p.grad is g and p.grad.data is a and not a.any() for p, (g, a) in zip(params, grads))
     reference = ember_params()
     ember_steps(getattr(optim, name)(reference, foreach=False, **kw), reference, 10)
     for a, p in zip((r.data for r in reference), params):
@@ -406,12 +412,15 @@ def test_invalid_learning_rate(cls):
         getattr(optim, cls)(ember_params(), lr=-0.1)
 
 
-@pytest.mark.parametrize("kw,msg", [
-    ({"betas": (1.0, 0.999)}, "Invalid beta parameter at index 0: 1.0"),
-    ({"betas": (0.9, -0.1)}, "Invalid beta parameter at index 1: -0.1"),
-    ({"eps": -1.0}, "Invalid epsilon value: -1.0"),
-    ({"weight_decay": -1.0}, "Invalid weight_decay value: -1.0"),
-])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        ({"betas": (1.0, 0.999)}, "Invalid beta parameter at index 0: 1.0"),
+        ({"betas": (0.9, -0.1)}, "Invalid beta parameter at index 1: -0.1"),
+        ({"eps": -1.0}, "Invalid epsilon value: -1.0"),
+        ({"weight_decay": -1.0}, "Invalid weight_decay value: -1.0"),
+    ],
+)
 def test_invalid_adam_arguments(kw, msg):
     for cls in (optim.Adam, optim.AdamW):
         with pytest.raises(ValueError, match=msg.replace("(", r"\(")):
@@ -444,15 +453,17 @@ def test_invalid_params():
         optim.Adam(p[0])
     with pytest.raises(TypeError, match="ordered collections"):
         optim.Adam({p[0]})
-    with pytest.raises(TypeError, match="optimizer can only optimize Tensors, but one of the "
-                                        "params is int"):
+    with pytest.raises(
+        TypeError, match="optimizer can only optimize Tensors, but one of the params is int"
+    ):
         optim.Adam([p[0], 3])
     with pytest.raises(ValueError, match="can't optimize a non-leaf Tensor"):
         optim.Adam([p[0] * 2])
     with pytest.raises(TypeError, match="param_group must be a dict"):
         opt.add_param_group([p[3]])
-    with pytest.raises(ValueError, match="didn't specify a value of required optimization "
-                                         "parameter lr"):
+    with pytest.raises(
+        ValueError, match="didn't specify a value of required optimization parameter lr"
+    ):
         optim.SGD([{"params": [p[3]]}], lr=optim.required)
 
 
@@ -486,8 +497,10 @@ def test_big_parameters_split_across_threads():
     from ember.optim import foreach
 
     rng = np.random.default_rng(0)
-    arrays = [rng.normal(size=(700, 400)).astype(np.float32), rng.normal(size=(300,))
-              .astype(np.float32)]
+    arrays = [
+        rng.normal(size=(700, 400)).astype(np.float32),
+        rng.normal(size=(300,)).astype(np.float32),
+    ]
     grads = [rng.normal(size=a.shape).astype(np.float32) for a in arrays]
     results = []
     for threads, chunk in ((1, 1 << 30), (3, 1 << 17)):
@@ -507,9 +520,14 @@ def test_big_parameters_split_across_threads():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name,kw", [("Adam", {"lr": 0.01, "amsgrad": True}),
-                                     ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
-                                     ("RMSprop", {"lr": 0.01, "centered": True})])
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("Adam", {"lr": 0.01, "amsgrad": True}),
+        ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
+        ("RMSprop", {"lr": 0.01, "centered": True}),
+    ],
+)
 def test_non_contiguous_parameter(name, kw):
     """A parameter viewing a transposed array is updated in place through its strides."""
     expected, grads = torch_run(name, kw)

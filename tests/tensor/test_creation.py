@@ -12,11 +12,26 @@ def same_dtype(e, t) -> bool:
     return e.dtype.name == str(t.dtype).removeprefix("torch.")
 
 
-@pytest.mark.parametrize("data", [
-    [1, 2, 3], [1.0, 2.0], [1, 2.5], [True, False], [[1, 2], [3, 4]], 3, 2.5, True, [],
-    [[True, 1]], np.float64(1.5), np.int32(4), np.arange(3, dtype=np.int16),
-    np.ones(2, dtype=np.float64), np.array([1, 0], dtype=bool),
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        [1, 2, 3],
+        [1.0, 2.0],
+        [1, 2.5],
+        [True, False],
+        [[1, 2], [3, 4]],
+        3,
+        2.5,
+        True,
+        [],
+        [[True, 1]],
+        np.float64(1.5),
+        np.int32(4),
+        np.arange(3, dtype=np.int16),
+        np.ones(2, dtype=np.float64),
+        np.array([1, 0], dtype=bool),
+    ],
+)
 def test_tensor_infers_dtype_like_torch(data):
     e, t = ember.tensor(data), torch.tensor(data)
     assert same_dtype(e, t), (e.dtype, t.dtype)
@@ -95,10 +110,20 @@ def test_like_forms_keep_dtype_and_shape():
     assert ember.ones_like(src).tolist() == [[1.0] * 3] * 2
 
 
-@pytest.mark.parametrize("args,kw", [
-    ((5,), {}), ((2, 7), {}), ((0, 1, 0.1), {}), ((1, 2.5, 0.5), {}), ((5, 0, -1), {}),
-    ((10,), {"dtype": "float32"}), ((0.0, 3.0), {}), ((3, 3), {}), ((-1.0, 1.0, 0.25), {}),
-])
+@pytest.mark.parametrize(
+    "args,kw",
+    [
+        ((5,), {}),
+        ((2, 7), {}),
+        ((0, 1, 0.1), {}),
+        ((1, 2.5, 0.5), {}),
+        ((5, 0, -1), {}),
+        ((10,), {"dtype": "float32"}),
+        ((0.0, 3.0), {}),
+        ((3, 3), {}),
+        ((-1.0, 1.0, 0.25), {}),
+    ],
+)
 def test_arange_matches_torch(args, kw):
     e = ember.arange(*args, **{k: getattr(ember, v) for k, v in kw.items()})
     t = torch.arange(*args, **{k: getattr(torch, v) for k, v in kw.items()})
@@ -114,8 +139,9 @@ def test_arange_errors():
 
 
 def test_linspace_logspace_eye():
-    np.testing.assert_allclose(ember.linspace(-1, 1, 7).numpy(), torch.linspace(-1, 1, 7).numpy(),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        ember.linspace(-1, 1, 7).numpy(), torch.linspace(-1, 1, 7).numpy(), atol=1e-6
+    )
     assert ember.linspace(0, 1, 5).dtype is ember.float32
     assert ember.linspace(0, 1, 0).shape == (0,)
     assert ember.linspace(0, 1, 3, dtype=ember.float64).dtype is ember.float64
@@ -127,9 +153,13 @@ def test_linspace_logspace_eye():
 
 
 def test_requires_grad_on_creation_makes_a_leaf():
-    for x in [ember.tensor([1.0], requires_grad=True), ember.arange(3.0, requires_grad=True),
-              ember.linspace(0, 1, 3, requires_grad=True), ember.randn(2, requires_grad=True),
-              ember.rand(2, requires_grad=True)]:
+    for x in [
+        ember.tensor([1.0], requires_grad=True),
+        ember.arange(3.0, requires_grad=True),
+        ember.linspace(0, 1, 3, requires_grad=True),
+        ember.randn(2, requires_grad=True),
+        ember.rand(2, requires_grad=True),
+    ]:
         assert x.requires_grad and x.is_leaf and x.grad_fn is None
     with pytest.raises(RuntimeError, match="floating point"):
         ember.tensor([1, 2], requires_grad=True)

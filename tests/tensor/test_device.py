@@ -7,12 +7,15 @@ import ember
 from ember.tensor import backend
 
 
-@pytest.mark.parametrize("spec,type_,index,text", [
-    ("cpu", "cpu", None, "cpu"),
-    ("cuda", "cuda", None, "cuda"),
-    ("cuda:0", "cuda", 0, "cuda:0"),
-    ("cuda:1", "cuda", 1, "cuda:1"),
-])
+@pytest.mark.parametrize(
+    "spec,type_,index,text",
+    [
+        ("cpu", "cpu", None, "cpu"),
+        ("cuda", "cuda", None, "cuda"),
+        ("cuda:0", "cuda", 0, "cuda:0"),
+        ("cuda:1", "cuda", 1, "cuda:1"),
+    ],
+)
 def test_device_parses_like_torch(spec, type_, index, text):
     d = ember.device(spec)
     assert d.type == type_ and d.index == index and str(d) == text
@@ -46,15 +49,18 @@ def no_cupy(monkeypatch):
     monkeypatch.setattr(backend, "_cupy_error", ImportError("No module named 'cupy'"))
 
 
-@pytest.mark.parametrize("make", [
-    lambda: ember.zeros(2, device="cuda"),
-    lambda: ember.ones(2, device="cuda:1"),
-    lambda: ember.tensor([1.0], device="cuda"),
-    lambda: ember.randn(3, device="cuda"),
-    lambda: ember.arange(3, device=ember.device("cuda:0")),
-    lambda: ember.tensor([1.0]).to("cuda"),
-    lambda: ember.tensor([1.0]).cuda(),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ember.zeros(2, device="cuda"),
+        lambda: ember.ones(2, device="cuda:1"),
+        lambda: ember.tensor([1.0], device="cuda"),
+        lambda: ember.randn(3, device="cuda"),
+        lambda: ember.arange(3, device=ember.device("cuda:0")),
+        lambda: ember.tensor([1.0]).to("cuda"),
+        lambda: ember.tensor([1.0]).cuda(),
+    ],
+)
 def test_cuda_without_cupy_is_a_clear_error(no_cupy, make):
     with pytest.raises(RuntimeError, match=r"CUDA is not available.*CuPy.*device='cpu'"):
         make()

@@ -39,15 +39,18 @@ def test_generator_argument_is_independent_of_the_default_generator():
     assert g1.initial_seed() == 7
 
 
-@pytest.mark.parametrize("make", [
-    lambda g: ember.rand(5, generator=g),
-    lambda g: ember.randn(5, generator=g),
-    lambda g: ember.randint(10, (5,), generator=g),
-    lambda g: ember.randint(-3, 3, size=(5,), generator=g),
-    lambda g: ember.randperm(5, generator=g),
-    lambda g: ember.empty(5).normal_(generator=g),
-    lambda g: ember.empty(5).uniform_(-1, 1, generator=g),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda g: ember.rand(5, generator=g),
+        lambda g: ember.randn(5, generator=g),
+        lambda g: ember.randint(10, (5,), generator=g),
+        lambda g: ember.randint(-3, 3, size=(5,), generator=g),
+        lambda g: ember.randperm(5, generator=g),
+        lambda g: ember.empty(5).normal_(generator=g),
+        lambda g: ember.empty(5).uniform_(-1, 1, generator=g),
+    ],
+)
 def test_get_state_set_state_round_trip(make):
     g = ember.Generator().manual_seed(42)
     make(g)  # move away from the seed state

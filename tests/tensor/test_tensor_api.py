@@ -137,10 +137,20 @@ def test_contiguous():
     assert a.grad.shape == (2, 3) and a.grad.tolist() == [[1.0] * 3] * 2
 
 
-@pytest.mark.parametrize("method,dtype", [
-    ("float", "float32"), ("double", "float64"), ("half", "float16"), ("bfloat16", "bfloat16"),
-    ("long", "int64"), ("int", "int32"), ("short", "int16"), ("bool", "bool"), ("byte", "uint8"),
-])
+@pytest.mark.parametrize(
+    "method,dtype",
+    [
+        ("float", "float32"),
+        ("double", "float64"),
+        ("half", "float16"),
+        ("bfloat16", "bfloat16"),
+        ("long", "int64"),
+        ("int", "int32"),
+        ("short", "int16"),
+        ("bool", "bool"),
+        ("byte", "uint8"),
+    ],
+)
 def test_cast_methods(method, dtype):
     x = ember.tensor([0.0, 1.5, -2.0])
     out = getattr(x, method)()
@@ -174,38 +184,41 @@ def test_deepcopy_copies_and_pickle_is_refused():
 
 
 # ------------------------------------------------------------------------------ repr
-@pytest.mark.parametrize("make", [
-    lambda m: m.tensor([1.0, 2.0]),
-    lambda m: m.tensor([1, 2]),
-    lambda m: m.tensor([1.5, 2.25]),
-    lambda m: m.tensor(3.0),
-    lambda m: m.tensor(-7),
-    lambda m: m.tensor([True, False]),
-    lambda m: m.tensor([True, True]),
-    lambda m: m.tensor([[1.5, -2.0], [3.0, 4.0]]),
-    lambda m: m.tensor([1e-5, 1.0]),
-    lambda m: m.tensor([1.0, 2000.0]),
-    lambda m: m.tensor([1e10, 1.0]),
-    lambda m: m.tensor([1.0, float("inf")]),
-    lambda m: m.tensor([1.5, float("nan")]),
-    lambda m: m.tensor([1.0, 100.0]),
-    lambda m: m.zeros(0, 3),
-    lambda m: m.tensor([]),
-    lambda m: m.tensor([], dtype=m.int64),
-    lambda m: m.ones(2, 3),
-    lambda m: m.arange(30.0),
-    lambda m: m.linspace(0, 1, 23),
-    lambda m: m.ones(2, dtype=m.float64),
-    lambda m: m.ones(2, dtype=m.int32),
-    lambda m: m.ones(2, dtype=m.float16),
-    lambda m: m.ones(2, dtype=m.bfloat16),
-    lambda m: m.tensor([1.0, 2.0], requires_grad=True),
-    lambda m: m.tensor([1.0, 2.0], requires_grad=True) * 2,
-    lambda m: m.tensor([1.0, 2.0], requires_grad=True) + 1,
-    lambda m: m.tensor([1.0, 2.0], requires_grad=True).sum(),
-    lambda m: m.tensor([1.0, 2.0], dtype=m.float64, requires_grad=True) - 1,
-    lambda m: m.tensor([1.0, 2.0], requires_grad=True).clone(),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: m.tensor([1.0, 2.0]),
+        lambda m: m.tensor([1, 2]),
+        lambda m: m.tensor([1.5, 2.25]),
+        lambda m: m.tensor(3.0),
+        lambda m: m.tensor(-7),
+        lambda m: m.tensor([True, False]),
+        lambda m: m.tensor([True, True]),
+        lambda m: m.tensor([[1.5, -2.0], [3.0, 4.0]]),
+        lambda m: m.tensor([1e-5, 1.0]),
+        lambda m: m.tensor([1.0, 2000.0]),
+        lambda m: m.tensor([1e10, 1.0]),
+        lambda m: m.tensor([1.0, float("inf")]),
+        lambda m: m.tensor([1.5, float("nan")]),
+        lambda m: m.tensor([1.0, 100.0]),
+        lambda m: m.zeros(0, 3),
+        lambda m: m.tensor([]),
+        lambda m: m.tensor([], dtype=m.int64),
+        lambda m: m.ones(2, 3),
+        lambda m: m.arange(30.0),
+        lambda m: m.linspace(0, 1, 23),
+        lambda m: m.ones(2, dtype=m.float64),
+        lambda m: m.ones(2, dtype=m.int32),
+        lambda m: m.ones(2, dtype=m.float16),
+        lambda m: m.ones(2, dtype=m.bfloat16),
+        lambda m: m.tensor([1.0, 2.0], requires_grad=True),
+        lambda m: m.tensor([1.0, 2.0], requires_grad=True) * 2,
+        lambda m: m.tensor([1.0, 2.0], requires_grad=True) + 1,
+        lambda m: m.tensor([1.0, 2.0], requires_grad=True).sum(),
+        lambda m: m.tensor([1.0, 2.0], dtype=m.float64, requires_grad=True) - 1,
+        lambda m: m.tensor([1.0, 2.0], requires_grad=True).clone(),
+    ],
+)
 def test_repr_matches_torch(make):
     assert repr(make(ember)) == like_torch(make(torch))
 

@@ -13,8 +13,13 @@ from ember.loggers import Logger
 from ember.optim import SGD
 from ember.trainer import TrainingModule
 
-QUIET = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False,
-         "enable_checkpointing": False, "accelerator": "cpu"}
+QUIET = {
+    "logger": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "enable_checkpointing": False,
+    "accelerator": "cpu",
+}
 
 
 def toy_data(n: int = 32, seed: int = 0):

@@ -12,8 +12,7 @@ import sys
 import numpy as np
 
 if __name__ == "__main__":  # run as a script by the subprocess tests
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-        __file__)))))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import ember  # noqa: E402
 import ember.nn as nn  # noqa: E402
@@ -27,8 +26,13 @@ from ember.trainer import Trainer, TrainingModule  # noqa: E402
 
 N_TRAIN, BATCH = 40, 4  # 10 batches (= optimizer steps) per epoch
 EPOCHS = 3
-QUIET = {"enable_progress_bar": False, "enable_model_summary": False,
-         "enable_checkpointing": False, "accelerator": "cpu", "num_sanity_val_steps": 0}
+QUIET = {
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "enable_checkpointing": False,
+    "accelerator": "cpu",
+    "num_sanity_val_steps": 0,
+}
 
 
 class DropoutNet(TrainingModule):
@@ -54,9 +58,10 @@ class DropoutNet(TrainingModule):
 
     def configure_optimizers(self):
         opt = SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": StepLR(opt, step_size=4,
-                                                                      gamma=0.5),
-                                                   "interval": "step"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": StepLR(opt, step_size=4, gamma=0.5), "interval": "step"},
+        }
 
 
 def data(n: int, seed: int):
@@ -67,8 +72,10 @@ def data(n: int, seed: int):
 
 
 def loaders():
-    return (DataLoader(data(N_TRAIN, 0), batch_size=BATCH, shuffle=True),
-            DataLoader(data(8, 1), batch_size=4))
+    return (
+        DataLoader(data(N_TRAIN, 0), batch_size=BATCH, shuffle=True),
+        DataLoader(data(8, 1), batch_size=4),
+    )
 
 
 def disturb_rngs() -> None:
@@ -90,8 +97,7 @@ def csv_rows(save_dir) -> list[dict]:
         return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
 
 
-def fit(save_dir, callbacks=(), ckpt_path=None, max_epochs: int = EPOCHS, logger=True,
-        **kwargs):
+def fit(save_dir, callbacks=(), ckpt_path=None, max_epochs: int = EPOCHS, logger=True, **kwargs):
     """One fit from seed 0 (model and data built here); returns (trainer, model)."""
     ember.manual_seed(0)
     np.random.seed(0)
@@ -101,8 +107,14 @@ def fit(save_dir, callbacks=(), ckpt_path=None, max_epochs: int = EPOCHS, logger
     if ckpt_path is not None:
         disturb_rngs()  # a resumed run must not depend on the state it starts in
     lg = CSVLogger(save_dir, version=0, flush_logs_every_n_steps=1) if logger else False
-    trainer = Trainer(max_epochs=max_epochs, logger=lg, callbacks=list(callbacks),
-                      log_every_n_steps=1, default_root_dir=save_dir, **{**QUIET, **kwargs})
+    trainer = Trainer(
+        max_epochs=max_epochs,
+        logger=lg,
+        callbacks=list(callbacks),
+        log_every_n_steps=1,
+        default_root_dir=save_dir,
+        **{**QUIET, **kwargs},
+    )
     trainer.fit(model, train, val, ckpt_path=ckpt_path)
     return trainer, model
 
@@ -144,8 +156,11 @@ def main(mode: str, root: str) -> None:
     if mode == "sigterm":
         trainer, model = fit(root, [SlowSteps(os.path.join(root, "running"), 0.05)])
         handler_back = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-        print(f"DONE interrupted={trainer.interrupted} sigterm={trainer.received_sigterm} "
-              f"step={trainer.global_step} handler_restored={handler_back}", flush=True)
+        print(
+            f"DONE interrupted={trainer.interrupted} sigterm={trainer.received_sigterm} "
+            f"step={trainer.global_step} handler_restored={handler_back}",
+            flush=True,
+        )
     elif mode == "kill9":
         ckpts = os.path.join(root, "ckpts")
         fit(root, [SaveEveryStep(ckpts, 0.02)], logger=False, max_epochs=EPOCHS)

@@ -45,8 +45,7 @@ def test_plain_safetensors_reads_it_with_model_keys_unprefixed(saved):
     others = [k for k in tensors if k not in state]
     assert others and all("/" in k for k in others)  # namespaced, never a module key
     assert any(k.startswith("optimizer_states/0/state/") for k in others)
-    assert {"rng_states/ember", "rng_states/numpy/state", "rng_states/python/state"} <= set(
-        others)
+    assert {"rng_states/ember", "rng_states/numpy/state", "rng_states/python/state"} <= set(others)
 
 
 def test_pytorch_loads_the_weights(saved):
@@ -71,8 +70,12 @@ def test_pytorch_loads_the_weights(saved):
     assert result.unexpected_keys and all("/" in k for k in result.unexpected_keys)
     x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
     model.eval()
-    np.testing.assert_allclose(net(torch.from_numpy(x)).detach().numpy(),
-                               model(ember.tensor(x)).detach().numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        net(torch.from_numpy(x)).detach().numpy(),
+        model(ember.tensor(x)).detach().numpy(),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     model.train()
 
 
@@ -87,8 +90,15 @@ def test_metadata_is_one_json_document(saved):
     assert doc["checksum"] == "sha256" and set(doc["checksums"]) == set(keys)
     assert doc["state_dict"] == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
     text = meta["ember_checkpoint"]
-    for word in ("batches_that_stepped", "batches_consumed", "base_seed", "hyper_parameters",
-                 "lr_schedulers", "step_size", "train_loss_epoch"):
+    for word in (
+        "batches_that_stepped",
+        "batches_consumed",
+        "base_seed",
+        "hyper_parameters",
+        "lr_schedulers",
+        "step_size",
+        "train_loss_epoch",
+    ):
         assert word in text, word
 
 
@@ -108,8 +118,9 @@ def test_checkpoint_dict_round_trip(saved):
     assert opt["param_groups"][0]["momentum"] == 0.9 and set(opt["state"]) == {0, 1, 2, 3}
     live = trainer.optimizers[0].state_dict()["state"]
     for i in range(4):
-        np.testing.assert_array_equal(opt["state"][i]["momentum_buffer"],
-                                      live[i]["momentum_buffer"].numpy())
+        np.testing.assert_array_equal(
+            opt["state"][i]["momentum_buffer"], live[i]["momentum_buffer"].numpy()
+        )
     for a, b in zip(ckpt["state_dict"].values(), weights(model)):
         np.testing.assert_array_equal(a.numpy(), b)
     assert ckpt["rng_states"]["ember"].dtype == np.uint8
@@ -165,8 +176,11 @@ def test_every_sampled_bit_flip_is_caught(saved, tmp_path):
     raw = bytearray(open(path, "rb").read())
     header_end = 8 + int.from_bytes(raw[:8], "little")
     rng = np.random.default_rng(0)
-    positions = list(range(8)) + list(rng.integers(8, header_end, 150)) + list(
-        rng.integers(header_end, len(raw), 100))
+    positions = (
+        list(range(8))
+        + list(rng.integers(8, header_end, 150))
+        + list(rng.integers(header_end, len(raw), 100))
+    )
     bad = tmp_path / "flipped.ckpt"
     for pos in positions:
         data = bytearray(raw)
@@ -201,8 +215,14 @@ def test_weights_only(saved, tmp_path):
     path = tmp_path / "w.ckpt"
     trainer.save_checkpoint(path, weights_only=True)
     ckpt = read_checkpoint(path)
-    assert set(ckpt) == {"epoch", "global_step", "ember_version", "state_dict", "hparams_name",
-                         "hyper_parameters"}
+    assert set(ckpt) == {
+        "epoch",
+        "global_step",
+        "ember_version",
+        "state_dict",
+        "hparams_name",
+        "hyper_parameters",
+    }
     again = DropoutNet.load_from_checkpoint(path)
     for a, b in zip(weights(again), weights(model)):
         np.testing.assert_array_equal(a, b)
@@ -244,13 +264,13 @@ def test_hooks_add_json_and_arrays_and_callback_state_travels(tmp_path):
             seen["module"] = checkpoint["extras"]
 
     path = tmp_path / "x.ckpt"
-    trainer = Trainer(**QUIET, logger=False, max_steps=3,
-                      callbacks=[Counter("a"), Counter("b")])
+    trainer = Trainer(**QUIET, logger=False, max_steps=3, callbacks=[Counter("a"), Counter("b")])
     trainer.fit(WithExtras(), loaders()[0])
     trainer.callbacks[0].count = 5
     trainer.save_checkpoint(path)
     Trainer(**QUIET, logger=False, max_steps=4, callbacks=[Counter("a"), Counter("b")]).fit(
-        WithExtras(), loaders()[0], ckpt_path=path)
+        WithExtras(), loaders()[0], ckpt_path=path
+    )
     assert seen["a"] == {"count": 5, "best": float("inf")} and seen["b"]["count"] == 3
     assert seen["a_hook"] == ["a", "b"]
     assert seen["module"]["ids"] == (1, 2) and seen["module"]["none"] is None
@@ -264,8 +284,11 @@ def test_unsavable_values_are_named(tmp_path):
 
     trainer = Trainer(**QUIET, logger=False, max_steps=1)
     trainer.fit(Bad(), loaders()[0])
-    with pytest.raises(TypeError, match=r"Trainer.save_checkpoint: cannot store a "
-                                        r"builtins.object at \['thing'\]"):
+    with pytest.raises(
+        TypeError,
+        match=r"Trainer.save_checkpoint: cannot store a "
+        r"builtins.object at \['thing'\]",
+    ):
         trainer.save_checkpoint(tmp_path / "x.ckpt")
     assert not os.listdir(tmp_path)
 
@@ -298,8 +321,9 @@ def test_datamodule_state_and_saving_outside_fit(tmp_path):
     assert ckpt[Stream.__qualname__] == {"position": 7}  # Lightning's key
     assert ckpt["datamodule_hyper_parameters"] == {"position": 7}
     dm = Stream()
-    Trainer(**QUIET, logger=False, max_steps=3).fit(DropoutNet(), datamodule=dm,
-                                                    ckpt_path=tmp_path / "x.ckpt")
+    Trainer(**QUIET, logger=False, max_steps=3).fit(
+        DropoutNet(), datamodule=dm, ckpt_path=tmp_path / "x.ckpt"
+    )
     assert dm.position == 7
 
     evaluator = Trainer(**QUIET, logger=False)  # after validate only: no optimizer, no loop

@@ -28,12 +28,15 @@ def with_optimizers(conf_fn):
 
 
 # ------------------------------------------------------------ configure_optimizers
-@pytest.mark.parametrize("conf, got", [
-    (lambda m: "adam", "str"),
-    (lambda m: 0.1, "float"),
-    (lambda m: [SGD(m.parameters(), lr=0.1), "x"], "list"),
-    (lambda m: (SGD(m.parameters(), lr=0.1), 3), "tuple"),
-])
+@pytest.mark.parametrize(
+    "conf, got",
+    [
+        (lambda m: "adam", "str"),
+        (lambda m: 0.1, "float"),
+        (lambda m: [SGD(m.parameters(), lr=0.1), "x"], "list"),
+        (lambda m: (SGD(m.parameters(), lr=0.1), 3), "tuple"),
+    ],
+)
 def test_configure_optimizers_returning_something_unusable(conf, got):
     with pytest.raises(TypeError, match=f"configure_optimizers returned {got}"):
         fit(with_optimizers(conf))
@@ -47,8 +50,10 @@ def test_configure_optimizers_dict_errors():
 
     def bad_interval(m):
         opt = SGD(m.parameters(), lr=0.1)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": StepLR(opt, 1),
-                                                   "interval": "batch"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": StepLR(opt, 1), "interval": "batch"},
+        }
 
     with pytest.raises(ValueError, match="'interval' must be 'step' or 'epoch', got 'batch'"):
         fit(with_optimizers(bad_interval))
@@ -127,8 +132,9 @@ def test_training_step_bad_returns():
         fit(step_returning(lambda m, b: {"los": m(b[0]).sum()}))
     with pytest.raises(TypeError, match="training_step must return .* got str"):
         fit(step_returning(lambda m, b: "loss"))
-    with pytest.raises(RuntimeError, match="training_step returned a loss that does not "
-                                           "require grad"):
+    with pytest.raises(
+        RuntimeError, match="training_step returned a loss that does not require grad"
+    ):
         fit(step_returning(lambda m, b: m(b[0]).sum().detach()))
 
 
@@ -156,24 +162,27 @@ def test_manual_optimization_rejects_accumulation_and_clipping():
 
 
 # ---------------------------------------------------------------------- arguments
-@pytest.mark.parametrize("kwargs, match", [
-    ({"precision": "16-mixed"}, "mixed precision .* comes with issue 9"),
-    ({"precision": "bf16-mixed"}, "issue 9"),
-    ({"limit_train_batches": 1.5}, "limit_train_batches=1.5"),
-    ({"limit_val_batches": -1}, "limit_val_batches=-1"),
-    ({"gradient_clip_algorithm": "l2"}, "gradient_clip_algorithm='l2'"),
-    ({"gradient_clip_val": -1.0}, "gradient_clip_val=-1.0"),
-    ({"max_time": "1 hour"}, "max_time='1 hour'"),
-    ({"fast_dev_run": -1}, "fast_dev_run=-1"),
-    ({"devices": 2}, "devices=2"),
-    ({"accelerator": "tpu"}, "accelerator='tpu'"),
-    ({"strategy": "fsdp"}, "strategy='fsdp'"),
-    ({"accumulate_grad_batches": 0}, "accumulate_grad_batches=0"),
-    ({"check_val_every_n_epoch": 0}, "check_val_every_n_epoch=0"),
-    ({"check_val_every_n_epoch": None, "val_check_interval": 0.5}, "must be an int"),
-    ({"num_sanity_val_steps": -2}, "num_sanity_val_steps=-2"),
-    ({"max_epochs": -5}, "max_epochs=-5"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"precision": "16-mixed"}, "mixed precision .* comes with issue 9"),
+        ({"precision": "bf16-mixed"}, "issue 9"),
+        ({"limit_train_batches": 1.5}, "limit_train_batches=1.5"),
+        ({"limit_val_batches": -1}, "limit_val_batches=-1"),
+        ({"gradient_clip_algorithm": "l2"}, "gradient_clip_algorithm='l2'"),
+        ({"gradient_clip_val": -1.0}, "gradient_clip_val=-1.0"),
+        ({"max_time": "1 hour"}, "max_time='1 hour'"),
+        ({"fast_dev_run": -1}, "fast_dev_run=-1"),
+        ({"devices": 2}, "devices=2"),
+        ({"accelerator": "tpu"}, "accelerator='tpu'"),
+        ({"strategy": "fsdp"}, "strategy='fsdp'"),
+        ({"accumulate_grad_batches": 0}, "accumulate_grad_batches=0"),
+        ({"check_val_every_n_epoch": 0}, "check_val_every_n_epoch=0"),
+        ({"check_val_every_n_epoch": None, "val_check_interval": 0.5}, "must be an int"),
+        ({"num_sanity_val_steps": -2}, "num_sanity_val_steps=-2"),
+        ({"max_epochs": -5}, "max_epochs=-5"),
+    ],
+)
 def test_bad_trainer_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Trainer(**{**QUIET, **kwargs})
@@ -186,8 +195,11 @@ def test_cuda_without_cupy_is_a_clear_error(monkeypatch):
         raise RuntimeError("CUDA is not available: CuPy could not be imported (test)")
 
     monkeypatch.setattr(backend, "cupy_module", no_cupy)
-    with pytest.raises(RuntimeError, match=r"Trainer\(accelerator='cuda'\): CUDA is not "
-                                           "available"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"Trainer\(accelerator='cuda'\): CUDA is not "
+        "available",
+    ):
         Trainer(**{**QUIET, "accelerator": "cuda"})
 
 
@@ -274,8 +286,13 @@ class TrackedData(DataModule):
 def test_ctrl_c_ends_fit_gracefully(capsys):
     watcher, logger = Watcher(), RecordingLogger()
     model, data = Interrupted(), TrackedData()
-    trainer = Trainer(callbacks=[watcher], logger=logger, max_epochs=5,
-                      enable_progress_bar=False, enable_model_summary=False)
+    trainer = Trainer(
+        callbacks=[watcher],
+        logger=logger,
+        max_epochs=5,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     assert trainer.fit(model, datamodule=data) is None  # returns, does not raise
     assert [type(e) for e in watcher.exceptions] == [KeyboardInterrupt]
     assert watcher.teardown_stages == ["fit"] and model.teardowns == ["fit"]
@@ -293,8 +310,13 @@ def test_other_exceptions_propagate_after_the_same_cleanup():
     watcher, logger = Watcher(), RecordingLogger()
     model, data = Interrupted(), TrackedData()
     model.error = ValueError("boom")
-    trainer = Trainer(callbacks=[watcher], logger=logger, max_epochs=5,
-                      enable_progress_bar=False, enable_model_summary=False)
+    trainer = Trainer(
+        callbacks=[watcher],
+        logger=logger,
+        max_epochs=5,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     with pytest.raises(ValueError, match="boom"):
         trainer.fit(model, datamodule=data)
     assert [type(e) for e in watcher.exceptions] == [ValueError]

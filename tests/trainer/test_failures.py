@@ -47,8 +47,12 @@ def _same_weights(a, b) -> bool:
 # -------------------------------------------------------------------------------- SIGTERM
 def test_sigterm_in_a_subprocess_saves_stops_and_resumes_exactly(tmp_path, reference):
     root = str(tmp_path)
-    child = subprocess.Popen([sys.executable, HELPERS, "sigterm", root],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, HELPERS, "sigterm", root],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     marker = os.path.join(root, "running")
     deadline = time.monotonic() + 30
     while not os.path.exists(marker) and child.poll() is None and time.monotonic() < deadline:
@@ -95,8 +99,12 @@ def test_sigterm_finishes_the_step_then_saves_where_last_looks(tmp_path, referen
 
     # a checkpoint callback's directory wins; accumulation windows are not cut
     keeper = tmp_path / "keeper"
-    trainer, _ = fit(str(tmp_path / "acc"), [SendSigterm(4), Keeper(keeper)], logger=False,
-                     accumulate_grad_batches=3)
+    trainer, _ = fit(
+        str(tmp_path / "acc"),
+        [SendSigterm(4), Keeper(keeper)],
+        logger=False,
+        accumulate_grad_batches=3,
+    )
     progress = read_checkpoint(keeper / "last.ckpt")["loops"]["fit_loop"]["progress"]
     assert (progress["batch_idx"], progress["global_step"]) == (6, 2)
 
@@ -112,8 +120,12 @@ def test_kill_9_at_random_moments_leaves_a_loadable_newest_checkpoint(tmp_path, 
         root = tmp_path / f"run{i}"
         ckpts = root / "ckpts"
         root.mkdir()
-        child = subprocess.Popen([sys.executable, HELPERS, "kill9", str(root)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        child = subprocess.Popen(
+            [sys.executable, HELPERS, "kill9", str(root)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         deadline = time.monotonic() + 30
         while not (ckpts / "last.ckpt").exists() and time.monotonic() < deadline:
             time.sleep(0.002)
@@ -164,8 +176,9 @@ def test_no_space_left_keeps_the_old_checkpoint(trained, monkeypatch):
     _intact(path, old)
 
 
-@pytest.mark.parametrize("code, text", [(errno.EROFS, "Read-only file system"),
-                                        (errno.EACCES, "Permission denied")])
+@pytest.mark.parametrize(
+    "code, text", [(errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied")]
+)
 def test_read_only_directory_keeps_the_old_checkpoint(trained, monkeypatch, code, text):
     """Tests run as root, so chmod cannot make a directory read-only: creating the temp
     file fails as it would."""
@@ -184,8 +197,9 @@ def test_read_only_directory_keeps_the_old_checkpoint(trained, monkeypatch, code
     _intact(path, old)
 
 
-@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
-                                   KeyboardInterrupt()])
+@pytest.mark.parametrize(
+    "error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()]
+)
 def test_a_failed_rename_keeps_the_old_checkpoint(trained, monkeypatch, error):
     trainer, path, old = trained
 
@@ -280,8 +294,11 @@ class Snapshot(Callback):
 
 
 def test_nonfinite_loss_raise_is_the_default():
-    with pytest.raises(FloatingPointError, match=r"non-finite loss \(nan\) at global step 3 "
-                                                 r"\(epoch 0, batch_idx 3\)"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"non-finite loss \(nan\) at global step 3 "
+        r"\(epoch 0, batch_idx 3\)",
+    ):
         Trainer(**QUIET, logger=False, max_epochs=1).fit(NaNAt(), loaders()[0])
 
 
@@ -289,8 +306,9 @@ def test_nonfinite_loss_skip_leaves_the_weights_alone():
     snap = Snapshot()
     model = NaNAt()
     with pytest.warns(RuntimeWarning, match="global step 3.*skipping this batch"):
-        Trainer(**QUIET, logger=False, max_epochs=1, callbacks=[snap],
-                on_nonfinite_loss="skip").fit(model, loaders()[0])
+        Trainer(
+            **QUIET, logger=False, max_epochs=1, callbacks=[snap], on_nonfinite_loss="skip"
+        ).fit(model, loaders()[0])
     assert _same_weights(snap.before, snap.after)
     assert all(np.isfinite(w).all() for w in weights(model))
 
@@ -299,7 +317,8 @@ def test_nonfinite_loss_warn_and_bad_option():
     model = NaNAt()
     with pytest.warns(RuntimeWarning, match="non-finite loss.*global step 3"):
         Trainer(**QUIET, logger=False, max_steps=5, on_nonfinite_loss="warn").fit(
-            model, loaders()[0])
+            model, loaders()[0]
+        )
     assert not all(np.isfinite(w).all() for w in weights(model))
     with pytest.raises(ValueError, match="on_nonfinite_loss='ignore'.*'raise', 'skip', 'warn'"):
         Trainer(on_nonfinite_loss="ignore")
@@ -345,8 +364,11 @@ def test_load_from_checkpoint_without_hyperparameters(tmp_path):
     path = tmp_path / "x.ckpt"
     trainer.save_checkpoint(path)
     assert "hyper_parameters" not in read_checkpoint(path)
-    with pytest.raises(ValueError, match=r"holds no hyperparameters.*needs \['hidden'\].*"
-                                         r"save_hyperparameters\(\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds no hyperparameters.*needs \['hidden'\].*"
+        r"save_hyperparameters\(\)",
+    ):
         NoHparams.load_from_checkpoint(path)
     again = NoHparams.load_from_checkpoint(path, hidden=16)
     assert _same_weights(weights(again), weights(trainer.lightning_module))

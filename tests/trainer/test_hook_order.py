@@ -10,31 +10,85 @@ from ember.optim.lr_scheduler import StepLR
 from tests.trainer.helpers import QUIET, ToyModel, loader
 
 MODULE_HOOKS = (
-    "configure_callbacks", "prepare_data", "setup", "configure_model", "configure_optimizers",
-    "on_fit_start", "on_fit_end", "train_dataloader", "val_dataloader", "test_dataloader",
-    "predict_dataloader", "on_train_start", "on_train_end", "on_train_epoch_start",
-    "on_train_epoch_end", "on_train_batch_start", "on_train_batch_end",
-    "on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer",
-    "training_step", "on_before_zero_grad", "optimizer_zero_grad", "on_before_backward",
-    "backward", "on_after_backward", "on_before_optimizer_step", "configure_gradient_clipping",
-    "optimizer_step", "lr_scheduler_step", "on_validation_model_zero_grad",
-    "on_validation_model_eval", "on_validation_model_train", "on_validation_start",
-    "on_validation_end", "on_validation_epoch_start", "on_validation_epoch_end",
-    "on_validation_batch_start", "on_validation_batch_end", "validation_step",
-    "on_test_model_eval", "on_test_model_train", "on_test_start", "on_test_end",
-    "on_test_epoch_start", "on_test_epoch_end", "on_test_batch_start", "on_test_batch_end",
-    "test_step", "on_predict_model_eval", "on_predict_start", "on_predict_end",
-    "on_predict_epoch_start", "on_predict_epoch_end", "on_predict_batch_start",
-    "on_predict_batch_end", "predict_step", "teardown",
+    "configure_callbacks",
+    "prepare_data",
+    "setup",
+    "configure_model",
+    "configure_optimizers",
+    "on_fit_start",
+    "on_fit_end",
+    "train_dataloader",
+    "val_dataloader",
+    "test_dataloader",
+    "predict_dataloader",
+    "on_train_start",
+    "on_train_end",
+    "on_train_epoch_start",
+    "on_train_epoch_end",
+    "on_train_batch_start",
+    "on_train_batch_end",
+    "on_before_batch_transfer",
+    "transfer_batch_to_device",
+    "on_after_batch_transfer",
+    "training_step",
+    "on_before_zero_grad",
+    "optimizer_zero_grad",
+    "on_before_backward",
+    "backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "configure_gradient_clipping",
+    "optimizer_step",
+    "lr_scheduler_step",
+    "on_validation_model_zero_grad",
+    "on_validation_model_eval",
+    "on_validation_model_train",
+    "on_validation_start",
+    "on_validation_end",
+    "on_validation_epoch_start",
+    "on_validation_epoch_end",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "validation_step",
+    "on_test_model_eval",
+    "on_test_model_train",
+    "on_test_start",
+    "on_test_end",
+    "on_test_epoch_start",
+    "on_test_epoch_end",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "test_step",
+    "on_predict_model_eval",
+    "on_predict_start",
+    "on_predict_end",
+    "on_predict_epoch_start",
+    "on_predict_epoch_end",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+    "predict_step",
+    "teardown",
 )
-CALLBACK_HOOKS = tuple(n for n in dir(Callback) if n.startswith("on_") or n in (
-    "setup", "teardown"))
+CALLBACK_HOOKS = tuple(
+    n for n in dir(Callback) if n.startswith("on_") or n in ("setup", "teardown")
+)
 # the batch index is the first int among these hooks' arguments
-_INDEXED = {"on_train_batch_start": 1, "on_train_batch_end": 2, "training_step": 1,
-            "validation_step": 1, "test_step": 1, "predict_step": 1,
-            "on_validation_batch_start": 1, "on_validation_batch_end": 2,
-            "on_test_batch_start": 1, "on_test_batch_end": 2, "on_predict_batch_start": 1,
-            "on_predict_batch_end": 2, "optimizer_step": 1, "optimizer_zero_grad": 1}
+_INDEXED = {
+    "on_train_batch_start": 1,
+    "on_train_batch_end": 2,
+    "training_step": 1,
+    "validation_step": 1,
+    "test_step": 1,
+    "predict_step": 1,
+    "on_validation_batch_start": 1,
+    "on_validation_batch_end": 2,
+    "on_test_batch_start": 1,
+    "on_test_batch_end": 2,
+    "on_predict_batch_start": 1,
+    "on_predict_batch_end": 2,
+    "optimizer_step": 1,
+    "optimizer_zero_grad": 1,
+}
 
 
 def _label(prefix: str, name: str, args: tuple, kwargs: dict) -> str:
@@ -81,13 +135,17 @@ class RecordingModule(ToyModel):
         opt = SGD(self.parameters(), lr=0.1)
         if not self.scheduler:
             return opt
-        return {"optimizer": opt,
-                "lr_scheduler": {"scheduler": StepLR(opt, 1), "interval": "step"}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": StepLR(opt, 1), "interval": "step"}}
 
 
 for _name in MODULE_HOOKS:
-    if _name not in ("train_dataloader", "val_dataloader", "test_dataloader",
-                     "predict_dataloader", "configure_optimizers"):
+    if _name not in (
+        "train_dataloader",
+        "val_dataloader",
+        "test_dataloader",
+        "predict_dataloader",
+        "configure_optimizers",
+    ):
         setattr(RecordingModule, _name, _module_hook(_name))
 
 
@@ -124,9 +182,15 @@ def test_fit_with_sanity_check_mid_epoch_validation_and_accumulation():
     and a per-step scheduler. Lightning 2.x's order (tests/tests_pytorch/models/test_hooks.py),
     listing each hook when it starts."""
     calls, trainer = run_recorded(
-        "fit", max_epochs=1, limit_train_batches=4, limit_val_batches=1,
-        num_sanity_val_steps=1, val_check_interval=0.5, accumulate_grad_batches=2,
-        scheduler=True)
+        "fit",
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=1,
+        num_sanity_val_steps=1,
+        val_check_interval=0.5,
+        accumulate_grad_batches=2,
+        scheduler=True,
+    )
     expected = [
         "configure_callbacks",
         "prepare_data",
@@ -323,7 +387,10 @@ def test_validate_order():
 
 
 def test_test_order():
-    calls, _ = run_recorded("test", limit_test_batches=1, )
+    calls, _ = run_recorded(
+        "test",
+        limit_test_batches=1,
+    )
     assert calls == [
         "configure_callbacks",
         "prepare_data",
@@ -411,11 +478,16 @@ def test_manual_optimization_order():
 
     calls: list[str] = []
     model = _ManualModule(calls)
-    trainer = Trainer(callbacks=[RecordingCallback(calls)], max_epochs=1,
-                      limit_train_batches=1, limit_val_batches=0, **QUIET)
+    trainer = Trainer(
+        callbacks=[RecordingCallback(calls)],
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        **QUIET,
+    )
     trainer.fit(model)
     start = calls.index("Callback.on_train_batch_start(0)")
-    assert calls[start:calls.index("Callback.on_train_epoch_end")] == [
+    assert calls[start : calls.index("Callback.on_train_epoch_end")] == [
         "Callback.on_train_batch_start(0)",
         "on_train_batch_start(0)",
         "training_step(0)",
@@ -436,9 +508,14 @@ def test_manual_optimization_order():
 
 
 def test_validation_after_every_epoch_and_skipped_epochs():
-    calls, trainer = run_recorded("fit", max_epochs=4, limit_train_batches=2,
-                                  limit_val_batches=1, num_sanity_val_steps=0,
-                                  check_val_every_n_epoch=2)
+    calls, trainer = run_recorded(
+        "fit",
+        max_epochs=4,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=2,
+    )
     epochs_with_val = []
     epoch = 0
     for c in calls:

@@ -43,15 +43,17 @@ def run(model, logger=None, train=None, val=None, **kwargs):
     if logger is not None:
         settings["logger"] = logger
     trainer = Trainer(**settings)
-    trainer.fit(model, train if train is not None else loader(16, 4),
-                val if val is not None else loader(10, 4))
+    trainer.fit(
+        model,
+        train if train is not None else loader(16, 4),
+        val if val is not None else loader(10, 4),
+    )
     return trainer
 
 
 def test_defaults_step_in_training_epoch_in_validation():
     logger = RecordingLogger()
-    model = Logs(lambda m, b, i, loss: m.log("a", float(i)),
-                 lambda m, b, i: m.log("v", float(i)))
+    model = Logs(lambda m, b, i, loss: m.log("a", float(i)), lambda m, b, i: m.log("v", float(i)))
     trainer = run(model, logger, log_every_n_steps=1)
     assert logger.values("a") == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0)]  # on_step only
     assert logger.values("v") == [(3, pytest.approx((0 * 4 + 1 * 4 + 2 * 2) / 10))]
@@ -79,8 +81,9 @@ def test_epoch_mean_is_weighted_by_batch_size():
         m.log("explicit", float(i), batch_size=[1, 1, 8][i])
 
     trainer = run(Logs(val_plan=plan), val=val)
-    assert trainer.callback_metrics["mean_x"] == pytest.approx(float(x[:, 0].mean().item()),
-                                                               rel=1e-5)
+    assert trainer.callback_metrics["mean_x"] == pytest.approx(
+        float(x[:, 0].mean().item()), rel=1e-5
+    )
     assert trainer.callback_metrics["explicit"] == pytest.approx((0 + 1 + 2 * 8) / 10)
 
 
@@ -91,8 +94,9 @@ def test_batch_size_is_found_in_nested_batches():
     assert trainer_logging.extract_batch_size("text") is None
 
 
-@pytest.mark.parametrize("fx, expected", [("sum", 0 + 1 + 2), ("max", 2.0), ("min", 0.0),
-                                          ("mean", 0.8), (np.max, 2.0)])
+@pytest.mark.parametrize(
+    "fx, expected", [("sum", 0 + 1 + 2), ("max", 2.0), ("min", 0.0), ("mean", 0.8), (np.max, 2.0)]
+)
 def test_reduce_fx(fx, expected):
     trainer = run(Logs(val_plan=lambda m, b, i: m.log("v", float(i), reduce_fx=fx)))
     assert trainer.callback_metrics["v"] == pytest.approx(expected)
@@ -153,8 +157,10 @@ def test_several_val_dataloaders_get_suffixed_names_and_results():
             self.log("shared", 1.0)
 
     results = Trainer(**QUIET).validate(Multi(), [loader(8, 4), loader(4, 4)], verbose=False)
-    assert results == [{"v/dataloader_idx_0": 0.0, "shared": 1.0},
-                       {"v/dataloader_idx_1": 1.0, "shared": 1.0}]
+    assert results == [
+        {"v/dataloader_idx_0": 0.0, "shared": 1.0},
+        {"v/dataloader_idx_1": 1.0, "shared": 1.0},
+    ]
 
 
 def test_values_stay_arrays_until_read():
@@ -189,8 +195,7 @@ def test_no_conversion_per_step_when_nothing_shows_or_writes(monkeypatch):
 
 def test_sanity_check_metrics_are_discarded():
     logger = RecordingLogger()
-    model = Logs(val_plan=lambda m, b, i: m.log("v", 100.0 if m.trainer.sanity_checking else
-                                                1.0))
+    model = Logs(val_plan=lambda m, b, i: m.log("v", 100.0 if m.trainer.sanity_checking else 1.0))
     trainer = run(model, logger, num_sanity_val_steps=2)
     assert logger.values("v") == [(3, 1.0)]
     assert trainer.callback_metrics["v"] == 1.0
@@ -211,9 +216,14 @@ def test_only_rank_zero_writes():
             return 1
 
     logger = RecordingLogger()
-    trainer = Trainer(strategy=RankOne("cpu"), logger=logger, max_epochs=1,
-                      enable_progress_bar=False, enable_model_summary=False,
-                      log_every_n_steps=1)
+    trainer = Trainer(
+        strategy=RankOne("cpu"),
+        logger=logger,
+        max_epochs=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
     trainer.fit(ToyModel(), loader(8, 4), loader(8, 4))
     assert not trainer.is_global_zero
     assert logger.calls == [] and logger.hparams == [] and logger.status == []
@@ -224,9 +234,14 @@ def test_tensorboard_logger_receives_scalars_by_step(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    trainer = Trainer(default_root_dir=tmp_path, max_epochs=2, log_every_n_steps=2,
-                      enable_progress_bar=False, enable_model_summary=False,
-                      num_sanity_val_steps=0)
+    trainer = Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=2,
+        log_every_n_steps=2,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(ToyModel(), loader(16, 4), loader(8, 4))
     acc = EventAccumulator(trainer.log_dir)
     acc.Reload()
@@ -235,7 +250,8 @@ def test_tensorboard_logger_receives_scalars_by_step(tmp_path):
     assert [e.step for e in acc.Scalars("train_loss")] == [1, 3, 5, 7]
     assert [e.step for e in acc.Scalars("val_loss")] == [3, 7]
     assert acc.Scalars("val_loss")[-1].value == pytest.approx(
-        trainer.callback_metrics["val_loss"], rel=1e-6)
+        trainer.callback_metrics["val_loss"], rel=1e-6
+    )
 
 
 # ---------------------------------------------------------------------- errors
@@ -243,8 +259,11 @@ def test_log_errors():
     def non_scalar(m, b, i, loss):
         m.log("x", b[0])
 
-    with pytest.raises(ValueError, match=r"self.log\('x', ...\): the value must be a scalar.*"
-                                         r"shape \(4, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"self.log\('x', ...\): the value must be a scalar.*"
+        r"shape \(4, 4\)",
+    ):
         run(Logs(non_scalar))
     with pytest.raises(TypeError, match=r"self.log\('x', ...\): expected a number .* got str"):
         run(Logs(lambda m, b, i, loss: m.log("x", "high")))
@@ -292,9 +311,15 @@ def test_progress_bar_sees_the_current_batch_even_while_accumulating():
 
     model = Logs(lambda m, b, i, loss: m.log("i", float(i), prog_bar=True))
     logger = RecordingLogger()
-    trainer = Trainer(callbacks=[Reader()], max_epochs=1, accumulate_grad_batches=2,
-                      logger=logger, log_every_n_steps=1, enable_progress_bar=False,
-                      enable_model_summary=False)
+    trainer = Trainer(
+        callbacks=[Reader()],
+        max_epochs=1,
+        accumulate_grad_batches=2,
+        logger=logger,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, loader(16, 4))
     assert seen == [0.0, 1.0, 2.0, 3.0]
     assert logger.values("i") == [(0, 1.0), (1, 3.0)]  # loggers: once per optimizer step

@@ -20,9 +20,17 @@ class SmallCNN(TrainingModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(32 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, 10))
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 7 * 7, 64),
+            nn.ReLU(),
+            nn.Linear(64, 10),
+        )
 
     def forward(self, x):
         return self.net((x - 0.1307) / 0.3081)
@@ -50,12 +58,18 @@ def test_small_cnn_reaches_97_percent_on_mnist(data_dir):
     ember.manual_seed(0)
     dataset = MNIST(data_dir, train=False)
     train, val = random_split(dataset, [8000, 2000], generator=ember.Generator().manual_seed(0))
-    trainer = Trainer(max_epochs=4, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False,
-                      num_sanity_val_steps=0)
+    trainer = Trainer(
+        max_epochs=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     start = time.monotonic()
-    trainer.fit(SmallCNN(), DataLoader(train, batch_size=64, shuffle=True),
-                DataLoader(val, batch_size=500))
+    trainer.fit(
+        SmallCNN(), DataLoader(train, batch_size=64, shuffle=True), DataLoader(val, batch_size=500)
+    )
     elapsed = time.monotonic() - start
     acc = trainer.callback_metrics["val_acc"]
     print(f"MNIST: val_acc {acc:.4f} after {trainer.global_step} steps in {elapsed:.1f} s")

@@ -39,8 +39,7 @@ def test_save_hyperparameters_walks_the_init_chain_and_skips_non_json():
     with pytest.warns(UserWarning, match=r"skipped \['layer'\] of Child"):
         m = Child(layer=nn.Linear(2, 2))
     # the subclass's own arguments win; the parent's (passed down) are kept too
-    assert m.hparams == {"hidden": 8, "lr": 0.01, "name": "net", "extra": True,
-                         "dropout": 0.5}
+    assert m.hparams == {"hidden": 8, "lr": 0.01, "name": "net", "extra": True, "dropout": 0.5}
 
 
 def test_save_hyperparameters_names_ignore_and_dict():
@@ -86,8 +85,9 @@ def test_datamodule_hyperparameters_go_to_the_logger():
             return loader(8, self.hparams.batch_size)
 
     logger = RecordingLogger()
-    Trainer(logger=logger, max_epochs=1, enable_progress_bar=False,
-            enable_model_summary=False).fit(ToyModel(lr=0.2), datamodule=Data())
+    Trainer(logger=logger, max_epochs=1, enable_progress_bar=False, enable_model_summary=False).fit(
+        ToyModel(lr=0.2), datamodule=Data()
+    )
     assert logger.hparams == [{"lr": 0.2, "batch_size": 4}]
 
 
@@ -97,13 +97,22 @@ def test_properties_inside_hooks():
 
     class Props(ToyModel):
         def on_train_batch_start(self, batch, batch_idx):
-            seen.append((self.current_epoch, self.global_step, str(self.device),
-                         self.trainer.batches_seen))
+            seen.append(
+                (self.current_epoch, self.global_step, str(self.device), self.trainer.batches_seen)
+            )
 
     t = Trainer(max_epochs=2, accumulate_grad_batches=2, **QUIET)
     t.fit(Props(), loader(16, 4))
-    assert seen == [(0, 0, "cpu", 0), (0, 0, "cpu", 1), (0, 1, "cpu", 2), (0, 1, "cpu", 3),
-                    (1, 2, "cpu", 4), (1, 2, "cpu", 5), (1, 3, "cpu", 6), (1, 3, "cpu", 7)]
+    assert seen == [
+        (0, 0, "cpu", 0),
+        (0, 0, "cpu", 1),
+        (0, 1, "cpu", 2),
+        (0, 1, "cpu", 3),
+        (1, 2, "cpu", 4),
+        (1, 2, "cpu", 5),
+        (1, 3, "cpu", 6),
+        (1, 3, "cpu", 7),
+    ]
     assert (t.current_epoch, t.global_step, t.batches_seen) == (2, 4, 8)
 
 
@@ -141,7 +150,7 @@ def test_pair_of_lists_steps_the_scheduler_every_epoch():
         return [opt], [StepLR(opt, step_size=1, gamma=0.5)]
 
     lr, t = lrs_after(conf)
-    assert lr == pytest.approx(0.1 * 0.5 ** 3)
+    assert lr == pytest.approx(0.1 * 0.5**3)
     config = t.lr_scheduler_configs[0]
     assert (config.interval, config.frequency, config.monitor) == ("epoch", 1, None)
 
@@ -150,22 +159,31 @@ def test_scheduler_dict_with_step_interval_and_frequency():
     def conf(m):
         opt = SGD(m.parameters(), lr=0.1)
         sched = StepLR(opt, step_size=1, gamma=0.5)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step",
-                                                   "frequency": 3, "name": "my_lr"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {
+                "scheduler": sched,
+                "interval": "step",
+                "frequency": 3,
+                "name": "my_lr",
+            },
+        }
 
     lr, t = lrs_after(conf)  # 12 optimizer steps -> 4 scheduler steps
-    assert lr == pytest.approx(0.1 * 0.5 ** 4)
+    assert lr == pytest.approx(0.1 * 0.5**4)
     assert t.lr_scheduler_configs[0].name == "my_lr"
 
 
 def test_step_interval_counts_optimizer_steps_under_accumulation():
     def conf(m):
         opt = SGD(m.parameters(), lr=0.1)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": StepLR(opt, 1, 0.5),
-                                                   "interval": "step", "frequency": 2}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": StepLR(opt, 1, 0.5), "interval": "step", "frequency": 2},
+        }
 
     lr, t = lrs_after(conf, accumulate_grad_batches=2)  # 6 optimizer steps
-    assert t.global_step == 6 and lr == pytest.approx(0.1 * 0.5 ** 3)
+    assert t.global_step == 6 and lr == pytest.approx(0.1 * 0.5**3)
 
 
 def test_reduce_lr_on_plateau_steps_with_the_monitored_metric():
@@ -175,9 +193,13 @@ def test_reduce_lr_on_plateau_steps_with_the_monitored_metric():
 
         def configure_optimizers(self):
             opt = SGD(self.parameters(), lr=0.1)
-            return {"optimizer": opt, "lr_scheduler": {
-                "scheduler": ReduceLROnPlateau(opt, patience=0, factor=0.5),
-                "monitor": "flat"}}
+            return {
+                "optimizer": opt,
+                "lr_scheduler": {
+                    "scheduler": ReduceLROnPlateau(opt, patience=0, factor=0.5),
+                    "monitor": "flat",
+                },
+            }
 
     t = Trainer(max_epochs=3, **QUIET)
     t.fit(Flat(), loader(16, 4), loader(8, 4))
@@ -188,8 +210,7 @@ def test_reduce_lr_on_plateau_steps_with_the_monitored_metric():
 def test_top_level_monitor_and_list_of_dicts():
     def conf(m):
         opt = SGD(m.parameters(), lr=0.1)
-        return [{"optimizer": opt, "lr_scheduler": ReduceLROnPlateau(opt),
-                 "monitor": "val_loss"}]
+        return [{"optimizer": opt, "lr_scheduler": ReduceLROnPlateau(opt), "monitor": "val_loss"}]
 
     _, t = lrs_after(conf)
     assert t.lr_scheduler_configs[0].monitor == "val_loss"
@@ -276,8 +297,7 @@ def test_validation_runs_in_eval_mode_without_grad_and_restores_modes():
             self.frozen.eval()  # a submodule the user keeps in eval mode
 
         def training_step(self, batch, batch_idx):
-            seen.append(("train", self.training, self.frozen.training,
-                         ember.is_grad_enabled()))
+            seen.append(("train", self.training, self.frozen.training, ember.is_grad_enabled()))
             return super().training_step(batch, batch_idx)
 
         def validation_step(self, batch, batch_idx):
@@ -286,8 +306,12 @@ def test_validation_runs_in_eval_mode_without_grad_and_restores_modes():
 
     m = Modes()
     Trainer(max_epochs=1, num_sanity_val_steps=1, **QUIET).fit(m, loader(8, 4), loader(4, 4))
-    assert seen == [("val", False, False, False), ("train", True, False, True),
-                    ("train", True, False, True), ("val", False, False, False)]
+    assert seen == [
+        ("val", False, False, False),
+        ("train", True, False, True),
+        ("train", True, False, True),
+        ("val", False, False, False),
+    ]
     assert m.training and not m.frozen.training
 
 
@@ -329,9 +353,17 @@ def test_datamodule_hooks_and_dataloaders():
     t.test(datamodule=data, verbose=False)
     preds = t.predict(datamodule=data)
     assert len(preds) == 2
-    assert data.events == ["prepare_data", "setup(fit)", "teardown(fit)", "prepare_data",
-                           "setup(test)", "teardown(test)", "prepare_data", "setup(predict)",
-                           "teardown(predict)"]
+    assert data.events == [
+        "prepare_data",
+        "setup(fit)",
+        "teardown(fit)",
+        "prepare_data",
+        "setup(test)",
+        "teardown(test)",
+        "prepare_data",
+        "setup(predict)",
+        "teardown(predict)",
+    ]
     assert data.trainer is t and data.state_dict() == {"events": 9}
 
 

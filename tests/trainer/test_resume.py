@@ -86,16 +86,19 @@ def _assert_same(got, expected):
     assert len(steps) == len(set(steps))  # no point twice
 
 
-@pytest.mark.parametrize("hook, at, how", [
-    ("batch_end", 13, "raise"),  # mid-epoch
-    ("batch_end", 10, "raise"),  # after the last batch of an epoch, before its validation
-    ("val_end", 1, "raise"),  # inside the validation at an epoch's end
-    ("epoch_end", 0, "raise"),  # between epochs, in the epoch-end hooks
-    ("epoch_start", 1, "raise"),  # between epochs, before the next epoch's first batch
-    ("batch_end", 17, "stop"),  # should_stop: the old run validates and ends its epoch
-    ("batch_end", 13, "crash@24"),  # the old run went on past the checkpoint, then died
-    ("epoch_end", 0, "crash@15"),
-])
+@pytest.mark.parametrize(
+    "hook, at, how",
+    [
+        ("batch_end", 13, "raise"),  # mid-epoch
+        ("batch_end", 10, "raise"),  # after the last batch of an epoch, before its validation
+        ("val_end", 1, "raise"),  # inside the validation at an epoch's end
+        ("epoch_end", 0, "raise"),  # between epochs, in the epoch-end hooks
+        ("epoch_start", 1, "raise"),  # between epochs, before the next epoch's first batch
+        ("batch_end", 17, "stop"),  # should_stop: the old run validates and ends its epoch
+        ("batch_end", 13, "crash@24"),  # the old run went on past the checkpoint, then died
+        ("epoch_end", 0, "crash@15"),
+    ],
+)
 def test_interrupted_run_resumes_bit_identically(tmp_path, reference, hook, at, how):
     _assert_same(_interrupt_and_resume(str(tmp_path), hook, at, how), reference)
 
@@ -127,13 +130,17 @@ def test_tensorboard_logs_have_no_duplicates(tmp_path):
         train, val = h.loaders()
         if ckpt_path is not None:
             disturb_rngs()
-        trainer = Trainer(max_epochs=3, logger=TensorBoardLogger(root, version=0),
-                          callbacks=list(callbacks), log_every_n_steps=1, **QUIET)
+        trainer = Trainer(
+            max_epochs=3,
+            logger=TensorBoardLogger(root, version=0),
+            callbacks=list(callbacks),
+            log_every_n_steps=1,
+            **QUIET,
+        )
         trainer.fit(model, train, val, ckpt_path=ckpt_path)
         acc = EventAccumulator(os.path.join(root, "lightning_logs", "version_0"))
         acc.Reload()
-        return {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
-                for tag in acc.Tags()["scalars"]}
+        return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
     expected = run(str(tmp_path / "ref"))
     path = str(tmp_path / "run" / "x.ckpt")
@@ -152,8 +159,10 @@ def test_loader_without_state_dict_resumes_mid_epoch(tmp_path):
     import ember
 
     x, y = data(40, 0).tensors
-    batches = [(ember.tensor(x.numpy()[i:i + 4]), ember.tensor(y.numpy()[i:i + 4]))
-               for i in range(0, 40, 4)]
+    batches = [
+        (ember.tensor(x.numpy()[i : i + 4]), ember.tensor(y.numpy()[i : i + 4]))
+        for i in range(0, 40, 4)
+    ]
 
     def run(callbacks=(), ckpt_path=None):
         ember.manual_seed(0)
@@ -189,12 +198,20 @@ def test_ckpt_path_last_and_best(tmp_path):
     trainer.save_checkpoint(ckpts / "last-v1.ckpt")  # the newest last*.ckpt wins
     (ckpts / ".last-v2.ckpt.0123456789ab.tmp").write_bytes(b"half a file")  # never a candidate
 
-    t = Trainer(**QUIET, logger=False, max_epochs=2,
-                callbacks=[Keeper(ckpts, best=str(ckpts / "epoch=0.ckpt"))])
+    t = Trainer(
+        **QUIET,
+        logger=False,
+        max_epochs=2,
+        callbacks=[Keeper(ckpts, best=str(ckpts / "epoch=0.ckpt"))],
+    )
     t.fit(DropoutNet(), data_loader(), ckpt_path="last")
     assert t.ckpt_path == str(ckpts / "last-v1.ckpt") and t.global_step == 20
-    t = Trainer(**QUIET, logger=False, max_epochs=2,
-                callbacks=[Keeper(ckpts, best=str(ckpts / "epoch=0.ckpt"))])
+    t = Trainer(
+        **QUIET,
+        logger=False,
+        max_epochs=2,
+        callbacks=[Keeper(ckpts, best=str(ckpts / "epoch=0.ckpt"))],
+    )
     t.fit(DropoutNet(), data_loader(), ckpt_path="best")
     assert t.ckpt_path == str(ckpts / "epoch=0.ckpt")
 
@@ -202,13 +219,16 @@ def test_ckpt_path_last_and_best(tmp_path):
         Trainer(**QUIET, logger=False).fit(DropoutNet(), data_loader(), ckpt_path="best")
     with pytest.raises(ValueError, match="has not saved a best checkpoint"):
         Trainer(**QUIET, logger=False, callbacks=[Keeper(ckpts)]).fit(
-            DropoutNet(), data_loader(), ckpt_path="best")
+            DropoutNet(), data_loader(), ckpt_path="best"
+        )
     empty = tmp_path / "empty"
     with pytest.raises(ValueError, match="no ModelCheckpoint callback and no last.ckpt"):
         Trainer(**QUIET, logger=False, default_root_dir=empty).fit(
-            DropoutNet(), data_loader(), ckpt_path="last")
-    t = Trainer(**QUIET, logger=False, max_steps=2, callbacks=[Keeper(empty)],
-                default_root_dir=empty)
+            DropoutNet(), data_loader(), ckpt_path="last"
+        )
+    t = Trainer(
+        **QUIET, logger=False, max_steps=2, callbacks=[Keeper(empty)], default_root_dir=empty
+    )
     with pytest.warns(UserWarning, match="no last checkpoint available"):
         t.fit(DropoutNet(), data_loader(), ckpt_path="last")
     assert t.ckpt_path is None and t.global_step == 2
@@ -241,8 +261,13 @@ def test_resume_from_model_checkpoint_files(tmp_path):
     from ember.callbacks import ModelCheckpoint
 
     def callback(root):
-        return ModelCheckpoint(dirpath=os.path.join(root, "ckpts"), monitor="val_loss",
-                               save_top_k=2, save_last=True, every_n_train_steps=7)
+        return ModelCheckpoint(
+            dirpath=os.path.join(root, "ckpts"),
+            monitor="val_loss",
+            save_top_k=2,
+            save_last=True,
+            every_n_train_steps=7,
+        )
 
     class Crash(Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

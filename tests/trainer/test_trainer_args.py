@@ -30,8 +30,7 @@ class Counter(Callback):
         self.train += 1
         self.train_batch_ids.append(batch_idx)
 
-    def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx,
-                                dataloader_idx=0):
+    def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
         if trainer.sanity_checking:
             self.sanity += 1
         else:
@@ -44,8 +43,7 @@ class Counter(Callback):
     def on_test_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
         self.test += 1
 
-    def on_predict_batch_end(self, trainer, module, outputs, batch, batch_idx,
-                             dataloader_idx=0):
+    def on_predict_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
         self.predict += 1
 
 
@@ -53,8 +51,11 @@ def fit(model=None, train=None, val=None, **kwargs):
     counter = Counter()
     trainer = Trainer(callbacks=[counter], **{**QUIET, **kwargs})
     model = model or ToyModel()
-    trainer.fit(model, train if train is not None else loader(32, 4),
-                val if val is not None else loader(16, 4))
+    trainer.fit(
+        model,
+        train if train is not None else loader(32, 4),
+        val if val is not None else loader(16, 4),
+    )
     return trainer, counter, model
 
 
@@ -98,14 +99,16 @@ def test_val_check_interval_fraction_and_int():
 
 
 def test_val_check_interval_across_epochs_without_epoch_check():
-    _, c, _ = fit(max_epochs=3, val_check_interval=5, check_val_every_n_epoch=None,
-                  num_sanity_val_steps=0)
+    _, c, _ = fit(
+        max_epochs=3, val_check_interval=5, check_val_every_n_epoch=None, num_sanity_val_steps=0
+    )
     assert c.val_runs == 4  # after 5, 10, 15, 20 of the 24 batches
 
 
 def test_check_val_every_n_epoch():
-    _, c, _ = fit(max_epochs=6, check_val_every_n_epoch=3, num_sanity_val_steps=0,
-                  limit_train_batches=1)
+    _, c, _ = fit(
+        max_epochs=6, check_val_every_n_epoch=3, num_sanity_val_steps=0, limit_train_batches=1
+    )
     assert c.val_runs == 2
 
 
@@ -161,8 +164,9 @@ def _one_step(**kwargs):
     grad = model.layer.weight.grad.numpy().copy()
     total = np.sqrt(sum(float((p.grad.numpy() ** 2).sum()) for p in model.parameters()))
     model.zero_grad()
-    Trainer(max_steps=1, **QUIET, **kwargs).fit(model, DataLoader(TensorDataset(x, y),
-                                                                  batch_size=8))
+    Trainer(max_steps=1, **QUIET, **kwargs).fit(
+        model, DataLoader(TensorDataset(x, y), batch_size=8)
+    )
     return w0, grad, total, model.layer.weight.detach().numpy()
 
 
@@ -243,12 +247,15 @@ def test_max_time_stops_training():
     assert trainer.max_time == datetime.timedelta(seconds=0.2)
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("00:00:01:30", datetime.timedelta(minutes=1, seconds=30)),
-    ("01:02:00:00", datetime.timedelta(days=1, hours=2)),
-    ({"hours": 2}, datetime.timedelta(hours=2)),
-    (datetime.timedelta(seconds=5), datetime.timedelta(seconds=5)),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("00:00:01:30", datetime.timedelta(minutes=1, seconds=30)),
+        ("01:02:00:00", datetime.timedelta(days=1, hours=2)),
+        ({"hours": 2}, datetime.timedelta(hours=2)),
+        (datetime.timedelta(seconds=5), datetime.timedelta(seconds=5)),
+    ],
+)
 def test_max_time_formats(value, expected):
     assert Trainer(max_time=value, **QUIET).max_time == expected
 
@@ -260,12 +267,12 @@ class Everything(ToyModel):
 
 
 @pytest.mark.parametrize("n", [True, 3])
-def test_fast_dev_run_runs_n_batches_of_each_kind_and_writes_nothing(tmp_path, monkeypatch,
-                                                                     n):
+def test_fast_dev_run_runs_n_batches_of_each_kind_and_writes_nothing(tmp_path, monkeypatch, n):
     monkeypatch.chdir(tmp_path)
     c = Counter()
-    trainer = Trainer(fast_dev_run=n, default_root_dir=tmp_path, callbacks=[c],
-                      enable_progress_bar=False)  # logger and checkpointing left at defaults
+    trainer = Trainer(
+        fast_dev_run=n, default_root_dir=tmp_path, callbacks=[c], enable_progress_bar=False
+    )  # logger and checkpointing left at defaults
     model = Everything()
     trainer.fit(model, loader(64, 4), loader(64, 4))
     trainer.validate(model, loader(64, 4), verbose=False)
@@ -324,7 +331,8 @@ def test_deterministic_runs_give_identical_weights():
         ember.manual_seed(3)
         model = ToyModel()
         Trainer(max_epochs=2, deterministic=True, **QUIET).fit(
-            model, loader(32, 4, shuffle=True), loader(8, 4))
+            model, loader(32, 4, shuffle=True), loader(8, 4)
+        )
         return weights(model)
 
     for a, b in zip(run(), run()):
@@ -346,8 +354,14 @@ def test_reload_dataloaders_every_n_epochs():
 # ------------------------------------------------------------------------ output
 def test_log_every_n_steps():
     logger = RecordingLogger()
-    trainer = Trainer(max_epochs=1, log_every_n_steps=3, logger=logger, limit_val_batches=0,
-                      enable_progress_bar=False, enable_model_summary=False)
+    trainer = Trainer(
+        max_epochs=1,
+        log_every_n_steps=3,
+        logger=logger,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(ToyModel(), loader(40, 4))
     assert [s for s, _ in logger.values("train_loss")] == [2, 5, 8]
     assert all(m["epoch"] == 0 for _, m in logger.calls)
@@ -355,9 +369,15 @@ def test_log_every_n_steps():
 
 def test_log_every_n_steps_counts_optimizer_steps_under_accumulation():
     logger = RecordingLogger()
-    trainer = Trainer(max_epochs=1, log_every_n_steps=2, logger=logger, limit_val_batches=0,
-                      accumulate_grad_batches=2, enable_progress_bar=False,
-                      enable_model_summary=False)
+    trainer = Trainer(
+        max_epochs=1,
+        log_every_n_steps=2,
+        logger=logger,
+        limit_val_batches=0,
+        accumulate_grad_batches=2,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(ToyModel(), loader(40, 4))  # 10 batches, 5 optimizer steps
     assert [s for s, _ in logger.values("train_loss")] == [1, 3]
 
@@ -373,12 +393,12 @@ def test_default_callbacks_follow_the_enable_flags():
     t = Trainer(**off)
     assert [type(c) for c in t.callbacks] == [ModelCheckpoint]
     bar = TQDMProgressBar()
-    t = Trainer(logger=False, callbacks=bar, enable_model_summary=False,
-                enable_checkpointing=False)
+    t = Trainer(logger=False, callbacks=bar, enable_model_summary=False, enable_checkpointing=False)
     assert t.callbacks == [bar] and t.progress_bar_callback is bar
     summary = ModelSummary(max_depth=2)
-    t = Trainer(logger=False, callbacks=[summary], enable_progress_bar=False,
-                enable_checkpointing=False)
+    t = Trainer(
+        logger=False, callbacks=[summary], enable_progress_bar=False, enable_checkpointing=False
+    )
     assert t.callbacks == [summary]
 
 
@@ -403,9 +423,14 @@ def test_enable_checkpointing_is_stored():
 
 # ---------------------------------------------------------------------- hardware
 def test_cpu_accelerator_one_device_and_32_bit_precision_are_accepted():
-    for kwargs in ({"accelerator": "cpu", "devices": 1}, {"accelerator": "auto"},
-                   {"precision": "32"}, {"precision": "32-true"}, {"precision": 32},
-                   {"strategy": "single_device", "accelerator": "cpu"}):
+    for kwargs in (
+        {"accelerator": "cpu", "devices": 1},
+        {"accelerator": "auto"},
+        {"precision": "32"},
+        {"precision": "32-true"},
+        {"precision": 32},
+        {"strategy": "single_device", "accelerator": "cpu"},
+    ):
         t = Trainer(**{**QUIET, **kwargs})
         assert t.precision == "32-true"
     t = Trainer(devices=1, max_epochs=1, **QUIET)
@@ -535,10 +560,17 @@ def test_a_real_fit_with_the_built_in_callbacks(tmp_path, capsys):
 
     events = []
     trainer = Trainer(
-        default_root_dir=tmp_path, max_epochs=3, log_every_n_steps=1,
-        callbacks=[LearningRateMonitor(), GradientAccumulationScheduler({1: 2}),
-                   Timer(duration="00:01:00:00"), ThroughputMonitor(window_size=2),
-                   LambdaCallback(on_train_epoch_end=lambda t, m: events.append(t.global_step))])
+        default_root_dir=tmp_path,
+        max_epochs=3,
+        log_every_n_steps=1,
+        callbacks=[
+            LearningRateMonitor(),
+            GradientAccumulationScheduler({1: 2}),
+            Timer(duration="00:01:00:00"),
+            ThroughputMonitor(window_size=2),
+            LambdaCallback(on_train_epoch_end=lambda t, m: events.append(t.global_step)),
+        ],
+    )
     trainer.fit(ToyModel(), loader(32, 4), loader(8, 4))
     assert events == [8, 12, 16]  # 8 steps, then 4 per epoch with accumulation 2
     assert trainer.accumulate_grad_batches == 2
@@ -550,11 +582,13 @@ def test_a_real_fit_with_the_built_in_callbacks(tmp_path, capsys):
 def test_sanity_check_does_not_change_the_training_randomness():
     """The sanity check's dataloader draws from the RNG; its state is restored after, so the
     run with a sanity check trains exactly like the run without one."""
+
     def run(sanity):
         ember.manual_seed(5)
         model = ToyModel()
         Trainer(max_epochs=2, num_sanity_val_steps=sanity, **QUIET).fit(
-            model, loader(32, 4, shuffle=True), loader(8, 4))
+            model, loader(32, 4, shuffle=True), loader(8, 4)
+        )
         return weights(model)
 
     for a, b in zip(run(0), run(2)):
@@ -571,8 +605,13 @@ def test_loop_state_seams_for_checkpoints():
     assert c.train_batch_ids == [2, 3, 0, 1, 2, 3]
     state = trainer._progress.state_dict()
     # batch_idx counts the batches of the epoch in progress: 0 once an epoch has ended
-    assert state == {"current_epoch": 2, "global_step": 6, "batches_seen": 6,
-                     "batches_that_stepped": 6, "batch_idx": 0}
+    assert state == {
+        "current_epoch": 2,
+        "global_step": 6,
+        "batches_seen": 6,
+        "batches_that_stepped": 6,
+        "batch_idx": 0,
+    }
     other = Trainer(**QUIET)
     other._progress.load_state_dict(state)
     assert (other.current_epoch, other.global_step, other.batches_seen) == (2, 6, 6)

@@ -7,5 +7,14 @@ from ember.data.datasets.locate import ChecksumError, DatasetNotFoundError, Reso
 from ember.data.datasets.mnist import MNIST, FashionMNIST
 from ember.data.datasets.text import CharDataset, PythonSourceCorpus, TinyShakespeare
 
-__all__ = ["MNIST", "FashionMNIST", "CIFAR10", "CharDataset", "TinyShakespeare",
-           "PythonSourceCorpus", "Resource", "ChecksumError", "DatasetNotFoundError"]
+__all__ = [
+    "MNIST",
+    "FashionMNIST",
+    "CIFAR10",
+    "CharDataset",
+    "TinyShakespeare",
+    "PythonSourceCorpus",
+    "Resource",
+    "ChecksumError",
+    "DatasetNotFoundError",
+]

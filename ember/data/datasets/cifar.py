@@ -43,8 +43,10 @@ MEMBER_SHA256 = {
 
 def _parse(raw: bytes, where: str) -> tuple:
     if len(raw) == 0 or len(raw) % RECORD:
-        raise ValueError(f"CIFAR10: {where} has {len(raw)} bytes, not a whole number of "
-                         f"{RECORD}-byte records (1 label byte + 3072 image bytes)")
+        raise ValueError(
+            f"CIFAR10: {where} has {len(raw)} bytes, not a whole number of "
+            f"{RECORD}-byte records (1 label byte + 3072 image bytes)"
+        )
     rec = np.frombuffer(raw, np.uint8).reshape(-1, RECORD)
     labels = rec[:, 0].astype(np.int64)
     if labels.max() > 9:
@@ -66,8 +68,10 @@ def read_cifar_binary(path, files, member_sha256: dict | None = None) -> tuple:
             raw = f.read_bytes()
             pin = (member_sha256 or {}).get(name)
             if pin is not None and hashlib.sha256(raw).hexdigest() != pin:
-                raise ChecksumError(f"CIFAR10: checksum mismatch for {f}: its sha256 is "
-                                    f"{hashlib.sha256(raw).hexdigest()}, expected {pin}")
+                raise ChecksumError(
+                    f"CIFAR10: checksum mismatch for {f}: its sha256 is "
+                    f"{hashlib.sha256(raw).hexdigest()}, expected {pin}"
+                )
             raws[name] = raw
     else:
         try:
@@ -90,18 +94,35 @@ class CIFAR10(Dataset):
 
     name = "CIFAR10"
     subdir = "cifar10"
-    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-               "truck"]
+    classes = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
 
-    def __init__(self, root=None, train: bool = True, transform=None, target_transform=None,
-                 download: bool = True) -> None:
+    def __init__(
+        self,
+        root=None,
+        train: bool = True,
+        transform=None,
+        target_transform=None,
+        download: bool = True,
+    ) -> None:
         self.root = root
         self.train = train
         self.transform = transform
         self.target_transform = target_transform
         (path,) = locate(self.name, self.subdir, [ARCHIVE], root, download)
         self._images, self._labels = read_cifar_binary(
-            path, TRAIN_FILES if train else TEST_FILES, MEMBER_SHA256)
+            path, TRAIN_FILES if train else TEST_FILES, MEMBER_SHA256
+        )
 
     @property
     def data(self) -> np.ndarray:

@@ -13,8 +13,14 @@ import os
 import pathlib
 from dataclasses import dataclass, field
 
-__all__ = ["Resource", "DatasetNotFoundError", "ChecksumError", "locate", "cache_dir",
-           "sha256_file"]
+__all__ = [
+    "Resource",
+    "DatasetNotFoundError",
+    "ChecksumError",
+    "locate",
+    "cache_dir",
+    "sha256_file",
+]
 
 ENV_VAR = "EMBER_DATA_DIR"
 
@@ -89,7 +95,8 @@ def verify(path: pathlib.Path, res: Resource, dataset: str, name: str | None = N
     raise ChecksumError(
         f"{dataset}: checksum mismatch for {path}: its sha256 is {digest}, expected "
         f"{expected}. The file is corrupted, truncated or not the right file: delete it "
-        f"(it will then be found elsewhere or downloaded again).")
+        f"(it will then be found elsewhere or downloaded again)."
+    )
 
 
 def _places(subdir: str, root) -> list:
@@ -100,8 +107,11 @@ def _places(subdir: str, root) -> list:
         root_dirs = [r, r / subdir]
     env = os.environ.get(ENV_VAR)
     env_dirs = [pathlib.Path(env).expanduser() / subdir] if env else None
-    return [("the explicit root", root_dirs), (f"${ENV_VAR}", env_dirs),
-            ("the user cache", [cache_dir() / subdir])]
+    return [
+        ("the explicit root", root_dirs),
+        (f"${ENV_VAR}", env_dirs),
+        ("the user cache", [cache_dir() / subdir]),
+    ]
 
 
 def _download(url: str, dest: pathlib.Path, timeout: float = 60.0) -> None:
@@ -150,8 +160,9 @@ def _locate_one(dataset: str, subdir: str, res: Resource, root, download: bool):
                 if p.exists():
                     verify(p, res, dataset)
                     return p
-    target = (pathlib.Path(root).expanduser() / subdir) if root is not None else (
-        cache_dir() / subdir)
+    target = (
+        (pathlib.Path(root).expanduser() / subdir) if root is not None else (cache_dir() / subdir)
+    )
     if download:
         found, why = _try_download(res, target, dataset)
         if found is not None:
@@ -161,12 +172,16 @@ def _locate_one(dataset: str, subdir: str, res: Resource, root, download: bool):
         step = f"a download from {', '.join(res.urls) or '(none)'}: not tried (download=False)"
     lines = []
     for i, (label, dirs) in enumerate(places, 1):
-        where = " and ".join(str(d) for d in dirs) if dirs else (
-            "not given" if label.startswith("the explicit") else "not set")
+        where = (
+            " and ".join(str(d) for d in dirs)
+            if dirs
+            else ("not given" if label.startswith("the explicit") else "not set")
+        )
         lines.append(f"  {i}. {label}: {where}")
     lines.append(f"  4. {step}")
     alts = f" (or {', '.join(repr(a) for a in res.alt_names)})" if res.alt_names else ""
     raise DatasetNotFoundError(
         f"{dataset}: could not find {res.name!r}{alts}. Looked in, in order:\n"
         + "\n".join(lines)
-        + f"\nPass root=, set ${ENV_VAR}, or put the file in {cache_dir() / subdir}.")
+        + f"\nPass root=, set ${ENV_VAR}, or put the file in {cache_dir() / subdir}."
+    )

@@ -43,8 +43,10 @@ def read_idx(path, who: str = "read_idx") -> np.ndarray:
     dtype = np.dtype(_IDX_TYPES[raw[2]])
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise ValueError(f"{who}: {path} holds {len(raw) - header} bytes of data, but its "
-                         f"header {dims} needs {expected}: the file is truncated or corrupted")
+        raise ValueError(
+            f"{who}: {path} holds {len(raw) - header} bytes of data, but its "
+            f"header {dims} needs {expected}: the file is truncated or corrupted"
+        )
     arr = np.frombuffer(raw, dtype, offset=header).reshape(dims)
     return arr.astype(dtype.newbyteorder("="), copy=False) if dtype.byteorder == ">" else arr
 
@@ -54,50 +56,86 @@ class MNIST(Dataset):
 
     name = "MNIST"
     subdir = "mnist"
-    mirrors = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
-               "https://storage.googleapis.com/cvdf-datasets/mnist/")
+    mirrors = (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    )
     # (file, sha256 of the .gz as distributed, sha256 of its decompressed bytes)
     files = {
         "train": (
-            ("train-images-idx3-ubyte.gz",
-             "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-             "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-            ("train-labels-idx1-ubyte.gz",
-             "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-             "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+            (
+                "train-images-idx3-ubyte.gz",
+                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            ),
+            (
+                "train-labels-idx1-ubyte.gz",
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            ),
         ),
         "test": (
-            ("t10k-images-idx3-ubyte.gz",
-             "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-             "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-            ("t10k-labels-idx1-ubyte.gz",
-             "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-             "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+            (
+                "t10k-images-idx3-ubyte.gz",
+                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            ),
+            (
+                "t10k-labels-idx1-ubyte.gz",
+                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+            ),
         ),
     }
-    classes = ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five",
-               "6 - six", "7 - seven", "8 - eight", "9 - nine"]
+    classes = [
+        "0 - zero",
+        "1 - one",
+        "2 - two",
+        "3 - three",
+        "4 - four",
+        "5 - five",
+        "6 - six",
+        "7 - seven",
+        "8 - eight",
+        "9 - nine",
+    ]
 
-    def __init__(self, root=None, train: bool = True, transform=None, target_transform=None,
-                 download: bool = True) -> None:
+    def __init__(
+        self,
+        root=None,
+        train: bool = True,
+        transform=None,
+        target_transform=None,
+        download: bool = True,
+    ) -> None:
         self.root = root
         self.train = train
         self.transform = transform
         self.target_transform = target_transform
         split = "train" if train else "test"
-        resources = [Resource(name, tuple(m + name for m in self.mirrors),
-                              (gz_sha,) if gz_sha else (), content_sha,
-                              (name.removesuffix(".gz"),))
-                     for name, gz_sha, content_sha in self.files[split]]
+        resources = [
+            Resource(
+                name,
+                tuple(m + name for m in self.mirrors),
+                (gz_sha,) if gz_sha else (),
+                content_sha,
+                (name.removesuffix(".gz"),),
+            )
+            for name, gz_sha, content_sha in self.files[split]
+        ]
         img_path, lbl_path = locate(self.name, self.subdir, resources, root, download)
         images = read_idx(img_path, self.name)
         labels = read_idx(lbl_path, self.name)
         if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
-            raise ValueError(f"{self.name}: {img_path} holds {images.dtype} data of shape "
-                             f"{images.shape}, expected uint8 images of shape (N, 28, 28)")
+            raise ValueError(
+                f"{self.name}: {img_path} holds {images.dtype} data of shape "
+                f"{images.shape}, expected uint8 images of shape (N, 28, 28)"
+            )
         if labels.shape != (images.shape[0],):
-            raise ValueError(f"{self.name}: {lbl_path} holds labels of shape {labels.shape} "
-                             f"for {images.shape[0]} images")
+            raise ValueError(
+                f"{self.name}: {lbl_path} holds labels of shape {labels.shape} "
+                f"for {images.shape[0]} images"
+            )
         self._images = images
         self._labels = labels.astype(np.int64)
 
@@ -148,17 +186,39 @@ class FashionMNIST(MNIST):
     mirrors = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
     files = {  # only the .gz files are pinned (their decompressed digests are not published)
         "train": (
-            ("train-images-idx3-ubyte.gz",
-             "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", None),
-            ("train-labels-idx1-ubyte.gz",
-             "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", None),
+            (
+                "train-images-idx3-ubyte.gz",
+                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                None,
+            ),
+            (
+                "train-labels-idx1-ubyte.gz",
+                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                None,
+            ),
         ),
         "test": (
-            ("t10k-images-idx3-ubyte.gz",
-             "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", None),
-            ("t10k-labels-idx1-ubyte.gz",
-             "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", None),
+            (
+                "t10k-images-idx3-ubyte.gz",
+                "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                None,
+            ),
+            (
+                "t10k-labels-idx1-ubyte.gz",
+                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+                None,
+            ),
         ),
     }
-    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-               "Sneaker", "Bag", "Ankle boot"]
+    classes = [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ]

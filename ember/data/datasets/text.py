@@ -24,21 +24,24 @@ __all__ = ["CharDataset", "TinyShakespeare", "PythonSourceCorpus"]
 
 def _read_source(source) -> str:
     if isinstance(source, os.PathLike) or (
-            isinstance(source, str) and "\n" not in source and len(source) < 4096
-            and os.path.isfile(source)):
+        isinstance(source, str)
+        and "\n" not in source
+        and len(source) < 4096
+        and os.path.isfile(source)
+    ):
         with open(source, encoding="utf-8", newline="") as f:  # keep the bytes' newlines
             return f.read()
     if isinstance(source, str):
         return source
-    raise TypeError(f"CharDataset: expected a path or a str of text, got "
-                    f"{type(source).__name__}")
+    raise TypeError(f"CharDataset: expected a path or a str of text, got {type(source).__name__}")
 
 
 class CharDataset(Dataset):
     """Windows of ``block_size`` character ids over a text file (a path) or a string."""
 
-    def __init__(self, source, block_size: int, split: str = "train",
-                 val_fraction: float = 0.1) -> None:
+    def __init__(
+        self, source, block_size: int, split: str = "train", val_fraction: float = 0.1
+    ) -> None:
         self._setup(_read_source(source), block_size, split, val_fraction)
 
     def _setup(self, text: str, block_size: int, split: str, val_fraction: float) -> None:
@@ -64,16 +67,19 @@ class CharDataset(Dataset):
         n_train = int(len(ids) * (1 - val_fraction))
         self.data = ids[:n_train] if split == "train" else ids[n_train:]
         if len(self.data) < block_size + 1:
-            raise ValueError(f"{who}: the {split!r} split has {len(self.data)} characters; "
-                             f"it needs at least block_size + 1 = {block_size + 1}")
+            raise ValueError(
+                f"{who}: the {split!r} split has {len(self.data)} characters; "
+                f"it needs at least block_size + 1 = {block_size + 1}"
+            )
         self._offsets = np.arange(block_size + 1)
 
     def encode(self, text: str) -> list:
         try:
             return [self.stoi[c] for c in text]
         except KeyError as exc:
-            raise KeyError(f"{type(self).__name__}.encode: character {exc.args[0]!r} is not "
-                           f"in the vocabulary") from None
+            raise KeyError(
+                f"{type(self).__name__}.encode: character {exc.args[0]!r} is not in the vocabulary"
+            ) from None
 
     def decode(self, ids) -> str:
         if isinstance(ids, Tensor):
@@ -89,20 +95,25 @@ class CharDataset(Dataset):
         n = len(self)
         i = int(index) + (n if index < 0 else 0)
         if not 0 <= i < n:
-            raise IndexError(f"{type(self).__name__}: index {index} is out of range for "
-                             f"{n} windows")
-        chunk = self.data[i:i + self.block_size + 1]
+            raise IndexError(
+                f"{type(self).__name__}: index {index} is out of range for {n} windows"
+            )
+        chunk = self.data[i : i + self.block_size + 1]
         return Tensor(chunk[:-1].copy()), Tensor(chunk[1:].copy())
 
     def _batched_getitems(self, indices) -> list:
         starts = np.asarray(indices, dtype=np.int64)
         windows = self.data[starts[:, None] + self._offsets]
-        return [Tensor(np.ascontiguousarray(windows[:, :-1])),
-                Tensor(np.ascontiguousarray(windows[:, 1:]))]
+        return [
+            Tensor(np.ascontiguousarray(windows[:, :-1])),
+            Tensor(np.ascontiguousarray(windows[:, 1:])),
+        ]
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(split={self.split!r}, block_size={self.block_size}, "
-                f"vocab_size={self.vocab_size}, windows={len(self)})")
+        return (
+            f"{type(self).__name__}(split={self.split!r}, block_size={self.block_size}, "
+            f"vocab_size={self.vocab_size}, windows={len(self)})"
+        )
 
 
 class TinyShakespeare(CharDataset):
@@ -110,20 +121,40 @@ class TinyShakespeare(CharDataset):
 
     RESOURCE = Resource(
         "input.txt",
-        ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/"
-         "input.txt",),
+        (
+            "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/"
+            "input.txt",
+        ),
         ("86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",),
     )
 
-    def __init__(self, block_size: int, split: str = "train", val_fraction: float = 0.1,
-                 root=None, download: bool = True) -> None:
+    def __init__(
+        self,
+        block_size: int,
+        split: str = "train",
+        val_fraction: float = 0.1,
+        root=None,
+        download: bool = True,
+    ) -> None:
         (path,) = locate("TinyShakespeare", "tinyshakespeare", [self.RESOURCE], root, download)
         self.path = path
         self._setup(_read_source(path), block_size, split, val_fraction)
 
 
-_SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__",
-              "idlelib", "lib2to3", "turtledemo", "ensurepip", "tkinter", "pydoc_data"}
+_SKIP_DIRS = {
+    "site-packages",
+    "dist-packages",
+    "test",
+    "tests",
+    "idle_test",
+    "__pycache__",
+    "idlelib",
+    "lib2to3",
+    "turtledemo",
+    "ensurepip",
+    "tkinter",
+    "pydoc_data",
+}
 
 
 def stdlib_sources(max_chars: int) -> tuple:
@@ -147,8 +178,10 @@ def stdlib_sources(max_chars: int) -> tuple:
         names.append(p.relative_to(root).as_posix())
         total += len(text) + 1
     if not texts:
-        raise FileNotFoundError(f"PythonSourceCorpus: no readable .py sources under {root} "
-                                f"(this Python ships without its standard-library sources)")
+        raise FileNotFoundError(
+            f"PythonSourceCorpus: no readable .py sources under {root} "
+            f"(this Python ships without its standard-library sources)"
+        )
     return "\n".join(texts) + "\n", names
 
 
@@ -159,8 +192,13 @@ class PythonSourceCorpus(CharDataset):
     version; ``files`` lists the files and ``fingerprint`` is the text's sha256.
     """
 
-    def __init__(self, block_size: int, split: str = "train", val_fraction: float = 0.1,
-                 max_chars: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        block_size: int,
+        split: str = "train",
+        val_fraction: float = 0.1,
+        max_chars: int = 1_000_000,
+    ) -> None:
         text, self.files = stdlib_sources(max_chars)
         self.fingerprint = hashlib.sha256(text.encode()).hexdigest()
         self._setup(text, block_size, split, val_fraction)

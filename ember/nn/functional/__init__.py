@@ -27,7 +27,14 @@ from ember.nn.functional.pooling import *  # noqa: F403
 from ember.nn.functional.sparse import *  # noqa: F403
 
 _FAMILIES = (
-    _activation, _linear, _conv, _pooling, _normalization, _dropout, _loss, _attention,
+    _activation,
+    _linear,
+    _conv,
+    _pooling,
+    _normalization,
+    _dropout,
+    _loss,
+    _attention,
     _sparse,
 )
 from ember.ops.join import pad  # noqa: E402 - torch.nn.functional.pad

@@ -30,8 +30,7 @@ PER_THREAD = 1
 def spans(tgt: int, src: int) -> list:
     """(lo, hi, keys) per query-row block: rows [lo, hi) attend keys [0, keys)."""
     rows = max(_MIN_ROWS, -(-tgt // 8))
-    return [(lo, min(tgt, lo + rows), min(min(tgt, lo + rows), src))
-            for lo in range(0, tgt, rows)]
+    return [(lo, min(tgt, lo + rows), min(min(tgt, lo + rows), src)) for lo in range(0, tgt, rows)]
 
 
 def _chunks(n0: int, ndim: int):

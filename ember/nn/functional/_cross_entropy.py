@@ -58,8 +58,9 @@ class IndexTarget:
             lo, hi = K.bounds(y)
         if y.size and (lo < 0 or hi >= num_classes):
             bad = hi if hi >= num_classes else lo
-            raise IndexError(f"{op}: target {bad} is out of bounds for input with "
-                             f"{num_classes} classes")
+            raise IndexError(
+                f"{op}: target {bad} is out of bounds for input with {num_classes} classes"
+            )
         self.y, self.valid = y, valid
         self.wy = None if weight is None else weight[y]
         if self.wy is not None:
@@ -217,7 +218,8 @@ class CrossEntropy(Function):
         if x._vc[0] != self._x_version:
             raise RuntimeError(
                 "one of the variables needed for gradient computation has been modified by an "
-                f"inplace operation: the logits of {self.name()}")
+                f"inplace operation: the logits of {self.name()}"
+            )
         xp = get_array_module(x.data)
         m_rows, c = x.data.shape
         dt = x.data.dtype

@@ -37,15 +37,24 @@ class Geometry:
         self.dilation, self.groups = dilation, groups
 
     def out_spatial(self, in_spatial: tuple) -> tuple:
-        return tuple((n + lo + hi - d * (k - 1) - 1) // s + 1 for n, k, s, (lo, hi), d in
-                     zip(in_spatial, self.kernel, self.stride, self.pads, self.dilation))
+        return tuple(
+            (n + lo + hi - d * (k - 1) - 1) // s + 1
+            for n, k, s, (lo, hi), d in zip(
+                in_spatial, self.kernel, self.stride, self.pads, self.dilation
+            )
+        )
 
     def window_slices(self, out_spatial: tuple):
         """For each kernel offset: the strided slices of the padded input it reads."""
         ranges = [range(k) for k in self.kernel]
         for offs in itertools.product(*ranges):
-            yield offs, tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in
-                              zip(offs, self.dilation, self.stride, out_spatial))
+            yield (
+                offs,
+                tuple(
+                    slice(o * d, o * d + s * (n - 1) + 1, s)
+                    for o, d, s, n in zip(offs, self.dilation, self.stride, out_spatial)
+                ),
+            )
 
 
 def _as_strided(xp, arr, shape, strides):
@@ -57,11 +66,13 @@ def pad_zeros(x, pads: tuple):
     if not any(lo or hi for lo, hi in pads):
         return x
     xp = get_array_module(x)
-    lead = x.shape[:x.ndim - len(pads)]
-    out = xp.zeros(lead + tuple(n + lo + hi for n, (lo, hi) in zip(x.shape[len(lead):], pads)),
-                   dtype=x.dtype)
-    out[(Ellipsis,) + tuple(slice(lo, lo + n) for n, (lo, _) in
-                            zip(x.shape[len(lead):], pads))] = x
+    lead = x.shape[: x.ndim - len(pads)]
+    out = xp.zeros(
+        lead + tuple(n + lo + hi for n, (lo, hi) in zip(x.shape[len(lead) :], pads)), dtype=x.dtype
+    )
+    out[
+        (Ellipsis,) + tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape[len(lead) :], pads))
+    ] = x
     return out
 
 
@@ -77,8 +88,12 @@ def im2col(x, geo: Geometry, out_spatial: tuple):
     st = xpad.strides
     sp = st[2:]
     shape = (c,) + geo.kernel + (n,) + out_spatial
-    strides = ((st[1],) + tuple(s * d for s, d in zip(sp, geo.dilation)) + (st[0],)
-               + tuple(s * k for s, k in zip(sp, geo.stride)))
+    strides = (
+        (st[1],)
+        + tuple(s * d for s, d in zip(sp, geo.dilation))
+        + (st[0],)
+        + tuple(s * k for s, k in zip(sp, geo.stride))
+    )
     view = _as_strided(xp, xpad, shape, strides)
     cols = _workspace.take(xp, shape, x.dtype)
     lead = (slice(None),)
@@ -123,7 +138,7 @@ def _gemm(xp, a, b, groups: int, dtype, ta: bool = False, tb: bool = False, out=
     if out is None:
         out = xp.empty((groups * rows, width), dtype=dtype)
     for g in range(groups):
-        out[g * rows:(g + 1) * rows] = (ab[g].T if ta else ab[g]) @ (bb[g].T if tb else bb[g])
+        out[g * rows : (g + 1) * rows] = (ab[g].T if ta else ab[g]) @ (bb[g].T if tb else bb[g])
     return out
 
 
@@ -159,8 +174,9 @@ def conv_grad_weight(g, cols, wshape: tuple, groups: int):
         # call synchronising (and stalls badly on a busy machine); one stacked per-image
         # matmul (N, O, L) @ (N, L, C*K), summed over N, is several times faster
         o, kk, per = g2.shape[0], cols.shape[0], g2.shape[1] // n
-        gw = xp.matmul(g2.reshape(o, n, per).transpose(1, 0, 2),
-                       cols.reshape(kk, n, per).transpose(1, 2, 0)).sum(0)
+        gw = xp.matmul(
+            g2.reshape(o, n, per).transpose(1, 0, 2), cols.reshape(kk, n, per).transpose(1, 2, 0)
+        ).sum(0)
     elif groups == 1:
         # cols @ g^T (C*K, O) is the fast orientation of this long-inner-dim product
         gw = xp.ascontiguousarray((cols @ g2.T).T)
@@ -196,8 +212,10 @@ def conv_grad_input(g, w, geo: Geometry, in_spatial: tuple):
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(in_spatial, geo.pads))
     gx = col2im(gcols, geo, (c, n) + padded, out_sp)
     _workspace.give(gcols)
-    crop = gx[(slice(None), slice(None)) + tuple(slice(lo, lo + s) for s, (lo, _) in
-                                                  zip(in_spatial, geo.pads))]
+    crop = gx[
+        (slice(None), slice(None))
+        + tuple(slice(lo, lo + s) for s, (lo, _) in zip(in_spatial, geo.pads))
+    ]
     return xp.ascontiguousarray(crop.transpose((1, 0) + tuple(range(2, 2 + len(in_spatial)))))
 
 
@@ -230,10 +248,10 @@ def col2im(gcols, geo: Geometry, shape: tuple, out_sp: tuple):
     """Sum columns (C, *kernel, N, *out) back into a (C, N, *padded) buffer: one strided add
     per kernel offset (assignment when the windows do not overlap)."""
     xp = get_array_module(gcols)
-    disjoint = all(s >= d * (k - 1) + 1 for s, d, k in
-                   zip(geo.stride, geo.dilation, geo.kernel))
+    disjoint = all(s >= d * (k - 1) + 1 for s, d, k in zip(geo.stride, geo.dilation, geo.kernel))
     gx = (xp.empty if disjoint and _covers(geo, shape[2:], out_sp) else xp.zeros)(
-        shape, dtype=gcols.dtype)
+        shape, dtype=gcols.dtype
+    )
     lead = (slice(None),)
     for offs, sl in geo.window_slices(out_sp):
         src = gcols[lead + offs]
@@ -246,5 +264,7 @@ def col2im(gcols, geo: Geometry, shape: tuple, out_sp: tuple):
 
 def _covers(geo: Geometry, padded: tuple, out_sp: tuple) -> bool:
     """Disjoint windows that tile the whole padded buffer (every element written once)."""
-    return all(s == d * (k - 1) + 1 and o * s == p and (k == 1 or d == 1)
-               for s, d, k, o, p in zip(geo.stride, geo.dilation, geo.kernel, out_sp, padded))
+    return all(
+        s == d * (k - 1) + 1 and o * s == p and (k == 1 or d == 1)
+        for s, d, k, o, p in zip(geo.stride, geo.dilation, geo.kernel, out_sp, padded)
+    )

@@ -20,8 +20,9 @@ from ember.tensor.backend import get_array_module
 from ember.tensor.tensor import Tensor
 
 
-def canonical_mask(mask, mask_name: str, other_type, other_name: str, target_type,
-                   check_other: bool = True):
+def canonical_mask(
+    mask, mask_name: str, other_type, other_name: str, target_type, check_other: bool = True
+):
     """A bool mask becomes a float one (``-inf`` where True); a float mask stays as it is."""
     if mask is None:
         return None
@@ -29,8 +30,12 @@ def canonical_mask(mask, mask_name: str, other_type, other_name: str, target_typ
     if mask.data.dtype != np.bool_ and not is_float:
         raise AssertionError(f"only bool and floating types of {mask_name} are supported")
     if check_other and other_type is not None and mask.dtype is not other_type:
-        warnings.warn(f"Support for mismatched {mask_name} and {other_name} is deprecated. Use "
-                      "same type for both instead.", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"Support for mismatched {mask_name} and {other_name} is deprecated. Use "
+            "same type for both instead.",
+            UserWarning,
+            stacklevel=3,
+        )
     if not is_float:
         xp = get_array_module(mask.data)
         mask = Tensor(xp.where(mask.data, -np.inf, 0.0).astype(target_type.np))
@@ -46,36 +51,50 @@ def _shape_check(query, key, value, key_padding_mask, attn_mask, num_heads: int)
     qd, kd, vd = query.ndim, key.ndim, value.ndim
     if qd == 3:
         if kd != 3 or vd != 3:
-            raise AssertionError("For batched (3-D) `query`, expected `key` and `value` to be 3-D"
-                                 f" but found {kd}-D and {vd}-D tensors respectively")
+            raise AssertionError(
+                "For batched (3-D) `query`, expected `key` and `value` to be 3-D"
+                f" but found {kd}-D and {vd}-D tensors respectively"
+            )
         if key_padding_mask is not None and key_padding_mask.ndim != 2:
-            raise AssertionError("For batched (3-D) `query`, expected `key_padding_mask` to be "
-                                 f"`None` or 2-D but found {key_padding_mask.ndim}-D tensor "
-                                 "instead")
+            raise AssertionError(
+                "For batched (3-D) `query`, expected `key_padding_mask` to be "
+                f"`None` or 2-D but found {key_padding_mask.ndim}-D tensor "
+                "instead"
+            )
         if attn_mask is not None and attn_mask.ndim not in (2, 3):
-            raise AssertionError("For batched (3-D) `query`, expected `attn_mask` to be `None`, "
-                                 f"2-D or 3-D but found {attn_mask.ndim}-D tensor instead")
+            raise AssertionError(
+                "For batched (3-D) `query`, expected `attn_mask` to be `None`, "
+                f"2-D or 3-D but found {attn_mask.ndim}-D tensor instead"
+            )
         return True
     if qd == 2:
         if kd != 2 or vd != 2:
-            raise AssertionError("For unbatched (2-D) `query`, expected `key` and `value` to be "
-                                 f"2-D but found {kd}-D and {vd}-D tensors respectively")
+            raise AssertionError(
+                "For unbatched (2-D) `query`, expected `key` and `value` to be "
+                f"2-D but found {kd}-D and {vd}-D tensors respectively"
+            )
         if key_padding_mask is not None and key_padding_mask.ndim != 1:
-            raise AssertionError("For unbatched (2-D) `query`, expected `key_padding_mask` to "
-                                 f"be `None` or 1-D but found {key_padding_mask.ndim}-D tensor "
-                                 "instead")
+            raise AssertionError(
+                "For unbatched (2-D) `query`, expected `key_padding_mask` to "
+                f"be `None` or 1-D but found {key_padding_mask.ndim}-D tensor "
+                "instead"
+            )
         if attn_mask is not None:
             if attn_mask.ndim not in (2, 3):
-                raise AssertionError("For unbatched (2-D) `query`, expected `attn_mask` to be "
-                                     f"`None`, 2-D or 3-D but found {attn_mask.ndim}-D tensor "
-                                     "instead")
+                raise AssertionError(
+                    "For unbatched (2-D) `query`, expected `attn_mask` to be "
+                    f"`None`, 2-D or 3-D but found {attn_mask.ndim}-D tensor "
+                    "instead"
+                )
             want = (num_heads, query.shape[0], key.shape[0])
             if attn_mask.ndim == 3 and tuple(attn_mask.shape) != want:
-                raise AssertionError(f"Expected `attn_mask` shape to be {want} but got "
-                                     f"{tuple(attn_mask.shape)}")
+                raise AssertionError(
+                    f"Expected `attn_mask` shape to be {want} but got {tuple(attn_mask.shape)}"
+                )
         return False
-    raise AssertionError("query should be unbatched 2D or batched 3D tensor but received "
-                         f"{qd}-D query tensor")
+    raise AssertionError(
+        f"query should be unbatched 2D or batched 3D tensor but received {qd}-D query tensor"
+    )
 
 
 def _project(query, key, value, in_proj_weight, in_proj_bias, separate, qw, kw, vw):
@@ -89,7 +108,7 @@ def _project(query, key, value, in_proj_weight, in_proj_bias, separate, qw, kw, 
         return linear(query, qw, bq), linear(key, kw, bk), linear(value, vw, bv)
     if query is key and key is value:
         proj = linear(query, in_proj_weight, b)
-        return proj[..., :e], proj[..., e:2 * e], proj[..., 2 * e:]
+        return proj[..., :e], proj[..., e : 2 * e], proj[..., 2 * e :]
     wq, wk, wv = in_proj_weight.chunk(3)
     if key is value:
         kv = linear(key, in_proj_weight[e:], None if b is None else b[e:])
@@ -103,20 +122,41 @@ def _pad_last(mask):
     return None if mask is None else pad(mask, (0, 1))
 
 
-def multi_head_attention_forward(query, key, value, embed_dim_to_check: int, num_heads: int,
-                                 in_proj_weight, in_proj_bias, bias_k, bias_v,
-                                 add_zero_attn: bool, dropout_p: float, out_proj_weight,
-                                 out_proj_bias, training: bool = True, key_padding_mask=None,
-                                 need_weights: bool = True, attn_mask=None,
-                                 use_separate_proj_weight: bool = False, q_proj_weight=None,
-                                 k_proj_weight=None, v_proj_weight=None, static_k=None,
-                                 static_v=None, average_attn_weights: bool = True,
-                                 is_causal: bool = False, *, batch_first: bool = False):
+def multi_head_attention_forward(
+    query,
+    key,
+    value,
+    embed_dim_to_check: int,
+    num_heads: int,
+    in_proj_weight,
+    in_proj_bias,
+    bias_k,
+    bias_v,
+    add_zero_attn: bool,
+    dropout_p: float,
+    out_proj_weight,
+    out_proj_bias,
+    training: bool = True,
+    key_padding_mask=None,
+    need_weights: bool = True,
+    attn_mask=None,
+    use_separate_proj_weight: bool = False,
+    q_proj_weight=None,
+    k_proj_weight=None,
+    v_proj_weight=None,
+    static_k=None,
+    static_v=None,
+    average_attn_weights: bool = True,
+    is_causal: bool = False,
+    *,
+    batch_first: bool = False,
+):
     """Sequence-first (L, N, E) inputs as torch's (``batch_first=True``: (N, L, E), an ember
     extension the module uses to skip two transposes). Returns (output, weights or None)."""
     if static_k is not None or static_v is not None:
-        raise NotImplementedError("multi_head_attention_forward: static_k/static_v are not "
-                                  "supported")
+        raise NotImplementedError(
+            "multi_head_attention_forward: static_k/static_v are not supported"
+        )
     batched = _shape_check(query, key, value, key_padding_mask, attn_mask, num_heads)
     if not batched:  # add the batch dim, keeping "query is key is value" true
         dim = 0 if batch_first else 1
@@ -135,12 +175,15 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check: int, num
     bsz, tgt_len, embed_dim = query.shape
     src_len = key.shape[1]
 
-    key_padding_mask = canonical_mask(key_padding_mask, "key_padding_mask",
-                                      _dtype_or_none(attn_mask), "attn_mask", query.dtype)
+    key_padding_mask = canonical_mask(
+        key_padding_mask, "key_padding_mask", _dtype_or_none(attn_mask), "attn_mask", query.dtype
+    )
     if is_causal and attn_mask is None:
-        raise RuntimeError("Need attn_mask if specifying the is_causal hint. You may use the "
-                           "Transformer module method `generate_square_subsequent_mask` to "
-                           "create this mask.")
+        raise RuntimeError(
+            "Need attn_mask if specifying the is_causal hint. You may use the "
+            "Transformer module method `generate_square_subsequent_mask` to "
+            "create this mask."
+        )
     if is_causal and key_padding_mask is None and not need_weights:
         attn_mask = None  # the hint wins: causal attention without materialising the mask
     else:
@@ -148,33 +191,50 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check: int, num
         if key_padding_mask is not None:
             is_causal = False
     if embed_dim != embed_dim_to_check:
-        raise AssertionError(f"was expecting embedding dimension of {embed_dim_to_check}, but "
-                             f"got {embed_dim}")
+        raise AssertionError(
+            f"was expecting embedding dimension of {embed_dim_to_check}, but got {embed_dim}"
+        )
     head_dim = embed_dim // num_heads
     if head_dim * num_heads != embed_dim:
         raise AssertionError(f"embed_dim {embed_dim} not divisible by num_heads {num_heads}")
     if use_separate_proj_weight:
         if tuple(key.shape[:2]) != tuple(value.shape[:2]):
-            raise AssertionError(f"key's sequence and batch dims {tuple(key.shape[:2])} do not "
-                                 f"match value's {tuple(value.shape[:2])}")
+            raise AssertionError(
+                f"key's sequence and batch dims {tuple(key.shape[:2])} do not "
+                f"match value's {tuple(value.shape[:2])}"
+            )
     elif tuple(key.shape) != tuple(value.shape):
-        raise AssertionError(f"key shape {tuple(key.shape)} does not match value shape "
-                             f"{tuple(value.shape)}")
+        raise AssertionError(
+            f"key shape {tuple(key.shape)} does not match value shape {tuple(value.shape)}"
+        )
 
-    q, k, v = _project(query, key, value, in_proj_weight, in_proj_bias, use_separate_proj_weight,
-                       q_proj_weight, k_proj_weight, v_proj_weight)
+    q, k, v = _project(
+        query,
+        key,
+        value,
+        in_proj_weight,
+        in_proj_bias,
+        use_separate_proj_weight,
+        q_proj_weight,
+        k_proj_weight,
+        v_proj_weight,
+    )
     if attn_mask is not None:  # to (1 or N, 1 or H, L, S)
         if attn_mask.ndim == 2:
             want = (tgt_len, src_len)
             if tuple(attn_mask.shape) != want:
-                raise RuntimeError(f"The shape of the 2D attn_mask is {tuple(attn_mask.shape)}, "
-                                   f"but should be {want}.")
+                raise RuntimeError(
+                    f"The shape of the 2D attn_mask is {tuple(attn_mask.shape)}, "
+                    f"but should be {want}."
+                )
             attn_mask = attn_mask.reshape(1, 1, tgt_len, src_len)
         elif attn_mask.ndim == 3:
             want = (bsz * num_heads, tgt_len, src_len)
             if tuple(attn_mask.shape) != want:
-                raise RuntimeError(f"The shape of the 3D attn_mask is {tuple(attn_mask.shape)}, "
-                                   f"but should be {want}.")
+                raise RuntimeError(
+                    f"The shape of the 3D attn_mask is {tuple(attn_mask.shape)}, "
+                    f"but should be {want}."
+                )
             attn_mask = attn_mask.reshape(bsz, num_heads, tgt_len, src_len)
         else:
             raise RuntimeError(f"attn_mask's dimension {attn_mask.ndim} is not supported")
@@ -185,8 +245,11 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check: int, num
         v = cat([v, bias_v.reshape(1, 1, embed_dim).expand(bsz, 1, embed_dim)], 1)
         attn_mask, key_padding_mask = _pad_last(attn_mask), _pad_last(key_padding_mask)
     elif bias_k is not None or bias_v is not None:
-        raise AssertionError("bias_k is set but bias_v is None" if bias_k is not None else
-                             "bias_v is set but bias_k is None")
+        raise AssertionError(
+            "bias_k is set but bias_v is None"
+            if bias_k is not None
+            else "bias_v is set but bias_k is None"
+        )
 
     def heads(t):  # (N, S, E) -> (N, H, S, head_dim), a strided view
         return t.reshape(bsz, t.shape[1], num_heads, head_dim).permute(0, 2, 1, 3)
@@ -202,8 +265,10 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check: int, num
     src_len = k.shape[2]
     if key_padding_mask is not None:
         if tuple(key_padding_mask.shape) != (bsz, src_len):
-            raise AssertionError(f"expecting key_padding_mask shape of {(bsz, src_len)}, but got "
-                                 f"{tuple(key_padding_mask.shape)}")
+            raise AssertionError(
+                f"expecting key_padding_mask shape of {(bsz, src_len)}, but got "
+                f"{tuple(key_padding_mask.shape)}"
+            )
         kpm = key_padding_mask.reshape(bsz, 1, 1, src_len)
         attn_mask = kpm if attn_mask is None else attn_mask + kpm
     if not training:
@@ -218,8 +283,7 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check: int, num
 
         out = scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal)
         weights = None
-    out = _out_projection(out, out_proj_weight, out_proj_bias, bsz, tgt_len, embed_dim,
-                          batch_first)
+    out = _out_projection(out, out_proj_weight, out_proj_bias, bsz, tgt_len, embed_dim, batch_first)
     if not batched:
         out = out.squeeze(0 if batch_first else 1)
         if weights is not None:
@@ -241,8 +305,7 @@ def _attention_with_weights(q, k, v, attn_mask, dropout_p: float):
     return weights.matmul(v), weights
 
 
-def _out_projection(out, weight, bias, bsz: int, tgt_len: int, embed_dim: int,
-                    batch_first: bool):
+def _out_projection(out, weight, bias, bsz: int, tgt_len: int, embed_dim: int, batch_first: bool):
     """(N, H, L, d) -> (L, N, E) or (N, L, E), then the output Linear."""
     from ember.nn.functional.linear import linear
 

@@ -31,8 +31,10 @@ class PoolGeometry:
     def __init__(self, kernel, stride, pad, dilation, in_sp, out_sp):
         self.kernel, self.stride, self.pad, self.dilation = kernel, stride, pad, dilation
         self.in_sp, self.out_sp = in_sp, out_sp
-        self.padded = tuple(max((o - 1) * s + d * (k - 1) + 1, p + n) for o, s, d, k, p, n in
-                            zip(out_sp, stride, dilation, kernel, pad, in_sp))
+        self.padded = tuple(
+            max((o - 1) * s + d * (k - 1) + 1, p + n)
+            for o, s, d, k, p, n in zip(out_sp, stride, dilation, kernel, pad, in_sp)
+        )
 
     def needs_pad(self) -> bool:
         return any(p for p in self.pad) or self.padded != self.in_sp
@@ -40,13 +42,17 @@ class PoolGeometry:
     def slices(self):
         """(offset number, strided slices over the padded input) for each kernel offset."""
         for n, offs in enumerate(itertools.product(*[range(k) for k in self.kernel])):
-            yield n, (Ellipsis,) + tuple(
-                slice(o * d, o * d + s * (m - 1) + 1, s)
-                for o, d, s, m in zip(offs, self.dilation, self.stride, self.out_sp))
+            yield (
+                n,
+                (Ellipsis,)
+                + tuple(
+                    slice(o * d, o * d + s * (m - 1) + 1, s)
+                    for o, d, s, m in zip(offs, self.dilation, self.stride, self.out_sp)
+                ),
+            )
 
     def disjoint(self) -> bool:
-        return all(s >= d * (k - 1) + 1 for s, d, k in zip(self.stride, self.dilation,
-                                                           self.kernel))
+        return all(s >= d * (k - 1) + 1 for s, d, k in zip(self.stride, self.dilation, self.kernel))
 
     def crop(self) -> tuple:
         return (Ellipsis,) + tuple(slice(p, p + n) for p, n in zip(self.pad, self.in_sp))
@@ -57,7 +63,7 @@ def _padded(x, geo: PoolGeometry, value):
     if not geo.needs_pad():
         return x
     xp = get_array_module(x)
-    lead = x.shape[:x.ndim - len(geo.in_sp)]
+    lead = x.shape[: x.ndim - len(geo.in_sp)]
     out = xp.full(lead + geo.padded, value, dtype=x.dtype)
     out[geo.crop()] = x
     return out
@@ -125,12 +131,13 @@ def _max_pool_forward_nan(xpad, geo: PoolGeometry, idx_dtype):
 def max_pool_scatter(g, idx, geo: PoolGeometry):
     """The gradient of max pooling: g sent to each window's winner."""
     xp = get_array_module(g)
-    lead = g.shape[:g.ndim - len(geo.in_sp)]
+    lead = g.shape[: g.ndim - len(geo.in_sp)]
     disjoint = geo.disjoint()
     # g * hit is the fast form, but would spread a non-finite g over the whole window
     finite = bool(xp.isfinite(g).all()) if _is_floating(g.dtype) else True
     gx = (xp.empty if disjoint and finite and _tiles(geo) else xp.zeros)(
-        lead + geo.padded, dtype=g.dtype)
+        lead + geo.padded, dtype=g.dtype
+    )
     for k, sl in geo.slices():
         hit = idx == k
         if not finite:
@@ -145,8 +152,10 @@ def max_pool_scatter(g, idx, geo: PoolGeometry):
 def _tiles(geo: PoolGeometry) -> bool:
     """Windows that cover the padded buffer exactly once (kernel == stride, no dilation gaps,
     nothing left over)."""
-    return all(s == k and (d == 1 or k == 1) and o * s == p for s, k, d, o, p in
-               zip(geo.stride, geo.kernel, geo.dilation, geo.out_sp, geo.padded))
+    return all(
+        s == k and (d == 1 or k == 1) and o * s == p
+        for s, k, d, o, p in zip(geo.stride, geo.kernel, geo.dilation, geo.out_sp, geo.padded)
+    )
 
 
 def max_pool_gather(gg, idx, geo: PoolGeometry):
@@ -167,8 +176,7 @@ def flat_indices(idx, geo: PoolGeometry):
     flat = None
     plane = 1
     for d in range(nd - 1, -1, -1):
-        k, s, p, dil, o = geo.kernel[d], geo.stride[d], geo.pad[d], geo.dilation[d], \
-            geo.out_sp[d]
+        k, s, p, dil, o = geo.kernel[d], geo.stride[d], geo.pad[d], geo.dilation[d], geo.out_sp[d]
         local, off = divmod(local, k)
         start = (xp.arange(o, dtype=np.int64) * s - p).reshape((o,) + (1,) * (nd - 1 - d))
         pos = start + off * dil
@@ -273,7 +281,7 @@ def avg_pool_forward(x, geo: PoolGeometry, divisor):
 def avg_pool_adjoint(g, geo: PoolGeometry, divisor):
     xp = get_array_module(g)
     gs = _divide(g.copy(), divisor, xp)
-    lead = g.shape[:g.ndim - len(geo.in_sp)]
+    lead = g.shape[: g.ndim - len(geo.in_sp)]
     gx = _zeros_padded(g, lead, geo)
     disjoint = geo.disjoint()
     for _, sl in geo.slices():
@@ -358,7 +366,7 @@ def adaptive_max_forward(x, out_sp: tuple):
     max); returns (max, flat index of the winner in its input plane)."""
     xp = get_array_module(x)
     nd = len(out_sp)
-    in_sp = x.shape[x.ndim - nd:]
+    in_sp = x.shape[x.ndim - nd :]
     tables = []
     for n, o in zip(in_sp, out_sp):
         start, end = adaptive_bounds(n, o)
@@ -367,8 +375,9 @@ def adaptive_max_forward(x, out_sp: tuple):
     best = flat = None
     floating = _is_floating(x.dtype)
     for combo in itertools.product(*tables):
-        key = tuple(xp.asarray(pos.reshape((-1,) + (1,) * (nd - 1 - d)))
-                    for d, pos in enumerate(combo))
+        key = tuple(
+            xp.asarray(pos.reshape((-1,) + (1,) * (nd - 1 - d))) for d, pos in enumerate(combo)
+        )
         v = x[(Ellipsis,) + key]
         lin = None
         plane = 1
@@ -386,14 +395,14 @@ def adaptive_max_forward(x, out_sp: tuple):
         xp.copyto(best, v, where=win)
         xp.copyto(flat, xp.broadcast_to(lin, best.shape), where=win)
     if best is None:  # an empty output
-        shape = x.shape[:x.ndim - nd] + tuple(out_sp)
+        shape = x.shape[: x.ndim - nd] + tuple(out_sp)
         return xp.empty(shape, dtype=x.dtype), xp.empty(shape, dtype=np.int64)
     return best, flat
 
 
 def _planes(shape: tuple, nd: int) -> int:
     p = 1
-    for s in shape[:len(shape) - nd]:
+    for s in shape[: len(shape) - nd]:
         p *= s
     return p
 
@@ -402,7 +411,7 @@ def flat_scatter(g, flat, in_sp: tuple):
     """Add g into a zero input at the flat plane positions (windows may overlap)."""
     xp = get_array_module(g)
     nd = len(in_sp)
-    lead = g.shape[:g.ndim - nd]
+    lead = g.shape[: g.ndim - nd]
     planes = _planes(g.shape, nd)
     size = int(np.prod(in_sp))
     gx = xp.zeros((planes, size), dtype=g.dtype)
@@ -425,7 +434,7 @@ class AdaptiveMax(Function):
     def forward(self, x):
         out, flat = adaptive_max_forward(x, self.out_sp)
         self.save_for_backward(flat)
-        self.in_sp = x.shape[x.ndim - len(self.out_sp):]
+        self.in_sp = x.shape[x.ndim - len(self.out_sp) :]
         if not self.return_indices:
             return out
         flat = flat.copy()

@@ -52,8 +52,10 @@ def shape_str(shape) -> str:
 def mismatch(op: str, want, input_shape, got, exc=ValueError) -> Exception:
     """``cross_entropy: expected target of shape (128,) for input of shape (128, 10), got
     (64,)``."""
-    return exc(f"{op}: expected target of shape {shape_str(want)} for input of shape "
-               f"{shape_str(input_shape)}, got {shape_str(got)}")
+    return exc(
+        f"{op}: expected target of shape {shape_str(want)} for input of shape "
+        f"{shape_str(input_shape)}, got {shape_str(got)}"
+    )
 
 
 def warn_if_broadcast(op: str, input: Tensor, target: Tensor) -> None:
@@ -63,4 +65,6 @@ def warn_if_broadcast(op: str, input: Tensor, target: Tensor) -> None:
             f"{op}: Using a target size {shape_str(target.data.shape)} that is different to the "
             f"input size {shape_str(input.data.shape)}. This will likely lead to incorrect "
             "results due to broadcasting. Please ensure they have the same size.",
-            UserWarning, stacklevel=3)
+            UserWarning,
+            stacklevel=3,
+        )

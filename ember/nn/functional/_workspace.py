@@ -45,8 +45,13 @@ def give(arr) -> None:
     root = arr
     while isinstance(root.base, np.ndarray):
         root = root.base
-    if (root.ndim != 1 or root.base is not None or not root.flags.c_contiguous
-            or not root.flags.writeable or root.nbytes < MIN_BYTES):
+    if (
+        root.ndim != 1
+        or root.base is not None
+        or not root.flags.c_contiguous
+        or not root.flags.writeable
+        or root.nbytes < MIN_BYTES
+    ):
         return
     stack = _free.setdefault((root.size, root.dtype), [])
     if len(stack) >= PER_SIZE or _idle[0] + root.nbytes > LIMIT_BYTES:

@@ -24,10 +24,37 @@ from ember.tensor.backend import get_array_module
 from ember.tensor.tensor import Tensor
 
 __all__ = [
-    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_",
-    "celu", "celu_", "gelu", "silu", "mish", "softplus", "sigmoid", "tanh", "hardtanh",
-    "hardtanh_", "hardsigmoid", "hardswish", "logsigmoid", "softsign", "tanhshrink",
-    "threshold", "threshold_", "glu", "prelu", "softmax", "log_softmax", "softmin",
+    "relu",
+    "relu_",
+    "relu6",
+    "leaky_relu",
+    "leaky_relu_",
+    "elu",
+    "elu_",
+    "selu",
+    "selu_",
+    "celu",
+    "celu_",
+    "gelu",
+    "silu",
+    "mish",
+    "softplus",
+    "sigmoid",
+    "tanh",
+    "hardtanh",
+    "hardtanh_",
+    "hardsigmoid",
+    "hardswish",
+    "logsigmoid",
+    "softsign",
+    "tanhshrink",
+    "threshold",
+    "threshold_",
+    "glu",
+    "prelu",
+    "softmax",
+    "log_softmax",
+    "softmin",
 ]
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -126,21 +153,24 @@ class Hardsigmoid(_Masked):
 def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
     """x where x > 0, else negative_slope * x."""
     float_only(input, "leaky_relu")
-    return _maybe_inplace(input, inplace, lambda t: LeakyRelu(negative_slope).apply(t),
-                          op="leaky_relu")
+    return _maybe_inplace(
+        input, inplace, lambda t: LeakyRelu(negative_slope).apply(t), op="leaky_relu"
+    )
 
 
 def leaky_relu_(input: Tensor, negative_slope: float = 0.01) -> Tensor:
     return leaky_relu(input, negative_slope, True)
 
 
-def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0,
-             inplace: bool = False) -> Tensor:
+def hardtanh(
+    input: Tensor, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False
+) -> Tensor:
     check_tensor(input, "hardtanh")
     if min_val > max_val:
         raise ValueError("min_val cannot be greater than max_val")
-    return _maybe_inplace(input, inplace, lambda t: Hardtanh(min_val, max_val).apply(t),
-                          op="hardtanh")
+    return _maybe_inplace(
+        input, inplace, lambda t: Hardtanh(min_val, max_val).apply(t), op="hardtanh"
+    )
 
 
 def hardtanh_(input: Tensor, min_val: float = -1.0, max_val: float = 1.0) -> Tensor:
@@ -154,8 +184,9 @@ def relu6(input: Tensor, inplace: bool = False) -> Tensor:
 
 def threshold(input: Tensor, threshold: float, value: float, inplace: bool = False) -> Tensor:
     check_tensor(input, "threshold")
-    return _maybe_inplace(input, inplace, lambda t: Threshold(threshold, value).apply(t),
-                          op="threshold")
+    return _maybe_inplace(
+        input, inplace, lambda t: Threshold(threshold, value).apply(t), op="threshold"
+    )
 
 
 def threshold_(input: Tensor, threshold: float, value: float) -> Tensor:
@@ -266,8 +297,10 @@ def glu(input: Tensor, dim: int = -1) -> Tensor:
     d = normalize_dim(dim, input.data.ndim, "glu")
     size = input.data.shape[d]
     if size % 2:
-        raise RuntimeError(f"glu: Halving dimension must be even, but dimension {d} is size "
-                           f"{size} (input shape {tuple(input.data.shape)})")
+        raise RuntimeError(
+            f"glu: Halving dimension must be even, but dimension {d} is size "
+            f"{size} (input shape {tuple(input.data.shape)})"
+        )
     a, b = input.chunk(2, d)
     return a * sigmoid(b)
 
@@ -276,11 +309,12 @@ def prelu(input: Tensor, weight: Tensor) -> Tensor:
     """x where x > 0, else weight * x, with one weight per channel (dim 1) or one shared."""
     check_tensor(input, "prelu")
     n = weight.data.size
-    if weight.data.ndim > 1 or (n != 1 and (input.data.ndim < 2 or
-                                            input.data.shape[1] != n)):
-        raise RuntimeError(f"prelu: expected weight with 1 element or one per channel, got "
-                           f"weight of shape {tuple(weight.data.shape)} for input of shape "
-                           f"{tuple(input.data.shape)}")
+    if weight.data.ndim > 1 or (n != 1 and (input.data.ndim < 2 or input.data.shape[1] != n)):
+        raise RuntimeError(
+            f"prelu: expected weight with 1 element or one per channel, got "
+            f"weight of shape {tuple(weight.data.shape)} for input of shape "
+            f"{tuple(input.data.shape)}"
+        )
     w = weight
     if n != 1 and input.data.ndim > 2:
         w = weight.reshape((n,) + (1,) * (input.data.ndim - 2))

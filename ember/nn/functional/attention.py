@@ -149,8 +149,10 @@ class ScaledDotProductAttention(Function):
         qw, kw, vw = work(q), work(k), work(v)
         if self.causal:
             grads = _causal.backward(self, g, out, qw, kw, vw, saved[6:], ng)
-            return tuple(None if a is None else Tensor(a.astype(dt, copy=False))
-                         for a, dt in zip(grads + (None,), (q.dtype, k.dtype, v.dtype, None)))
+            return tuple(
+                None if a is None else Tensor(a.astype(dt, copy=False))
+                for a, dt in zip(grads + (None,), (q.dtype, k.dtype, v.dtype, None))
+            )
         xp = get_array_module(e)
         r, keep = self.r, self.keep
         c = xp.einsum("...i,...i->...", g, out)  # rowsum(P * dP)
@@ -174,9 +176,15 @@ class ScaledDotProductAttention(Function):
             dk = _sum_to(xp.swapaxes(d, -1, -2) @ (qw * rs), k.shape)
         if ng[3]:
             dm = _sum_to(d * r[..., None], fmask.shape)
-        return tuple(None if a is None else Tensor(a.astype(dt, copy=False))
-                     for a, dt in ((dq, q.dtype), (dk, k.dtype), (dv, v.dtype),
-                                   (dm, None if fmask is None else fmask.dtype)))
+        return tuple(
+            None if a is None else Tensor(a.astype(dt, copy=False))
+            for a, dt in (
+                (dq, q.dtype),
+                (dk, k.dtype),
+                (dv, v.dtype),
+                (dm, None if fmask is None else fmask.dtype),
+            )
+        )
 
     def _backward_graph(self, g):
         """The same gradients with Tensor ops on the saved inputs (double backward)."""
@@ -193,8 +201,11 @@ class ScaledDotProductAttention(Function):
             dp = dp * keep
         ds = p * (dp - (dp * p).sum(-1, keepdim=True))
         dq = sum_to_shape(ds.matmul(k) * self.scale, q.data.shape) if ng[0] else None
-        dk = (sum_to_shape(ds.transpose(-1, -2).matmul(q) * self.scale, k.data.shape)
-              if ng[1] else None)
+        dk = (
+            sum_to_shape(ds.transpose(-1, -2).matmul(q) * self.scale, k.data.shape)
+            if ng[1]
+            else None
+        )
         dm = sum_to_shape(ds, fmask.data.shape) if ng[3] else None
         return dq, dk, dv, dm
 
@@ -223,19 +234,26 @@ def _check_qkv(q, k, v) -> None:
         if not isinstance(t, Tensor):
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
     if not (q.data.dtype == k.data.dtype == v.data.dtype):
-        raise RuntimeError(f"{op}: Expected query, key, and value to have the same dtype, but "
-                           f"got query.dtype: {q.dtype.name} key.dtype: {k.dtype.name} and "
-                           f"value.dtype: {v.dtype.name} instead.")
+        raise RuntimeError(
+            f"{op}: Expected query, key, and value to have the same dtype, but "
+            f"got query.dtype: {q.dtype.name} key.dtype: {k.dtype.name} and "
+            f"value.dtype: {v.dtype.name} instead."
+        )
     if q.data.dtype not in dtypes.FLOATING_NP:
-        raise RuntimeError(f"{op}: expected floating point query, key and value, got "
-                           f"{q.dtype.name}")
+        raise RuntimeError(
+            f"{op}: expected floating point query, key and value, got {q.dtype.name}"
+        )
     qs, ks, vs = q.data.shape, k.data.shape, v.data.shape
     if min(len(qs), len(ks), len(vs)) < 2:
-        raise RuntimeError(f"{op}: query, key and value must be at least 2-D, got shapes "
-                           f"{tuple(qs)}, {tuple(ks)} and {tuple(vs)}")
+        raise RuntimeError(
+            f"{op}: query, key and value must be at least 2-D, got shapes "
+            f"{tuple(qs)}, {tuple(ks)} and {tuple(vs)}"
+        )
     if qs[-1] != ks[-1] or ks[-2] != vs[-2]:
-        raise RuntimeError(f"{op}: query {tuple(qs)}, key {tuple(ks)} and value {tuple(vs)} "
-                           "must have shapes (..., L, E), (..., S, E) and (..., S, Ev)")
+        raise RuntimeError(
+            f"{op}: query {tuple(qs)}, key {tuple(ks)} and value {tuple(vs)} "
+            "must have shapes (..., L, E), (..., S, E) and (..., S, Ev)"
+        )
 
 
 def _check_batch(q, k, v) -> None:
@@ -243,9 +261,11 @@ def _check_batch(q, k, v) -> None:
     try:
         np.broadcast_shapes(qs[:-2], ks[:-2], vs[:-2])
     except ValueError:
-        raise RuntimeError(f"scaled_dot_product_attention: the batch dimensions of query "
-                           f"{tuple(qs)}, key {tuple(ks)} and value {tuple(vs)} cannot be "
-                           "broadcast") from None
+        raise RuntimeError(
+            f"scaled_dot_product_attention: the batch dimensions of query "
+            f"{tuple(qs)}, key {tuple(ks)} and value {tuple(vs)} cannot be "
+            "broadcast"
+        ) from None
 
 
 def _repeat_heads(t: Tensor, rep: int) -> Tensor:
@@ -263,8 +283,7 @@ def _masks(attn_mask, is_causal: bool, q: Tensor, tgt: int, src: int):
     fmask = allowed = None
     if is_causal:
         if attn_mask is not None:
-            raise RuntimeError(f"{op}: Explicit attn_mask should not be set when "
-                               "is_causal=True")
+            raise RuntimeError(f"{op}: Explicit attn_mask should not be set when is_causal=True")
         allowed = _tril(xp, tgt, src)
     elif attn_mask is not None:
         if not isinstance(attn_mask, Tensor):
@@ -275,21 +294,32 @@ def _masks(attn_mask, is_causal: bool, q: Tensor, tgt: int, src: int):
         try:
             np.broadcast_shapes(shape, (tgt, src))
         except ValueError:
-            raise RuntimeError(f"{op}: attn_mask of shape {tuple(shape)} cannot be broadcast "
-                               f"to the attention scores' (L, S) = ({tgt}, {src})") from None
+            raise RuntimeError(
+                f"{op}: attn_mask of shape {tuple(shape)} cannot be broadcast "
+                f"to the attention scores' (L, S) = ({tgt}, {src})"
+            ) from None
         if attn_mask.data.dtype == np.bool_:
             allowed = attn_mask.data
         elif attn_mask.data.dtype in dtypes.FLOATING_NP:
             fmask = attn_mask if attn_mask.data.dtype == q.data.dtype else attn_mask.to(q.dtype)
         else:
-            raise RuntimeError(f"{op}: Expected attn_mask dtype to be bool or float or to match "
-                               f"query dtype, got {attn_mask.dtype.name}")
+            raise RuntimeError(
+                f"{op}: Expected attn_mask dtype to be bool or float or to match "
+                f"query dtype, got {attn_mask.dtype.name}"
+            )
     return fmask, allowed
 
 
-def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask=None,
-                                 dropout_p: float = 0.0, is_causal: bool = False, scale=None,
-                                 enable_gqa: bool = False) -> Tensor:
+def scaled_dot_product_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attn_mask=None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale=None,
+    enable_gqa: bool = False,
+) -> Tensor:
     """``softmax(query @ key^T * scale + mask) @ value`` (torch semantics).
 
     A bool ``attn_mask`` marks with True the positions that take part; a float one is added to
@@ -300,9 +330,11 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     if enable_gqa and query.data.ndim >= 3:
         hq, hk = query.data.shape[-3], key.data.shape[-3]
         if hq % hk or hq % value.data.shape[-3]:
-            raise RuntimeError("scaled_dot_product_attention: with enable_gqa the number of "
-                               f"query heads ({hq}) must be a multiple of the key/value heads "
-                               f"({hk}, {value.data.shape[-3]})")
+            raise RuntimeError(
+                "scaled_dot_product_attention: with enable_gqa the number of "
+                f"query heads ({hq}) must be a multiple of the key/value heads "
+                f"({hk}, {value.data.shape[-3]})"
+            )
         if hk != hq:
             key = _repeat_heads(key, hq // hk)
         if value.data.shape[-3] != hq:
@@ -316,8 +348,12 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     if tgt == 0 or src == 0 or query.data.size == 0 or key.data.size == 0:
         p = attention_probs(query, key, fmask, allowed, scale)
         return p.matmul(value)
-    causal = (is_causal and keep is None and type(query.data) is np.ndarray
-              and query.data.shape[:-2] == key.data.shape[:-2] == value.data.shape[:-2])
+    causal = (
+        is_causal
+        and keep is None
+        and type(query.data) is np.ndarray
+        and query.data.shape[:-2] == key.data.shape[:-2] == value.data.shape[:-2]
+    )
     return ScaledDotProductAttention(allowed, scale, keep, causal).apply(query, key, value, fmask)
 
 
@@ -328,9 +364,13 @@ def _keep_mask(q, k, v, fmask, allowed, p: float):
     if p == 0.0:
         return None
     xp = get_array_module(q.data)
-    shape = np.broadcast_shapes(q.data.shape[:-2], k.data.shape[:-2], v.data.shape[:-2],
-                                (fmask.data.shape if fmask is not None else ())[:-2],
-                                (allowed.shape if allowed is not None else ())[:-2])
+    shape = np.broadcast_shapes(
+        q.data.shape[:-2],
+        k.data.shape[:-2],
+        v.data.shape[:-2],
+        (fmask.data.shape if fmask is not None else ())[:-2],
+        (allowed.shape if allowed is not None else ())[:-2],
+    )
     shape = shape + (q.data.shape[-2], k.data.shape[-2])
     dt = work(q.data).dtype
     if p == 1.0:

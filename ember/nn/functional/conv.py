@@ -22,8 +22,11 @@ from ember.tensor.tensor import Tensor
 
 SAVE_COLS_BYTES = 1 << 28
 
-_SHAPES = {1: ("(C, L)", "(N, C, L)"), 2: ("(C, H, W)", "(N, C, H, W)"),
-           3: ("(C, D, H, W)", "(N, C, D, H, W)")}
+_SHAPES = {
+    1: ("(C, L)", "(N, C, L)"),
+    2: ("(C, H, W)", "(N, C, H, W)"),
+    3: ("(C, D, H, W)", "(N, C, D, H, W)"),
+}
 
 
 def _sum_dims(g: Tensor) -> Tensor:
@@ -44,8 +47,7 @@ class _Conv(Function):
         keep = own and ng[1] and cols.nbytes <= SAVE_COLS_BYTES
         if own and not keep:
             _workspace.give(cols)
-        self.save_for_backward(x if ng[1] else None, w if ng[0] else None,
-                               cols if keep else None)
+        self.save_for_backward(x if ng[1] else None, w if ng[0] else None, cols if keep else None)
         self.in_spatial = x.shape[2:]
         self.wshape = w.shape
         return y
@@ -65,8 +67,9 @@ class _Conv(Function):
         if ng[0]:
             gx = _ConvTranspose(self.geo, self.in_spatial).apply(g, w, None)
         if ng[1]:
-            gw = _ConvWeightGrad(self.geo, self.wshape,
-                                 None if cols is None else cols.data).apply(x, g)
+            gw = _ConvWeightGrad(self.geo, self.wshape, None if cols is None else cols.data).apply(
+                x, g
+            )
         if ng[2]:
             gb = _sum_dims(g)
         return gx, gw, gb
@@ -136,12 +139,15 @@ def ntuple(value, n: int, op: str, what: str) -> tuple:
     """An int or a sequence of n ints as a tuple of n ints."""
     if isinstance(value, (list, tuple)):
         if len(value) != n or not all(isinstance(v, int) for v in value):
-            raise RuntimeError(f"{op}: expected {what} to be a single int or a tuple of {n} "
-                               f"ints, got {tuple(value)}")
+            raise RuntimeError(
+                f"{op}: expected {what} to be a single int or a tuple of {n} "
+                f"ints, got {tuple(value)}"
+            )
         return tuple(int(v) for v in value)
     if not isinstance(value, int):
-        raise TypeError(f"{op}: expected {what} to be an int or a tuple of ints, got "
-                        f"{type(value).__name__}")
+        raise TypeError(
+            f"{op}: expected {what} to be an int or a tuple of ints, got {type(value).__name__}"
+        )
     return (int(value),) * n
 
 
@@ -151,8 +157,10 @@ def check_input_rank(input, nd: int, name: str) -> None:
         raise TypeError(f"{name}: expected input to be a Tensor, got {type(input).__name__}")
     if input.data.ndim not in (nd + 1, nd + 2):
         one, batched = _SHAPES[nd]
-        raise RuntimeError(f"{name}: expected a {nd + 1}D or {nd + 2}D input {one} or "
-                           f"{batched}, got shape {tuple(input.data.shape)}")
+        raise RuntimeError(
+            f"{name}: expected a {nd + 1}D or {nd + 2}D input {one} or "
+            f"{batched}, got shape {tuple(input.data.shape)}"
+        )
 
 
 def _check_tensors(input, weight, bias, nd: int, name: str) -> None:
@@ -163,16 +171,21 @@ def _check_tensors(input, weight, bias, nd: int, name: str) -> None:
     if input.data.dtype not in FLOATING_NP:
         raise RuntimeError(f"{name}: expected a floating point input, got {input.dtype}")
     if input.data.dtype != weight.data.dtype:
-        raise RuntimeError(f"{name}: input type ({input.dtype}) and weight type "
-                           f"({weight.dtype}) should be the same")
+        raise RuntimeError(
+            f"{name}: input type ({input.dtype}) and weight type "
+            f"({weight.dtype}) should be the same"
+        )
     check_same_device(input, weight, name)
     if bias is not None:
         if not isinstance(bias, Tensor):
-            raise TypeError(f"{name}: expected bias to be a Tensor or None, got "
-                            f"{type(bias).__name__}")
+            raise TypeError(
+                f"{name}: expected bias to be a Tensor or None, got {type(bias).__name__}"
+            )
         if bias.data.dtype != input.data.dtype:
-            raise RuntimeError(f"{name}: input type ({input.dtype}) and bias type "
-                               f"({bias.dtype}) should be the same")
+            raise RuntimeError(
+                f"{name}: input type ({input.dtype}) and bias type "
+                f"({bias.dtype}) should be the same"
+            )
         check_same_device(input, bias, name)
 
 
@@ -202,11 +215,13 @@ def _conv_pads(padding, kernel, stride, dilation, nd: int, name: str) -> tuple:
             return ((0, 0),) * nd
         if padding == "same":
             if any(s != 1 for s in stride):
-                raise RuntimeError(f"{name}: padding='same' is not supported for strided "
-                                   "convolutions")
+                raise RuntimeError(
+                    f"{name}: padding='same' is not supported for strided convolutions"
+                )
             return same_pads(kernel, dilation)
-        raise RuntimeError(f"{name}: invalid padding string {padding!r}, should be one of "
-                           "{'valid', 'same'}")
+        raise RuntimeError(
+            f"{name}: invalid padding string {padding!r}, should be one of {{'valid', 'same'}}"
+        )
     pad = ntuple(padding, nd, name, "padding")
     if any(p < 0 for p in pad):
         raise RuntimeError(f"{name}: negative padding is not supported, got {pad}")
@@ -226,32 +241,50 @@ def conv_nd(input, weight, bias, stride, padding, dilation, groups, nd: int, nam
     wshape = tuple(weight.data.shape)
     out_ch = wshape[0]
     if out_ch % groups:
-        raise RuntimeError(f"{name}: expected weight of shape {wshape} to have out channels "
-                           f"divisible by groups={groups}")
+        raise RuntimeError(
+            f"{name}: expected weight of shape {wshape} to have out channels "
+            f"divisible by groups={groups}"
+        )
     shape = tuple(input.data.shape)
     c_in = shape[-nd - 1]
     if c_in != wshape[1] * groups:
         extra = f" (groups={groups}, weight of shape {wshape})" if groups != 1 else ""
-        raise RuntimeError(f"{name}: expected input with {wshape[1] * groups} channels, got "
-                           f"input of shape {shape}{extra}")
+        raise RuntimeError(
+            f"{name}: expected input with {wshape[1] * groups} channels, got "
+            f"input of shape {shape}{extra}"
+        )
     if bias is not None and tuple(bias.data.shape) != (out_ch,):
-        raise RuntimeError(f"{name}: expected bias of shape ({out_ch},), got "
-                           f"{tuple(bias.data.shape)}")
+        raise RuntimeError(
+            f"{name}: expected bias of shape ({out_ch},), got {tuple(bias.data.shape)}"
+        )
     spatial = shape[-nd:]
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, pads))
     eff = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
     if any(e > p for e, p in zip(eff, padded)):
-        raise RuntimeError(f"{name}: kernel size {eff} can't be greater than the padded input "
-                           f"size {padded} (input of shape {shape}, padding "
-                           f"{tuple(p for p, _ in pads) if pads[0][0] == pads[0][1] else pads})")
+        raise RuntimeError(
+            f"{name}: kernel size {eff} can't be greater than the padded input "
+            f"size {padded} (input of shape {shape}, padding "
+            f"{tuple(p for p, _ in pads) if pads[0][0] == pads[0][1] else pads})"
+        )
     geo = kernels.Geometry(kernel, stride, pads, dilation, groups)
     if input.data.ndim == nd + 1:
         return _Conv(geo).apply(input.unsqueeze(0), weight, bias).squeeze(0)
     return _Conv(geo).apply(input, weight, bias)
 
 
-def conv_transpose_nd(input, weight, bias, stride, padding, output_padding, groups, dilation,
-                      nd: int, name: str, output_size=None):
+def conv_transpose_nd(
+    input,
+    weight,
+    bias,
+    stride,
+    padding,
+    output_padding,
+    groups,
+    dilation,
+    nd: int,
+    name: str,
+    output_size=None,
+):
     """The shared body of conv_transpose1d/2d/3d and of the ConvTranspose modules."""
     _check_tensors(input, weight, bias, nd, name)
     groups = _check_groups(groups, name)
@@ -267,27 +300,37 @@ def conv_transpose_nd(input, weight, bias, stride, padding, output_padding, grou
     if any(p < 0 for p in pad):
         raise RuntimeError(f"{name}: negative padding is not supported, got {pad}")
     if any(op < 0 or (op >= s and op >= d) for op, s, d in zip(out_pad, stride, dilation)):
-        raise RuntimeError(f"{name}: output padding must be smaller than either stride or "
-                           f"dilation, got output_padding={out_pad}, stride={stride}, "
-                           f"dilation={dilation}")
+        raise RuntimeError(
+            f"{name}: output padding must be smaller than either stride or "
+            f"dilation, got output_padding={out_pad}, stride={stride}, "
+            f"dilation={dilation}"
+        )
     wshape = tuple(weight.data.shape)
     shape = tuple(input.data.shape)
     if wshape[0] % groups:
-        raise RuntimeError(f"{name}: expected weight of shape {wshape} to have in channels "
-                           f"divisible by groups={groups}")
+        raise RuntimeError(
+            f"{name}: expected weight of shape {wshape} to have in channels "
+            f"divisible by groups={groups}"
+        )
     if shape[-nd - 1] != wshape[0]:
-        raise RuntimeError(f"{name}: expected input with {wshape[0]} channels, got input of "
-                           f"shape {shape}")
+        raise RuntimeError(
+            f"{name}: expected input with {wshape[0]} channels, got input of shape {shape}"
+        )
     out_ch = wshape[1] * groups
     if bias is not None and tuple(bias.data.shape) != (out_ch,):
-        raise RuntimeError(f"{name}: expected bias of shape ({out_ch},), got "
-                           f"{tuple(bias.data.shape)}")
+        raise RuntimeError(
+            f"{name}: expected bias of shape ({out_ch},), got {tuple(bias.data.shape)}"
+        )
     spatial = shape[-nd:]
-    out_sp = tuple((n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, s, p, d, k, op in
-                   zip(spatial, stride, pad, dilation, kernel, out_pad))
+    out_sp = tuple(
+        (n - 1) * s - 2 * p + d * (k - 1) + op + 1
+        for n, s, p, d, k, op in zip(spatial, stride, pad, dilation, kernel, out_pad)
+    )
     if any(o <= 0 for o in out_sp):
-        raise RuntimeError(f"{name}: output size {out_sp} is too small (input of shape "
-                           f"{shape}, weight of shape {wshape})")
+        raise RuntimeError(
+            f"{name}: output size {out_sp} is too small (input of shape "
+            f"{shape}, weight of shape {wshape})"
+        )
     geo = kernels.Geometry(kernel, stride, tuple((p, p) for p in pad), dilation, groups)
     if input.data.ndim == nd + 1:
         return _ConvTranspose(geo, out_sp).apply(input.unsqueeze(0), weight, bias).squeeze(0)
@@ -308,24 +351,56 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return conv_nd(input, weight, bias, stride, padding, dilation, groups, 3, "conv3d")
 
 
-def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
-                     groups=1, dilation=1):
-    return conv_transpose_nd(input, weight, bias, stride, padding, output_padding, groups,
-                             dilation, 1, "conv_transpose1d")
+def conv_transpose1d(
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+):
+    return conv_transpose_nd(
+        input,
+        weight,
+        bias,
+        stride,
+        padding,
+        output_padding,
+        groups,
+        dilation,
+        1,
+        "conv_transpose1d",
+    )
 
 
-def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
-                     groups=1, dilation=1):
+def conv_transpose2d(
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+):
     """The gradient of conv2d wrt its input, as a layer (weight (C_in, C_out/groups, kH, kW))."""
-    return conv_transpose_nd(input, weight, bias, stride, padding, output_padding, groups,
-                             dilation, 2, "conv_transpose2d")
+    return conv_transpose_nd(
+        input,
+        weight,
+        bias,
+        stride,
+        padding,
+        output_padding,
+        groups,
+        dilation,
+        2,
+        "conv_transpose2d",
+    )
 
 
-def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
-                     groups=1, dilation=1):
-    return conv_transpose_nd(input, weight, bias, stride, padding, output_padding, groups,
-                             dilation, 3, "conv_transpose3d")
+def conv_transpose3d(
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+):
+    return conv_transpose_nd(
+        input,
+        weight,
+        bias,
+        stride,
+        padding,
+        output_padding,
+        groups,
+        dilation,
+        3,
+        "conv_transpose3d",
+    )
 
 
-__all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
-           "conv_transpose3d"]
+__all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]

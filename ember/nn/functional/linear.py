@@ -75,27 +75,36 @@ class _Linear(Function):
 
 def _check(input, weight, bias, name: str) -> None:
     if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
-        raise TypeError(f"{name}: expected Tensors, got {type(input).__name__} and "
-                        f"{type(weight).__name__}")
+        raise TypeError(
+            f"{name}: expected Tensors, got {type(input).__name__} and {type(weight).__name__}"
+        )
     if weight.data.ndim not in (1, 2):
-        raise RuntimeError(f"{name}: expected a 1D or 2D weight, got shape "
-                           f"{tuple(weight.data.shape)}")
+        raise RuntimeError(
+            f"{name}: expected a 1D or 2D weight, got shape {tuple(weight.data.shape)}"
+        )
     if input.data.ndim == 0 or input.data.shape[-1] != weight.data.shape[-1]:
-        raise RuntimeError(f"{name}: expected input with last dimension "
-                           f"{weight.data.shape[-1]}, got input of shape "
-                           f"{tuple(input.data.shape)} (weight of shape "
-                           f"{tuple(weight.data.shape)})")
+        raise RuntimeError(
+            f"{name}: expected input with last dimension "
+            f"{weight.data.shape[-1]}, got input of shape "
+            f"{tuple(input.data.shape)} (weight of shape "
+            f"{tuple(weight.data.shape)})"
+        )
     if input.data.dtype != weight.data.dtype:
-        raise RuntimeError(f"{name}: expected input and weight to have the same dtype, got "
-                           f"{input.dtype} and {weight.dtype}")
+        raise RuntimeError(
+            f"{name}: expected input and weight to have the same dtype, got "
+            f"{input.dtype} and {weight.dtype}"
+        )
     check_same_device(input, weight, name)
     if bias is not None:
         if not isinstance(bias, Tensor):
-            raise TypeError(f"{name}: expected bias to be a Tensor or None, got "
-                            f"{type(bias).__name__}")
+            raise TypeError(
+                f"{name}: expected bias to be a Tensor or None, got {type(bias).__name__}"
+            )
         if bias.data.dtype != input.data.dtype:
-            raise RuntimeError(f"{name}: expected input and bias to have the same dtype, got "
-                               f"{input.dtype} and {bias.dtype}")
+            raise RuntimeError(
+                f"{name}: expected input and bias to have the same dtype, got "
+                f"{input.dtype} and {bias.dtype}"
+            )
         check_same_device(input, bias, name)
 
 
@@ -106,8 +115,10 @@ def linear(input, weight, bias=None):
         out = matmul(input, weight.t() if weight.data.ndim == 2 else weight)
         return out if bias is None else out + bias
     if bias is not None and bias.data.shape not in ((weight.data.shape[0],), (1,), ()):
-        raise RuntimeError(f"linear: expected bias of shape ({weight.data.shape[0]},), got "
-                           f"{tuple(bias.data.shape)}")
+        raise RuntimeError(
+            f"linear: expected bias of shape ({weight.data.shape[0]},), got "
+            f"{tuple(bias.data.shape)}"
+        )
     if bias is not None and bias.data.shape != (weight.data.shape[0],):
         return _Linear().apply(input, weight, None) + bias
     return _Linear().apply(input, weight, bias)
@@ -119,11 +130,12 @@ def bilinear(input1, input2, weight, bias=None):
         raise TypeError("bilinear: expected Tensors for input1, input2 and weight")
     w = weight.data.shape
     s1, s2 = tuple(input1.data.shape), tuple(input2.data.shape)
-    if len(w) != 3 or not s1 or not s2 or s1[-1] != w[1] or s2[-1] != w[2] or \
-            s1[:-1] != s2[:-1]:
-        raise RuntimeError(f"bilinear: expected inputs (*, {w[1] if len(w) == 3 else '?'}) and "
-                           f"(*, {w[2] if len(w) == 3 else '?'}) with the same batch shape for "
-                           f"weight of shape {tuple(w)}, got {s1} and {s2}")
+    if len(w) != 3 or not s1 or not s2 or s1[-1] != w[1] or s2[-1] != w[2] or s1[:-1] != s2[:-1]:
+        raise RuntimeError(
+            f"bilinear: expected inputs (*, {w[1] if len(w) == 3 else '?'}) and "
+            f"(*, {w[2] if len(w) == 3 else '?'}) with the same batch shape for "
+            f"weight of shape {tuple(w)}, got {s1} and {s2}"
+        )
     out_f, in1, in2 = w
     lead = s1[:-1]
     x1 = input1.reshape(-1, in1)

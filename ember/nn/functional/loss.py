@@ -17,8 +17,17 @@ from ember.tensor import dtypes
 from ember.tensor.backend import get_array_module
 from ember.tensor.tensor import Tensor
 
-__all__ = ["cross_entropy", "nll_loss", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
-           "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div"]
+__all__ = [
+    "cross_entropy",
+    "nll_loss",
+    "mse_loss",
+    "l1_loss",
+    "smooth_l1_loss",
+    "huber_loss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "kl_div",
+]
 
 _INDEX_DTYPES = (np.dtype(np.int64), np.dtype(np.uint8))
 
@@ -53,8 +62,7 @@ def _class_layout(input: Tensor, op: str) -> tuple[int, int]:
     """(class dim, number of classes) of a (C,), (N, C) or (N, C, d1, ...) input."""
     nd = input.data.ndim
     if nd == 0:
-        raise RuntimeError(f"{op}: expected input of shape (C,), (N, C) or (N, C, d1, ...), "
-                           "got ()")
+        raise RuntimeError(f"{op}: expected input of shape (C,), (N, C) or (N, C, d1, ...), got ()")
     cdim = 0 if nd == 1 else 1
     return cdim, input.data.shape[cdim]
 
@@ -64,8 +72,10 @@ def _class_weight(weight, c: int, input: Tensor, op: str):
         return None
     w = _raw(weight, input.data)
     if w.ndim != 1 or w.shape[0] != c:
-        raise RuntimeError(f"{op}: weight tensor should be defined either for all {c} classes or "
-                           f"no classes but got weight tensor of shape: {list(w.shape)}")
+        raise RuntimeError(
+            f"{op}: weight tensor should be defined either for all {c} classes or "
+            f"no classes but got weight tensor of shape: {list(w.shape)}"
+        )
     return w
 
 
@@ -73,8 +83,10 @@ def _index_target(input: Tensor, target: Tensor, op: str):
     """Check the class-index target's dtype and shape against the input; returns its array."""
     y = target.data
     if y.dtype not in _INDEX_DTYPES:
-        raise RuntimeError(f"{op}: expected target dtype to be int64 (Long) or uint8 (Byte), "
-                           f"but got {target.dtype.name}")
+        raise RuntimeError(
+            f"{op}: expected target dtype to be int64 (Long) or uint8 (Byte), "
+            f"but got {target.dtype.name}"
+        )
     shape = input.data.shape
     want = () if len(shape) == 1 else (shape[0],) + tuple(shape[2:])
     if tuple(y.shape) != want:
@@ -115,9 +127,16 @@ def _ce_prob_composite(input, target, weight, cdim, c, reduction, eps):
     return R.apply(loss, reduction)
 
 
-def cross_entropy(input: Tensor, target: Tensor, weight=None, size_average=None,
-                  ignore_index: int = -100, reduce=None, reduction: str = "mean",
-                  label_smoothing: float = 0.0) -> Tensor:
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight=None,
+    size_average=None,
+    ignore_index: int = -100,
+    reduce=None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
     """Log-softmax plus negative log-likelihood in one fused, numerically stable Function.
 
     ``target`` holds class indices (shape of the input without the class dim; int64 or uint8)
@@ -129,21 +148,24 @@ def cross_entropy(input: Tensor, target: Tensor, weight=None, size_average=None,
     input = _float_input(input, op)
     target = _as_tensor(target, op)
     if not 0.0 <= label_smoothing <= 1.0:
-        raise RuntimeError(f"{op}: label_smoothing must be between 0.0 and 1.0. Got: "
-                           f"{label_smoothing}")
+        raise RuntimeError(
+            f"{op}: label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}"
+        )
     cdim, c = _class_layout(input, op)
     w = _class_weight(weight, c, input, op)
     shape = tuple(input.data.shape)
     if tuple(target.data.shape) == shape:  # same shape: class probabilities
         if target.data.dtype not in dtypes.FLOATING_NP:
-            raise RuntimeError(f"{op}: expected floating point type for target with class "
-                               f"probabilities, got {target.dtype.name}")
+            raise RuntimeError(
+                f"{op}: expected floating point type for target with class "
+                f"probabilities, got {target.dtype.name}"
+            )
         if ignore_index >= 0:
             raise RuntimeError(f"{op}: ignore_index is not supported for floating point target")
         if target.requires_grad or c == 0:
             return _ce_prob_composite(input, target, w, cdim, c, reduction, label_smoothing)
         tgt = _prob_rows(target.data, cdim, c)
-        out_shape = shape[:cdim] + shape[cdim + 1:]
+        out_shape = shape[:cdim] + shape[cdim + 1 :]
     else:
         y = _index_target(input, target, op)
         tgt = IndexTarget(y.reshape(-1), c, w, ignore_index, work(input.data).dtype, op)
@@ -155,8 +177,15 @@ def cross_entropy(input: Tensor, target: Tensor, weight=None, size_average=None,
     return loss
 
 
-def nll_loss(input: Tensor, target: Tensor, weight=None, size_average=None,
-             ignore_index: int = -100, reduce=None, reduction: str = "mean") -> Tensor:
+def nll_loss(
+    input: Tensor,
+    target: Tensor,
+    weight=None,
+    size_average=None,
+    ignore_index: int = -100,
+    reduce=None,
+    reduction: str = "mean",
+) -> Tensor:
     """``-weight[y] * input[y]`` (input holds log-probabilities), built from ``gather`` so that
     its gradient is the matching scatter and double backward works."""
     from ember.ops.gather_scatter import gather
@@ -196,8 +225,14 @@ def _pointwise_weight(loss: Tensor, input: Tensor, weight, reduction: str, mean_
     return R.apply(loss, reduction)
 
 
-def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None,
-             reduction: str = "mean", weight=None) -> Tensor:
+def mse_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average=None,
+    reduce=None,
+    reduction: str = "mean",
+    weight=None,
+) -> Tensor:
     """Mean squared error (weighted mean divides by the summed weights, as torch)."""
     input, target = _as_tensor(input, "mse_loss"), _as_tensor(target, "mse_loss")
     R.warn_if_broadcast("mse_loss", input, target)
@@ -208,8 +243,14 @@ def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None,
     return R.apply(loss, reduction)
 
 
-def l1_loss(input: Tensor, target: Tensor, size_average=None, reduce=None,
-            reduction: str = "mean", weight=None) -> Tensor:
+def l1_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average=None,
+    reduce=None,
+    reduction: str = "mean",
+    weight=None,
+) -> Tensor:
     """Mean absolute error (gradient 0 where input equals target, as torch)."""
     input, target = _as_tensor(input, "l1_loss"), _as_tensor(target, "l1_loss")
     R.warn_if_broadcast("l1_loss", input, target)
@@ -230,8 +271,14 @@ def _quadratic_then_linear(diff: Tensor, cut: float, slope: float) -> Tensor:
     return where(ad < cut, inner, outer)
 
 
-def smooth_l1_loss(input: Tensor, target: Tensor, size_average=None, reduce=None,
-                   reduction: str = "mean", beta: float = 1.0) -> Tensor:
+def smooth_l1_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average=None,
+    reduce=None,
+    reduction: str = "mean",
+    beta: float = 1.0,
+) -> Tensor:
     """Quadratic below ``beta``, L1 above; ``beta=0`` is exactly l1_loss."""
     input, target = _as_tensor(input, "smooth_l1_loss"), _as_tensor(target, "smooth_l1_loss")
     R.warn_if_broadcast("smooth_l1_loss", input, target)
@@ -243,8 +290,9 @@ def smooth_l1_loss(input: Tensor, target: Tensor, size_average=None, reduce=None
     return R.apply(loss, reduction)
 
 
-def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0,
-               weight=None) -> Tensor:
+def huber_loss(
+    input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0, weight=None
+) -> Tensor:
     """Quadratic below ``delta``, ``delta``-scaled L1 above (smooth_l1 times ``delta``)."""
     input, target = _as_tensor(input, "huber_loss"), _as_tensor(target, "huber_loss")
     R.warn_if_broadcast("huber_loss", input, target)
@@ -270,8 +318,10 @@ def _broadcast_const(arr, shape, op: str, name: str):
         if np.broadcast_shapes(arr.shape, shape) != tuple(shape):
             raise ValueError
     except ValueError:
-        raise RuntimeError(f"{op}: {name} of shape {tuple(arr.shape)} does not broadcast to the "
-                           f"input shape {tuple(shape)}") from None
+        raise RuntimeError(
+            f"{op}: {name} of shape {tuple(arr.shape)} does not broadcast to the "
+            f"input shape {tuple(shape)}"
+        ) from None
     return arr
 
 
@@ -308,8 +358,14 @@ class BinaryCrossEntropy(Function):
         return gx, gt
 
 
-def binary_cross_entropy(input: Tensor, target: Tensor, weight=None, size_average=None,
-                         reduce=None, reduction: str = "mean") -> Tensor:
+def binary_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight=None,
+    size_average=None,
+    reduce=None,
+    reduction: str = "mean",
+) -> Tensor:
     """BCE on probabilities; inputs and targets must lie in [0, 1]."""
     op = "binary_cross_entropy"
     reduction = R.resolve(size_average, reduce, reduction)
@@ -365,9 +421,15 @@ class BinaryCrossEntropyWithLogits(Function):
         return gx, gt
 
 
-def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight=None,
-                                     size_average=None, reduce=None, reduction: str = "mean",
-                                     pos_weight=None) -> Tensor:
+def binary_cross_entropy_with_logits(
+    input: Tensor,
+    target: Tensor,
+    weight=None,
+    size_average=None,
+    reduce=None,
+    reduction: str = "mean",
+    pos_weight=None,
+) -> Tensor:
     """Sigmoid plus BCE in one stable step; ``pos_weight`` scales the positive term."""
     op = "binary_cross_entropy_with_logits"
     reduction = R.resolve(size_average, reduce, reduction)
@@ -382,8 +444,14 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight=None,
 
 
 # ------------------------------------------------------------------------------ kl_div
-def kl_div(input: Tensor, target: Tensor, size_average=None, reduce=None,
-           reduction: str = "mean", log_target: bool = False) -> Tensor:
+def kl_div(
+    input: Tensor,
+    target: Tensor,
+    size_average=None,
+    reduce=None,
+    reduction: str = "mean",
+    log_target: bool = False,
+) -> Tensor:
     """``target * (log target - input)`` (input holds log-probabilities); 0 where target is 0.
     ``reduction='batchmean'`` divides the sum by the batch size (the true KL divergence)."""
     import warnings
@@ -401,7 +469,10 @@ def kl_div(input: Tensor, target: Tensor, size_average=None, reduce=None,
                 "reduction: 'mean' divides the total loss by both the batch size and the support "
                 "size.'batchmean' divides only by the batch size, and aligns with the KL div math "
                 "definition.'mean' will be changed to behave the same as 'batchmean' in the next "
-                "major release.", UserWarning, stacklevel=2)
+                "major release.",
+                UserWarning,
+                stacklevel=2,
+            )
     if log_target:
         loss = target.exp() * (target - input)
     else:  # xlogy(t, t) - t * x: the log of a 0 target is never taken (no NaN gradient)

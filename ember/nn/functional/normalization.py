@@ -61,8 +61,11 @@ def _norm_backward_graph(g, x, w, axes, view, pshape, eps, stats, needs):
     dx = dw = db = None
     if needs[0]:
         if stats is None:
-            dx = (dxhat - dxhat.mean(axes, keepdim=True)
-                  - xhat * (dxhat * xhat).mean(axes, keepdim=True)) * rstd
+            dx = (
+                dxhat
+                - dxhat.mean(axes, keepdim=True)
+                - xhat * (dxhat * xhat).mean(axes, keepdim=True)
+            ) * rstd
         else:
             dx = dxhat * rstd
     if len(needs) > 1 and needs[1]:
@@ -149,12 +152,14 @@ class BatchNormFn(Function):
         if state.enabled:  # create_graph: the same formula, recorded
             view = (x.data.shape[1],) + (1,) * (x.data.ndim - 2)
             axes = (0,) + tuple(range(2, x.data.ndim))
-            stats = None if self.training else (self.mean.reshape(view),
-                                                self.rstd.reshape(view))
-            return _norm_backward_graph(g, x, w, axes, view, view[:1], self.eps, stats,
-                                        self.needs_input_grad)
-        return tuple(None if a is None else Tensor(a) for a in
-                     self._backward_arrays(g.data, x.data, None if w is None else w.data))
+            stats = None if self.training else (self.mean.reshape(view), self.rstd.reshape(view))
+            return _norm_backward_graph(
+                g, x, w, axes, view, view[:1], self.eps, stats, self.needs_input_grad
+            )
+        return tuple(
+            None if a is None else Tensor(a)
+            for a in self._backward_arrays(g.data, x.data, None if w is None else w.data)
+        )
 
     def _backward_arrays(self, g, x, w):
         xp = get_array_module(x)
@@ -164,9 +169,11 @@ class BatchNormFn(Function):
         g2 = to_float32(g).reshape(n, c * L)
         wd, m = x2.dtype, n * L
         if m == 0:
-            return (xp.zeros(x.shape, x.dtype) if need_x else None,
-                    xp.zeros(w.shape, w.dtype) if need_w else None,
-                    xp.zeros(c, self.b_dtype) if need_b else None)
+            return (
+                xp.zeros(x.shape, x.dtype) if need_x else None,
+                xp.zeros(w.shape, w.dtype) if need_w else None,
+                xp.zeros(c, self.b_dtype) if need_b else None,
+            )
         mean, rstd = self.mean, self.rstd
         dx = dw = db = None
         with quiet():
@@ -206,31 +213,41 @@ def eps_of(eps: float, dtype):
 def _verify_batch_size(shape: tuple, op: str) -> None:
     per_channel = shape[0] * math.prod(shape[2:])
     if per_channel == 1:
-        raise ValueError(f"{op}: Expected more than 1 value per channel when training, got "
-                         f"input size {shape}")
+        raise ValueError(
+            f"{op}: Expected more than 1 value per channel when training, got input size {shape}"
+        )
 
 
 def _check_batch_norm(input, running_mean, running_var, weight, bias, op: str) -> None:
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}(): argument 'input' must be Tensor, not {type(input).__name__}")
     if input.data.ndim < 2:
-        raise ValueError(f"{op}: expected input with at least 2 dims (N, C, *), got shape "
-                         f"{_shape(input)}")
+        raise ValueError(
+            f"{op}: expected input with at least 2 dims (N, C, *), got shape {_shape(input)}"
+        )
     if input.data.dtype not in dtypes.FLOATING_NP:
         raise RuntimeError(f"{op}: expected a floating point input, got {input.dtype.name}")
     c = input.data.shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var),
-                    ("weight", weight), ("bias", bias)):
+    for name, t in (
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+        ("weight", weight),
+        ("bias", bias),
+    ):
         if t is not None and _shape(t) != (c,):
-            raise RuntimeError(f"{op}: {name} should have shape ({c},) (one value per channel "
-                               f"of the input of shape {_shape(input)}), got {_shape(t)}")
+            raise RuntimeError(
+                f"{op}: {name} should have shape ({c},) (one value per channel "
+                f"of the input of shape {_shape(input)}), got {_shape(t)}"
+            )
 
 
 def _update_running(fn: BatchNormFn, running_mean, running_var, momentum, m: int) -> None:
     """running = (1 - momentum) * running + momentum * batch stat (unbiased var), in place."""
     with quiet():
-        for buf, stat in ((running_mean, fn.mean),
-                          (running_var, None if running_var is None else fn.var * (m / (m - 1)))):
+        for buf, stat in (
+            (running_mean, fn.mean),
+            (running_var, None if running_var is None else fn.var * (m / (m - 1))),
+        ):
             if buf is None:
                 continue
             arr = buf.data
@@ -239,9 +256,16 @@ def _update_running(fn: BatchNormFn, running_mean, running_var, momentum, m: int
             buf._vc[0] += 1
 
 
-def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
-               weight: Tensor | None = None, bias: Tensor | None = None,
-               training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+def batch_norm(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
     """Normalise each channel of an (N, C, *) input; in training, with the batch statistics
     (and update the running statistics in place), otherwise with the running statistics."""
     _check_batch_norm(input, running_mean, running_var, weight, bias, "batch_norm")
@@ -252,10 +276,16 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     elif eps < 0.0:
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
     if not training and (running_mean is None or running_var is None):
-        raise RuntimeError("batch_norm: running_mean and running_var must be given when "
-                           "training=False (evaluation uses the running statistics)")
-    fn = BatchNormFn(training, eps, None if training else running_mean.data,
-                     None if training else running_var.data)
+        raise RuntimeError(
+            "batch_norm: running_mean and running_var must be given when "
+            "training=False (evaluation uses the running statistics)"
+        )
+    fn = BatchNormFn(
+        training,
+        eps,
+        None if training else running_mean.data,
+        None if training else running_var.data,
+    )
     out = fn.apply(input, weight, bias)
     m = input.data.size // input.data.shape[1] if input.data.shape[1] else 0
     if training and m > 0 and (running_mean is not None or running_var is not None):
@@ -263,8 +293,9 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     return out
 
 
-def batch_norm_composite(input, running_mean, running_var, weight=None, bias=None,
-                         training=False, momentum=0.1, eps=1e-5) -> Tensor:
+def batch_norm_composite(
+    input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5
+) -> Tensor:
     """batch_norm from ember ops (mean, var, rsqrt, broadcasting): the oracle of the fused
     Function, and differentiable to any order."""
     view = (input.data.shape[1],) + (1,) * (input.data.ndim - 2)
@@ -308,8 +339,11 @@ class LayerNormFn(Function):
         if xp is np and wd == np.float32 and x2.size:
             with quiet():
                 out, xhat, mean, rstd = _ln_forward_np(
-                    x2, None if weight is None else _cast(weight, wd).reshape(-1),
-                    None if bias is None else _cast(bias, wd).reshape(-1), self.eps)
+                    x2,
+                    None if weight is None else _cast(weight, wd).reshape(-1),
+                    None if bias is None else _cast(bias, wd).reshape(-1),
+                    self.eps,
+                )
             if xhat is None:
                 self.save_for_backward(x, None, None, mean, rstd)
             else:
@@ -341,8 +375,9 @@ class LayerNormFn(Function):
             k = len(self.normalized_shape)
             axes = tuple(range(x.data.ndim - k, x.data.ndim))
             ns = self.normalized_shape
-            return _norm_backward_graph(g, x, w, axes, ns, ns, self.eps, None,
-                                        self.needs_input_grad)
+            return _norm_backward_graph(
+                g, x, w, axes, ns, ns, self.eps, None, self.needs_input_grad
+            )
         xp = get_array_module(x.data)
         need_x, need_w, need_b = self.needs_input_grad
         g2 = to_float32(g.data).reshape(-1, self.d)
@@ -350,15 +385,25 @@ class LayerNormFn(Function):
         if xp is np and g2.dtype == np.float32 and rstd.dtype == np.float32 and g2.size:
             with quiet():
                 dx, dw, db = _ln_backward_np(
-                    np.ascontiguousarray(g2), to_float32(x.data).reshape(-1, self.d),
-                    None if xhat is None else xhat.data, None if mean is None else mean.data,
-                    rstd, None if w is None else _cast(w.data, np.float32).reshape(-1),
-                    need_x, need_w, need_b)
-            return (None if dx is None else Tensor(_cast(dx.reshape(x.data.shape), x.data.dtype)),
-                    None if dw is None else Tensor(_cast(dw, self.w_dtype)
-                                                   .reshape(self.normalized_shape)),
-                    None if db is None else Tensor(_cast(db, self.b_dtype)
-                                                   .reshape(self.normalized_shape)))
+                    np.ascontiguousarray(g2),
+                    to_float32(x.data).reshape(-1, self.d),
+                    None if xhat is None else xhat.data,
+                    None if mean is None else mean.data,
+                    rstd,
+                    None if w is None else _cast(w.data, np.float32).reshape(-1),
+                    need_x,
+                    need_w,
+                    need_b,
+                )
+            return (
+                None if dx is None else Tensor(_cast(dx.reshape(x.data.shape), x.data.dtype)),
+                None
+                if dw is None
+                else Tensor(_cast(dw, self.w_dtype).reshape(self.normalized_shape)),
+                None
+                if db is None
+                else Tensor(_cast(db, self.b_dtype).reshape(self.normalized_shape)),
+            )
         with quiet():
             if xhat is None:
                 xhat = to_float32(x.data).reshape(-1, self.d) - mean.data[:, None]
@@ -367,11 +412,15 @@ class LayerNormFn(Function):
                 xhat = xhat.data
             dx = dw = db = None
             if need_w:
-                dw = Tensor(_cast(xp.einsum("ij,ij->j", g2, xhat), self.w_dtype)
-                            .reshape(self.normalized_shape))
+                dw = Tensor(
+                    _cast(xp.einsum("ij,ij->j", g2, xhat), self.w_dtype).reshape(
+                        self.normalized_shape
+                    )
+                )
             if need_b:
-                db = Tensor(_cast(xp.einsum("ij->j", g2), self.b_dtype)
-                            .reshape(self.normalized_shape))
+                db = Tensor(
+                    _cast(xp.einsum("ij->j", g2), self.b_dtype).reshape(self.normalized_shape)
+                )
             if need_x:
                 dxhat = g2 * _cast(w.data, g2.dtype).reshape(-1) if w is not None else g2
                 s1 = xp.einsum("ij->i", dxhat)
@@ -456,12 +505,12 @@ def _ln_backward_np(g2, x2, xhat, mean, rstd, w, need_x, need_w, need_b):
         else:
             hb = xhat[lo:hi]
         if need_b:
-            np.matmul(ones_m[:hi - lo], gb, out=dbp[i])
+            np.matmul(ones_m[: hi - lo], gb, out=dbp[i])
         if not (need_w or need_x):
             return
         prod = gb * hb
         if need_w:
-            np.matmul(ones_m[:hi - lo], prod, out=dwp[i])
+            np.matmul(ones_m[: hi - lo], prod, out=dwp[i])
         if not need_x:
             return
         s1 = gb @ wv  # sum(dxhat)
@@ -479,8 +528,7 @@ def _ln_backward_np(g2, x2, xhat, mean, rstd, w, need_x, need_w, need_b):
         ob *= r[:, None]
 
     run_blocks(kernel, m, rows, LN_THREADS)
-    return (dx, None if dwp is None else dwp.sum(axis=0),
-            None if dbp is None else dbp.sum(axis=0))
+    return (dx, None if dwp is None else dwp.sum(axis=0), None if dbp is None else dbp.sum(axis=0))
 
 
 def _normalized_shape(normalized_shape) -> tuple:
@@ -493,19 +541,27 @@ def check_trailing(input: Tensor, normalized_shape: tuple, op: str) -> None:
     """The input's trailing dims must be ``normalized_shape``."""
     shape = _shape(input)
     k = len(normalized_shape)
-    if k == 0 or len(shape) < k or shape[len(shape) - k:] != normalized_shape:
-        raise RuntimeError(f"{op}: expected input with trailing shape {normalized_shape}, got "
-                           f"shape {shape}")
+    if k == 0 or len(shape) < k or shape[len(shape) - k :] != normalized_shape:
+        raise RuntimeError(
+            f"{op}: expected input with trailing shape {normalized_shape}, got shape {shape}"
+        )
 
 
 def _check_affine(t, normalized_shape: tuple, name: str, op: str) -> None:
     if t is not None and _shape(t) != normalized_shape:
-        raise RuntimeError(f"{op}: {name} should have shape {normalized_shape} (the normalized "
-                           f"shape), got {_shape(t)}")
+        raise RuntimeError(
+            f"{op}: {name} should have shape {normalized_shape} (the normalized "
+            f"shape), got {_shape(t)}"
+        )
 
 
-def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,
-               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+def layer_norm(
+    input: Tensor,
+    normalized_shape,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
     """Normalise over the trailing ``normalized_shape`` dims, then scale and shift."""
     return _layer_norm(input, normalized_shape, weight, bias, eps, "layer_norm")
 
@@ -535,8 +591,13 @@ def layer_norm_composite(input, normalized_shape, weight=None, bias=None, eps=1e
 
 
 # ------------------------------------------------------------------------ group norm
-def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None,
-               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+def group_norm(
+    input: Tensor,
+    num_groups: int,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
     """Normalise each group of C / num_groups channels (layer norm over (N, G, -1)), then a
     per-channel scale and shift."""
     return _group_norm(input, num_groups, weight, bias, eps, "group_norm")
@@ -545,18 +606,24 @@ def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None,
 def _group_norm(input, num_groups, weight, bias, eps, op: str) -> Tensor:
     shape = _shape(input)
     if len(shape) < 2:
-        raise RuntimeError(f"{op}: Expected at least 2 dimensions for input tensor but "
-                           f"received {len(shape)} (shape {shape})")
+        raise RuntimeError(
+            f"{op}: Expected at least 2 dimensions for input tensor but "
+            f"received {len(shape)} (shape {shape})"
+        )
     n, c = shape[0], shape[1]
     if num_groups <= 0 or c % num_groups:
-        raise RuntimeError(f"{op}: Expected number of channels in input to be divisible by "
-                           f"num_groups, but got input of shape {shape} and "
-                           f"num_groups={num_groups}")
+        raise RuntimeError(
+            f"{op}: Expected number of channels in input to be divisible by "
+            f"num_groups, but got input of shape {shape} and "
+            f"num_groups={num_groups}"
+        )
     _verify_batch_size((n * c // num_groups, num_groups) + shape[2:], op)
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and _shape(t) != (c,):
-            raise RuntimeError(f"{op}: {name} should have shape ({c},) (one value per channel "
-                               f"of the input of shape {shape}), got {_shape(t)}")
+            raise RuntimeError(
+                f"{op}: {name} should have shape ({c},) (one value per channel "
+                f"of the input of shape {shape}), got {_shape(t)}"
+            )
     if input.data.size == 0:
         grouped = reshape(input, shape)
     else:
@@ -576,18 +643,27 @@ def _tile(arr, n: int):
     return get_array_module(arr).tile(arr, n)
 
 
-def instance_norm(input: Tensor, running_mean: Tensor | None = None,
-                  running_var: Tensor | None = None, weight: Tensor | None = None,
-                  bias: Tensor | None = None, use_input_stats: bool = True,
-                  momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+def instance_norm(
+    input: Tensor,
+    running_mean: Tensor | None = None,
+    running_var: Tensor | None = None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
     """Normalise each (sample, channel) plane: batch norm of the (1, N*C, *) view."""
     shape = _shape(input)
     if len(shape) < 3:
-        raise ValueError(f"instance_norm: expected input with at least 3 dims (N, C, *), got "
-                         f"shape {shape}")
+        raise ValueError(
+            f"instance_norm: expected input with at least 3 dims (N, C, *), got shape {shape}"
+        )
     if use_input_stats and math.prod(shape[2:]) == 1:
-        raise ValueError(f"instance_norm: Expected more than 1 spatial element when training, "
-                         f"got input size {shape}")
+        raise ValueError(
+            f"instance_norm: Expected more than 1 spatial element when training, "
+            f"got input size {shape}"
+        )
     n, c = shape[0], shape[1]
     rm = None if running_mean is None else Tensor(_tile(running_mean.data, n))
     rv = None if running_var is None else Tensor(_tile(running_var.data, n))
@@ -608,8 +684,9 @@ def instance_norm(input: Tensor, running_mean: Tensor | None = None,
 
 
 # -------------------------------------------------------------------------- rms norm
-def rms_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,
-             eps: float | None = None) -> Tensor:
+def rms_norm(
+    input: Tensor, normalized_shape, weight: Tensor | None = None, eps: float | None = None
+) -> Tensor:
     """x / sqrt(mean(x^2) + eps) over the trailing dims, times ``weight``; ``eps=None`` is
     the machine epsilon of the compute dtype (float32 for half inputs), as in torch."""
     return _rms_norm(input, normalized_shape, weight, eps, "rms_norm")

@@ -32,13 +32,21 @@ class _GradScale(Function):
         return scale_grad(g, self.w)
 
 
-def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
-              max_norm: float | None = None, norm_type: float = 2.0,
-              scale_grad_by_freq: bool = False, sparse: bool = False) -> Tensor:
+def embedding(
+    input: Tensor,
+    weight: Tensor,
+    padding_idx: int | None = None,
+    max_norm: float | None = None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
+) -> Tensor:
     """``weight[input]``: rows of ``weight`` picked by integer indices of any shape."""
     if sparse:
-        raise NotImplementedError("embedding: sparse=True needs sparse gradients, which Ember "
-                                  "does not have; use sparse=False (dense gradients)")
+        raise NotImplementedError(
+            "embedding: sparse=True needs sparse gradients, which Ember "
+            "does not have; use sparse=False (dense gradients)"
+        )
     out = _embedding(input, weight, padding_idx, max_norm, norm_type)
     if not scale_grad_by_freq or not out.requires_grad:
         return out

@@ -24,7 +24,15 @@ from ember.nn.layers.sparse import *  # noqa: F403
 from ember.nn.layers.transformer import *  # noqa: F403
 
 _FAMILIES = (
-    _activation, _linear, _conv, _pooling, _normalization, _dropout, _sparse, _loss,
-    _attention, _transformer,
+    _activation,
+    _linear,
+    _conv,
+    _pooling,
+    _normalization,
+    _dropout,
+    _sparse,
+    _loss,
+    _attention,
+    _transformer,
 )
 __all__ = [name for mod in _FAMILIES for name in mod.__all__]

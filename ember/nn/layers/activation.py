@@ -14,9 +14,30 @@ from ember.tensor import creation
 from ember.tensor.tensor import Tensor
 
 __all__ = [
-    "ReLU", "ReLU6", "LeakyReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Softplus",
-    "Sigmoid", "Tanh", "Hardtanh", "Hardsigmoid", "Hardswish", "LogSigmoid", "Softsign",
-    "Tanhshrink", "Threshold", "GLU", "PReLU", "Softmax", "LogSoftmax", "Softmin",
+    "ReLU",
+    "ReLU6",
+    "LeakyReLU",
+    "ELU",
+    "SELU",
+    "CELU",
+    "GELU",
+    "SiLU",
+    "Mish",
+    "Softplus",
+    "Sigmoid",
+    "Tanh",
+    "Hardtanh",
+    "Hardsigmoid",
+    "Hardswish",
+    "LogSigmoid",
+    "Softsign",
+    "Tanhshrink",
+    "Threshold",
+    "GLU",
+    "PReLU",
+    "Softmax",
+    "LogSoftmax",
+    "Softmin",
 ]
 
 
@@ -174,12 +195,12 @@ class Softplus(Module):
 class Hardtanh(Module):
     """x clipped to [min_val, max_val]."""
 
-    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False
-                 ) -> None:
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> None:
         super().__init__()
         if max_val <= min_val:
-            raise AssertionError(f"Hardtanh: max_val ({max_val}) must be greater than min_val "
-                                 f"({min_val})")
+            raise AssertionError(
+                f"Hardtanh: max_val ({max_val}) must be greater than min_val ({min_val})"
+            )
         self.min_val = min_val
         self.max_val = max_val
         self.inplace = inplace
@@ -188,8 +209,7 @@ class Hardtanh(Module):
         return A.hardtanh(input, self.min_val, self.max_val, self.inplace)
 
     def extra_repr(self) -> str:
-        return (f"min_val={self.min_val}, max_val={self.max_val}"
-                f"{_inplace_str(self.inplace, ', ')}")
+        return f"min_val={self.min_val}, max_val={self.max_val}{_inplace_str(self.inplace, ', ')}"
 
 
 class ReLU6(Hardtanh):
@@ -215,8 +235,7 @@ class Threshold(Module):
         return A.threshold(input, self.threshold, self.value, self.inplace)
 
     def extra_repr(self) -> str:
-        return (f"threshold={self.threshold}, value={self.value}"
-                f"{_inplace_str(self.inplace, ', ')}")
+        return f"threshold={self.threshold}, value={self.value}{_inplace_str(self.inplace, ', ')}"
 
 
 class GLU(Module):
@@ -236,8 +255,9 @@ class GLU(Module):
 class PReLU(Module):
     """x for x > 0, else a * x with a learned slope ``a`` (one, or one per channel)."""
 
-    def __init__(self, num_parameters: int = 1, init: float = 0.25, device=None,
-                 dtype=None) -> None:
+    def __init__(
+        self, num_parameters: int = 1, init: float = 0.25, device=None, dtype=None
+    ) -> None:
         super().__init__()
         self.num_parameters = num_parameters
         self.init = init

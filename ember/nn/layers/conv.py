@@ -25,8 +25,21 @@ class _ConvNd(Module):
     _nd = 2
     transposed = False
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
-                 output_padding, groups, bias, padding_mode, device, dtype):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        output_padding,
+        groups,
+        bias,
+        padding_mode,
+        device,
+        dtype,
+    ):
         super().__init__()
         nd = self._nd
         if not isinstance(groups, int) or groups <= 0:
@@ -39,15 +52,18 @@ class _ConvNd(Module):
         dilation = _tuple(dilation, nd)
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
-                raise ValueError(f"Invalid padding string {padding!r}, should be one of "
-                                 "{'valid', 'same'}")
+                raise ValueError(
+                    f"Invalid padding string {padding!r}, should be one of {{'valid', 'same'}}"
+                )
             if padding == "same" and any(s != 1 for s in stride):
                 raise ValueError("padding='same' is not supported for strided convolutions")
         else:
             padding = _tuple(padding, nd)
         if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, but got "
-                             f"padding_mode='{padding_mode}'")
+            raise ValueError(
+                f"padding_mode must be one of {_PADDING_MODES}, but got "
+                f"padding_mode='{padding_mode}'"
+            )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.output_padding = dilation, _tuple(output_padding, nd)
@@ -58,8 +74,11 @@ class _ConvNd(Module):
             pads = tuple((p, p) for p in padding)
         # F.pad's order: last dim first, (left, right) per dim
         self._reversed_padding_repeated_twice = [v for lo_hi in reversed(pads) for v in lo_hi]
-        shape = ((in_channels, out_channels // groups) if self.transposed
-                 else (out_channels, in_channels // groups)) + kernel_size
+        shape = (
+            (in_channels, out_channels // groups)
+            if self.transposed
+            else (out_channels, in_channels // groups)
+        ) + kernel_size
         self.weight = Parameter(empty(shape, device=device, dtype=dtype))
         if bias:
             self.bias = Parameter(empty((out_channels,), device=device, dtype=dtype))
@@ -77,8 +96,10 @@ class _ConvNd(Module):
 
     def extra_repr(self) -> str:
         nd = self._nd
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
         if self.padding != (0,) * nd:
             s += f", padding={self.padding}"
         if self.dilation != (1,) * nd:
@@ -95,25 +116,60 @@ class _ConvNd(Module):
 
 
 class _Conv(_ConvNd):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 device=None, dtype=None):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, 0,
-                         groups, bias, padding_mode, device, dtype)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            0,
+            groups,
+            bias,
+            padding_mode,
+            device,
+            dtype,
+        )
 
     def forward(self, input):
         nd, name = self._nd, type(self).__name__
         if self.padding_mode == "zeros":
-            return C.conv_nd(input, self.weight, self.bias, self.stride, self.padding,
-                             self.dilation, self.groups, nd, name)
+            return C.conv_nd(
+                input,
+                self.weight,
+                self.bias,
+                self.stride,
+                self.padding,
+                self.dilation,
+                self.groups,
+                nd,
+                name,
+            )
         C.check_input_rank(input, nd, name)
         shape = tuple(input.data.shape)
         if shape[-nd - 1] != self.in_channels:
-            raise RuntimeError(f"{name}: expected input with {self.in_channels} channels, got "
-                               f"input of shape {shape}")
+            raise RuntimeError(
+                f"{name}: expected input with {self.in_channels} channels, got "
+                f"input of shape {shape}"
+            )
         padded = _pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-        return C.conv_nd(padded, self.weight, self.bias, self.stride, 0, self.dilation,
-                         self.groups, nd, name)
+        return C.conv_nd(
+            padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups, nd, name
+        )
 
 
 class Conv1d(_Conv):
@@ -137,16 +193,41 @@ class Conv3d(_Conv):
 class _ConvTranspose(_ConvNd):
     transposed = True
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 output_padding=0, groups: int = 1, bias: bool = True, dilation=1,
-                 padding_mode: str = "zeros", device=None, dtype=None):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation=1,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+    ):
         if padding_mode != "zeros":
             raise ValueError(f'Only "zeros" padding mode is supported for {type(self).__name__}')
         if isinstance(padding, str):
-            raise ValueError(f"{type(self).__name__}: padding must be an int or a tuple of "
-                             f"ints, got {padding!r}")
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         output_padding, groups, bias, padding_mode, device, dtype)
+            raise ValueError(
+                f"{type(self).__name__}: padding must be an int or a tuple of ints, got {padding!r}"
+            )
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            output_padding,
+            groups,
+            bias,
+            padding_mode,
+            device,
+            dtype,
+        )
 
     def _output_padding(self, input, output_size) -> tuple:
         """The output_padding that gives ``output_size`` (torch's rule and error)."""
@@ -159,24 +240,41 @@ class _ConvTranspose(_ConvNd):
         if len(output_size) == lead + nd:
             output_size = output_size[lead:]
         if len(output_size) != nd:
-            raise ValueError(f"ConvTranspose{nd}D: for {input.data.ndim}D input, output_size "
-                             f"must have {nd} or {lead + nd} elements (got {len(output_size)})")
+            raise ValueError(
+                f"ConvTranspose{nd}D: for {input.data.ndim}D input, output_size "
+                f"must have {nd} or {lead + nd} elements (got {len(output_size)})"
+            )
         spatial = input.data.shape[lead:]
-        mins = [(n - 1) * s - 2 * p + d * (k - 1) + 1 for n, s, p, d, k in
-                zip(spatial, self.stride, self.padding, self.dilation, self.kernel_size)]
+        mins = [
+            (n - 1) * s - 2 * p + d * (k - 1) + 1
+            for n, s, p, d, k in zip(
+                spatial, self.stride, self.padding, self.dilation, self.kernel_size
+            )
+        ]
         maxs = [m + s - 1 for m, s in zip(mins, self.stride)]
         for size, lo, hi in zip(output_size, mins, maxs):
             if size < lo or size > hi:
-                raise ValueError(f"requested an output size of {list(output_size)}, but valid "
-                                 f"sizes range from {mins} to {maxs} (for an input of "
-                                 f"{list(spatial)})")
+                raise ValueError(
+                    f"requested an output size of {list(output_size)}, but valid "
+                    f"sizes range from {mins} to {maxs} (for an input of "
+                    f"{list(spatial)})"
+                )
         return tuple(s - m for s, m in zip(output_size, mins))
 
     def forward(self, input, output_size=None):
         out_pad = self._output_padding(input, output_size)
-        return C.conv_transpose_nd(input, self.weight, self.bias, self.stride, self.padding,
-                                   out_pad, self.groups, self.dilation, self._nd,
-                                   type(self).__name__)
+        return C.conv_transpose_nd(
+            input,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            out_pad,
+            self.groups,
+            self.dilation,
+            self._nd,
+            type(self).__name__,
+        )
 
 
 class ConvTranspose1d(_ConvTranspose):
@@ -193,5 +291,4 @@ class ConvTranspose3d(_ConvTranspose):
     _nd = 3
 
 
-__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
-           "ConvTranspose3d"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]

@@ -14,8 +14,16 @@ from ember.nn.parameter import Parameter
 from ember.tensor import creation, dtypes
 from ember.tensor.tensor import Tensor
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm", "RMSNorm",
-           "InstanceNorm1d", "InstanceNorm2d"]
+__all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "LayerNorm",
+    "GroupNorm",
+    "RMSNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+]
 
 
 def _param(shape, device, dtype) -> Parameter:
@@ -35,9 +43,18 @@ class _NormBase(Module):
     _ranks: tuple = ()
     _layout = ""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, device=None,
-                 dtype=None, *, bias: bool = True) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         self.num_features = num_features
         self.eps = eps
@@ -54,12 +71,15 @@ class _NormBase(Module):
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
         if track_running_stats:
-            self.register_buffer("running_mean",
-                                 creation.zeros(num_features, dtype=dtype, device=device))
-            self.register_buffer("running_var",
-                                 creation.ones(num_features, dtype=dtype, device=device))
-            self.register_buffer("num_batches_tracked",
-                                 creation.tensor(0, dtype=dtypes.int64, device=device))
+            self.register_buffer(
+                "running_mean", creation.zeros(num_features, dtype=dtype, device=device)
+            )
+            self.register_buffer(
+                "running_var", creation.ones(num_features, dtype=dtype, device=device)
+            )
+            self.register_buffer(
+                "num_batches_tracked", creation.tensor(0, dtype=dtypes.int64, device=device)
+            )
         else:
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
@@ -83,28 +103,41 @@ class _NormBase(Module):
         shape = _shape_of(input)
         if len(shape) not in self._ranks:
             ranks = " or ".join(f"{r}D" for r in self._ranks)
-            raise ValueError(f"{type(self).__name__}: expected {ranks} input {self._layout}, "
-                             f"got shape {shape}")
+            raise ValueError(
+                f"{type(self).__name__}: expected {ranks} input {self._layout}, got shape {shape}"
+            )
         if shape[1] != self.num_features:
-            raise RuntimeError(f"{type(self).__name__}: expected {self.num_features} channels, "
-                               f"got input of shape {shape}")
+            raise RuntimeError(
+                f"{type(self).__name__}: expected {self.num_features} channels, "
+                f"got input of shape {shape}"
+            )
 
     def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, bias={self.bias is not None}, "
-                f"track_running_stats={self.track_running_stats}")
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, bias={self.bias is not None}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs) -> None:
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
         version = local_metadata.get("version", None)
         key = prefix + "num_batches_tracked"
-        if (version is None or version < 2) and self.track_running_stats and (
-                key not in state_dict):
+        if (
+            (version is None or version < 2)
+            and self.track_running_stats
+            and (key not in state_dict)
+        ):
             # checkpoints from before num_batches_tracked existed: keep the current count
-            state_dict[key] = (self.num_batches_tracked if self.num_batches_tracked is not None
-                               else creation.tensor(0, dtype=dtypes.int64))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
-                                      missing_keys, unexpected_keys, error_msgs)
+            state_dict[key] = (
+                self.num_batches_tracked
+                if self.num_batches_tracked is not None
+                else creation.tensor(0, dtype=dtypes.int64)
+            )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
 
 class _BatchNorm(_NormBase):
@@ -118,9 +151,16 @@ class _BatchNorm(_NormBase):
                 factor = 1.0 / float(self.num_batches_tracked.item())
         use_batch = self.training or (self.running_mean is None and self.running_var is None)
         keep = not self.training or self.track_running_stats
-        return N.batch_norm(input, self.running_mean if keep else None,
-                            self.running_var if keep else None, self.weight, self.bias,
-                            use_batch, factor, self.eps)
+        return N.batch_norm(
+            input,
+            self.running_mean if keep else None,
+            self.running_var if keep else None,
+            self.weight,
+            self.bias,
+            use_batch,
+            factor,
+            self.eps,
+        )
 
 
 class BatchNorm1d(_BatchNorm):
@@ -147,28 +187,44 @@ class BatchNorm3d(_BatchNorm):
 class _InstanceNorm(_NormBase):
     """Normalise each (sample, channel) plane; running statistics only when tracked."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
-                 affine: bool = False, track_running_stats: bool = False, device=None,
-                 dtype=None) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device,
-                         dtype)
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = False,
+        track_running_stats: bool = False,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
 
     def forward(self, input: Tensor) -> Tensor:
         shape = _shape_of(input)
         name = type(self).__name__
         if len(shape) not in self._ranks:
-            raise ValueError(f"{name}: expected {self._ranks[0]}D (unbatched) or "
-                             f"{self._ranks[1]}D (batched) input {self._layout}, got shape "
-                             f"{shape}")
+            raise ValueError(
+                f"{name}: expected {self._ranks[0]}D (unbatched) or "
+                f"{self._ranks[1]}D (batched) input {self._layout}, got shape "
+                f"{shape}"
+            )
         unbatched = len(shape) == self._ranks[0]
         x = input.unsqueeze(0) if unbatched else input
         if self.affine and x.data.shape[1] != self.num_features:
-            raise ValueError(f"{name}: expected {self.num_features} channels, got input of "
-                               f"shape {shape}")
+            raise ValueError(
+                f"{name}: expected {self.num_features} channels, got input of shape {shape}"
+            )
         use_stats = self.training or not self.track_running_stats
-        out = N.instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                              use_stats, self.momentum if self.momentum is not None else 0.0,
-                              self.eps)
+        out = N.instance_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            use_stats,
+            self.momentum if self.momentum is not None else 0.0,
+            self.eps,
+        )
         return out.squeeze(0) if unbatched else out
 
 
@@ -192,8 +248,15 @@ class LayerNorm(Module):
     """Normalise over the trailing ``normalized_shape`` dims (mean 0, variance 1), then an
     elementwise scale and shift."""
 
-    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
-                 bias: bool = True, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        normalized_shape,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         self.normalized_shape = _as_shape(normalized_shape)
         self.eps = eps
@@ -217,24 +280,37 @@ class LayerNorm(Module):
 
     def forward(self, input: Tensor) -> Tensor:
         _shape_of(input)
-        return N._layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps,
-                             "LayerNorm")
+        return N._layer_norm(
+            input, self.normalized_shape, self.weight, self.bias, self.eps, "LayerNorm"
+        )
 
     def extra_repr(self) -> str:
-        return (f"{self.normalized_shape}, eps={self.eps}, "
-                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}"
+        )
 
 
 class GroupNorm(Module):
     """Normalise each group of ``num_channels / num_groups`` channels per sample, then a
     per-channel scale and shift."""
 
-    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
-                 affine: bool = True, device=None, dtype=None, *, bias: bool = True) -> None:
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         if num_channels % num_groups != 0:
-            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups "
-                             f"({num_groups})")
+            raise ValueError(
+                f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})"
+            )
         self.num_groups = num_groups
         self.num_channels = num_channels
         self.eps = eps
@@ -261,21 +337,29 @@ class GroupNorm(Module):
         if len(shape) < 2:
             raise ValueError(f"GroupNorm: expected input of shape (N, C, *), got shape {shape}")
         if shape[1] != self.num_channels:
-            raise RuntimeError(f"GroupNorm: expected {self.num_channels} channels, got input "
-                               f"of shape {shape}")
-        return N._group_norm(input, self.num_groups, self.weight, self.bias, self.eps,
-                             "GroupNorm")
+            raise RuntimeError(
+                f"GroupNorm: expected {self.num_channels} channels, got input of shape {shape}"
+            )
+        return N._group_norm(input, self.num_groups, self.weight, self.bias, self.eps, "GroupNorm")
 
     def extra_repr(self) -> str:
-        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, "
-                f"affine={self.affine}, bias={self.bias is not None}")
+        return (
+            f"{self.num_groups}, {self.num_channels}, eps={self.eps}, "
+            f"affine={self.affine}, bias={self.bias is not None}"
+        )
 
 
 class RMSNorm(Module):
     """x / sqrt(mean(x^2) + eps) over the trailing dims, times a learned scale."""
 
-    def __init__(self, normalized_shape, eps: float | None = None,
-                 elementwise_affine: bool = True, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        normalized_shape,
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         self.normalized_shape = _as_shape(normalized_shape)
         self.eps = eps
@@ -295,5 +379,6 @@ class RMSNorm(Module):
         return N._rms_norm(input, self.normalized_shape, self.weight, self.eps, "RMSNorm")
 
     def extra_repr(self) -> str:
-        return (f"{self.normalized_shape}, eps={self.eps}, "
-                f"elementwise_affine={self.elementwise_affine}")
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        )

@@ -36,8 +36,9 @@ def _norm(arr, p: float):
         return vector_norm(Tensor(arr), p, op="clip_grad_norm_").data
 
 
-def get_total_norm(tensors, norm_type: float = 2.0, error_if_nonfinite: bool = False,
-                   foreach: bool | None = None) -> Tensor:
+def get_total_norm(
+    tensors, norm_type: float = 2.0, error_if_nonfinite: bool = False, foreach: bool | None = None
+) -> Tensor:
     """The norm of all ``tensors`` together, as if concatenated into one vector."""
     tensors = _as_list(tensors)
     norm_type = float(norm_type)
@@ -52,12 +53,14 @@ def get_total_norm(tensors, norm_type: float = 2.0, error_if_nonfinite: bool = F
             f"The total norm of order {norm_type} for gradients from `parameters` is "
             f"non-finite ({float(total)}), so it cannot be clipped. To disable this error and "
             "scale the gradients by the non-finite norm anyway, set "
-            "`error_if_nonfinite=False`")
+            "`error_if_nonfinite=False`"
+        )
     return Tensor(as_array(total))
 
 
-def clip_grads_with_norm_(parameters, max_norm: float, total_norm: Tensor,
-                          foreach: bool | None = None) -> None:
+def clip_grads_with_norm_(
+    parameters, max_norm: float, total_norm: Tensor, foreach: bool | None = None
+) -> None:
     """Scale the gradients by ``min(max_norm / (total_norm + 1e-6), 1)``."""
     grads = [p.grad for p in _as_list(parameters) if p.grad is not None]
     if not grads:
@@ -70,8 +73,13 @@ def clip_grads_with_norm_(parameters, max_norm: float, total_norm: Tensor,
             g._vc[0] += 1
 
 
-def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
-                    error_if_nonfinite: bool = False, foreach: bool | None = None) -> Tensor:
+def clip_grad_norm_(
+    parameters,
+    max_norm: float,
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+    foreach: bool | None = None,
+) -> Tensor:
     """Clip the gradients in place so that their total ``norm_type`` norm is at most
     ``max_norm``; returns the total norm before clipping (a 0-d Tensor)."""
     if isinstance(parameters, Tensor):
@@ -80,19 +88,29 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
         generator = isinstance(parameters, types.GeneratorType)
         parameters = list(parameters)
         if generator and not parameters:
-            warnings.warn("`parameters` is an empty generator, no gradient clipping will "
-                          "occur.", stacklevel=2)
+            warnings.warn(
+                "`parameters` is an empty generator, no gradient clipping will occur.", stacklevel=2
+            )
     grads = [p.grad for p in parameters if p.grad is not None]
     total = get_total_norm(grads, norm_type, error_if_nonfinite, foreach)
     clip_grads_with_norm_(parameters, max_norm, total, foreach)
     return total
 
 
-def clip_grad_norm(parameters, max_norm: float, norm_type: float = 2.0,
-                   error_if_nonfinite: bool = False, foreach: bool | None = None) -> Tensor:
+def clip_grad_norm(
+    parameters,
+    max_norm: float,
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+    foreach: bool | None = None,
+) -> Tensor:
     """Deprecated alias of ``clip_grad_norm_``."""
-    warnings.warn("`ember.nn.utils.clip_grad_norm` is now deprecated in favor of "
-                  "`ember.nn.utils.clip_grad_norm_`.", FutureWarning, stacklevel=2)
+    warnings.warn(
+        "`ember.nn.utils.clip_grad_norm` is now deprecated in favor of "
+        "`ember.nn.utils.clip_grad_norm_`.",
+        FutureWarning,
+        stacklevel=2,
+    )
     return clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite, foreach)
 
 
@@ -109,5 +127,10 @@ def clip_grad_value_(parameters, clip_value: float, foreach: bool | None = None)
         g._vc[0] += 1
 
 
-__all__ = ["clip_grad_norm_", "clip_grad_norm", "clip_grad_value_", "get_total_norm",
-           "clip_grads_with_norm_"]
+__all__ = [
+    "clip_grad_norm_",
+    "clip_grad_norm",
+    "clip_grad_value_",
+    "get_total_norm",
+    "clip_grads_with_norm_",
+]

@@ -9,8 +9,9 @@ from ember.tensor.tensor import Tensor
 
 def _check_device(param: Tensor, device):
     if device is not None and param.device != device:
-        raise TypeError("Found two parameters on different devices, this is currently not "
-                        "supported.")
+        raise TypeError(
+            "Found two parameters on different devices, this is currently not supported."
+        )
     return param.device
 
 
@@ -31,13 +32,15 @@ def vector_to_parameters(vec: Tensor, parameters) -> None:
     parameters = list(parameters)
     need = sum(p.numel() for p in parameters)
     if vec.ndim != 1 or vec.numel() < need:
-        raise RuntimeError(f"vector_to_parameters: expected a 1-d vector of at least {need} "
-                           f"elements, got shape {tuple(vec.shape)}")
+        raise RuntimeError(
+            f"vector_to_parameters: expected a 1-d vector of at least {need} "
+            f"elements, got shape {tuple(vec.shape)}"
+        )
     device, pointer = None, 0
     for p in parameters:
         device = _check_device(p, device)
         n = p.numel()
-        p.data = vec.data[pointer:pointer + n].reshape(p.data.shape)
+        p.data = vec.data[pointer : pointer + n].reshape(p.data.shape)
         pointer += n
 
 
