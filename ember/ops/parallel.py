@@ -263,3 +263,29 @@ def split(n: int, min_block: int, threads: int | None = None, per_thread: int = 
     if threads == 1:
         return max(n, 1)
     return max(min_block, -(-n // (threads * per_thread)))
+
+
+_UFUNC_MIN = 1 << 18  # below this a thread hand-off costs more than it saves
+_UFUNC_BLOCK = 1 << 16
+
+
+def ufunc_blocks(ufunc, x):
+    """``ufunc(x)`` for a large contiguous float NumPy array, in blocks over the CPU threads
+    (transcendental ufuncs such as exp and tanh are compute-bound, so a second core nearly
+    halves them); anything else is a plain call."""
+    if (
+        type(x) is not np.ndarray
+        or x.size < _UFUNC_MIN
+        or _threads == 1
+        or x.dtype not in (np.float32, np.float64)
+        or not x.flags.c_contiguous
+    ):
+        return ufunc(x)
+    flat = x.reshape(-1)
+    out = np.empty_like(flat)
+
+    def kernel(lo, hi):
+        ufunc(flat[lo:hi], out=out[lo:hi])
+
+    run_blocks(kernel, flat.size, _UFUNC_BLOCK)
+    return out.reshape(x.shape)

@@ -165,3 +165,22 @@ def test_run_blocks_runs_blas_on_one_thread_inside_and_restores_it():
     finally:
         put(before_blas)
         P.set_num_threads(before)
+
+
+def test_ufunc_blocks_equals_the_plain_ufunc_on_large_and_small_arrays():
+    from ember.ops import parallel
+
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((700, 1031)).astype(np.float32)  # > _UFUNC_MIN, ragged blocks
+    small = rng.standard_normal(100).astype(np.float32)
+    old = parallel.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            parallel.set_num_threads(threads)
+            for x in (big, small, big.T, big.astype(np.float64)):
+                for fn in (np.exp, np.tanh):
+                    out = parallel.ufunc_blocks(fn, x)
+                    assert out.shape == x.shape and out.dtype == x.dtype
+                    np.testing.assert_array_equal(out, fn(x))
+    finally:
+        parallel.set_num_threads(old)
