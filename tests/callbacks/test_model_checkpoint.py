@@ -1182,18 +1182,19 @@ def test_two_ranks_take_rank_zeros_decisions(tmp_path):
     import subprocess
     import sys
 
-    from tests.distributed.mpirun import ROOT, child_env, mpiexec
+    from tests.distributed.mpirun import ROOT, child_env, mpiexec, one_mpi_job_at_a_time
 
     script, out, d = tmp_path / "worker.py", tmp_path / "out", tmp_path / "ck"
     script.write_text(_MPI_WORKER)
-    proc = subprocess.run(
-        [mpiexec(), "-n", "2", sys.executable, str(script), str(out), str(d)],
-        env=child_env(),
-        cwd=str(ROOT),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    with one_mpi_job_at_a_time():
+        proc = subprocess.run(
+            [mpiexec(), "-n", "2", sys.executable, str(script), str(out), str(d)],
+            env=child_env(),
+            cwd=str(ROOT),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     r0, r1 = (json.loads((tmp_path / f"out.{r}").read_text()) for r in (0, 1))
     # rank 0's values name and rank the files; early stopping stops both ranks when rank 1

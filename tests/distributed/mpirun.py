@@ -7,6 +7,8 @@ one BLAS/OpenMP/Ember thread each (4 ranks share 2 cores) and no inherited launc
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
@@ -14,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -21,6 +24,19 @@ import pytest
 
 WORKER = pathlib.Path(__file__).with_name("mpi_worker.py")
 ROOT = WORKER.parents[2]
+
+
+@contextlib.contextmanager
+def one_mpi_job_at_a_time():
+    """Serialise mpiexec launches across pytest-xdist workers: two MPICH jobs started at once
+    on this 2-core machine occasionally killed each other's ranks before they printed
+    anything (seen as an empty output and exit status 1)."""
+    with open(os.path.join(tempfile.gettempdir(), "ember-mpi-tests.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def mpiexec() -> str:
@@ -70,6 +86,11 @@ def run_worker(
         str(out),
         str(collective_timeout),
     ]
+    with one_mpi_job_at_a_time():
+        return _run(cmd, ranks, scenario, out, timeout)
+
+
+def _run(cmd, ranks: int, scenario: str, out: pathlib.Path, timeout: float) -> Run:
     t0 = time.monotonic()
     proc = subprocess.Popen(
         cmd,

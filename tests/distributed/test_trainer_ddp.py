@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.distributed.mpirun import ROOT, child_env, mpiexec
+from tests.distributed.mpirun import ROOT, child_env, mpiexec, one_mpi_job_at_a_time
 
 pytestmark = pytest.mark.mpi
 
@@ -28,6 +28,12 @@ TOL = 1e-6
 
 
 def launch(workdir, scenario: str, ranks: int | None, timeout: float = 120.0):
+    """Like ``_launch``, one MPI job at a time (see mpirun.one_mpi_job_at_a_time)."""
+    with one_mpi_job_at_a_time():
+        return _launch(workdir, scenario, ranks, timeout)
+
+
+def _launch(workdir, scenario: str, ranks: int | None, timeout: float = 120.0):
     """Run a scenario (``ranks=None``: plain python, one process); returns (returncode,
     output, seconds, [per-rank results])."""
     prefix = pathlib.Path(workdir) / f"{scenario}-{ranks}"
