@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 import traceback
 
 __all__ = ["abort_on_exception", "install_excepthook", "report_and_abort"]
@@ -23,6 +24,12 @@ def _should_abort(exc) -> bool:
     if isinstance(exc, SystemExit):
         return exc.code not in (None, 0)
     return True
+
+
+# MPI_Abort makes the launcher kill every rank at once; on a busy machine it could do so before
+# forwarding the report this rank just wrote to stderr (seen: an empty job output). A short
+# pause lets the launcher pass the report on first.
+FORWARD_GRACE_S = 0.5
 
 
 def report_and_abort(comm, exc_type, exc, tb, where: str = "main thread") -> None:
@@ -37,6 +44,7 @@ def report_and_abort(comm, exc_type, exc, tb, where: str = "main thread") -> Non
     try:
         sys.stderr.write(head + text)
         sys.stderr.flush()
+        time.sleep(FORWARD_GRACE_S)
     finally:
         comm.abort(1)
 

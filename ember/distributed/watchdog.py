@@ -25,6 +25,8 @@ import threading
 import time
 import traceback
 
+from ember.distributed.failure import FORWARD_GRACE_S
+
 __all__ = ["Watchdog"]
 
 _QUERY, _REPLY, _EXIT = 7301, 7302, 7303
@@ -215,6 +217,7 @@ class Watchdog:
                 return
         sys.stderr.write(report)
         sys.stderr.flush()
+        time.sleep(FORWARD_GRACE_S)  # let the launcher forward the report before the kill
         try:
             self._MPI.COMM_WORLD.Abort(1)
         finally:
