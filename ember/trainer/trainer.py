@@ -168,6 +168,8 @@ class Trainer(TrainerProperties):
         self.gradient_clip_val, self.gradient_clip_algorithm = args.parse_clip(
             gradient_clip_val, gradient_clip_algorithm
         )
+        # accepted for Lightning code: every CPU op is already deterministic (the CUDA issue
+        # will use it to pick deterministic kernels, e.g. the embedding backward)
         self.deterministic = deterministic
         self.benchmark = benchmark
         self.inference_mode = inference_mode

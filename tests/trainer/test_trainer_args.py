@@ -326,7 +326,11 @@ def test_detect_anomaly_names_the_op_that_produced_nan():
     Trainer(max_steps=1, on_nonfinite_loss=None, **QUIET).fit(NaNGrad(), loader(8, 4))
 
 
-def test_deterministic_runs_give_identical_weights():
+def test_same_seed_gives_bit_identical_weights():
+    """DESIGN's determinism promise: same seed and config, same bits on the CPU (with
+    shuffling, validation and Ember's threaded kernels). ``deterministic=True`` adds nothing
+    on the CPU today; it is accepted so Lightning code runs (the CUDA issue gives it work)."""
+
     def run():
         ember.manual_seed(3)
         model = ToyModel()
