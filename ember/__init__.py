@@ -55,7 +55,16 @@ __all__ = (
 )
 
 
-_LAZY_SUBMODULES = ("nn", "optim", "data", "trainer", "callbacks", "loggers", "distributed")
+_LAZY_SUBMODULES = (
+    "nn",
+    "optim",
+    "amp",
+    "data",
+    "trainer",
+    "callbacks",
+    "loggers",
+    "distributed",
+)
 
 
 def __getattr__(name: str):
@@ -64,4 +73,8 @@ def __getattr__(name: str):
         import importlib
 
         return importlib.import_module(f"ember.{name}")
+    if name == "autocast":  # torch.autocast's spelling, without importing ember.amp up front
+        from ember.amp.autocast import autocast
+
+        return autocast
     raise AttributeError(f"module 'ember' has no attribute {name!r}")

@@ -6,9 +6,15 @@ the forward result and every input gradient.
     check_op(ember_fn, inputs, torch_fn=lambda x: torch.special.erf(x))
 
 Tests skip cleanly when torch is not installed.
+
+``EMBER_TEST_DEVICE=cuda`` (a GPU) or ``fake-cuda`` (tests/cuda/fake_cupy.py, any machine) puts
+every Ember input on the device, so the same suites check each op's forward and gradients there
+against torch's CPU results: ``EMBER_TEST_DEVICE=fake-cuda pytest tests/ops tests/nn``.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -33,8 +39,11 @@ def to_torch(arr, requires_grad):
     return t
 
 
+DEVICE = "cuda" if os.environ.get("EMBER_TEST_DEVICE", "cpu") in ("cuda", "fake-cuda") else "cpu"
+
+
 def to_ember(arr, requires_grad):
-    t = ember.tensor(np.array(arr, copy=True))
+    t = ember.tensor(np.array(arr, copy=True), device=DEVICE)
     if requires_grad and t.is_floating_point():
         t.requires_grad_(True)
     return t
@@ -67,7 +76,7 @@ def check_op(
         if isinstance(x, np.ndarray):
             e = to_ember(x, grad)
             if noncontiguous and x.ndim >= 2:
-                base = ember.tensor(np.ascontiguousarray(np.swapaxes(x, 0, 1)))
+                base = ember.tensor(np.ascontiguousarray(np.swapaxes(x, 0, 1)), device=DEVICE)
                 if grad and base.is_floating_point():
                     base.requires_grad_(True)
                 e_leaf = base
@@ -115,7 +124,7 @@ def check_op(
     if not t_diff:
         return e_out
     torch.autograd.backward(t_diff, [torch.from_numpy(g.copy()) for g in seeds])
-    ember.autograd.backward(e_diff, [ember.tensor(g.copy()) for g in seeds])
+    ember.autograd.backward(e_diff, [ember.tensor(g.copy(), device=DEVICE) for g in seeds])
     for k, (ex, tx) in enumerate(zip(e_in, t_in)):
         if not isinstance(tx, torch.Tensor) or not tx.requires_grad:
             continue

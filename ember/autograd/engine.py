@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember.autograd import autocast_state as _amp
 from ember.autograd.grad_mode import state
 from ember.tensor.backend import get_array_module
 from ember.tensor.tensor import Tensor
@@ -94,6 +95,9 @@ def run_backward(
 ):
     """Backpropagate from ``tensors``. With ``accumulate`` the leaves' ``.grad`` grows; without
     it (``autograd.grad``) the gradients of ``inputs`` are returned instead."""
+    if _amp.state.enabled:  # backward inside an autocast region: no casts in backward ops
+        args = (tensors, grad_tensors, retain_graph, create_graph, inputs, accumulate)
+        return _amp.suspended(run_backward, *args, allow_unused)
     own = _Ownership()
     roots = []
     for i, (t, g) in enumerate(zip(tensors, grad_tensors)):

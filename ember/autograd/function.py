@@ -13,6 +13,7 @@ import traceback
 import numpy as np
 
 from ember.autograd.grad_mode import state
+from ember.tensor.backend import get_array_module
 from ember.tensor.dtypes import FLOATING_NP
 from ember.tensor.tensor import Tensor
 
@@ -124,6 +125,11 @@ class Function:
         else:
             self.needs_input_grad = (False,) * len(inputs)
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+        if len(arrays) == 2:  # the common case, kept cheap: one type comparison
+            if type(arrays[0]) is not type(arrays[1]):
+                _device_mismatch(self, inputs)
+        elif len(arrays) > 2:
+            _device_mismatch(self, inputs)
         raw = self.forward(*arrays)
         multi = type(raw) is tuple
         outs = [as_array(o) for o in raw] if multi else [as_array(raw)]
@@ -146,6 +152,8 @@ class Function:
                     # a saved NumPy scalar output must be the very array its Tensor holds
                     swap = {id(r): o for r, o in zip(raws, outs)}
                     saved = self._saved = tuple(swap.get(id(a), a) for a in saved)
+                if type(outs[0]) is not np.ndarray:
+                    saved = self._saved = _scalars_on_device(saved, outs[0])
                 self._saved_info = _describe_saved(saved, inputs, results)
             if state.anomaly:
                 self._trace = "".join(traceback.format_stack()[:-1])  # all but apply itself
@@ -169,6 +177,30 @@ class Function:
         if self.__dict__.get("_saved"):
             self._saved = _FREED
             self._saved_info = None
+
+
+def _device_mismatch(fn: Function, inputs) -> None:
+    """Raise the clear error when the Tensor inputs live on two devices."""
+    kinds = {type(x.data) for x in inputs if isinstance(x, Tensor)}
+    if len(kinds) < 2:
+        return
+    devs = []
+    for x in inputs:
+        if isinstance(x, Tensor) and x.device not in devs:
+            devs.append(x.device)
+    if len(devs) < 2:  # NumPy scalars beside arrays: one device after all
+        return
+    raise RuntimeError(
+        f"{type(fn).__name__}: expected all tensors on the same device, got {devs[0]} and {devs[1]}"
+    )
+
+
+def _scalars_on_device(saved: tuple, like) -> tuple:
+    """A saved scalar operand joins the outputs' device: CuPy refuses host 0-d arrays."""
+    if not any(isinstance(a, (np.generic, int, float)) for a in saved):
+        return saved
+    xp = get_array_module(like)
+    return tuple(xp.asarray(a) if isinstance(a, (np.generic, int, float)) else a for a in saved)
 
 
 def _describe_saved(saved, inputs, results) -> list:

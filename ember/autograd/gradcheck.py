@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from ember.tensor.tensor import Tensor
+from ember.tensor.backend import get_array_module, to_backend
+from ember.tensor.device import CPU
+from ember.tensor.tensor import Tensor, writable
 
 
 def _as_tuple(x):
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
+def _host64(arr) -> np.ndarray:
+    """A float64 host copy (the Jacobians are assembled on the host, whatever the device)."""
+    return to_backend(arr, CPU).astype(np.float64)
+
+
 def _numerical_jacobian(fn, inputs, eps):
     """Central differences: one column block per element of each differentiable input."""
-    outputs = [o.data.astype(np.float64) for o in _as_tuple(fn(*inputs)) if isinstance(o, Tensor)]
+    outputs = [_host64(o.data) for o in _as_tuple(fn(*inputs)) if isinstance(o, Tensor)]
     jac = []
     for x in inputs:
         if not (isinstance(x, Tensor) and x.requires_grad):
@@ -25,15 +32,11 @@ def _numerical_jacobian(fn, inputs, eps):
             orig = flat[j].item()
             flat[j] = orig + eps
             plus = [
-                o.data.astype(np.float64).ravel()
-                for o in _as_tuple(fn(*inputs))
-                if isinstance(o, Tensor)
+                _host64(o.data).ravel() for o in _as_tuple(fn(*inputs)) if isinstance(o, Tensor)
             ]
             flat[j] = orig - eps
             minus = [
-                o.data.astype(np.float64).ravel()
-                for o in _as_tuple(fn(*inputs))
-                if isinstance(o, Tensor)
+                _host64(o.data).ravel() for o in _as_tuple(fn(*inputs)) if isinstance(o, Tensor)
             ]
             flat[j] = orig
             for c, p, m in zip(cols, plus, minus):
@@ -57,13 +60,13 @@ def _analytical_jacobian(fn, inputs, outputs_shape):
             gs = grad(
                 [o],
                 diff_inputs,
-                [Tensor(seed.reshape(o.data.shape))],
+                [Tensor(to_backend(seed.reshape(o.data.shape), o.device))],
                 retain_graph=True,
                 allow_unused=True,
             )
             for i, g in enumerate(gs):
                 if g is not None:
-                    jac[i][k][:, j] = g.data.astype(np.float64).ravel()
+                    jac[i][k][:, j] = _host64(g.data).ravel()
     return jac
 
 
@@ -84,8 +87,8 @@ def gradcheck(
         if isinstance(x, Tensor) and x.requires_grad:
             if x.data.dtype != np.float64:
                 raise ValueError(f"gradcheck: input {i} is {x.dtype}; use float64 inputs")
-            if not x.data.flags.c_contiguous or not x.data.flags.writeable:
-                x.data = np.ascontiguousarray(x.data).copy()
+            if not x.data.flags.c_contiguous or not writable(x.data):
+                x.data = get_array_module(x.data).ascontiguousarray(x.data).copy()
     outputs, numerical = _numerical_jacobian(fn, inputs, eps)
     analytical = _analytical_jacobian(fn, inputs, [o.shape for o in outputs])
     diff_idx = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
@@ -112,7 +115,9 @@ def gradgradcheck(
     outs = [o for o in _as_tuple(fn(*inputs)) if isinstance(o, Tensor)]
     if grad_outputs is None:
         rng = np.random.default_rng(0)
-        grad_outputs = [Tensor(rng.standard_normal(o.data.shape)) for o in outs]
+        grad_outputs = [
+            Tensor(to_backend(rng.standard_normal(o.data.shape), o.device)) for o in outs
+        ]
     diff_inputs = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
 
     def first_grad(*xs):

@@ -21,6 +21,7 @@ import numpy as np
 from ember.data.collate import default_collate, default_convert
 from ember.data.dataset import IterableDataset
 from ember.data.fetch import make_fetcher
+from ember.data.pinned import pin_memory, pinning_enabled
 from ember.data.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
 from ember.data.workers import (
     POLL_S,
@@ -76,8 +77,9 @@ class DataLoader:
     """Iterate over ``dataset`` in batches (torch.utils.data.DataLoader's arguments).
 
     ``num_workers > 0`` loads batches in worker processes (fork where available; pass
-    ``multiprocessing_context="thread"`` for threads). ``pin_memory`` is accepted and has no
-    effect (there is no pinned host memory on this backend).
+    ``multiprocessing_context="thread"`` for threads). ``pin_memory`` copies each batch into
+    page-locked host memory (in this process, after the workers), so ``to("cuda",
+    non_blocking=True)`` uploads it asynchronously; without CUDA it is inert (see pinned.py).
     """
 
     def __init__(
@@ -287,6 +289,7 @@ class DataLoader:
 class _BaseIter:
     def __init__(self, loader: DataLoader) -> None:
         self._loader = loader
+        self._pin = None  # decided at the first batch
         pending, loader._pending = loader._pending, None
         seed = pending.get("worker_seed") if pending else None
         if seed is None:  # drawn every epoch (as torch), workers or not
@@ -307,6 +310,11 @@ class _BaseIter:
     @property
     def worker_seed(self) -> int:
         return self._progress.worker_seed
+
+    def _deliver(self, batch):
+        if self._pin is None:
+            self._pin = pinning_enabled(self._loader)
+        return pin_memory(batch) if self._pin else batch
 
     def __iter__(self):
         return self
@@ -345,7 +353,7 @@ class _SingleProcessIter(_BaseIter):
             if self._discard:
                 self._discard -= 1
                 continue
-            return data
+            return self._deliver(data)
 
 
 class _MultiWorkerIter(_BaseIter):
@@ -402,7 +410,7 @@ class _MultiWorkerIter(_BaseIter):
                 if self._discard:
                     self._discard -= 1
                     continue
-                return payload
+                return self._deliver(payload)
             if not self._try_put():
                 self._end()
                 raise StopIteration

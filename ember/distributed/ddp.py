@@ -99,9 +99,14 @@ class DistributedDataParallel(Module):
         if comm.size > 1:
             self._check_same_model()
             _coalesced_broadcast(comm, list(module.parameters()) + list(module.buffers()))
-            self.reducer = Reducer(
+            reducer, grad_comm = Reducer, comm.dup("ddp-grad")
+            if any(p.is_cuda for p in module.parameters()):  # the NCCL path
+                from ember.distributed.nccl import CudaReducer, NcclCommunicator
+
+                reducer, grad_comm = CudaReducer, NcclCommunicator(grad_comm)
+            self.reducer = reducer(
                 module.parameters(),
-                comm.dup("ddp-grad"),
+                grad_comm,
                 bucket_cap_mb,
                 first_bucket_mb,
                 compression,

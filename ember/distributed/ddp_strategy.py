@@ -62,6 +62,10 @@ class DDPStrategy(Strategy):
 
             comm = world(timeout)
         self.comm = comm
+        if self.root_device.type == "cuda" and comm.size > 1:  # one GPU per rank, by local rank
+            from ember.distributed.nccl import device_for_local_rank
+
+            self.root_device = device_for_local_rank(comm.local_rank)
         self.sync_batchnorm = sync_batchnorm
         self.ddp_kwargs = {
             "bucket_cap_mb": bucket_cap_mb,

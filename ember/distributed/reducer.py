@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from ember.autograd.engine import queue_callback
+from ember.tensor.backend import get_array_module
 from ember.tensor.tensor import Tensor
 
 __all__ = ["plan_buckets", "Reducer", "CommThread", "compress", "decompress"]
@@ -157,9 +158,10 @@ class _Bucket:
     def __init__(self, index, params, compression):
         self.index, self.params = index, params
         dtype = params[0].data.dtype
+        xp = get_array_module(params[0].data)  # device buckets on the NCCL path
         numels = [p.data.size for p in params]
         total = sum(numels)
-        self.flat = np.zeros(total + len(params), dtype)
+        self.flat = xp.zeros(total + len(params), dtype)
         self.views, off = [], 0
         for p, n in zip(params, numels):
             self.views.append(self.flat[off : off + n].reshape(p.data.shape))
@@ -167,7 +169,7 @@ class _Bucket:
         self.flags = self.flat[total:]
         self.nbytes = self.flat.nbytes
         self.low = (
-            None if compression is None else np.empty(self.flat.size, _low_dtype(compression))
+            None if compression is None else xp.empty(self.flat.size, _low_dtype(compression))
         )
         self.pending, self.ready = len(params), [False] * len(params)
         self.t_start = self.t_end = 0.0
@@ -194,10 +196,12 @@ class Reducer:
         self.compression = compression
         self.params = [p for p in params if p.requires_grad]
         for p in self.params:
-            if not isinstance(p.data, np.ndarray):
+            if not isinstance(p.data, np.ndarray) and not getattr(
+                comm, "accepts_device_arrays", False
+            ):
                 raise NotImplementedError(
-                    "DistributedDataParallel: CUDA parameters need the "
-                    "NCCL path (not available yet)"
+                    "DistributedDataParallel: CUDA parameters need the NCCL communicator "
+                    "(ember.distributed.nccl.CudaReducer)"
                 )
         plan = plan_buckets(
             [p.data.nbytes for p in self.params],
@@ -314,8 +318,9 @@ class Reducer:
             self._launch_ready()
             self.thread.wait()
             for b in self.buckets:
+                flags = b.flags.tolist()  # one read per bucket (a device bucket: one copy)
                 for slot, p in enumerate(b.params):
-                    if b.flags[slot] > 0 and (p.grad is None or p.grad.data is not b.views[slot]):
+                    if flags[slot] > 0 and (p.grad is None or p.grad.data is not b.views[slot]):
                         p.grad = Tensor(b.views[slot])
         finally:
             self.active = False

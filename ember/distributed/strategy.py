@@ -67,8 +67,8 @@ class Strategy:
         device = device or self.root_device
 
         def move(x):
-            if isinstance(x, Tensor):
-                return x.to(device)
+            if isinstance(x, Tensor):  # a pinned batch uploads asynchronously (side stream)
+                return x.to(device, non_blocking=True)
             if isinstance(x, dict):
                 return {k: move(v) for k, v in x.items()}
             if isinstance(x, tuple) and hasattr(x, "_fields"):

@@ -14,6 +14,8 @@ import math
 import numpy as np
 
 from ember.autograd.function import Function, as_array
+from ember.cuda import gelu as cuda_gelu
+from ember.cuda.compile import kernels_enabled
 from ember.ops.parallel import run_blocks, ufunc_blocks
 from ember.ops.pointwise import (
     check_tensor,
@@ -281,11 +283,20 @@ def _gelu_tanh_grad(g, x, t):
     return r
 
 
+def _gelu_kernel(x) -> bool:
+    """ember/cuda/gelu.cu replaces the tanh-approximation composite for this CuPy array."""
+    return get_array_module(x) is not np and kernels_enabled() and cuda_gelu.supports(x)
+
+
 class Gelu(Function):
     def __init__(self, approximate: str):
         self.approximate = approximate
 
     def forward(self, x):
+        if self.approximate == "tanh" and _gelu_kernel(x):
+            self.aux = None  # the backward kernel recomputes the tanh
+            self.save_for_backward(x)
+            return cuda_gelu.gelu_forward(x)
         x32 = to_float32(x)
         with quiet():
             if self.approximate == "tanh":
@@ -312,6 +323,10 @@ class GeluGrad(Function):
 
     def forward(self, g, x):
         self.save_for_backward(g, x)
+        if self.aux is None:  # the forward ran ember/cuda/gelu.cu
+            if _gelu_kernel(x):
+                return cuda_gelu.gelu_backward(x, g)[0].astype(g.dtype, copy=False)
+            self.aux = _gelu_tanh(to_float32(x))[1]  # kernels switched off since
         x32 = to_float32(x)
         g32 = to_float32(g)
         with quiet():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ember.autograd.function import Function
 from ember.tensor import dtypes
-from ember.tensor.backend import device_of, get_array_module, to_backend
+from ember.tensor.backend import device_of, get_array_module, pin_array, to_backend
+from ember.tensor.backend import is_pinned as _is_pinned
 from ember.tensor.device import to_device
 from ember.tensor.tensor import Tensor
 
@@ -22,12 +23,12 @@ class Cast(Function):
 
 
 class ToDevice(Function):
-    def __init__(self, device):
-        self.device = device
+    def __init__(self, device, non_blocking: bool = False):
+        self.device, self.non_blocking = device, non_blocking
 
     def forward(self, a):
         self.src = device_of(a)
-        return to_backend(a, self.device)
+        return to_backend(a, self.device, self.non_blocking)
 
     def backward(self, g):
         return ToDevice(self.src).apply(g)
@@ -81,9 +82,9 @@ def to(t: Tensor, *args, dtype=None, device=None, copy: bool = False, non_blocki
             device = a
     out = t
     if device is not None:
-        dev = to_device(device)
-        if dev != device_of(t.data):
-            out = ToDevice(dev).apply(out)
+        dev, cur = to_device(device), device_of(t.data)
+        if dev.type != cur.type or (dev.index or 0) != (cur.index or 0):  # "cuda" is cuda:0
+            out = ToDevice(dev, non_blocking).apply(out)
     if dtype is not None:
         out = cast_to(out, dtype)
     if copy and out is t:
@@ -109,12 +110,25 @@ def cpu(t: Tensor) -> Tensor:
 
 
 def cuda(t: Tensor, device=None, non_blocking: bool = False) -> Tensor:
-    return to(
-        t,
-        "cuda"
-        if device is None
-        else to_device(device if not isinstance(device, int) else f"cuda:{device}"),
-    )
+    return to(t, "cuda" if device is None else to_device(device), non_blocking=non_blocking)
+
+
+def pin_memory(t: Tensor, device=None) -> Tensor:
+    """A copy in page-locked host memory (``non_blocking`` uploads from it are asynchronous);
+    the tensor itself when it is pinned already, or when CUDA is unavailable."""
+    if t.device.type != "cpu":
+        raise RuntimeError(f"pin_memory: cannot pin a tensor on {t.device}, only a CPU one")
+    arr = pin_array(t.data)
+    if arr is t.data:
+        return t
+    out = Tensor(arr)
+    if t.requires_grad:
+        out.requires_grad_(True)
+    return out
+
+
+def is_pinned(t: Tensor, device=None) -> bool:
+    return _is_pinned(t.data)
 
 
 def _tensor_type(self, dtype=None, non_blocking=False):
@@ -130,6 +144,8 @@ METHODS = {
     "type_as": type_as,
     "cpu": cpu,
     "cuda": cuda,
+    "pin_memory": pin_memory,
+    "is_pinned": is_pinned,
     "type": _tensor_type,
     "float": _caster(dtypes.float32),
     "double": _caster(dtypes.float64),

@@ -24,7 +24,7 @@ import numpy as np
 from ember.autograd.function import Function
 from ember.ops import index_kernels as K
 from ember.tensor.backend import device_of, get_array_module, to_backend
-from ember.tensor.tensor import Tensor
+from ember.tensor.tensor import Tensor, writable
 
 _BAD_INDEX = (
     "only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables "
@@ -306,7 +306,7 @@ def assign(out, key: IndexKey, v) -> None:
     try:
         key.target(out)[key.np_key] = v
     except ValueError as exc:
-        if not out.flags.writeable:
+        if not writable(out):
             raise RuntimeError(
                 "setitem: unsupported operation: the tensor's memory is shared by several "
                 "elements (it is an expanded view); clone() it before writing in place"

@@ -141,7 +141,7 @@ def _promote(tensors: list, op: str) -> list:
     for x in tensors:
         if type(x.data) is not type(first):
             raise RuntimeError(
-                f"{op}: expected all tensors to be on the same device, got "
+                f"{op}: expected all tensors on the same device, got "
                 f"{tensors[0].device} and {x.device}"
             )
     if all(x.data.dtype == first.dtype for x in tensors):

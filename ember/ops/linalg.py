@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from ember.autograd import autocast_state as _amp
+from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function
 from ember.autograd.grad_mode import state
-from ember.ops.parallel import gemm
+from ember.ops.parallel import HALF_DTYPES, gemm
 from ember.ops.promotion import as_tensor_operand, check_same_device
 from ember.ops.reduction import sum_to_shape
 from ember.tensor.tensor import Tensor
@@ -60,7 +64,10 @@ class MatMul(Function):
 def _mm(x, y, dtype):
     """x @ y in ``dtype``. A stack times one matrix is folded into a single 2-D GEMM: NumPy's
     stacked matmul leaves BLAS when the matrix is a transposed view (measured 480 ms vs
-    1.5 ms for a (64, 1024, 128) @ (128, 128).T)."""
+    1.5 ms for a (64, 1024, 128) @ (128, 128).T). Half NumPy operands are multiplied in
+    float32 and rounded once (tensor-core emulation, ember.ops.parallel)."""
+    if type(x) is np.ndarray and x.dtype in HALF_DTYPES:
+        x, y = x.astype(np.float32), y.astype(np.float32)
     if x.ndim > 2 and y.ndim == 2:
         out = gemm(x.reshape(-1, x.shape[-1]), y).reshape(x.shape[:-1] + (y.shape[-1],))
     elif x.ndim == 2 and y.ndim == 2:
@@ -95,6 +102,8 @@ def _check(a: Tensor, b: Tensor, op: str) -> None:
 
 
 def matmul(input, other) -> Tensor:
+    if _autocast.enabled:  # mm, bmm, mv and @ come through here
+        return _amp.call(_amp.LOW, matmul, input, other)
     a = as_tensor_operand(input, "matmul")
     b = as_tensor_operand(other, "matmul")
     _check(a, b, "matmul")
@@ -129,6 +138,8 @@ def mv(input: Tensor, vec: Tensor) -> Tensor:
 
 
 def dot(input: Tensor, other: Tensor) -> Tensor:
+    if _autocast.enabled:
+        return _amp.call(_amp.PROMOTE, dot, input, other)
     if input.data.ndim != 1 or other.data.ndim != 1:
         raise RuntimeError(
             f"dot: 1D tensors expected, but got {input.data.ndim}D and {other.data.ndim}D tensors"

@@ -12,8 +12,13 @@ import warnings
 
 import numpy as np
 
+from ember.autograd import autocast_state as _amp
+from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function
 from ember.autograd.grad_mode import state
+from ember.cuda import embedding as cuda_embedding
+from ember.cuda import softmax as cuda_softmax
+from ember.cuda.compile import kernels_enabled
 from ember.ops import index_kernels as K
 from ember.ops.dims import normalize_dim
 from ember.tensor import dtypes
@@ -34,14 +39,25 @@ def _shifted(a, axis: int):
         return work - work.max(axis=axis, keepdims=True)
 
 
+def _kernel(xp, a, dim: int) -> bool:
+    """A CUDA kernel (ember/cuda/softmax.cu) replaces the composite for this CuPy array."""
+    return xp is not np and kernels_enabled() and cuda_softmax.supports(a, dim)
+
+
 class Softmax(Function):
     def __init__(self, dim: int):
         self.dim = dim
+        self.fused = False
 
     def forward(self, a):
         xp = get_array_module(a)
         if a.size == 0:
             y = a.copy()
+            self.save_for_backward(y)
+            return y
+        if _kernel(xp, a, self.dim):
+            self.fused = True
+            y = cuda_softmax.softmax_forward(a, log=False)
             self.save_for_backward(y)
             return y
         e = _shifted(a, self.dim)
@@ -54,6 +70,8 @@ class Softmax(Function):
 
     def backward(self, g):
         (y,) = self.saved_tensors
+        if self.fused and not state.enabled and kernels_enabled():
+            return Tensor(cuda_softmax.softmax_backward(y.data, g.data, log=False))
         if not state.enabled:  # plain backward: y * (g - sum(g * y)) on raw arrays
             gy = g.data * y.data
             gy -= y.data * gy.sum(axis=self.dim, keepdims=True)
@@ -64,11 +82,17 @@ class Softmax(Function):
 class LogSoftmax(Function):
     def __init__(self, dim: int):
         self.dim = dim
+        self.fused = False
 
     def forward(self, a):
         xp = get_array_module(a)
         if a.size == 0:
             y = a.copy()
+            self.save_for_backward(y)
+            return y
+        if _kernel(xp, a, self.dim):
+            self.fused = True
+            y = cuda_softmax.softmax_forward(a, log=True)
             self.save_for_backward(y)
             return y
         t = _shifted(a, self.dim)
@@ -81,6 +105,8 @@ class LogSoftmax(Function):
 
     def backward(self, g):
         (y,) = self.saved_tensors
+        if self.fused and not state.enabled and kernels_enabled():
+            return Tensor(cuda_softmax.softmax_backward(y.data, g.data, log=True))
         if not state.enabled:  # plain backward: g - exp(y) * sum(g) on raw arrays
             xp = get_array_module(y.data)
             p = xp.exp(y.data)
@@ -126,12 +152,16 @@ def _along(fn_cls, input: Tensor, dim: int) -> Tensor:
 
 def softmax(input: Tensor, dim=None, dtype=None, *, _stacklevel: int = 3) -> Tensor:
     """exp(x - max) / sum(exp(x - max)) along ``dim``."""
+    if _autocast.enabled and dtype is None:
+        return _amp.call(_amp.FP32, softmax, input, dim, _stacklevel=_stacklevel)
     input = _prepare(input, dtype, "softmax")
     return _along(Softmax, input, _softmax_dim("softmax", input.data.ndim, dim))
 
 
 def log_softmax(input: Tensor, dim=None, dtype=None, *, _stacklevel: int = 3) -> Tensor:
     """x - max - log(sum(exp(x - max))) along ``dim``."""
+    if _autocast.enabled and dtype is None:
+        return _amp.call(_amp.FP32, log_softmax, input, dim, _stacklevel=_stacklevel)
     input = _prepare(input, dtype, "log_softmax")
     return _along(LogSoftmax, input, _softmax_dim("log_softmax", input.data.ndim, dim))
 
@@ -160,9 +190,16 @@ class EmbeddingBackward(Function):
 
     def forward(self, g):
         xp = get_array_module(g)
-        tail = g.shape[self.idx.ndim :]
-        out = xp.zeros((self.num,) + tail, dtype=g.dtype)
-        K.add_rows(out, self.idx.reshape(-1), g.reshape((self.idx.size,) + tail))
+        if xp is not np and kernels_enabled() and cuda_embedding.supports(g):
+            # ember/cuda/embedding.cu: fp32 atomics; EMBER_DETERMINISTIC=1 takes the sorted,
+            # run-to-run identical kernel
+            out = cuda_embedding.embedding_backward(
+                self.idx, g, self.num, deterministic=cuda_embedding.deterministic()
+            )
+        else:
+            tail = g.shape[self.idx.ndim :]
+            out = xp.zeros((self.num,) + tail, dtype=g.dtype)
+            K.add_rows(out, self.idx.reshape(-1), g.reshape((self.idx.size,) + tail))
         if self.padding_idx is not None:
             out[self.padding_idx] = 0
         return out

@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ember.tensor import dtypes as _dtypes
+
 
 def _cores() -> int:
     try:
@@ -73,6 +75,11 @@ if hasattr(os, "register_at_fork"):
 GEMM_MIN_MACS = 1 << 22  # smaller products are not split
 BLAS_ONE_THREAD_MACS = 1 << 17  # from here on OpenBLAS would thread: run it on one instead
 _GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# float16/bfloat16 NumPy products emulate tensor cores: the (already rounded) half operands
+# are multiplied and accumulated in float32 by BLAS and the result is rounded once. NumPy's
+# own float16 matmul is a scalar loop: (256, 784) @ (784, 256) takes 199 ms against 1.4 ms
+# emulated (0.5 ms in float32); see benchmarks/amp.py.
+HALF_DTYPES = frozenset((np.dtype(np.float16), np.dtype(_dtypes.bfloat16.np)))
 _blas_api = None
 
 
@@ -199,6 +206,10 @@ def gemm(a, b, bias=None):
     blocks of rows (of columns when ``a`` has only a few rows) run on the CPU threads, each
     block adding its bias while it is in cache. Anything else is a plain ``a @ b``.
     """
+    if type(a) is np.ndarray and a.dtype in HALF_DTYPES and b.dtype == a.dtype:
+        f32 = np.float32
+        out = gemm(a.astype(f32), b.astype(f32), None if bias is None else bias.astype(f32))
+        return out.astype(a.dtype)
     m, k = a.shape
     n = b.shape[1]
     macs = m * n * k

@@ -32,12 +32,26 @@ def as_tensor_operand(x, op: str) -> Tensor:
 
 
 def check_same_device(a: Tensor, b: Tensor, op: str) -> None:
-    if type(a.data) is type(b.data) or not (a.data.ndim and b.data.ndim):
+    """Raise the clear error for tensors on two devices (a CPU 0-d tensor may join any)."""
+    if type(a.data) is type(b.data):
         return
-    if a.device != b.device:
-        raise RuntimeError(
-            f"{op}: expected all tensors to be on the same device, got {a.device} and {b.device}"
-        )
+    da, db = a.device, b.device
+    if da == db or (da.type == "cpu" and not a.data.ndim) or (db.type == "cpu" and not b.data.ndim):
+        return
+    raise RuntimeError(f"{op}: expected all tensors on the same device, got {da} and {db}")
+
+
+def same_device(a: Tensor, b: Tensor, op: str) -> tuple[Tensor, Tensor]:
+    """The pair on one device: a CPU 0-d tensor moves to the other's device, as PyTorch
+    lets CPU scalars mix with CUDA tensors; any other mix is an error."""
+    if type(a.data) is type(b.data) and a.device == b.device:
+        return a, b
+    check_same_device(a, b, op)
+    from ember.ops.conversion import to
+
+    if a.device.type == "cpu" and not a.data.ndim:
+        return to(a, b.device), b
+    return a, to(b, a.device)
 
 
 def cast(t: Tensor, d: dtypes.dtype) -> Tensor:
@@ -63,9 +77,10 @@ def binary_operands(a, b, op: str, float_only: bool = False):
             float_only and a.data.dtype not in dtypes.FLOATING_NP
         ):
             if type(a.data) is not type(b.data):
-                check_same_device(a, b, op)
+                a, b = same_device(a, b, op)
             return a, b
-        check_same_device(a, b, op)
+        if type(a.data) is not type(b.data):
+            a, b = same_device(a, b, op)
         da, db = a.dtype, b.dtype
         dims, zero = [], []
         (dims if a.data.ndim else zero).append(da)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember.autograd import autocast_state as _amp
+from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function, as_array
 from ember.ops.dims import normalize_dims
 from ember.tensor import dtypes
@@ -55,6 +57,11 @@ def _expand_back(g: Tensor, shape: tuple, axes, keepdim: bool) -> Tensor:
     return expand(g, shape)
 
 
+# float16/bfloat16 sums and means accumulate in float32, as torch's do (ml_dtypes sums
+# bfloat16 in bfloat16: 100000 x 0.1 summed to 32)
+_HALF = (np.dtype(np.float16), np.dtype(dtypes.bfloat16.np))
+
+
 class Sum(Function):
     def __init__(self, axes, keepdim: bool, dtype=None):
         self.axes, self.keepdim, self.dtype = axes, keepdim, dtype
@@ -62,6 +69,9 @@ class Sum(Function):
     def forward(self, a):
         self.shape = a.shape
         self.src = a.dtype
+        if a.dtype in _HALF and (self.dtype is None or self.dtype == a.dtype):
+            out = a.sum(axis=self.axes, keepdims=self.keepdim, dtype=np.float32)
+            return out.astype(a.dtype)
         return a.sum(axis=self.axes, keepdims=self.keepdim, dtype=self.dtype)
 
     def backward(self, g):
@@ -84,6 +94,8 @@ class Mean(Function):
         if n == 0:  # torch: nan, without NumPy's "Mean of empty slice" warning
             with np.errstate(invalid="ignore"):
                 return a.sum(axis=self.axes, keepdims=self.keepdim) / a.dtype.type(0)
+        if a.dtype in _HALF:
+            return a.mean(axis=self.axes, keepdims=self.keepdim, dtype=np.float32).astype(a.dtype)
         return a.mean(axis=self.axes, keepdims=self.keepdim, dtype=a.dtype)
 
     def backward(self, g):
@@ -100,6 +112,8 @@ def _sum_dtype(t: Tensor, dtype):
 
 
 def sum(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None):  # noqa: A001
+    if _autocast.enabled and dtype is None:  # autocast sums in float32 (torch's policy)
+        return _amp.call(_amp.FP32, sum, input, dim, keepdim)
     axes = reduction_axes(dim, input.data.ndim, "sum")  # sum(dim=[]) reduces everything
     return Sum(axes, keepdim, _sum_dtype(input, dtype)).apply(input)
 
@@ -175,6 +189,8 @@ class LogSumExp(Function):
 
 
 def logsumexp(input: Tensor, dim, keepdim: bool = False) -> Tensor:
+    if _autocast.enabled:
+        return _amp.call(_amp.FP32, logsumexp, input, dim, keepdim)
     if input.data.dtype not in dtypes.FLOATING_NP:  # torch: integers give the default float
         from ember.ops.conversion import cast_to
 
@@ -219,6 +235,8 @@ def single_dim(dim, op: str) -> None:
 
 
 def cumsum(input: Tensor, dim: int, *, dtype=None) -> Tensor:
+    if _autocast.enabled and dtype is None:
+        return _amp.call(_amp.FP32, cumsum, input, dim)
     single_dim(dim, "cumsum")
     axis = normalize_dims(dim, input.data.ndim, "cumsum")[0]
     return CumSum(axis).apply(int_to_long(input, dtype))

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+from ember.autograd import autocast_state as _amp
+from ember.autograd.autocast_state import state as _autocast
 from ember.ops import activation, select
 from ember.ops.parallel import ufunc_blocks
 from ember.ops.pointwise import (
@@ -103,10 +105,20 @@ _CLASSES = {
 }
 
 
+# torch's autocast float32 list among these ops
+_AUTOCAST_FP32 = frozenset(
+    ("exp", "expm1", "log", "log1p", "log2", "log10", "rsqrt", "reciprocal")
+    + ("tan", "sinh", "cosh", "asin", "acos")
+)
+
+
 def _float_op(name: str):
     cls = _CLASSES[name]
+    fp32 = name in _AUTOCAST_FP32
 
     def op(input):
+        if fp32 and _autocast.enabled:
+            return _amp.call(_amp.FP32, op, input)
         return cls().apply(floating(input, name))
 
     op.__name__ = name

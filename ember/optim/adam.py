@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember.cuda import multi_tensor as cuda_mt
+from ember.cuda.compile import kernels_enabled
 from ember.optim.foreach import effective_grad, lerp_
 from ember.optim.optimizer import Optimizer
 from ember.tensor.backend import get_array_module
@@ -103,7 +105,16 @@ class Adam(Optimizer):
             t0 /= t1
             p += t0
 
-        return kernel
+        if xp is np or not kernels_enabled():
+            return kernel
+
+        def fused(p, g, m, v, vmax=None):  # ember/cuda/multi_tensor.cu: one launch
+            cuda_mt.adam_step_(
+                p, g, m, v, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                weight_decay=wd, decoupled=decoupled, maximize=maximize, max_exp_avg_sq=vmax,
+            )  # fmt: skip
+
+        return cuda_mt.attach(kernel, fused)
 
 
 class AdamW(Adam):

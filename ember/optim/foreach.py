@@ -90,6 +90,9 @@ def run_kernel(kernel, arrays: list, n_scratch: int, workspace: Workspace) -> No
     """Call ``kernel(*arrays, *scratch)``; big contiguous arrays go in 1-D chunks of at most
     CHUNK elements, each split across NUM_THREADS threads (NumPy only). The caller holds
     ``np.errstate(all="ignore")``, as ``Optimizer.step`` does."""
+    run_fused = getattr(kernel, "run_fused", None)  # a CUDA kernel (ember.cuda.multi_tensor)
+    if run_fused is not None and run_fused(arrays):
+        return
     first = arrays[0]
     n = first.size
     xp = get_array_module(first)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from ember.cuda import multi_tensor as cuda_mt
+from ember.cuda.compile import kernels_enabled
 from ember.optim.foreach import effective_grad
 from ember.optim.optimizer import Optimizer, required
 from ember.tensor.backend import get_array_module
@@ -85,4 +89,14 @@ class SGD(Optimizer):
             xp.multiply(g, -lr, out=t0)
             p += t0
 
-        return kernel
+        if xp is np or not kernels_enabled():
+            return kernel
+
+        def fused(p, g, buf=None):  # ember/cuda/multi_tensor.cu: one launch
+            cuda_mt.sgd_step_(
+                p, g, buf if momentum != 0 else None, lr=lr, momentum=momentum,
+                dampening=dampening, weight_decay=wd, nesterov=nesterov, maximize=maximize,
+                first=fresh,
+            )  # fmt: skip
+
+        return cuda_mt.attach(kernel, fused)

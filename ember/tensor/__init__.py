@@ -18,7 +18,7 @@ from ember.tensor.creation import (
     zeros,
     zeros_like,
 )
-from ember.tensor.device import device
+from ember.tensor.device import device, get_default_device, set_default_device
 from ember.tensor.dtypes import (
     bfloat16,
     bool_,
@@ -67,6 +67,8 @@ __all__ = [
     "Tensor",
     "Size",
     "device",
+    "set_default_device",
+    "get_default_device",
     "dtype",
     "tensor",
     "as_tensor",

@@ -58,8 +58,13 @@ def device_of(array) -> device:
     return device("cuda", array.device.id)
 
 
-def to_backend(array, dev: device):
-    """Move an array to ``dev`` (a no-op when it is already there)."""
+def to_backend(array, dev: device, non_blocking: bool = False):
+    """Move an array to ``dev`` (a no-op when it is already there).
+
+    With ``non_blocking``, a pinned host array (see ``pin_array``) is copied asynchronously on
+    the device's side stream; the current stream waits for the copy on the device, so the host
+    goes on at once and the compute that follows sees the data.
+    """
     if dev.type == "cpu":
         if type(array) is np.ndarray:
             return array
@@ -68,7 +73,57 @@ def to_backend(array, dev: device):
         return np.asarray(array)
     cp = cupy_module()
     with cp.cuda.Device(dev.index or 0):
+        if non_blocking and type(array) is np.ndarray and is_pinned(array):
+            return _async_upload(cp, array, dev.index or 0)
         return cp.asarray(array)
+
+
+# ------------------------------------------------------------------ pinned memory, side streams
+_copy_streams: dict = {}  # device index -> the side stream host-to-device copies run on
+_inflight: list = []  # (event, pinned source) pairs: a source must outlive its copy
+
+
+def is_pinned(array) -> bool:
+    """True for a NumPy array (or a view of one) in CuPy's page-locked host memory."""
+    if type(array) is not np.ndarray or _cupy is None:
+        return False
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return type(base).__name__ == "PinnedMemoryPointer"
+
+
+def pin_array(array: np.ndarray) -> np.ndarray:
+    """A copy of ``array`` in page-locked host memory (from CuPy's pinned pool), so uploads
+    from it can run asynchronously; the array itself when CUDA is unavailable (inert)."""
+    if is_pinned(array) or not cuda_is_available():
+        return array
+    import cupyx
+
+    out = cupyx.empty_pinned(array.shape, array.dtype)
+    np.copyto(out, array)
+    return out
+
+
+def copy_stream(index: int = 0):
+    """The non-blocking side stream of a device (created on first use)."""
+    cp = cupy_module()
+    stream = _copy_streams.get(index)
+    if stream is None:
+        with cp.cuda.Device(index):
+            stream = _copy_streams[index] = cp.cuda.Stream(non_blocking=True)
+    return stream
+
+
+def _async_upload(cp, array: np.ndarray, index: int):
+    _inflight[:] = [(ev, src) for ev, src in _inflight if not ev.done]
+    out = cp.empty(array.shape, array.dtype)  # allocated on the compute stream that uses it
+    stream = copy_stream(index)
+    out.set(array, stream=stream)
+    event = stream.record()
+    cp.cuda.get_current_stream().wait_event(event)
+    _inflight.append((event, array))
+    return out
 
 
 def _keep_freed_memory() -> None:

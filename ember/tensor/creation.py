@@ -9,7 +9,7 @@ import numpy as np
 
 from ember.tensor import dtypes
 from ember.tensor.backend import to_backend, xp_for
-from ember.tensor.device import to_device
+from ember.tensor.device import default_or, to_device
 from ember.tensor.tensor import Tensor
 
 
@@ -33,6 +33,7 @@ def size_args(size) -> tuple:
 
 def finish(arr, device, requires_grad: bool) -> Tensor:
     """Move to the device, and set requires_grad (floating point only, as in PyTorch)."""
+    device = default_or(device)
     if device is not None:
         arr = to_backend(arr, to_device(device))
     t = Tensor(arr)
@@ -45,7 +46,7 @@ def _infer_array(data) -> np.ndarray:
     """PyTorch's dtype inference for Python data: bool, int64, or the default float."""
     if isinstance(data, Tensor):
         return data.data
-    if isinstance(data, np.ndarray):
+    if isinstance(data, np.ndarray) or _is_device_array(data):
         return data
     if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flat(data)):
         data = _tensors_to_values(data)
@@ -70,6 +71,11 @@ def _infer_array(data) -> np.ndarray:
     return arr
 
 
+def _is_device_array(data) -> bool:
+    """A CuPy array (it must never go through ``np.array``: CuPy refuses the implicit copy)."""
+    return not isinstance(data, np.ndarray) and hasattr(data, "__cuda_array_interface__")
+
+
 def _flat(data):
     for x in data:
         if isinstance(x, (list, tuple)):
@@ -88,7 +94,8 @@ def _tensors_to_values(data):
 
 def tensor(data, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """A new tensor that copies ``data`` (a list, a number, an array or a tensor)."""
-    if dtype is not None and not isinstance(data, (Tensor, np.ndarray)):
+    is_array = isinstance(data, (Tensor, np.ndarray)) or _is_device_array(data)
+    if dtype is not None and not is_array:
         try:  # straight to the requested dtype: no detour through the default float
             arr = np.array(
                 data, dtype=np.float64 if dtypes.to_dtype(dtype).is_floating_point else None
@@ -99,7 +106,7 @@ def tensor(data, *, dtype=None, device=None, requires_grad: bool = False) -> Ten
             arr = _infer_array(data)
     else:
         arr = _infer_array(data)
-    if isinstance(data, (Tensor, np.ndarray)):
+    if is_array:
         arr = arr.copy()
     if dtype is not None:
         arr = arr.astype(dtypes.to_dtype(dtype).np, copy=False)
@@ -117,7 +124,7 @@ def as_tensor(data, dtype=None, device=None) -> Tensor:
         if dtype is not None or device is not None:
             out = data.to(device=device, dtype=dtype)
         return out
-    arr = _infer_array(data) if not isinstance(data, np.ndarray) else data
+    arr = data if isinstance(data, np.ndarray) or _is_device_array(data) else _infer_array(data)
     if dtype is not None:
         arr = arr.astype(dtypes.to_dtype(dtype).np, copy=False)
     dtypes.from_numpy_dtype(arr.dtype)
@@ -134,15 +141,14 @@ def from_numpy(arr: np.ndarray) -> Tensor:
 
 def _fill(shape, value, dtype, device, requires_grad, fill_kind: str) -> Tensor:
     d = dtypes.get_default_dtype() if dtype is None else dtypes.to_dtype(dtype)
-    xp = xp_for(to_device(device))
-    if fill_kind == "zeros":
-        arr = xp.zeros(shape, d.np)
-    elif fill_kind == "ones":
-        arr = xp.ones(shape, d.np)
-    elif fill_kind == "empty":
-        arr = xp.empty(shape, d.np)
+    dev = to_device(default_or(device))
+    xp = xp_for(dev)
+    make = {"zeros": xp.zeros, "ones": xp.ones, "empty": xp.empty}.get(fill_kind)
+    if dev.type == "cpu":
+        arr = make(shape, d.np) if make else xp.full(shape, value, d.np)
     else:
-        arr = xp.full(shape, value, d.np)
+        with xp.cuda.Device(dev.index or 0):  # on that GPU, whichever is current
+            arr = make(shape, d.np) if make else xp.full(shape, value, d.np)
     t = Tensor(arr)
     if requires_grad:
         t.requires_grad_(True)

@@ -56,3 +56,23 @@ def to_device(spec) -> device:
     if isinstance(spec, int):
         return device("cuda", spec)
     return device(spec)
+
+
+_default: list = [None]  # set_default_device's device (None: CPU)
+
+
+def set_default_device(dev) -> None:
+    """The device creation functions use when no ``device=`` is given (``torch.set_default_
+    device``): ``ember.set_default_device("cuda")``; None or "cpu" restores the CPU."""
+    _default[0] = None if dev is None else to_device(dev)
+    if _default[0] == CPU:
+        _default[0] = None
+
+
+def get_default_device() -> device:
+    return _default[0] or CPU
+
+
+def default_or(dev):
+    """``dev``, or the default device when it is None (None again while that is the CPU)."""
+    return _default[0] if dev is None else dev

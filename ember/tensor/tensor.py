@@ -385,6 +385,14 @@ def _int_str(v) -> str:
     return f"{v:.0f}." if np.isfinite(v) else f"{v}"
 
 
+def writable(arr) -> bool:
+    """False for memory shared by several elements. CuPy has no ``writeable`` flag (every
+    view is writable), so there an expanded view is found by its zero strides."""
+    if type(arr) is np.ndarray:
+        return arr.flags.writeable
+    return not any(st == 0 and n > 1 for st, n in zip(arr.strides, arr.shape))
+
+
 def write_into(t: Tensor, result, op: str) -> None:
     """Copy ``result`` into ``t``'s array with PyTorch's in-place shape and dtype rules."""
     if result.shape != t.data.shape:
@@ -398,7 +406,7 @@ def write_into(t: Tensor, result, op: str) -> None:
         raise RuntimeError(
             f"{op}: result type {src.name} can't be cast to the desired output type {dst.name}"
         )
-    if not t.data.flags.writeable:
+    if not writable(t.data):
         raise RuntimeError(
             f"{op}: unsupported operation: the tensor's memory is shared by several elements "
             "(it is an expanded view); clone() it before writing in place"

@@ -39,11 +39,13 @@ _LAST = re.compile(r"^last(-v\d+)?\.ckpt$")
 def rng_states() -> dict:
     """Every global generator as arrays + JSON (no pickle): Ember's default generator,
     NumPy's legacy global one, Python's ``random``."""
-    from ember.tensor.random import default_generator
+    from ember.tensor.random import default_generator, get_cuda_rng_states
 
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
+    cuda = {str(i): st.data for i, st in get_cuda_rng_states().items()}  # per device used
     return {
+        **({"cuda": cuda} if cuda else {}),
         "ember": default_generator.get_state().data,
         "numpy": {
             "bit_generator": name,
@@ -61,10 +63,12 @@ def rng_states() -> dict:
 
 
 def set_rng_states(states: dict) -> None:
-    from ember.tensor.random import default_generator
+    from ember.tensor.random import default_generator, set_cuda_rng_states
 
     if "ember" in states:
         default_generator.set_state(np.asarray(states["ember"], dtype=np.uint8))
+    if "cuda" in states:  # restored even on a CPU-only machine: the state is 16 plain bytes
+        set_cuda_rng_states({int(i): np.asarray(v, np.uint8) for i, v in states["cuda"].items()})
     if "numpy" in states:
         st = states["numpy"]
         np.random.set_state(

@@ -47,6 +47,11 @@ def call_callback_hooks(
                 fn(trainer, module, *args, **kwargs)
 
 
+# The hooks that run the model: they run inside the precision plugin's forward context
+# (autocast for the mixed precisions), with their inputs converted for the "-true" ones.
+_STEP_HOOKS = frozenset(("training_step", "validation_step", "test_step", "predict_step"))
+
+
 def call_module_hook(trainer, hook: str, *args, **kwargs):
     """``module.<hook>(*args)``; returns what the hook returns (None when absent)."""
     module = trainer.lightning_module
@@ -54,6 +59,12 @@ def call_module_hook(trainer, hook: str, *args, **kwargs):
     if fn is None:
         return None
     with _FxName(module, hook):
+        if hook in _STEP_HOOKS:
+            plugin = getattr(trainer, "precision_plugin", None)
+            if plugin is not None and plugin.active:
+                args, kwargs = plugin.convert_input((args, kwargs))
+                with plugin.forward_context():
+                    return fn(*args, **kwargs)
         return fn(*args, **kwargs)
 
 

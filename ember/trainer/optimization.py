@@ -241,15 +241,15 @@ class OptimizerProxy:
         self._optimizer.zero_grad(set_to_none=set_to_none)
 
     def step(self, closure=None, **kwargs):
+        """The precision plugin runs the closure, ``after_closure`` and the update; a step
+        that "16-mixed" skips (inf/NaN gradients) does not count as a global step."""
         trainer, optimizer = self._trainer, self._optimizer
-
-        def wrapped():
-            result = closure() if closure is not None else None
-            after_closure(trainer, optimizer)
-            return result
-
-        out = optimizer.step(closure=wrapped, **kwargs)
-        trainer._progress.global_step += 1
+        out, stepped = trainer.precision_plugin.optimizer_step(
+            optimizer, closure, lambda: after_closure(trainer, optimizer), **kwargs
+        )
+        trainer._skipped_step = not stepped  # the step-interval schedulers wait too
+        if stepped:
+            trainer._progress.global_step += 1
         return out
 
 
@@ -293,7 +293,9 @@ def run_backward(trainer, loss, *args, **kwargs) -> None:
     """``on_before_backward``, ``module.backward(loss)``, ``on_after_backward``."""
     call_callback_hooks(trainer, "on_before_backward", loss)
     call_module_hook(trainer, "on_before_backward", loss)
-    call_module_hook(trainer, "backward", loss, *args, **kwargs)
+    plugin = getattr(trainer, "precision_plugin", None)
+    scaled = plugin.pre_backward(loss) if plugin is not None else loss  # "16-mixed"
+    call_module_hook(trainer, "backward", scaled, *args, **kwargs)
     call_callback_hooks(trainer, "on_after_backward")
     call_module_hook(trainer, "on_after_backward")
 
@@ -459,6 +461,8 @@ def update_lr_schedulers(trainer, interval: str, plateau: bool) -> None:
     module = trainer.lightning_module
     if not trainer.lr_scheduler_configs or not module.automatic_optimization:
         return
+    if interval == "step" and getattr(trainer, "_skipped_step", False):
+        return  # the optimizer step was skipped (inf/NaN gradients under "16-mixed")
     for config in trainer.lr_scheduler_configs:
         if config.reduce_on_plateau != plateau or config.interval != interval:
             continue

@@ -67,14 +67,10 @@ def parse_max_time(value) -> datetime.timedelta | None:
 
 
 def parse_precision(value) -> str:
-    text = str(value) if value is not None else "32-true"
-    if text in ("32", "32-true"):
-        return "32-true"
-    raise ValueError(
-        f"Trainer(precision={value!r}): only 32-bit precision ('32' or '32-true') "
-        "is available; mixed precision ('16-mixed', 'bf16-mixed') comes with "
-        "issue 9"
-    )
+    """Lightning's precision spellings -> the canonical name (see precision.py)."""
+    from ember.trainer.precision import parse_precision as parse
+
+    return parse(value)
 
 
 def parse_clip(value, algorithm):

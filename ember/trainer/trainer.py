@@ -31,6 +31,7 @@ from ember.trainer.hooks import (
 from ember.trainer.logging import LoggerConnector, MetricStore, floats_in_place
 from ember.trainer.module import TrainingModule
 from ember.trainer.optimization import OptimizerProxy, configure_optimizers
+from ember.trainer.precision import Precision
 from ember.trainer.properties import TrainerProperties
 
 _STAGE_OF_FN = {
@@ -129,6 +130,7 @@ class Trainer(TrainerProperties):
             )
         self.precision = args.parse_precision(precision)
         self.strategy = args.resolve_strategy(strategy, args.resolve_device(accelerator, devices))
+        self.precision_plugin = Precision(self.precision, self.strategy.root_device.type)
         self.max_time = args.parse_max_time(max_time)
         self.max_steps = args.non_negative_int(max_steps, "max_steps", -1)
         if max_epochs is None:  # Lightning's rule
@@ -397,6 +399,7 @@ class Trainer(TrainerProperties):
         args.share_log_versions(self)
         call_module_hook(self, "configure_model")
         module.to(self.strategy.root_device)
+        self.precision_plugin.convert_module(module)  # the "-true" precisions
         restorer = self._restorer(fn)
         self.model = self.strategy.setup_module(module)
         self._logger_connector.reset()
@@ -577,9 +580,14 @@ class Trainer(TrainerProperties):
         seconds; its metrics are discarded and the RNG states are restored."""
         if self.num_sanity_val_steps == 0 or not self._validation_possible():
             return
-        from ember.tensor.random import get_rng_state, set_rng_state
+        from ember.tensor.random import (
+            get_cuda_rng_states,
+            get_rng_state,
+            set_cuda_rng_states,
+            set_rng_state,
+        )
 
-        saved = (get_rng_state(), np.random.get_state(), random.getstate())
+        saved = (get_rng_state(), np.random.get_state(), random.getstate(), get_cuda_rng_states())
         self.state.stage = "sanity_checking"
         self._metrics.reset()
         try:
@@ -593,6 +601,7 @@ class Trainer(TrainerProperties):
             set_rng_state(saved[0])
             np.random.set_state(saved[1])
             random.setstate(saved[2])
+            set_cuda_rng_states(saved[3])
 
     # ---------------------------------------------------------------- metrics
     @property

@@ -74,3 +74,37 @@ def test_array_module_is_numpy_on_cpu():
     x = ember.ones(2)
     assert ember.get_array_module(x.data) is np
     assert x.cpu() is x and x.device == "cpu"
+
+
+def test_default_device_without_cupy_fails_clearly_and_resets(no_cupy):
+    ember.set_default_device("cuda")
+    try:
+        assert ember.get_default_device() == "cuda"
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            ember.zeros(2)
+        assert ember.zeros(2, device="cpu").device == "cpu"
+    finally:
+        ember.set_default_device("cpu")
+    assert ember.get_default_device() == "cpu" and ember.ones(1).device == "cpu"
+
+
+def test_cuda_generator_state_is_host_bytes_without_cupy(no_cupy):
+    gen = ember.Generator("cuda:1")
+    assert type(gen).__name__ == "CudaGenerator" and gen.device == "cuda:1"
+    gen.manual_seed(5)
+    state = gen.get_state()
+    assert state.dtype == ember.uint8 and state.tolist() == [5] + [0] * 15
+    gen.set_state(state)  # a GPU checkpoint's RNG state restores on a CPU-only machine
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        ember.rand(2, generator=gen, device="cuda:1")
+
+
+def test_pinning_is_inert_without_cupy(no_cupy):
+    x = ember.ones(3)
+    assert x.pin_memory() is x and not x.is_pinned()
+    assert x.to("cpu", non_blocking=True) is x
+
+
+def test_device_index_normalisation():
+    x = ember.ones(2)
+    assert x.to("cpu") is x and x.to(ember.device("cpu")) is x

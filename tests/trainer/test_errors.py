@@ -165,8 +165,8 @@ def test_manual_optimization_rejects_accumulation_and_clipping():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"precision": "16-mixed"}, "mixed precision .* comes with issue 9"),
-        ({"precision": "bf16-mixed"}, "issue 9"),
+        ({"precision": "8-mixed"}, r"precision='8-mixed'\) is not supported"),
+        ({"precision": "fp16"}, "expected one of .*'16-mixed'"),
         ({"limit_train_batches": 1.5}, "limit_train_batches=1.5"),
         ({"limit_val_batches": -1}, "limit_val_batches=-1"),
         ({"gradient_clip_algorithm": "l2"}, "gradient_clip_algorithm='l2'"),

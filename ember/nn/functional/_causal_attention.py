@@ -11,13 +11,26 @@ of one per batch, underflowing rows recomputed around their own max; backward wi
 
 Used by ``ScaledDotProductAttention`` for ``is_causal=True`` without a float mask or dropout,
 when q, k and v share their batch shape.
+
+On CuPy arrays the same case goes to ``CudaCausal`` (end of file): the ember/cuda kernels, either
+two cuBLAS GEMMs around the fused scale+mask+softmax or, with ``EMBER_CUDA_FLASH=1``, the
+flash-style kernel that never stores the (L, S) matrix.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from ember.autograd.function import Function
+from ember.autograd.grad_mode import state
+from ember.cuda import attention as cuda_attn
+from ember.cuda import flash_attention as cuda_flash
+from ember.cuda.compile import kernels_enabled
 from ember.ops.parallel import run_blocks, split
+from ember.tensor.backend import get_array_module
+from ember.tensor.tensor import Tensor
 
 _TINY = 1e-20  # as attention._TINY: rows summing below it are redone around their own max
 _MIN_ROWS = 32  # query rows per block: smaller blocks cost more in calls than they save
@@ -112,3 +125,68 @@ def backward(fn, g, out, qw, kw, vw, blocks, ng):
     with np.errstate(invalid="ignore", over="ignore"):
         run_blocks(chunk, n0, per)
     return dq, dk, dv
+
+
+# --------------------------------------------------------------------------- CUDA path
+def cuda_ok(q, k, v) -> bool:
+    """ember/cuda kernels take this causal attention (CuPy arrays, no mask, no dropout)."""
+    if type(q) is np.ndarray or not kernels_enabled():
+        return False
+    if flash_enabled() and cuda_flash.supports(q, k, v):
+        return True
+    return (  # the GEMM path: CuPy's matmul needs a real float dtype (no bf16 bit patterns)
+        q.dtype.name in ("float32", "float16")
+        and q.dtype == k.dtype == v.dtype
+        and q.ndim >= 2
+        and q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
+        and q.size > 0
+        and k.size > 0
+    )
+
+
+def flash_enabled() -> bool:
+    """``EMBER_CUDA_FLASH=1``: the flash kernel (no (T, S) matrix: the memory-lean choice for
+    long blocks) instead of two cuBLAS GEMMs around the fused scale+mask+softmax kernel."""
+    return os.environ.get("EMBER_CUDA_FLASH", "0") == "1"
+
+
+class CudaCausal(Function):
+    """softmax(q k^T * scale, causal) @ v on the GPU. Forward and backward on raw arrays with
+    the ember/cuda kernels; under ``create_graph`` the backward is the composite written with
+    Tensor ops (double backward works)."""
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    def forward(self, q, k, v):
+        self.flash = flash_enabled() and cuda_flash.supports(q, k, v)
+        if self.flash:
+            out, lse = cuda_flash.flash_attention_forward(q, k, v, self.scale)
+            self.save_for_backward(q, k, v, out, lse)
+        else:
+            out, probs = cuda_attn.causal_attention(q, k, v, self.scale)
+            self.save_for_backward(q, k, v, probs)
+        return out
+
+    def backward(self, g):
+        if state.enabled:
+            return self._backward_graph(g)
+        saved = [t.data for t in self.saved_tensors]
+        if self.flash:
+            grads = cuda_flash.flash_attention_backward(
+                *saved[:3], saved[3], saved[4], g.data, self.scale
+            )
+        else:
+            grads = cuda_attn.causal_attention_backward(g.data, *saved, self.scale)
+        return tuple(Tensor(a) for a in grads)
+
+    def _backward_graph(self, g):
+        from ember.nn.functional.attention import _tril, attention_probs
+
+        q, k, v = self.saved_tensors[:3]
+        tgt, src = q.data.shape[-2], k.data.shape[-2]
+        p = attention_probs(q, k, None, _tril(get_array_module(q.data), tgt, src), self.scale)
+        dv = p.transpose(-1, -2).matmul(g)
+        dp = g.matmul(v.transpose(-1, -2).contiguous())
+        ds = p * (dp - (dp * p).sum(-1, keepdim=True))
+        return ds.matmul(k) * self.scale, ds.transpose(-1, -2).matmul(q) * self.scale, dv

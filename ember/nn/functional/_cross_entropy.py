@@ -20,6 +20,8 @@ import numpy as np
 
 from ember.autograd.function import Function
 from ember.autograd.grad_mode import state
+from ember.cuda import cross_entropy as cuda_ce
+from ember.cuda.compile import kernels_enabled
 from ember.ops import index_kernels as K
 from ember.tensor.backend import get_array_module
 from ember.tensor.tensor import Tensor
@@ -93,6 +95,11 @@ class CrossEntropy(Function):
     # ------------------------------------------------------------------ forward
     def forward(self, x):
         xp = get_array_module(x)
+        self.fused = (
+            xp is not np and kernels_enabled() and cuda_ce.supports(x, self.weight, self.prob)
+        )
+        if self.fused:  # ember/cuda/cross_entropy.cu: keeps only the per-row log-sum-exp
+            return self._forward_kernel(x)
         w = work(x)
         if not w.flags.c_contiguous:  # p (and so the gradient) must be C-ordered
             w = xp.ascontiguousarray(w)
@@ -142,6 +149,17 @@ class CrossEntropy(Function):
         self.save_for_backward(p, s)  # softmax = p / s, all that backward needs
         return out.astype(x.dtype, copy=False)
 
+    def _forward_kernel(self, x):
+        tgt = self.target
+        loss, lse = cuda_ce.cross_entropy_forward(x, tgt.y, tgt.valid, self.eps)
+        self.denom = tgt.denom
+        if self.reduction == "sum":
+            loss = loss.sum()
+        elif self.reduction == "mean":
+            loss = loss.sum() / np.float32(tgt.denom)
+        self.save_for_backward(x, lse)
+        return loss.astype(x.dtype, copy=False)
+
     @staticmethod
     def _rescale_rows(w, p, s, low, xp):
         """Rows whose exponentials (nearly) underflowed under the shared shift: recompute them
@@ -177,6 +195,13 @@ class CrossEntropy(Function):
     def backward(self, g):
         if state.enabled:
             return self._backward_graph(g)
+        if self.fused:  # saved (logits, lse): the kernel writes the gradient in one pass
+            x, lse = self.saved_tensors
+            scale = self._scale(work(g.data))
+            tgt = self.target
+            return Tensor(
+                cuda_ce.cross_entropy_backward(x.data, tgt.y, lse.data, scale, tgt.valid, self.eps)
+            )
         p, s = self.saved_tensors
         p, s = p.data, s.data
         xp = get_array_module(p)

@@ -21,7 +21,12 @@ from __future__ import annotations
 
 import itertools
 
-from ember.nn.functional import _workspace
+import numpy as np
+
+from ember.cuda import conv as cuda_conv
+from ember.cuda.compile import kernels_enabled
+from ember.nn.functional import _winograd, _workspace
+from ember.ops.parallel import HALF_DTYPES
 from ember.tensor.backend import get_array_module
 
 SMALL_GW = 2048  # weight-gradient results up to this size use the per-image stacked matmul
@@ -83,6 +88,9 @@ def im2col(x, geo: Geometry, out_spatial: tuple):
     (each copy is a plain 4-D strided copy, which NumPy runs about twice as fast as the
     single 6-D copy)."""
     xp = get_array_module(x)
+    if xp is not np and kernels_enabled() and cuda_conv.supports(x, geo.kernel):
+        lo = tuple(p[0] for p in geo.pads)  # ember/cuda/conv.cu: one launch, no padded copy
+        return cuda_conv.im2col2d(x, geo.kernel, geo.stride, lo, geo.dilation, out_spatial)
     n, c = x.shape[:2]
     xpad = pad_zeros(x, geo.pads)
     st = xpad.strides
@@ -120,8 +128,16 @@ def _gemm(xp, a, b, groups: int, dtype, ta: bool = False, tb: bool = False, out=
     """Per-group products of row blocks: block g of ``op(a) @ op(b)``, stacked by rows.
 
     ``ta``/``tb`` transpose a block before multiplying. One 2-D GEMM per group: a stacked
-    matmul on transposed views would leave BLAS for NumPy's slow loop.
+    matmul on transposed views would leave BLAS for NumPy's slow loop. Half NumPy blocks
+    are multiplied in float32 and rounded once (tensor-core emulation, ember.ops.parallel).
     """
+    if xp is np and a.dtype in HALF_DTYPES:
+        f32 = np.dtype(np.float32)
+        prod = _gemm(xp, a.astype(f32), b.astype(f32), groups, f32, ta, tb)
+        if out is None:
+            return prod.astype(dtype)
+        out[...] = prod
+        return out
     if groups == 1:
         lhs, rhs = (a.T if ta else a), (b.T if tb else b)
         if out is not None and dtype.kind == "f":  # straight into the pooled buffer
@@ -143,7 +159,8 @@ def _gemm(xp, a, b, groups: int, dtype, ta: bool = False, tb: bool = False, out=
 
 
 def conv_forward(x, w, bias, geo: Geometry, cols=None, out_sp=None):
-    """y = conv(x, w) + bias. Returns (y, cols) so the caller can keep cols for grad_weight.
+    """y = conv(x, w) + bias. Returns (y, cols) so the caller can keep cols for grad_weight
+    (cols is None when the Winograd path computed y without columns).
 
     ``out_sp`` truncates the output (the gradient of a conv_transpose whose output_padding
     reached past the last window)."""
@@ -152,6 +169,11 @@ def conv_forward(x, w, bias, geo: Geometry, cols=None, out_sp=None):
     o = w.shape[0]
     if out_sp is None:
         out_sp = geo.out_spatial(x.shape[2:])
+    if cols is None and _winograd.supported(x, w, geo.kernel, geo.stride, geo.dilation, geo.groups):
+        y = _winograd.conv3x3(x, w, geo.pads, out_sp)
+        if bias is not None:
+            y += bias.reshape((1, o) + (1,) * len(out_sp))
+        return y, None
     if cols is None:
         cols = im2col(x, geo, out_sp)
     y = _gemm(xp, w.reshape(o, -1), cols, geo.groups, x.dtype)  # (O, N * L)
@@ -167,6 +189,9 @@ def conv_forward(x, w, bias, geo: Geometry, cols=None, out_sp=None):
 def conv_grad_weight(g, cols, wshape: tuple, groups: int):
     """dL/dW (O, Cg, *kernel) from the output gradient g (N, O, *out) and the input's cols."""
     xp = get_array_module(g)
+    if xp is np and g.dtype in HALF_DTYPES:  # tensor-core emulation, as in _gemm
+        gw = conv_grad_weight(g.astype(np.float32), cols.astype(np.float32), wshape, groups)
+        return gw.astype(g.dtype)
     g2 = _channels_first(g)  # (O, M)
     n = g.shape[0]
     if groups == 1 and cols.shape[0] * g2.shape[0] <= SMALL_GW and n >= 4:
@@ -197,6 +222,8 @@ def conv_grad_input(g, w, geo: Geometry, in_spatial: tuple):
     flipped = _flipped_geometry(geo, g.shape[2:], in_spatial)
     if flipped is not None:
         wt = _flip_kernel(w, geo.groups)
+        if _winograd.supported(g, wt, geo.kernel, geo.stride, geo.dilation, geo.groups):
+            return _winograd.conv3x3(g, wt, flipped.pads, in_spatial)
         cols = im2col(g, flipped, in_spatial)
         y, _ = conv_forward(g, wt, None, flipped, cols, in_spatial)
         _workspace.give(cols)
@@ -208,6 +235,10 @@ def conv_grad_input(g, w, geo: Geometry, in_spatial: tuple):
     c = w.shape[1] * groups
     gcols = _workspace.take(xp, (c * _prod(geo.kernel), g2.shape[1]), g.dtype)
     _gemm(xp, w.reshape(w.shape[0], -1), g2, groups, g.dtype, ta=True, out=gcols)
+    if xp is not np and kernels_enabled() and cuda_conv.supports(g, geo.kernel):
+        lo = tuple(p[0] for p in geo.pads)  # ember/cuda/conv.cu: gather straight into (N, C, H, W)
+        shape = (n, c) + tuple(in_spatial)
+        return cuda_conv.col2im2d(gcols, shape, geo.kernel, geo.stride, lo, geo.dilation, out_sp)
     gcols = gcols.reshape((c,) + geo.kernel + (n,) + out_sp)
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(in_spatial, geo.pads))
     gx = col2im(gcols, geo, (c, n) + padded, out_sp)

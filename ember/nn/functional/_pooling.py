@@ -18,6 +18,8 @@ import itertools
 import numpy as np
 
 from ember.autograd.function import Function
+from ember.cuda import pooling as cuda_pool
+from ember.cuda.compile import kernels_enabled
 from ember.ops.index_kernels import add_at
 from ember.tensor.backend import get_array_module
 
@@ -92,6 +94,9 @@ def max_pool_forward(x, geo: PoolGeometry):
     per offset is several times slower. ``maximum`` propagates NaN but ``greater`` cannot see
     it, so a result with NaN is redone by the exact (slower) path."""
     xp = get_array_module(x)
+    if xp is not np and _kernel(x, geo):  # ember/cuda/pooling.cu
+        y, idx = cuda_pool.max_pool2d_forward(x, *_geo2d(geo), geo.dilation, geo.out_sp)
+        return y, idx.astype(_offset_dtype(int(np.prod(geo.kernel))))
     xpad = _padded(x, geo, _lowest(x.dtype))
     best = idx = None
     for k, sl in geo.slices():
@@ -131,6 +136,8 @@ def _max_pool_forward_nan(xpad, geo: PoolGeometry, idx_dtype):
 def max_pool_scatter(g, idx, geo: PoolGeometry):
     """The gradient of max pooling: g sent to each window's winner."""
     xp = get_array_module(g)
+    if xp is not np and _kernel(g, geo):
+        return cuda_pool.max_pool2d_backward(g, idx, geo.in_sp, *_geo2d(geo), geo.dilation)
     lead = g.shape[: g.ndim - len(geo.in_sp)]
     disjoint = geo.disjoint()
     # g * hit is the fast form, but would spread a non-finite g over the whole window
@@ -266,8 +273,19 @@ def _trunc_div(acc, divisor, xp):
     return xp.trunc(acc / divisor).astype(acc.dtype)
 
 
+def _kernel(x, geo: PoolGeometry) -> bool:
+    """ember/cuda/pooling.cu replaces the composite (2-D pooling of a CuPy float array)."""
+    return kernels_enabled() and cuda_pool.supports(x, geo.kernel)
+
+
+def _geo2d(geo: PoolGeometry) -> tuple:
+    return geo.kernel, geo.stride, geo.pad
+
+
 def avg_pool_forward(x, geo: PoolGeometry, divisor):
     xp = get_array_module(x)
+    if xp is not np and isinstance(divisor, float) and _kernel(x, geo):
+        return cuda_pool.avg_pool2d_forward(x, *_geo2d(geo), geo.out_sp, divisor_override=divisor)
     xpad = _padded(x, geo, 0)
     acc = None
     for _, sl in geo.slices():
@@ -280,6 +298,8 @@ def avg_pool_forward(x, geo: PoolGeometry, divisor):
 
 def avg_pool_adjoint(g, geo: PoolGeometry, divisor):
     xp = get_array_module(g)
+    if xp is not np and isinstance(divisor, float) and _kernel(g, geo):
+        return cuda_pool.avg_pool2d_backward(g, geo.in_sp, *_geo2d(geo), divisor_override=divisor)
     gs = _divide(g.copy(), divisor, xp)
     lead = g.shape[: g.ndim - len(geo.in_sp)]
     gx = _zeros_padded(g, lead, geo)

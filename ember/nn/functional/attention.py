@@ -21,13 +21,15 @@ import math
 
 import numpy as np
 
+from ember.autograd import autocast_state as _amp
+from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function
 from ember.autograd.grad_mode import state
 from ember.nn.functional import _causal_attention as _causal
 from ember.nn.functional._cross_entropy import work
 from ember.tensor import dtypes
-from ember.tensor.backend import get_array_module, to_backend
-from ember.tensor.random import rng_of
+from ember.tensor.backend import get_array_module
+from ember.tensor.random import draw_uniform
 from ember.tensor.tensor import Tensor
 
 __all__ = ["scaled_dot_product_attention", "multi_head_attention_forward"]
@@ -326,6 +328,19 @@ def scaled_dot_product_attention(
     the scores. ``is_causal`` uses the top-left aligned lower triangle (also when L != S).
     Dropout on the probabilities draws from Ember's default generator.
     """
+    if _autocast.enabled:
+        return _amp.call(
+            _amp.LOW,
+            scaled_dot_product_attention,
+            query,
+            key,
+            value,
+            attn_mask=attn_mask,
+            dropout_p=dropout_p,
+            is_causal=is_causal,
+            scale=scale,
+            enable_gqa=enable_gqa,
+        )
     _check_qkv(query, key, value)
     if enable_gqa and query.data.ndim >= 3:
         hq, hk = query.data.shape[-3], key.data.shape[-3]
@@ -348,6 +363,8 @@ def scaled_dot_product_attention(
     if tgt == 0 or src == 0 or query.data.size == 0 or key.data.size == 0:
         p = attention_probs(query, key, fmask, allowed, scale)
         return p.matmul(value)
+    if is_causal and keep is None and _causal.cuda_ok(query.data, key.data, value.data):
+        return _causal.CudaCausal(scale).apply(query, key, value)  # ember/cuda kernels
     causal = (
         is_causal
         and keep is None
@@ -375,9 +392,8 @@ def _keep_mask(q, k, v, fmask, allowed, p: float):
     dt = work(q.data).dtype
     if p == 1.0:
         return xp.zeros(shape, dt)
-    draw = rng_of(None).random(shape, dtype=np.float64 if dt == np.float64 else np.float32)
-    keep = np.where(draw >= p, dt.type(1.0 / (1.0 - p)), dt.type(0.0))
-    return keep if xp is np else to_backend(keep, q.device)
+    draw = draw_uniform(shape, np.float64 if dt == np.float64 else np.float32, q.device)
+    return xp.where(draw >= p, dt.type(1.0 / (1.0 - p)), dt.type(0.0))
 
 
 def multi_head_attention_forward(*args, **kwargs):

@@ -13,6 +13,8 @@ past that, backward rebuilds them from x instead of holding the memory).
 
 from __future__ import annotations
 
+from ember.autograd import autocast_state as _amp
+from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function
 from ember.nn.functional import _im2col as kernels
 from ember.nn.functional import _workspace
@@ -44,8 +46,8 @@ class _Conv(Function):
         own = self.cols is None
         y, cols = kernels.conv_forward(x, w, b, self.geo, self.cols, self.out_spatial)
         self.cols = None
-        keep = own and ng[1] and cols.nbytes <= SAVE_COLS_BYTES
-        if own and not keep:
+        keep = own and ng[1] and cols is not None and cols.nbytes <= SAVE_COLS_BYTES
+        if own and not keep and cols is not None:
             _workspace.give(cols)
         self.save_for_backward(x if ng[1] else None, w if ng[0] else None, cols if keep else None)
         self.in_spatial = x.shape[2:]
@@ -230,6 +232,9 @@ def _conv_pads(padding, kernel, stride, dilation, nd: int, name: str) -> tuple:
 
 def conv_nd(input, weight, bias, stride, padding, dilation, groups, nd: int, name: str):
     """The shared body of conv1d/2d/3d and of the Conv modules (``name`` goes in errors)."""
+    if _autocast.enabled:
+        args = (input, weight, bias, stride, padding, dilation, groups, nd, name)
+        return _amp.call(_amp.LOW, conv_nd, *args)
     _check_tensors(input, weight, bias, nd, name)
     groups = _check_groups(groups, name)
     kernel = tuple(weight.data.shape[2:])
@@ -286,6 +291,9 @@ def conv_transpose_nd(
     output_size=None,
 ):
     """The shared body of conv_transpose1d/2d/3d and of the ConvTranspose modules."""
+    if _autocast.enabled:
+        args = (input, weight, bias, stride, padding, output_padding, groups, dilation, nd, name)
+        return _amp.call(_amp.LOW, conv_transpose_nd, *args, output_size=output_size)
     _check_tensors(input, weight, bias, nd, name)
     groups = _check_groups(groups, name)
     if isinstance(padding, str):

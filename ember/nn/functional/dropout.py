@@ -16,8 +16,8 @@ from ember.autograd.function import Function
 from ember.ops.inplace import apply_inplace
 from ember.ops.pointwise import scale_grad
 from ember.tensor import dtypes
-from ember.tensor.backend import get_array_module, to_backend
-from ember.tensor.random import rng_of
+from ember.tensor.backend import get_array_module
+from ember.tensor.random import draw_uniform
 from ember.tensor.tensor import Tensor
 
 __all__ = [
@@ -62,11 +62,9 @@ def _noise(input: Tensor, p: float, feature: int, generator):
     if feature:
         shape = shape[:feature] + (1,) * (len(shape) - feature)
     dt = input.data.dtype
-    draw = rng_of(generator).random(shape, dtype=np.float64 if dt == np.float64 else np.float32)
-    keep = (draw >= p).astype(dt)
-    if get_array_module(input.data) is not np:
-        keep = to_backend(keep, input.device)
-    return keep
+    work = np.float64 if dt == np.float64 else np.float32
+    draw = draw_uniform(shape, work, input.device, generator)  # on the input's device
+    return (draw >= p).astype(dt)
 
 
 def _apply(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember.autograd import autocast_state as _amp
+from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function
 from ember.autograd.grad_mode import state
 from ember.ops.linalg import matmul
@@ -110,6 +112,8 @@ def _check(input, weight, bias, name: str) -> None:
 
 def linear(input, weight, bias=None):
     """y = input @ weight.T + bias, with input (*, in_features) and weight (out, in)."""
+    if _autocast.enabled:
+        return _amp.call(_amp.LOW, linear, input, weight, bias)
     _check(input, weight, bias, "linear")
     if weight.data.ndim == 1 or input.data.ndim == 1:
         out = matmul(input, weight.t() if weight.data.ndim == 2 else weight)
@@ -126,6 +130,8 @@ def linear(input, weight, bias=None):
 
 def bilinear(input1, input2, weight, bias=None):
     """y[..., o] = input1 @ weight[o] @ input2 + bias[o], weight (out, in1, in2)."""
+    if _autocast.enabled:
+        return _amp.call(_amp.PROMOTE, bilinear, input1, input2, weight, bias)
     if not all(isinstance(t, Tensor) for t in (input1, input2, weight)):
         raise TypeError("bilinear: expected Tensors for input1, input2 and weight")
     w = weight.data.shape

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember.autograd import autocast_state as _amp
 from ember.autograd.function import Function
 from ember.nn.functional import _reduction as R
 from ember.nn.functional._cross_entropy import CrossEntropy, IndexTarget, work
@@ -481,3 +482,16 @@ def kl_div(
         total = loss.sum()
         return total / input.data.shape[0] if input.data.ndim else total
     return R.apply(loss, reduction)
+
+
+# Under autocast every loss runs in float32 (torch's policy; binary_cross_entropy too, as on
+# torch's CPU: float32 makes it safe). The wrapped names are what ember.nn.functional exports.
+cross_entropy = _amp.autocast_op(_amp.FP32)(cross_entropy)
+nll_loss = _amp.autocast_op(_amp.FP32)(nll_loss)
+mse_loss = _amp.autocast_op(_amp.FP32)(mse_loss)
+l1_loss = _amp.autocast_op(_amp.FP32)(l1_loss)
+smooth_l1_loss = _amp.autocast_op(_amp.FP32)(smooth_l1_loss)
+huber_loss = _amp.autocast_op(_amp.FP32)(huber_loss)
+binary_cross_entropy = _amp.autocast_op(_amp.FP32)(binary_cross_entropy)
+binary_cross_entropy_with_logits = _amp.autocast_op(_amp.FP32)(binary_cross_entropy_with_logits)
+kl_div = _amp.autocast_op(_amp.FP32)(kl_div)

@@ -18,8 +18,12 @@ import math
 
 import numpy as np
 
+from ember.autograd import autocast_state as _amp
+from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function
 from ember.autograd.grad_mode import no_grad, state
+from ember.cuda import layernorm as cuda_ln
+from ember.cuda.compile import kernels_enabled
 from ember.ops.parallel import run_blocks, split
 from ember.ops.pointwise import quiet, to_float32
 from ember.ops.reduction import sum_to_shape
@@ -306,6 +310,11 @@ class LayerNormFn(Function):
 
     def forward(self, x, weight, bias):
         xp = get_array_module(x)
+        self.fused = xp is not np and kernels_enabled()  # ember/cuda/layernorm.cu on CuPy
+        if self.fused and (got := cuda_ln.layer_norm_rows(x, weight, bias, self.d, self.eps)):
+            self.save_for_backward(x, weight, None, got[1], got[2])
+            return got[0]
+        self.fused = False
         x2 = to_float32(x).reshape(-1, self.d)
         wd = x2.dtype
         self.w_dtype = None if weight is None else weight.dtype
@@ -354,6 +363,12 @@ class LayerNormFn(Function):
             )
         xp = get_array_module(x.data)
         need_x, need_w, need_b = self.needs_input_grad
+        if self.fused and kernels_enabled():
+            w_arr = None if w is None else w.data
+            got = cuda_ln.layer_norm_rows_backward(
+                g.data, x.data, w_arr, mean.data, rstd.data, self.d, self.needs_input_grad
+            )
+            return tuple(None if a is None else Tensor(a) for a in got)
         g2 = to_float32(g.data).reshape(-1, self.d)
         rstd = rstd.data
         if xp is np and g2.dtype == np.float32 and rstd.dtype == np.float32 and g2.size:
@@ -541,6 +556,8 @@ def layer_norm(
 
 
 def _layer_norm(input, normalized_shape, weight, bias, eps, op: str) -> Tensor:
+    if _autocast.enabled:  # layer/group/rms norm statistics run in float32 under autocast
+        return _amp.call(_amp.FP32, _layer_norm, input, normalized_shape, weight, bias, eps, op)
     normalized_shape = _normalized_shape(normalized_shape)
     check_trailing(input, normalized_shape, op)
     if input.data.dtype not in dtypes.FLOATING_NP:
@@ -564,6 +581,8 @@ def group_norm(
 
 
 def _group_norm(input, num_groups, weight, bias, eps, op: str) -> Tensor:
+    if _autocast.enabled:
+        return _amp.call(_amp.FP32, _group_norm, input, num_groups, weight, bias, eps, op)
     shape = _shape(input)
     if len(shape) < 2:
         raise RuntimeError(
@@ -653,6 +672,8 @@ def rms_norm(
 
 
 def _rms_norm(input, normalized_shape, weight, eps, op: str) -> Tensor:
+    if _autocast.enabled:
+        return _amp.call(_amp.FP32, _rms_norm, input, normalized_shape, weight, eps, op)
     normalized_shape = _normalized_shape(normalized_shape)
     check_trailing(input, normalized_shape, op)
     _check_affine(weight, normalized_shape, "weight", op)

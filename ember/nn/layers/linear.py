@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from ember.autograd.autocast_state import state as _autocast
 from ember.nn import init
 from ember.nn.functional.linear import _Linear, bilinear, linear
 from ember.nn.module import Module
@@ -46,8 +47,8 @@ class Linear(Module):
                 f"(in_features), got input of shape {tuple(shape)}"
             )
         w, b = self.weight, self.bias
-        if input.data.dtype != w.data.dtype or input.data.ndim == 1:
-            return linear(input, w, b)  # its checks name the mismatch
+        if _autocast.enabled or input.data.dtype != w.data.dtype or input.data.ndim == 1:
+            return linear(input, w, b)  # its checks name the mismatch; it applies autocast
         return _Linear().apply(input, w, b)
 
     def extra_repr(self) -> str:
