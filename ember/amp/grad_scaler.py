@@ -52,8 +52,10 @@ def _unscale_device(device: str, arrays: list, inv_scale: np.float32):
         and all(a.flags.c_contiguous for a in arrays)
     ):
         from ember.cuda import multi_tensor  # one fused launch per dtype, no host sync
+        from ember.cuda.compile import kernels_enabled
 
-        return multi_tensor.unscale_and_check_(arrays, inv_scale)
+        if kernels_enabled():  # EMBER_CUDA_KERNELS=0 keeps the composite as the oracle
+            return multi_tensor.unscale_and_check_(arrays, inv_scale)
     return 1.0 if unscale_and_check(arrays, inv_scale) else 0.0
 
 

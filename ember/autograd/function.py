@@ -13,6 +13,7 @@ import traceback
 import numpy as np
 
 from ember.autograd.grad_mode import state
+from ember.tensor import backend
 from ember.tensor.backend import get_array_module
 from ember.tensor.dtypes import FLOATING_NP
 from ember.tensor.tensor import Tensor
@@ -125,10 +126,7 @@ class Function:
         else:
             self.needs_input_grad = (False,) * len(inputs)
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
-        if len(arrays) == 2:  # the common case, kept cheap: one type comparison
-            if type(arrays[0]) is not type(arrays[1]):
-                _device_mismatch(self, inputs)
-        elif len(arrays) > 2:
+        if backend._cupy is not None and len(arrays) > 1:  # two devices only once CuPy is in
             _device_mismatch(self, inputs)
         raw = self.forward(*arrays)
         multi = type(raw) is tuple

@@ -24,8 +24,8 @@ KERNEL_DIR = Path(__file__).resolve().parent
 COMMON = "_common.cu"
 _INCLUDE_COMMON = f'#include "{COMMON}"'
 
-# C++ storage type of each supported floating dtype. CuPy has no bfloat16 dtype, so a bf16
-# device array may also arrive as its uint16 bit pattern.
+# C++ storage type of each supported floating dtype. CuPy before 14 has no bfloat16 dtype, so a
+# bf16 device array may also arrive as its uint16 bit pattern.
 _CTYPES = {
     "float32": "float",
     "float16": "__half",

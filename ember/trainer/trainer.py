@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 
 from ember.trainer import checkpoint_state as ckpt
+from ember.trainer import preemption
 from ember.trainer import setup as args
 from ember.trainer.data import limited_batches, request_loaders
 from ember.trainer.datamodule import DataModule
@@ -170,9 +171,13 @@ class Trainer(TrainerProperties):
         self.gradient_clip_val, self.gradient_clip_algorithm = args.parse_clip(
             gradient_clip_val, gradient_clip_algorithm
         )
-        # accepted for Lightning code: every CPU op is already deterministic (the CUDA issue
-        # will use it to pick deterministic kernels, e.g. the embedding backward)
+        # every CPU op is already deterministic; on CUDA it picks the sorted embedding backward
+        # over the atomic one (process-wide, as torch.use_deterministic_algorithms is)
         self.deterministic = deterministic
+        if deterministic:
+            from ember.cuda.embedding import set_deterministic
+
+            set_deterministic(True)
         self.benchmark = benchmark
         self.inference_mode = inference_mode
         self.use_distributed_sampler = use_distributed_sampler
@@ -314,7 +319,7 @@ class Trainer(TrainerProperties):
 
     def _at_loop_boundary(self) -> None:
         """The fit loop is between batches or epochs: save and stop after a SIGTERM."""
-        ckpt.check_preemption(self)
+        preemption.check_preemption(self)
 
     # ----------------------------------------------------------------- running
     def _launch(self, model, fn: str, datamodule, data):
@@ -331,11 +336,11 @@ class Trainer(TrainerProperties):
         self.state.fn, self.state.status = fn, "running"
         self.should_stop = self.interrupted = False
         self.lightning_module, self.datamodule = model, datamodule
-        handler = ckpt.SigtermHandler(self) if fn == "fit" else contextlib.nullcontext()
+        handler = preemption.SigtermHandler(self) if fn == "fit" else contextlib.nullcontext()
         try:
             with handler:
                 result = self._run(fn, data)
-        except ckpt.Preempted as exc:
+        except preemption.Preempted as exc:
             if self.is_global_zero:
                 print(
                     f"\nReceived SIGTERM: saved a checkpoint to {exc.path}; stopping training",

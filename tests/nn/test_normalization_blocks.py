@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import ember.nn.functional as F
-from ember.nn.functional import normalization as N
+from ember.nn.functional import _layer_norm as N
 from ember.ops import parallel
 from tests.oracle import check_op, torch
 from tests.oracle import rand as _rand

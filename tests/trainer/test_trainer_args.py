@@ -329,7 +329,7 @@ def test_detect_anomaly_names_the_op_that_produced_nan():
 def test_same_seed_gives_bit_identical_weights():
     """DESIGN's determinism promise: same seed and config, same bits on the CPU (with
     shuffling, validation and Ember's threaded kernels). ``deterministic=True`` adds nothing
-    on the CPU today; it is accepted so Lightning code runs (the CUDA issue gives it work)."""
+    on the CPU; on CUDA it picks the sorted embedding backward (next test)."""
 
     def run():
         ember.manual_seed(3)
@@ -341,6 +341,16 @@ def test_same_seed_gives_bit_identical_weights():
 
     for a, b in zip(run(), run()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_deterministic_picks_the_sorted_embedding_kernel(monkeypatch):
+    from ember.cuda import embedding
+
+    monkeypatch.setattr(embedding, "_deterministic", False)
+    Trainer(max_steps=1, **QUIET)
+    assert not embedding.deterministic()
+    Trainer(max_steps=1, deterministic=True, **QUIET)
+    assert embedding.deterministic()
 
 
 def test_reload_dataloaders_every_n_epochs():

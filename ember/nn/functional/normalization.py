@@ -22,11 +22,7 @@ from ember.autograd import autocast_state as _amp
 from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function
 from ember.autograd.grad_mode import no_grad, state
-from ember.cuda import layernorm as cuda_ln
-from ember.cuda.compile import kernels_enabled
-from ember.ops.parallel import run_blocks, split
 from ember.ops.pointwise import quiet, to_float32
-from ember.ops.reduction import sum_to_shape
 from ember.ops.shape import reshape
 from ember.ops.unary import rsqrt
 from ember.tensor import dtypes
@@ -36,66 +32,17 @@ from ember.tensor.tensor import Tensor
 __all__ = ["batch_norm", "layer_norm", "group_norm", "rms_norm", "instance_norm"]
 
 
-def _shape(t) -> tuple:
-    return tuple(t.data.shape)
-
-
-def _cast(arr, dtype):
-    return arr if arr.dtype == dtype else arr.astype(dtype)
-
-
-# --------------------------------------------------------------- Tensor-op backward
-def _norm_backward_graph(g, x, w, axes, view, pshape, eps, stats, needs):
-    """The closed-form normalisation backward in Tensor ops, recorded under create_graph.
-
-    ``axes``: the dims the statistics reduce over; ``view``: the shape the weight broadcasts
-    as, ``pshape`` its own shape; ``stats``: None (batch statistics, recomputed from ``x``)
-    or constant (mean, rstd) arrays shaped to broadcast against ``x`` (eval-mode batch norm).
-    """
-    if stats is None:
-        mean = x.mean(axes, keepdim=True)
-        xc = x - mean
-        rstd = rsqrt((xc * xc).mean(axes, keepdim=True) + eps)
-    else:
-        xc = x - Tensor(stats[0])
-        rstd = Tensor(stats[1])
-    xhat = xc * rstd
-    wv = None if w is None else reshape(w, view)
-    dxhat = g if wv is None else g * wv
-    dx = dw = db = None
-    if needs[0]:
-        if stats is None:
-            dx = (
-                dxhat
-                - dxhat.mean(axes, keepdim=True)
-                - xhat * (dxhat * xhat).mean(axes, keepdim=True)
-            ) * rstd
-        else:
-            dx = dxhat * rstd
-    if len(needs) > 1 and needs[1]:
-        dw = reshape(sum_to_shape(g * xhat, view), pshape)
-    if len(needs) > 2 and needs[2]:
-        db = reshape(sum_to_shape(g, view), pshape)
-    return dx, dw, db
-
-
-# ------------------------------------------------------------------------ batch norm
-def _rowdot(xp, a, b):
-    """sum(a * b) over the last axis, with no full-size temporary. Long rows go through a
-    batched matmul (one dot per row, about twice as fast as einsum), short ones einsum."""
-    n = a.shape[-1]
-    if n >= 64:
-        return xp.matmul(a.reshape(-1, 1, n), b.reshape(-1, n, 1)).reshape(a.shape[:-1])
-    return xp.einsum("...l,...l->...", a, b)
-
-
-def _channel_sum(xp, a):
-    """Per-channel sum of an (N, C, L) array: L-long float32 partial sums, then over N."""
-    return xp.einsum("ncl->nc", a).sum(axis=0)
-
-
-def _channel_dot(xp, a, b):
-    return _rowdot(xp, a, b).sum(axis=0)
+from ember.nn.functional._layer_norm import LayerNormFn  # noqa: F401 (re-exported)
+from ember.nn.functional._norm_common import (  # noqa: F401 (SyncBatchNorm reaches them here)
+    _cast,
+    _channel_dot,
+    _channel_sum,
+    _norm_backward_graph,
+    _row,
+    _rowdot,
+    _shape,
+    eps_of,
+)
 
 
 class BatchNormFn(Function):
@@ -203,17 +150,6 @@ class BatchNormFn(Function):
         return dx, dw, db
 
 
-def _row(xp, v, length: int):
-    """Per-channel values ``v`` (C,) as one (C * length,) row: each repeated ``length``
-    times, to broadcast against the (N, C * length) view."""
-    return v if length == 1 else xp.repeat(v, length)
-
-
-def eps_of(eps: float, dtype):
-    """``eps`` as a scalar of the work dtype (no float64 promotion of float32 arrays)."""
-    return np.dtype(dtype).type(eps)
-
-
 def _verify_batch_size(shape: tuple, op: str) -> None:
     per_channel = shape[0] * math.prod(shape[2:])
     if per_channel == 1:
@@ -298,228 +234,6 @@ def batch_norm(
 
 
 # ------------------------------------------------------------------------ layer norm
-class LayerNormFn(Function):
-    """y = (x - mean) * rstd * w + b over the trailing ``d`` elements of each row."""
-
-    def __init__(self, normalized_shape: tuple, eps: float):
-        self.normalized_shape, self.eps = normalized_shape, eps
-        self.d = math.prod(normalized_shape)
-
-    def name(self) -> str:
-        return "NativeLayerNormBackward"
-
-    def forward(self, x, weight, bias):
-        xp = get_array_module(x)
-        self.fused = xp is not np and kernels_enabled()  # ember/cuda/layernorm.cu on CuPy
-        if self.fused and (got := cuda_ln.layer_norm_rows(x, weight, bias, self.d, self.eps)):
-            self.save_for_backward(x, weight, None, got[1], got[2])
-            return got[0]
-        self.fused = False
-        x2 = to_float32(x).reshape(-1, self.d)
-        wd = x2.dtype
-        self.w_dtype = None if weight is None else weight.dtype
-        self.b_dtype = None if bias is None else bias.dtype
-        if xp is np and wd == np.float32 and x2.size:
-            with quiet():
-                out, xhat, mean, rstd = _ln_forward_np(
-                    x2,
-                    None if weight is None else _cast(weight, wd).reshape(-1),
-                    None if bias is None else _cast(bias, wd).reshape(-1),
-                    self.eps,
-                )
-            if xhat is None:
-                self.save_for_backward(x, None, None, mean, rstd)
-            else:
-                self.save_for_backward(x, weight, xhat, None, rstd)
-            return _cast(out.reshape(x.shape), x.dtype)
-        with quiet():
-            mean = xp.einsum("ij->i", x2)
-            mean /= self.d
-            xhat = x2 - mean[:, None]
-            rstd = _rowdot(xp, xhat, xhat)
-            rstd /= self.d
-            rstd += eps_of(self.eps, wd)
-            xp.sqrt(rstd, out=rstd)
-            xp.reciprocal(rstd, out=rstd)
-            xhat *= rstd[:, None]
-            if weight is None and bias is None:
-                # the output is xhat itself: backward recomputes xhat from x, mean and rstd
-                self.save_for_backward(x, None, None, mean, rstd)
-                return _cast(xhat.reshape(x.shape), x.dtype)
-            out = xhat * _cast(weight, wd).reshape(-1) if weight is not None else xhat + 0
-            if bias is not None:
-                out += _cast(bias, wd).reshape(-1)
-        self.save_for_backward(x, weight, xhat, None, rstd)
-        return _cast(out.reshape(x.shape), x.dtype)
-
-    def backward(self, g):
-        x, w, xhat, mean, rstd = self.saved_tensors
-        if state.enabled:  # create_graph: the same formula, recorded
-            k = len(self.normalized_shape)
-            axes = tuple(range(x.data.ndim - k, x.data.ndim))
-            ns = self.normalized_shape
-            return _norm_backward_graph(
-                g, x, w, axes, ns, ns, self.eps, None, self.needs_input_grad
-            )
-        xp = get_array_module(x.data)
-        need_x, need_w, need_b = self.needs_input_grad
-        if self.fused and kernels_enabled():
-            w_arr = None if w is None else w.data
-            got = cuda_ln.layer_norm_rows_backward(
-                g.data, x.data, w_arr, mean.data, rstd.data, self.d, self.needs_input_grad
-            )
-            return tuple(None if a is None else Tensor(a) for a in got)
-        g2 = to_float32(g.data).reshape(-1, self.d)
-        rstd = rstd.data
-        if xp is np and g2.dtype == np.float32 and rstd.dtype == np.float32 and g2.size:
-            with quiet():
-                dx, dw, db = _ln_backward_np(
-                    np.ascontiguousarray(g2),
-                    to_float32(x.data).reshape(-1, self.d),
-                    None if xhat is None else xhat.data,
-                    None if mean is None else mean.data,
-                    rstd,
-                    None if w is None else _cast(w.data, np.float32).reshape(-1),
-                    need_x,
-                    need_w,
-                    need_b,
-                )
-            return (
-                None if dx is None else Tensor(_cast(dx.reshape(x.data.shape), x.data.dtype)),
-                None
-                if dw is None
-                else Tensor(_cast(dw, self.w_dtype).reshape(self.normalized_shape)),
-                None
-                if db is None
-                else Tensor(_cast(db, self.b_dtype).reshape(self.normalized_shape)),
-            )
-        with quiet():
-            if xhat is None:
-                xhat = to_float32(x.data).reshape(-1, self.d) - mean.data[:, None]
-                xhat *= rstd[:, None]
-            else:
-                xhat = xhat.data
-            dx = dw = db = None
-            if need_w:
-                dw = Tensor(
-                    _cast(xp.einsum("ij,ij->j", g2, xhat), self.w_dtype).reshape(
-                        self.normalized_shape
-                    )
-                )
-            if need_b:
-                db = Tensor(
-                    _cast(xp.einsum("ij->j", g2), self.b_dtype).reshape(self.normalized_shape)
-                )
-            if need_x:
-                dxhat = g2 * _cast(w.data, g2.dtype).reshape(-1) if w is not None else g2
-                s1 = xp.einsum("ij->i", dxhat)
-                s1 /= self.d
-                s2 = _rowdot(xp, dxhat, xhat)
-                s2 /= -self.d
-                out = xhat * s2[:, None]
-                out += dxhat
-                out -= s1[:, None]
-                out *= rstd[:, None]
-                dx = Tensor(_cast(out.reshape(x.data.shape), x.data.dtype))
-        return dx, dw, db
-
-
-# The NumPy float32 path: row sums as matrix-vector products (BLAS: 3x faster than a NumPy
-# reduction over short rows) and the backward's two row sums from one product:
-# sum(dxhat) = g @ w and sum(dxhat * xhat) = (g * xhat) @ w, with g * xhat also giving dw.
-# Written over row blocks (ember.ops.parallel), but run as ONE block on one thread: the
-# kernel is memory-bound, and on two threads it measured slower (0.86 vs 0.74 ms f+b at
-# (2048, 128) with the second core idle). LN_THREADS = 2 splits it again.
-LN_THREADS = 1
-_LN_MIN_BLOCK = 1 << 14  # elements: smaller blocks cost more in calls than they save
-
-
-def _ln_rows(m: int, d: int) -> int:
-    return split(m, max(1, _LN_MIN_BLOCK // d), threads=LN_THREADS, per_thread=2)
-
-
-def _ln_forward_np(x2, w, b, eps):
-    """(out, xhat or None, mean, rstd) of a float32 (m, d) array; xhat is None (and out is
-    xhat) without weight and bias."""
-    m, d = x2.shape
-    out = np.empty_like(x2)
-    affine = w is not None or b is not None
-    xhat = np.empty_like(x2) if affine else out
-    mean, rstd = np.empty(m, np.float32), np.empty(m, np.float32)
-    ones = np.ones(d, np.float32)
-    e = np.float32(eps)
-
-    def kernel(lo, hi):
-        xb, hb = x2[lo:hi], xhat[lo:hi]
-        mu = mean[lo:hi]
-        np.matmul(xb, ones, out=mu)
-        mu /= d
-        np.subtract(xb, mu[:, None], out=hb)
-        r = rstd[lo:hi]
-        r[...] = _rowdot(np, hb, hb)
-        r /= d
-        r += e
-        np.sqrt(r, out=r)
-        np.reciprocal(r, out=r)
-        hb *= r[:, None]
-        if w is not None:
-            ob = np.multiply(hb, w, out=out[lo:hi])
-            if b is not None:
-                ob += b
-        elif b is not None:
-            np.add(hb, b, out=out[lo:hi])
-
-    run_blocks(kernel, m, _ln_rows(m, d), LN_THREADS)
-    return out, (xhat if affine else None), mean, rstd
-
-
-def _ln_backward_np(g2, x2, xhat, mean, rstd, w, need_x, need_w, need_b):
-    """(dx, dw, db) of the float32 layer norm from g2, xhat (or x2 and mean) and rstd.
-    dw and db are summed per row block, then over the blocks."""
-    m, d = g2.shape
-    rows = _ln_rows(m, d)
-    nblocks = -(-m // rows)
-    dwp = np.empty((nblocks, d), np.float32) if need_w else None
-    dbp = np.empty((nblocks, d), np.float32) if need_b else None
-    dx = np.empty_like(g2) if need_x else None
-    ones_m = np.ones(rows, np.float32)
-    wv = np.ones(d, np.float32) if w is None else w
-
-    def kernel(lo, hi):
-        i = lo // rows
-        gb, r = g2[lo:hi], rstd[lo:hi]
-        if xhat is None:
-            hb = np.subtract(x2[lo:hi], mean[lo:hi, None])
-            hb *= r[:, None]
-        else:
-            hb = xhat[lo:hi]
-        if need_b:
-            np.matmul(ones_m[: hi - lo], gb, out=dbp[i])
-        if not (need_w or need_x):
-            return
-        prod = gb * hb
-        if need_w:
-            np.matmul(ones_m[: hi - lo], prod, out=dwp[i])
-        if not need_x:
-            return
-        s1 = gb @ wv  # sum(dxhat)
-        s1 /= d
-        s2 = prod @ wv  # sum(dxhat * xhat)
-        s2 /= -d
-        np.multiply(hb, s2[:, None], out=prod)
-        prod -= s1[:, None]
-        ob = dx[lo:hi]
-        if w is None:
-            np.add(prod, gb, out=ob)
-        else:
-            np.multiply(gb, w, out=ob)
-            ob += prod
-        ob *= r[:, None]
-
-    run_blocks(kernel, m, rows, LN_THREADS)
-    return (dx, None if dwp is None else dwp.sum(axis=0), None if dbp is None else dbp.sum(axis=0))
-
-
 def _normalized_shape(normalized_shape) -> tuple:
     if isinstance(normalized_shape, (int, np.integer)):
         return (int(normalized_shape),)
