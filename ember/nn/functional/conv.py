@@ -8,7 +8,9 @@ each one is a single raw-array kernel:
     _ConvWeightGrad(x, g)    gW = d<conv(x, W), g>/dW   (bilinear in x and g)
 
 Conv keeps the im2col columns it built for the weight gradient (up to ``SAVE_COLS_BYTES``;
-past that, backward rebuilds them from x instead of holding the memory).
+past that, backward rebuilds them from x instead of holding the memory). 3x3 stride-1 convs
+with enough channels run Winograd F(2x2, 3x3) instead (``_winograd``): forward, grad-input
+(a stride-1 conv of g) and grad-weight, which reads the transformed input the forward kept.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ember.autograd import autocast_state as _amp
 from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function
 from ember.nn.functional import _im2col as kernels
-from ember.nn.functional import _workspace
+from ember.nn.functional import _winograd, _workspace
 from ember.ops.promotion import check_same_device
 from ember.tensor.dtypes import FLOATING_NP
 from ember.tensor.tensor import Tensor
@@ -44,11 +46,23 @@ class _Conv(Function):
     def forward(self, x, w, b):
         ng = self.needs_input_grad
         own = self.cols is None
-        y, cols = kernels.conv_forward(x, w, b, self.geo, self.cols, self.out_spatial)
+        geo = self.geo
+        self.wino_block = None
+        if own and _winograd.supported(x, w, geo.kernel, geo.stride, geo.dilation, geo.groups):
+            # keeps the transformed input (4x x, not im2col's 9x) for the weight gradient
+            size = _winograd.transformed_bytes(x, geo.pads, self.out_spatial)
+            keep = ng[1] and size <= SAVE_COLS_BYTES
+            y, cols, self.wino_block = _winograd.conv3x3(x, w, geo.pads, self.out_spatial, keep)
+            if b is not None:
+                y += b.reshape((1, -1, 1, 1))
+        else:
+            y, cols = kernels.conv_forward(x, w, b, geo, self.cols, self.out_spatial)
         self.cols = None
         keep = own and ng[1] and cols is not None and cols.nbytes <= SAVE_COLS_BYTES
         if own and not keep and cols is not None:
             _workspace.give(cols)
+        if not keep:
+            self.wino_block = None  # backward rebuilds im2col columns instead
         self.save_for_backward(x if ng[1] else None, w if ng[0] else None, cols if keep else None)
         self.in_spatial = x.shape[2:]
         self.wshape = w.shape
@@ -69,9 +83,9 @@ class _Conv(Function):
         if ng[0]:
             gx = _ConvTranspose(self.geo, self.in_spatial).apply(g, w, None)
         if ng[1]:
-            gw = _ConvWeightGrad(self.geo, self.wshape, None if cols is None else cols.data).apply(
-                x, g
-            )
+            saved = None if cols is None else cols.data
+            wg = _ConvWeightGrad(self.geo, self.wshape, saved, self.wino_block)
+            gw = wg.apply(x, g)
         if ng[2]:
             gb = _sum_dims(g)
         return gx, gw, gb
@@ -112,8 +126,9 @@ class _ConvTranspose(Function):
 
 
 class _ConvWeightGrad(Function):
-    def __init__(self, geo: kernels.Geometry, wshape: tuple, cols=None):
+    def __init__(self, geo: kernels.Geometry, wshape: tuple, cols=None, wino_block=None):
         self.geo, self.wshape, self.cols = geo, tuple(wshape), cols
+        self.wino_block = wino_block  # cols is Winograd's transformed x, in blocks of images
 
     def forward(self, x, g):
         ng = self.needs_input_grad
@@ -121,6 +136,8 @@ class _ConvWeightGrad(Function):
         self.in_spatial, self.out_sp = x.shape[2:], g.shape[2:]
         cols, own = self.cols, self.cols is None
         self.cols = None
+        if not own and self.wino_block is not None:
+            return _winograd.grad_weight(g, cols, self.wshape[1], self.wino_block)
         if own:
             cols = kernels.im2col(x, self.geo, g.shape[2:])
         gw = kernels.conv_grad_weight(g, cols, self.wshape, self.geo.groups)
