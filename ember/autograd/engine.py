@@ -2,10 +2,14 @@
 
 Gradients for a node's outputs are summed in buffers; a node runs once every consumer has
 reported. Leaf gradients accumulate into ``.grad`` in place when that is safe: an array handed
-to one consumer is never mutated on behalf of another (the ``_Ownership`` ledger).
+to one consumer is never mutated on behalf of another (the ``_Ownership`` ledger). A leaf's
+gradient may arrive as a ``Deferred`` (computed on a pool thread meanwhile): it is delivered
+after the last node, before backward returns.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -16,6 +20,36 @@ from ember.tensor.tensor import Tensor
 
 # Callbacks queued (queue_callback) during each backward in progress, innermost last.
 _callbacks: list = []
+
+
+class _Local(threading.local):
+    defer = False
+
+
+_local = _Local()
+
+
+def deferring() -> bool:
+    """Whether a backward running now in this thread accepts ``Deferred`` leaf gradients (a
+    plain ``.backward()``: no create_graph, no ``inputs=``, no anomaly mode)."""
+    return _local.defer
+
+
+class Deferred:
+    """A gradient still being computed on another thread: ``source.result()`` gives the array
+    (``source.result()[index]`` with an index). A node's backward may return one for an input
+    whose edge is a leaf while ``deferring()``; the engine delivers it once the pass has run
+    every node, so the worker's product overlaps the rest of backward. Anywhere else the
+    engine waits for it at once."""
+
+    __slots__ = ("source", "index")
+
+    def __init__(self, source, index=None):
+        self.source, self.index = source, index
+
+    def result(self) -> Tensor:
+        value = self.source.result()
+        return Tensor(value if self.index is None else value[self.index])
 
 
 def queue_callback(fn) -> None:
@@ -152,8 +186,10 @@ def run_backward(
     buffers: dict = {}
     hooked: dict = {}  # leaves with hooks: their summed gradient is delivered after the pass
     ready = []
-    prev_enabled = state.enabled
+    prev_enabled, prev_defer = state.enabled, _local.defer
     state.enabled = create_graph
+    _local.defer = not create_graph and accumulate and inputs is None and not state.anomaly
+    deferred = []  # (leaf, Deferred): delivered after the last node
     _callbacks.append([])
     try:
         for t, g in roots:
@@ -184,6 +220,11 @@ def run_backward(
                 if e is None:
                     continue
                 n, slot = e
+                if type(g) is Deferred:
+                    if n is None and not slot._hooks and not (post and id(slot) in post):
+                        deferred.append((slot, g))
+                        continue
+                    g = g.result()
                 if n is None:
                     if g is not None or (post and id(slot) in post):
                         if leaves is None:
@@ -206,6 +247,9 @@ def run_backward(
                         )
                 if post:
                     _leaf_edge_done(post, slot, g, hooked)
+        _local.defer = prev_defer
+        for slot, g in reversed(deferred):  # the latest is the likeliest still to be queued
+            _deliver_leaf(slot, g.result(), own, create_graph, accumulate, capture_leaf, captured)
         for leaf, g in hooked.values():
             _deliver_leaf(leaf, g, own, create_graph, accumulate, capture_leaf, captured)
             if id(leaf) in post:
@@ -214,7 +258,7 @@ def run_backward(
         while queued:
             queued.pop(0)()
     finally:
-        state.enabled = prev_enabled
+        state.enabled, _local.defer = prev_enabled, prev_defer
         _callbacks.pop()
 
     if inputs is None:
@@ -302,10 +346,16 @@ def _add_to_buffer(buffers, node, slot, g, own, create_graph):
 def _run_node(node, buf, own, create_graph, capture_node, captured, retain_graph):
     n = node._n_outputs
     edges = node.next_edges
+    d = node.__dict__
+    if n == 1 and not capture_node and "_hooks" not in d and "_retain" not in d:
+        g = None if buf is None else buf[0]  # the common case: one output, nothing to run
+        if g is None:
+            return [None] * len(edges)
+        return _finish_node(node, edges, node.backward(g), retain_graph)
     grads = list(buf[:n]) if buf is not None else [None] * n
     # hooks and retain_grad on the tensors this node produced
-    hooks = node.__dict__.get("_hooks")
-    retain = node.__dict__.get("_retain")
+    hooks = d.get("_hooks")
+    retain = d.get("_retain")
     for i in range(n):
         g = grads[i]
         if g is None:
@@ -336,7 +386,11 @@ def _run_node(node, buf, own, create_graph, capture_node, captured, retain_graph
             if grads[i] is None:
                 xp = get_array_module(next(g for g in grads if g is not None).data)
                 grads[i] = Tensor(xp.zeros(shape, dt))
-    out = node.backward(*grads)
+    return _finish_node(node, edges, node.backward(*grads), retain_graph)
+
+
+def _finish_node(node, edges, out, retain_graph):
+    """Check what backward returned, then free the node's saved arrays."""
     if type(out) is not tuple and type(out) is not list:
         out = (out,)
     if len(out) != len(edges):

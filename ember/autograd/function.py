@@ -107,31 +107,46 @@ class Function:
         grad, record this node with one edge per input.
 
         ``self.needs_input_grad`` is set before forward runs, so forward can save only what
-        the gradients that are really needed will use.
+        the gradients that are really needed will use. (Hot: every op goes through here, so
+        the common one-output case builds no lists.)
         """
-        record = False
+        edges = None
         if state.enabled:
             for x in inputs:
                 if isinstance(x, Tensor) and x.requires_grad:
-                    record = True
+                    edges = _edges(inputs)
                     break
-        if record:
-            edges = []
-            for x in inputs:
-                if isinstance(x, Tensor) and x.requires_grad:
-                    edges.append((x.grad_fn, x._output_nr) if x.grad_fn is not None else (None, x))
-                else:
-                    edges.append(None)
-            self.needs_input_grad = tuple(e is not None for e in edges)
+        if edges is None:
+            n = len(inputs)
+            self.needs_input_grad = _NO_GRAD[n] if n < 8 else (False,) * n
+            arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
         else:
-            self.needs_input_grad = (False,) * len(inputs)
-        arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+            self.needs_input_grad = tuple([e is not None for e in edges])
+            arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
         if backend._cupy is not None and len(arrays) > 1:  # two devices only once CuPy is in
             _device_mismatch(self, inputs)
         raw = self.forward(*arrays)
-        multi = type(raw) is tuple
-        outs = [as_array(o) for o in raw] if multi else [as_array(raw)]
-        if not record:
+        if type(raw) is not tuple:  # one output
+            out = raw if type(raw) is np.ndarray else as_array(raw)
+            if edges is None:
+                result = Tensor(out)
+            else:
+                self.next_edges = edges
+                self._n_outputs = 1
+                non_diff = self.__dict__.get("_non_diff")
+                if out.dtype in FLOATING_NP and not (non_diff and id(out) in non_diff):
+                    result = Tensor(out, True, self, 0)
+                else:
+                    result = Tensor(out)
+                if self.__dict__.get("_saved"):
+                    self._record_saved((raw,), (out,), inputs, (result,))
+                if state.anomaly:
+                    self._trace = "".join(traceback.format_stack()[:-1])  # all but apply
+            if self.is_view:
+                _share_version(result, inputs[0])
+            return result
+        outs = [as_array(o) for o in raw]
+        if edges is None:
             results = [Tensor(o) for o in outs]
         else:
             self.next_edges = edges
@@ -141,25 +156,25 @@ class Function:
                 diff = o.dtype in FLOATING_NP and not (non_diff and id(o) in non_diff)
                 results.append(Tensor(o, diff, self if diff else None, i))
             self._n_outputs = len(outs)
-            if multi:
-                self._out_meta = [(o.shape, o.dtype) for o in outs]
-            saved = self.__dict__.get("_saved")
-            if saved:
-                raws = raw if multi else (raw,)
-                if any(r is not o for r, o in zip(raws, outs)):
-                    # a saved NumPy scalar output must be the very array its Tensor holds
-                    swap = {id(r): o for r, o in zip(raws, outs)}
-                    saved = self._saved = tuple(swap.get(id(a), a) for a in saved)
-                if type(outs[0]) is not np.ndarray:
-                    saved = self._saved = _scalars_on_device(saved, outs[0])
-                self._saved_info = _describe_saved(saved, inputs, results)
+            self._out_meta = [(o.shape, o.dtype) for o in outs]
+            if self.__dict__.get("_saved"):
+                self._record_saved(raw, outs, inputs, results)
             if state.anomaly:
                 self._trace = "".join(traceback.format_stack()[:-1])  # all but apply itself
         if self.is_view:
-            base = inputs[0]
-            results[0]._vc = base._vc
-            results[0]._base = base if base._base is None else base._base
-        return tuple(results) if multi else results[0]
+            _share_version(results[0], inputs[0])
+        return tuple(results)
+
+    def _record_saved(self, raws, outs, inputs, results) -> None:
+        """Describe what forward saved (where each array came from, at which version)."""
+        saved = self._saved
+        if any(r is not o for r, o in zip(raws, outs)):
+            # a saved NumPy scalar output must be the very array its Tensor holds
+            swap = {id(r): o for r, o in zip(raws, outs)}
+            saved = self._saved = tuple(swap.get(id(a), a) for a in saved)
+        if type(outs[0]) is not np.ndarray:
+            saved = self._saved = _scalars_on_device(saved, outs[0])
+        self._saved_info = _describe_saved(saved, inputs, results)
 
     # hooks registered on non-leaf tensors live on the node that made them
     def _tensor_hooks(self, output_nr: int) -> list:
@@ -175,6 +190,28 @@ class Function:
         if self.__dict__.get("_saved"):
             self._saved = _FREED
             self._saved_info = None
+
+
+_NO_GRAD = tuple((False,) * n for n in range(8))
+
+
+def _edges(inputs) -> list:
+    """One edge per input: (node, output index) for a non-leaf, (None, tensor) for a leaf
+    that requires grad, None where no gradient flows."""
+    edges = []
+    for x in inputs:
+        if isinstance(x, Tensor) and x.requires_grad:
+            fn = x.grad_fn
+            edges.append((fn, x._output_nr) if fn is not None else (None, x))
+        else:
+            edges.append(None)
+    return edges
+
+
+def _share_version(result: Tensor, base: Tensor) -> None:
+    """A view's output shares its base's version counter and points at the root base."""
+    result._vc = base._vc
+    result._base = base if base._base is None else base._base
 
 
 def _device_mismatch(fn: Function, inputs) -> None:

@@ -10,6 +10,11 @@ machine a descheduled worker simply takes fewer blocks, and the caller never wai
 thread that has not started (it only waits for blocks already in progress). Smaller blocks
 also keep a kernel's temporaries in cache.
 
+Besides blocks of one kernel, whole independent jobs run as ``Task``s (``submit``): a linear
+layer's weight gradient beside the rest of backward. A pool thread busy with a Task still
+takes blocks of the caller's regions between the Task's steps (``help_active``), and a caller
+that needs a Task's value before any pool thread started it runs it itself.
+
 ``EMBER_NUM_THREADS`` sets the thread count (default: the cores this process may use);
 ``set_num_threads`` changes it at run time. Only NumPy arrays are split: CuPy runs on the GPU.
 """
@@ -17,8 +22,8 @@ also keep a kernel's temporaries in cache.
 from __future__ import annotations
 
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -33,7 +38,7 @@ def _cores() -> int:
 
 
 _threads = max(1, int(os.environ.get("EMBER_NUM_THREADS", 0) or _cores()))
-_pool: ThreadPoolExecutor | None = None
+_pool = None
 _pool_size = 0
 
 
@@ -50,17 +55,53 @@ def set_num_threads(n: int) -> None:
     _threads = int(n)
 
 
-def _get_pool(workers: int) -> ThreadPoolExecutor:
+class _Pool:
+    """Daemon threads that call the functions put on one queue. Leaner than a
+    ThreadPoolExecutor (no Future per call: ~1 ms of the gpt step's main thread went to
+    ``submit``); the callers track completion and errors themselves."""
+
+    def __init__(self, workers: int):
+        self.queue = queue.SimpleQueue()
+        for i in range(workers):
+            threading.Thread(target=self._loop, name=f"ember-cpu_{i}", daemon=True).start()
+
+    def _loop(self) -> None:
+        get = self.queue.get
+        while True:
+            fn = get()
+            if fn is None:
+                return
+            try:
+                fn()  # run_blocks' and Task's callables record their own errors
+            except BaseException:  # noqa: BLE001, S110 - the thread must outlive any one call
+                pass
+
+    def submit(self, fn) -> None:
+        self.queue.put(fn)
+
+    def shutdown(self, workers: int) -> None:
+        for _ in range(workers):
+            self.queue.put(None)
+
+
+def _get_pool(workers: int) -> _Pool:
     global _pool, _pool_size
     if _pool is None or _pool_size < workers:
-        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ember-cpu")
+        if _pool is not None:
+            _pool.shutdown(_pool_size)
+        _pool = _Pool(workers)
         _pool_size = workers
     return _pool
 
 
-def _forget_pool() -> None:  # a forked child must not reuse the parent's (dead) threads
-    global _pool, _pool_size
+def _forget_pool() -> None:
+    """In a forked child: the parent's threads are gone, and so is whatever they held (a lock
+    taken by a pool thread at the fork would never be released)."""
+    global _pool, _pool_size, _blas_lock, _blas_users
     _pool, _pool_size = None, 0
+    _blas_lock, _blas_users = threading.Lock(), 0
+    Task._lock = threading.Lock()
+    _active.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -113,6 +154,38 @@ def _openblas():
         except (OSError, AttributeError):
             _blas_api = False
     return _blas_api
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0  # threads now inside a one-BLAS-thread region
+_blas_before = 1  # the count to restore when the last one leaves
+
+
+def blas_one_thread_enter() -> None:
+    """Run OpenBLAS on one thread until the matching ``blas_one_thread_exit``. Counted, since
+    the count is process-wide: a region that ends while a task on another thread still runs
+    products must not hand OpenBLAS its threads back under it."""
+    global _blas_users, _blas_before
+    api = _openblas()
+    if not api:
+        return
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_before = api[0]()
+            if _blas_before != 1:
+                api[1](1)
+        _blas_users += 1
+
+
+def blas_one_thread_exit() -> None:
+    global _blas_users
+    api = _openblas()
+    if not api:
+        return
+    with _blas_lock:
+        _blas_users -= 1
+        if _blas_users == 0 and _blas_before != 1:
+            api[1](_blas_before)
 
 
 class _Blocks:
@@ -177,10 +250,8 @@ def run_blocks(kernel, n: int, block: int, threads: int | None = None) -> None:
     pool = _get_pool(threads - 1)
     # BLAS calls inside the blocks run on one OpenBLAS thread: its own workers would compete
     # with ours for the same cores (and spin after every call)
-    api = _openblas()
-    before = api[0]() if api else 1
-    if before != 1:
-        api[1](1)
+    blas_one_thread_enter()
+    _active.append(state)  # a pool thread busy with a Task joins in between its steps
     try:
         for _ in range(min(threads, count) - 1):
             pool.submit(state.work_quietly)
@@ -188,27 +259,41 @@ def run_blocks(kernel, n: int, block: int, threads: int | None = None) -> None:
         if state.error is None and state.done < state.count:
             state.finished.wait()
     finally:
-        if before != 1:
-            api[1](before)
+        _active.remove(state)
+        blas_one_thread_exit()
     if state.error is not None:
         raise state.error
 
 
+_active: list = []  # the run_blocks regions in progress
+
+
+def help_active() -> None:
+    """Take blocks of the regions other threads have open. A long Task calls this between its
+    steps, so the caller's next parallel region does not wait for the whole Task."""
+    for state in tuple(_active):
+        state.work_quietly()
+
+
 def _block(size: int, threads: int) -> int:
-    """Rows (or columns) per GEMM block: one block per thread up to 256 of them, else two."""
-    return max(-(-size // (2 * threads)), min(-(-size // threads), 256))
+    """Rows (or columns) per GEMM block: one block per thread up to 256 of them, else two;
+    evened out (784 columns: 4 x 196, not 3 x 256 and a sliver that repacks ``a`` for 16)."""
+    block = max(-(-size // (2 * threads)), min(-(-size // threads), 256))
+    return -(-size // -(-size // block))
 
 
-def gemm(a, b, bias=None):
+def gemm(a, b, bias=None, threads: int | None = None):
     """``a @ b`` (plus ``bias``, a row vector, when given) for 2-D arrays.
 
     float32/float64 NumPy products run with OpenBLAS on one thread; large ones are split into
-    blocks of rows (of columns when ``a`` has only a few rows) run on the CPU threads, each
-    block adding its bias while it is in cache. Anything else is a plain ``a @ b``.
+    blocks of rows (of columns when ``a`` has only a few rows) run on up to ``threads`` CPU
+    threads (default ``get_num_threads()``), each block adding its bias while it is in cache.
+    Anything else is a plain ``a @ b``.
     """
     if type(a) is np.ndarray and a.dtype in HALF_DTYPES and b.dtype == a.dtype:
         f32 = np.float32
-        out = gemm(a.astype(f32), b.astype(f32), None if bias is None else bias.astype(f32))
+        b32 = None if bias is None else bias.astype(f32)
+        out = gemm(a.astype(f32), b.astype(f32), b32, threads)
         return out.astype(a.dtype)
     m, k = a.shape
     n = b.shape[1]
@@ -228,13 +313,16 @@ def gemm(a, b, bias=None):
         if bias is not None:
             out += bias
         return out
-    threads = _threads if macs >= GEMM_MIN_MACS else 1
+    threads = (_threads if threads is None else max(1, threads)) if macs >= GEMM_MIN_MACS else 1
     out = np.empty((m, n), a.dtype)
-    # Row blocks (measured faster than column blocks except for a few rows, such as the
-    # ones-row of a bias gradient). Every block repacks ``b``, so small products get one block
-    # per thread (2 blocks instead of 4: up to 30% faster at 128 rows); large ones two per
-    # thread, so a descheduled thread on a busy machine holds up less of the product.
-    if threads == 1 or m >= 32 * threads or m >= n:
+    # Every row block packs all of ``b`` again, every column block all of ``a``: column blocks
+    # pay off when ``b`` is much the larger (n >= 4m). Second core idle, wall clock: the mlp's
+    # (128, 784) @ (784, 512) 0.68 ms in columns, 0.75 in rows (one thread 1.14); at n < 4m
+    # the two were within noise, and the gpt's (2048, 128) @ (128, 384) costs +9% CPU time
+    # in rows, +16% in columns. Small products get one block per thread (2 blocks instead of
+    # 4: up to 30% faster at 128 rows); large ones two per thread, so a descheduled thread
+    # on a busy machine holds up less of the product.
+    if threads == 1 or n < 4 * m:
         rows = m if threads == 1 else _block(m, threads)
 
         def kernel(lo, hi):
@@ -255,16 +343,78 @@ def gemm(a, b, bias=None):
     if threads > 1:
         run_blocks(kernel, size, block, threads)  # sets OpenBLAS to one thread meanwhile
         return out
-    get, put = api
-    before = get()
-    if before != 1:
-        put(1)
+    blas_one_thread_enter()
     try:
         kernel(0, size)
     finally:
-        if before != 1:
-            put(before)
+        blas_one_thread_exit()
     return out
+
+
+class Task:
+    """``fn(threads)`` run later on a pool thread (with ``threads=1``), or by the first caller
+    of ``result`` if no pool thread has started it yet (with the default threads): a thread
+    that needs the value never waits behind a queue, it takes the work over.
+
+    Why: independent products (a linear layer's weight gradient beside its input gradient)
+    run whole on the two cores at once, which wastes less than splitting each one, and a
+    weight gradient queued here overlaps the serial ops that follow it in backward.
+    """
+
+    __slots__ = ("fn", "claimed", "done", "value", "error")
+    _lock = threading.Lock()
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.claimed = False
+        self.done = threading.Event()
+        self.value = self.error = None
+
+    def _claim(self) -> bool:
+        with Task._lock:
+            if self.claimed:
+                return False
+            self.claimed = True
+            return True
+
+    def _execute(self, threads) -> None:
+        try:
+            self.value = self.fn(threads)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by result()
+            self.error = exc
+        finally:
+            self.fn = None
+            self.done.set()
+
+    def _run_in_pool(self) -> None:
+        if not self._claim():
+            return  # taken over by result()
+        blas_one_thread_enter()
+        try:
+            with np.errstate(all="ignore"):
+                self._execute(1)
+        finally:
+            blas_one_thread_exit()
+
+    def result(self):
+        """The value (re-raising what ``fn`` raised), computed here if still queued."""
+        if self._claim():
+            self._execute(None)
+        else:
+            self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def submit(fn) -> Task | None:
+    """Queue ``fn(threads)`` for a pool thread; None when there is no other thread to run it
+    (one thread in all), so the caller simply computes the value itself."""
+    if _threads == 1:
+        return None
+    task = Task(fn)
+    _get_pool(_threads - 1).submit(task._run_in_pool)
+    return task
 
 
 def split(n: int, min_block: int, threads: int | None = None, per_thread: int = 4) -> int:

@@ -1,5 +1,6 @@
 """ember.ops.parallel: the dynamic block scheduler and the threaded GEMM."""
 
+import os
 import threading
 import time
 
@@ -184,3 +185,152 @@ def test_ufunc_blocks_equals_the_plain_ufunc_on_large_and_small_arrays():
                     np.testing.assert_array_equal(out, fn(x))
     finally:
         parallel.set_num_threads(old)
+
+
+# ------------------------------------------------------------------ tasks and BLAS regions
+@pytest.fixture
+def two_threads():
+    before = P.get_num_threads()
+    P.set_num_threads(2)
+    yield
+    P.set_num_threads(before)
+
+
+def test_submit_runs_the_task_on_a_pool_thread_with_one_thread(two_threads):
+    main = threading.current_thread()
+    started = threading.Event()
+
+    def fn(threads):
+        started.set()
+        return threading.current_thread(), threads
+
+    task = P.submit(fn)
+    assert started.wait(5)
+    thread, threads = task.result()
+    assert thread is not main and threads == 1
+    assert task.result() == (thread, 1)  # the value stays
+
+
+def test_result_takes_over_a_task_still_queued(two_threads):
+    """A caller never waits behind the queue: with the pool thread busy, result() runs the
+    task itself, with the default thread count (None)."""
+    release, busy = threading.Event(), threading.Event()
+
+    def block(threads):
+        busy.set()
+        release.wait(5)
+
+    blocker = P.submit(block)
+    assert busy.wait(5)
+    task = P.submit(lambda threads: (threading.current_thread(), threads))
+    try:
+        assert task.result() == (threading.current_thread(), None)
+    finally:
+        release.set()
+    blocker.result()
+
+
+def test_task_result_reraises_what_the_task_raised(two_threads):
+    def boom(threads):
+        raise ValueError("task failed")
+
+    task = P.submit(boom)
+    with pytest.raises(ValueError, match="task failed"):
+        task.result()
+    # the pool thread survived: the next task still runs
+    assert P.submit(lambda threads: 7).result() == 7
+
+
+def test_submit_with_one_thread_returns_none():
+    before = P.get_num_threads()
+    P.set_num_threads(1)
+    try:
+        assert P.submit(lambda threads: 1) is None
+    finally:
+        P.set_num_threads(before)
+
+
+def test_blas_one_thread_regions_nest_and_restore_once_the_last_leaves():
+    api = P._openblas()
+    if not api:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS with a thread-count API")
+    get, put = api
+    before = get()
+    put(2)
+    try:
+        P.blas_one_thread_enter()
+        P.blas_one_thread_enter()  # e.g. a task's product inside another region
+        assert get() == 1
+        P.blas_one_thread_exit()
+        assert get() == 1  # the outer region still runs
+        P.blas_one_thread_exit()
+        assert get() == 2
+    finally:
+        put(before)
+
+
+def test_gemm_splits_the_side_that_repacks_the_smaller_operand(two_threads, monkeypatch):
+    """Few rows, many columns: column blocks (each packs all of ``a``, the small side);
+    many rows: row blocks."""
+    spans = []
+    real = P.run_blocks
+
+    def spy(kernel, n, block, threads=None):
+        spans.append(n)
+        return real(kernel, n, block, threads)
+
+    monkeypatch.setattr(P, "run_blocks", spy)
+    monkeypatch.setattr(P, "GEMM_MIN_MACS", 1)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((128, 784)).astype(np.float32)
+    w = rng.standard_normal((512, 784)).astype(np.float32)
+    np.testing.assert_allclose(P.gemm(a, w.T), a @ w.T, rtol=1e-4, atol=1e-3)
+    tall = rng.standard_normal((2048, 128)).astype(np.float32)
+    b = rng.standard_normal((128, 384)).astype(np.float32)
+    np.testing.assert_allclose(P.gemm(tall, b), tall @ b, rtol=1e-4, atol=1e-3)
+    assert spans == [512, 2048]  # split over columns, then over rows
+
+
+def test_a_pool_thread_inside_a_task_helps_the_callers_region(two_threads):
+    """help_active: a Task's steps leave room for the blocks of a region the caller opens
+    meanwhile (the pool thread does not finish its whole Task first)."""
+    main = threading.current_thread()
+    opened, inside = threading.Event(), threading.Event()
+    helped = []
+
+    def task_fn(threads):
+        assert opened.wait(5)  # the caller's region is running
+        inside.set()
+        P.help_active()
+        inside.clear()
+
+    task = P.submit(task_fn)
+
+    def kernel(lo, hi):
+        opened.set()
+        if threading.current_thread() is not main and inside.is_set():
+            helped.append(lo)
+        time.sleep(0.005)
+
+    P.run_blocks(kernel, 16, 1)
+    task.result()
+    assert helped
+    assert not P._active  # the region is gone once run_blocks returns
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_fresh_threads_and_locks(two_threads):
+    assert P.submit(lambda threads: 1).result() == 1  # the parent's pool exists
+    pid = os.fork()
+    if pid == 0:  # the child: new pool, tasks and BLAS regions still work
+        ok = False
+        try:
+            ok = P.submit(lambda threads: 2).result() == 2
+            a = np.ones((256, 256), np.float32)
+            ok = ok and bool((P.gemm(a, a) == 256).all()) and not P._active
+        except BaseException:  # noqa: BLE001 - the child must always exit here
+            ok = False
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

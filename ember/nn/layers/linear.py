@@ -46,7 +46,11 @@ class Linear(Module):
                 f"Linear: expected input with last dimension {self.in_features} "
                 f"(in_features), got input of shape {tuple(shape)}"
             )
-        w, b = self.weight, self.bias
+        params = self._parameters  # not self.weight: Module.__getattr__ is a slow fallback
+        w = params.get("weight")
+        if w is None:
+            w = self.weight
+        b = params["bias"] if "bias" in params else self.bias
         if _autocast.enabled or input.data.dtype != w.data.dtype or input.data.ndim == 1:
             return linear(input, w, b)  # its checks name the mismatch; it applies autocast
         return _Linear().apply(input, w, b)
