@@ -61,63 +61,20 @@ def run_ember(steps: int) -> dict:
 
 
 def torch_gpt(torch, vocab: int):
-    nn, F = torch.nn, torch.nn.functional
+    """benchmarks.models' GPT at the baby sizes, with nanoGPT's init (as ember.recipes' GPT)."""
+    from benchmarks import models
 
-    class Attn(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c_attn = nn.Linear(EMBD, 3 * EMBD)
-            self.c_proj = nn.Linear(EMBD, EMBD)
-
-        def forward(self, x):
-            b, t, c = x.shape
-            q, k, v = (
-                z.view(b, t, HEADS, c // HEADS).transpose(1, 2) for z in self.c_attn(x).split(c, 2)
-            )
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            return self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
-
-    class Mlp(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c_fc = nn.Linear(EMBD, 4 * EMBD)
-            self.gelu = nn.GELU()
-            self.c_proj = nn.Linear(4 * EMBD, EMBD)
-
-        def forward(self, x):
-            return self.c_proj(self.gelu(self.c_fc(x)))
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln_1, self.attn = nn.LayerNorm(EMBD), Attn()
-            self.ln_2, self.mlp = nn.LayerNorm(EMBD), Mlp()
-
-        def forward(self, x):
-            x = x + self.attn(self.ln_1(x))
-            return x + self.mlp(self.ln_2(x))
-
-    class GPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte, self.wpe = nn.Embedding(vocab, EMBD), nn.Embedding(BLOCK, EMBD)
-            self.h = nn.ModuleList([Block() for _ in range(LAYERS)])
-            self.ln_f = nn.LayerNorm(EMBD)
-            self.lm_head = nn.Linear(EMBD, vocab, bias=False)
-            for name, m in self.named_modules():  # nanoGPT's init, as ember.recipes' GPT
-                if isinstance(m, (nn.Linear, nn.Embedding)):
-                    std = 0.02 / math.sqrt(2 * LAYERS) if name.endswith("c_proj") else 0.02
-                    nn.init.normal_(m.weight, 0.0, std)
-                    if getattr(m, "bias", None) is not None:
-                        nn.init.zeros_(m.bias)
-
-        def forward(self, idx):
-            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
-            for block in self.h:
-                x = block(x)
-            return self.lm_head(self.ln_f(x))
-
-    return GPT()
+    nn = torch.nn
+    net = models.gpt(
+        nn, nn.functional, vocab=vocab, block=BLOCK, layers=LAYERS, heads=HEADS, embd=EMBD
+    )
+    for name, m in net.named_modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            std = 0.02 / math.sqrt(2 * LAYERS) if name.endswith("c_proj") else 0.02
+            nn.init.normal_(m.weight, 0.0, std)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+    return lambda idx: net(idx, torch.arange(idx.shape[1])), net
 
 
 def run_torch(steps: int, threads: int) -> dict:
@@ -132,9 +89,9 @@ def run_torch(steps: int, threads: int) -> dict:
     vx = torch.from_numpy(np.stack([val[s : s + BLOCK] for s in starts]).astype(np.int64))
     vy = torch.from_numpy(np.stack([val[s + 1 : s + BLOCK + 1] for s in starts]).astype(np.int64))
     torch.manual_seed(1337)
-    model = torch_gpt(torch, train.vocab_size)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
+    model, net = torch_gpt(torch, train.vocab_size)
+    decay = [p for p in net.parameters() if p.dim() >= 2]
+    rest = [p for p in net.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
         [{"params": decay}, {"params": rest, "weight_decay": 0.0}],
         lr=LR,
@@ -149,7 +106,7 @@ def run_torch(steps: int, threads: int) -> dict:
     vals = []
 
     def validate():
-        model.eval()
+        net.eval()
         with torch.no_grad():
             losses = [
                 torch.nn.functional.cross_entropy(
@@ -158,7 +115,7 @@ def run_torch(steps: int, threads: int) -> dict:
                 * len(vx[i : i + 2 * BATCH])
                 for i in range(0, len(vx), 2 * BATCH)
             ]
-        model.train()
+        net.train()
         vals.append(sum(losses) / len(vx))
 
     start = time.perf_counter()
@@ -170,7 +127,7 @@ def run_torch(steps: int, threads: int) -> dict:
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), CLIP)
         opt.step()
         sched.step()
         if step % VAL_EVERY == 0 or step == steps:

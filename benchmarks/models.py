@@ -47,19 +47,25 @@ def cnn(nn):
     )
 
 
-def gpt(nn, nnf):
+def gpt(nn, nnf, vocab=None, block=None, layers=None, heads=None, embd=None):
     """A character-level GPT: token + position embeddings, pre-LayerNorm blocks (causal
-    ``scaled_dot_product_attention``, 4x GELU MLP), final LayerNorm, untied lm_head."""
+    ``scaled_dot_product_attention``, 4x GELU MLP), final LayerNorm, untied lm_head. Sizes
+    default to the module's GPT_* constants, read at call time (benchmarks/gpu.py resizes them)."""
+    vocab = GPT_VOCAB if vocab is None else vocab
+    block = GPT_BLOCK if block is None else block
+    layers = GPT_LAYERS if layers is None else layers
+    heads = GPT_HEADS if heads is None else heads
+    embd = GPT_EMBD if embd is None else embd
 
     class CausalSelfAttention(nn.Module):
         def __init__(self):
             super().__init__()
-            self.c_attn = nn.Linear(GPT_EMBD, 3 * GPT_EMBD)
-            self.c_proj = nn.Linear(GPT_EMBD, GPT_EMBD)
+            self.c_attn = nn.Linear(embd, 3 * embd)
+            self.c_proj = nn.Linear(embd, embd)
 
         def forward(self, x):
             b, t, c = x.shape
-            h = GPT_HEADS
+            h = heads
             q, k, v = self.c_attn(x).split(c, dim=2)
             q = q.view(b, t, h, c // h).transpose(1, 2)
             k = k.view(b, t, h, c // h).transpose(1, 2)
@@ -71,9 +77,9 @@ def gpt(nn, nnf):
     class MLP(nn.Module):
         def __init__(self):
             super().__init__()
-            self.c_fc = nn.Linear(GPT_EMBD, 4 * GPT_EMBD)
+            self.c_fc = nn.Linear(embd, 4 * embd)
             self.gelu = nn.GELU()
-            self.c_proj = nn.Linear(4 * GPT_EMBD, GPT_EMBD)
+            self.c_proj = nn.Linear(4 * embd, embd)
 
         def forward(self, x):
             return self.c_proj(self.gelu(self.c_fc(x)))
@@ -81,9 +87,9 @@ def gpt(nn, nnf):
     class Block(nn.Module):
         def __init__(self):
             super().__init__()
-            self.ln_1 = nn.LayerNorm(GPT_EMBD)
+            self.ln_1 = nn.LayerNorm(embd)
             self.attn = CausalSelfAttention()
-            self.ln_2 = nn.LayerNorm(GPT_EMBD)
+            self.ln_2 = nn.LayerNorm(embd)
             self.mlp = MLP()
 
         def forward(self, x):
@@ -93,11 +99,11 @@ def gpt(nn, nnf):
     class GPT(nn.Module):
         def __init__(self):
             super().__init__()
-            self.wte = nn.Embedding(GPT_VOCAB, GPT_EMBD)
-            self.wpe = nn.Embedding(GPT_BLOCK, GPT_EMBD)
-            self.h = nn.ModuleList([Block() for _ in range(GPT_LAYERS)])
-            self.ln_f = nn.LayerNorm(GPT_EMBD)
-            self.lm_head = nn.Linear(GPT_EMBD, GPT_VOCAB, bias=False)
+            self.wte = nn.Embedding(vocab, embd)
+            self.wpe = nn.Embedding(block, embd)
+            self.h = nn.ModuleList([Block() for _ in range(layers)])
+            self.ln_f = nn.LayerNorm(embd)
+            self.lm_head = nn.Linear(embd, vocab, bias=False)
 
         def forward(self, idx, pos):
             x = self.wte(idx) + self.wpe(pos)
