@@ -20,6 +20,7 @@ import numpy as np
 from ember.autograd.function import Function
 from ember.cuda import pooling as cuda_pool
 from ember.cuda.compile import kernels_enabled
+from ember.nn.functional import _max_pool_cpu as _mp_cpu
 from ember.ops.index_kernels import add_at
 from ember.tensor.backend import get_array_module
 
@@ -97,6 +98,10 @@ def max_pool_forward(x, geo: PoolGeometry):
     if xp is not np and _kernel(x, geo):  # ember/cuda/pooling.cu
         y, idx = cuda_pool.max_pool2d_forward(x, *_geo2d(geo), geo.dilation, geo.out_sp)
         return y, idx.astype(_offset_dtype(int(np.prod(geo.kernel))))
+    if xp is np and _mp_cpu.usable(x, geo, x.size // 4):  # 2x2 stride 2: pairs, in blocks, threaded
+        fast = _mp_cpu.forward(x)
+        if fast is not None:  # None: a NaN, handled below
+            return fast
     xpad = _padded(x, geo, _lowest(x.dtype))
     best = idx = None
     for k, sl in geo.slices():
@@ -138,6 +143,8 @@ def max_pool_scatter(g, idx, geo: PoolGeometry):
     xp = get_array_module(g)
     if xp is not np and _kernel(g, geo):
         return cuda_pool.max_pool2d_backward(g, idx, geo.in_sp, *_geo2d(geo), geo.dilation)
+    if xp is np and idx.dtype == np.uint8 and _mp_cpu.usable(g, geo, g.size):
+        return _mp_cpu.scatter(g, idx)
     lead = g.shape[: g.ndim - len(geo.in_sp)]
     disjoint = geo.disjoint()
     # g * hit is the fast form, but would spread a non-finite g over the whole window
