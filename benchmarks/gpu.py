@@ -7,7 +7,7 @@ Workloads (the models of ``benchmarks/models.py`` and the steps of ``benchmarks/
 resized for a GPU):
 
 - ``gpt``: nanoGPT's shakespeare-char model, 6 layers, 6 heads, n_embd 384, block 256, batch 64,
-  AdamW, float32 (TF32 matmuls where each framework enables them);
+  AdamW, float32 (strict float32 in both: TF32 off in torch, as CuPy's cuBLAS default);
 - ``gpt2-small``: 12 layers, 12 heads, n_embd 768, block 1024, batch 8, vocab 50257, AdamW,
   bfloat16 mixed precision (``ember.amp.autocast`` / ``torch.autocast``);
 - ``cnn``: the reference cnn workload with batch 512, SGD with momentum.
@@ -267,8 +267,9 @@ def main(argv=None) -> int:
     except NoGPUError as exc:
         print(f"benchmarks.gpu: {exc}", file=sys.stderr)
         return 2
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    # the same arithmetic on both sides: CuPy's float32 matmuls do not use TF32 by default
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     name = device_name(cp)
     peak = peak_tflops(name)
     repeat = args.repeat if args.repeat is not None else (5 if args.quick else 15)
