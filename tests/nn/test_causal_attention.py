@@ -80,6 +80,31 @@ def test_blocked_causal_noncontiguous_heads():
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_blocked_causal_output_keeps_the_heads_memory_order():
+    """Heads made by view(b, t, h, d).transpose(1, 2) give an output in that memory order (as
+    torch's CPU flash attention), so transpose(1, 2).contiguous() copies nothing; contiguous
+    heads give a contiguous output. Values and gradients still match torch."""
+    x = rand(2, 100, 3 * 16, seed=8)
+    res = []
+    for lib, fn in (
+        (ember, F.scaled_dot_product_attention),
+        (torch, TF.scaled_dot_product_attention),
+    ):
+        leaf = lib.tensor(x, requires_grad=True)
+        q, k, v = (z.view(2, 100, 2, 8).transpose(1, 2) for z in leaf.split(16, dim=2))
+        out = fn(q, k, v, is_causal=True)
+        y = out.transpose(1, 2)
+        if lib is ember:
+            assert not out.is_contiguous() and y.is_contiguous()
+            assert y.contiguous() is y
+        y.contiguous().view(2, 100, 16).backward(lib.tensor(rand(2, 100, 16, seed=9)))
+        res.append([out.detach().numpy(), leaf.grad.numpy()])
+    for a, b in zip(*res):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+    q = ember.tensor(rand(2, 2, 100, 8, seed=1))
+    assert F.scaled_dot_product_attention(q, q, q, is_causal=True).is_contiguous()
+
+
 def test_blocked_causal_underflowing_rows_are_rescued(monkeypatch):
     """Scores spanning far more than float32's exp range within one block: the rows that
     underflow under the block's shift are redone, and the result agrees with the full

@@ -29,3 +29,35 @@ def test_gelu_blocks_agree_with_one_block_and_torch(threads, n, monkeypatch):
     yt.sum().backward()
     np.testing.assert_allclose(out, yt.detach().numpy(), rtol=2e-6, atol=2e-6)
     np.testing.assert_allclose(deriv, xt.grad.numpy(), rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gelu_exp2_range_guard_large_and_special_inputs(threads, monkeypatch):
+    """|x| > 13.2 puts exp2's argument below -126 (its slow path): those blocks take the guarded
+    path. Either path gives each element the same bits, and huge or infinite x give torch's
+    values (gelu'(+-1e30) = 1 or 0, gelu'(+-inf) = NaN, not +-inf from a floored exp2)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(1 << 18).astype(np.float32) * 10
+    x[:8] = [np.inf, -np.inf, 1e30, -1e30, 3e38, -3e38, 13.25, -13.25]
+    x[-70_000:] = rng.standard_normal(70_000).astype(np.float32)  # blocks on the fast path
+    before = P.get_num_threads()
+    P.set_num_threads(threads)
+    try:
+        with np.errstate(all="ignore"):  # as Gelu.forward: x * x overflows for 3e38
+            monkeypatch.setattr(A, "_GELU_BLOCK", 1 << 14)
+            monkeypatch.setattr(A, "_GELU_MIN_BLOCK", 1 << 14)
+            out, deriv = A._gelu_exact_f32(x)
+            monkeypatch.setattr(A, "_GELU_BLOCK", 1 << 30)
+            monkeypatch.setattr(A, "_GELU_MIN_BLOCK", 1 << 30)
+            out1, deriv1 = A._gelu_exact_f32(x)
+    finally:
+        P.set_num_threads(before)
+    np.testing.assert_array_equal(out, out1)
+    np.testing.assert_array_equal(deriv, deriv1)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.gelu(xt)
+    yt.sum().backward()
+    np.testing.assert_array_equal(np.isnan(deriv), np.isnan(xt.grad.numpy()))
+    np.testing.assert_allclose(deriv, xt.grad.numpy(), rtol=2e-6, atol=2e-6)
+    fin = np.abs(x) < 1e38  # torch's forward overflows to inf at 3e38 (and NaN at inf)
+    np.testing.assert_allclose(out[fin], yt.detach().numpy()[fin], rtol=2e-6, atol=2e-6)

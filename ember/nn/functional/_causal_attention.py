@@ -51,12 +51,22 @@ def _chunks(n0: int, ndim: int):
     return (1, 1) if ndim < 3 else (n0, split(n0, 1, per_thread=PER_THREAD))
 
 
+def _out_like(qw, dv: int):
+    """The output in q's memory order, as torch's CPU flash attention: heads made by a
+    ``view(b, t, h, d).transpose(1, 2)`` get an output whose ``transpose(1, 2)`` back is
+    already contiguous (the usual ``.contiguous().view(b, t, c)`` then copies nothing)."""
+    if qw.ndim == 4 and qw.strides[1] < qw.strides[2]:
+        b, h, t = qw.shape[:3]
+        return np.empty((b, t, h, dv), qw.dtype).transpose(0, 2, 1, 3)
+    return np.empty(qw.shape[:-1] + (dv,), qw.dtype)
+
+
 def forward(fn, qw, kw, vw, tril, dtype):
     """out, the per-block exponentials (kept for backward) and 1 / rowsum; fills ``fn.r``."""
     tgt, src = qw.shape[-2], kw.shape[-2]
     sp = spans(tgt, src)
     batch = qw.shape[:-2]
-    out = np.empty(qw.shape[:-1] + vw.shape[-1:], qw.dtype)
+    out = _out_like(qw, vw.shape[-1])
     rs = np.empty(qw.shape[:-1], qw.dtype)
     blocks = [np.empty(batch + (hi - lo, keys), qw.dtype) for lo, hi, keys in sp]
     scale, inf = qw.dtype.type(fn.scale), qw.dtype.type(np.inf)
