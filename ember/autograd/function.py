@@ -215,19 +215,17 @@ def _share_version(result: Tensor, base: Tensor) -> None:
 
 
 def _device_mismatch(fn: Function, inputs) -> None:
-    """Raise the clear error when the Tensor inputs live on two devices."""
-    kinds = {type(x.data) for x in inputs if isinstance(x, Tensor)}
-    if len(kinds) < 2:
-        return
+    """Raise the clear error when the Tensor inputs live on two devices (cpu and cuda, or two
+    GPUs)."""
     devs = []
     for x in inputs:
         if isinstance(x, Tensor) and x.device not in devs:
             devs.append(x.device)
-    if len(devs) < 2:  # NumPy scalars beside arrays: one device after all
-        return
-    raise RuntimeError(
-        f"{type(fn).__name__}: expected all tensors on the same device, got {devs[0]} and {devs[1]}"
-    )
+    if len(devs) > 1:
+        raise RuntimeError(
+            f"{type(fn).__name__}: expected all tensors on the same device, "
+            f"got {devs[0]} and {devs[1]}"
+        )
 
 
 def _scalars_on_device(saved: tuple, like) -> tuple:

@@ -33,7 +33,8 @@ def as_tensor_operand(x, op: str) -> Tensor:
 
 def check_same_device(a: Tensor, b: Tensor, op: str) -> None:
     """Raise the clear error for tensors on two devices (a CPU 0-d tensor may join any)."""
-    if type(a.data) is type(b.data):
+    ta = type(a.data)
+    if ta is type(b.data) and ta is np.ndarray:
         return
     da, db = a.device, b.device
     if da == db or (da.type == "cpu" and not a.data.ndim) or (db.type == "cpu" and not b.data.ndim):
