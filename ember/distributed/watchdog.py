@@ -30,6 +30,7 @@ from ember.distributed.failure import FORWARD_GRACE_S
 __all__ = ["Watchdog"]
 
 _QUERY, _REPLY, _EXIT = 7301, 7302, 7303
+ANSWER_WAIT_S = 5.0  # how long a stalled rank waits for its peers to say where they are
 
 
 class Channel:
@@ -199,7 +200,9 @@ class Watchdog:
         return states
 
     def _stalled(self, ch: Channel, seq: int, waited: float) -> None:
-        wait = 3 * self.poll + 1.0
+        # Generous: a live rank whose main thread spins inside MPI on an oversubscribed
+        # machine can take seconds to let its watchdog thread answer (CI saw 1.75 s miss).
+        wait = 3 * self.poll + ANSWER_WAIT_S
         states = self._gather_states(wait)
         missing = []
         for r in range(self.size):
