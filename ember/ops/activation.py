@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from ember.autograd import autocast_state as _amp
+from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function, as_array
 from ember.cuda import gelu as cuda_gelu
 from ember.cuda.compile import kernels_enabled
@@ -471,6 +473,8 @@ class Softplus(Function):
 
 def softplus(input, beta=1.0, threshold=20.0):
     """log(1 + exp(beta x)) / beta, and x where beta x > threshold (torch semantics)."""
+    if _autocast.enabled:  # on torch's autocast float32 list
+        return _amp.call(_amp.FP32, softplus, input, beta, threshold)
     return Softplus(beta, threshold).apply(float_only(input, "softplus"))
 
 

@@ -6,6 +6,8 @@ every broadcast gradient goes back to its input's shape through ``sum_to_shape``
 
 from __future__ import annotations
 
+from ember.autograd import autocast_state as _amp
+from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function, as_array
 from ember.autograd.grad_mode import state
 from ember.ops.promotion import binary_operands, is_scalar
@@ -186,6 +188,8 @@ def neg(input):
 
 
 def pow(input, exponent):  # noqa: A001 - torch name
+    if _autocast.enabled:  # on torch's autocast float32 list
+        return _amp.call(_amp.FP32, pow, input, exponent)
     a, b = binary_operands(input, exponent, "pow")
     if isinstance(a, Tensor) and is_scalar(exponent) and a.data.dtype.kind in "iu" and b < 0:
         raise RuntimeError("pow: Integers to negative integer powers are not allowed.")

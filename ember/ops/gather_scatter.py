@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember.autograd import autocast_state as _amp
+from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function
 from ember.ops import index_kernels as K
 from ember.ops.dims import normalize_dim
@@ -206,6 +208,8 @@ def scatter(input: Tensor, dim: int, index, src=None, *, value=None, reduce=None
 
 
 def scatter_add(input: Tensor, dim: int, index, src: Tensor) -> Tensor:
+    if _autocast.enabled:  # on torch's autocast promote list: both in the wider dtype
+        return _amp.call(_amp.PROMOTE, scatter_add, input, dim, index, src)
     dim = normalize_dim(dim, input.data.ndim, "scatter_add")
     idx = _index(index, "scatter_add", ("int64",))
     _check_dims("scatter_add", input.data.shape, dim, idx, src.data.shape)

@@ -7,6 +7,8 @@ ops, so double backward works, zeros included (the zero path costs O(n^2) there)
 
 from __future__ import annotations
 
+from ember.autograd import autocast_state as _amp
+from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function, as_array
 from ember.ops.dims import normalize_dims
 from ember.ops.reduction import (
@@ -104,6 +106,8 @@ class Prod(Function):
 
 
 def prod(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
+    if _autocast.enabled and dtype is None:  # autocast multiplies in float32, as it sums
+        return _amp.call(_amp.FP32, prod, input, dim, keepdim)
     if dim is None:
         axes = None
     else:
@@ -145,6 +149,8 @@ def _cumprod_grad_with_zeros(g: Tensor, a: Tensor, axis: int) -> Tensor:
 
 
 def cumprod(input: Tensor, dim: int, *, dtype=None) -> Tensor:
+    if _autocast.enabled and dtype is None:
+        return _amp.call(_amp.FP32, cumprod, input, dim)
     single_dim(dim, "cumprod")
     axis = normalize_dims(dim, input.data.ndim, "cumprod")[0]
     return CumProd(axis).apply(int_to_long(input, dtype))

@@ -14,6 +14,8 @@ import warnings
 
 import numpy as np
 
+from ember.autograd import autocast_state as _amp
+from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function, as_array
 from ember.ops.reduction import _HALF, keep_shape, reduced_count, reduction_axes
 from ember.ops.reduction import mean as _mean
@@ -246,6 +248,8 @@ def vector_norm(
 
 def norm(input: Tensor, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
     """torch.norm: a numeric p (None = 2) or 'fro' over <= 2 dims is a vector norm over dim."""
+    if _autocast.enabled and dtype is None:  # on torch's autocast float32 list
+        return _amp.call(_amp.FP32, norm, input, p, dim, keepdim)
     if isinstance(p, str):
         if p != "fro":
             raise NotImplementedError(f"norm: p={p!r} is not supported (only numbers and 'fro')")

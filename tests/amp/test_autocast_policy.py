@@ -145,6 +145,26 @@ CASES = {
         [((3, 8), "low"), ((3, 8), "f32"), ((2, 8, 8), "f32")],
         "cuda",
     ),
+    "pow_scalar": (lambda t, f, x: x**2, [((4, 8), "low")], "cuda"),
+    "pow_tensor": (lambda t, f, a, b: t.pow(a, b), [((4, 8), "pos-low"), ((4, 8), "low")], "cuda"),
+    "rpow": (lambda t, f, x: 2.0**x, [((4, 8), "low")], "cuda"),
+    "softplus": (lambda t, f, x: f.softplus(x), [((4, 8), "low")], "cuda"),
+    "prod": (lambda t, f, x: x.prod(), [((4, 8), "pos-low")], "cuda"),
+    "prod_dim": (lambda t, f, x: t.prod(x, 1), [((4, 8), "pos-low")], "cuda"),
+    "prod_dtype": (lambda t, f, x: x.prod(dtype=t.float16), [((4, 8), "pos-low")], "cuda"),
+    "cumprod": (lambda t, f, x: x.cumprod(0), [((4, 8), "pos-low")], "cuda"),
+    "norm": (lambda t, f, x: x.norm(), [((4, 8), "low")], "cuda"),
+    "norm_p1_dim": (lambda t, f, x: t.norm(x, 1, 1), [((4, 8), "low")], "cuda"),
+    "expm1": (lambda t, f, x: x.expm1(), [((4, 8), "low")], "cuda"),
+    "log2": (lambda t, f, x: x.log2(), [((4, 8), "pos-low")], "cuda"),
+    "reciprocal": (lambda t, f, x: x.reciprocal(), [((4, 8), "pos-low")], "cuda"),
+    "acos": (lambda t, f, x: x.acos(), [((4, 8), "pos-low")], "cuda"),
+    "sinh": (lambda t, f, x: x.sinh(), [((4, 8), "low")], "cuda"),
+    "scatter_add_mixed": (
+        lambda t, f, x, s: x.scatter_add(0, t.zeros_like(s, dtype=t.int64), s),
+        [((4, 8), "low"), ((2, 8), "f32")],
+        "cuda",
+    ),
     "embedding": (
         lambda t, f, i, w: f.embedding(i, w),
         [((4,), "long"), ((8, 5), "f32")],
@@ -222,10 +242,14 @@ def test_output_dtype_matches_torch_autocast(case, low_name):
 def test_the_low_precision_ops_agree_with_torch_cpu_autocast_too():
     """Where torch's CPU and CUDA policies agree (matmul-like ops, losses, promotion), Ember
     matches torch's CPU autocast as well; the CPU policy differs only on softmax, log_softmax,
-    layer/group/rms norm, sum, cumsum, logsumexp and the fp32 unary ops."""
+    layer/group/rms norm, sum, cumsum, cumprod, logsumexp, norm, pow, softplus and the fp32
+    unary ops, which torch's CPU autocast leaves in the low dtype."""
     differ = {"softmax", "log_softmax", "layer_norm", "group_norm", "rms_norm", "sum"}
     differ |= {"sum_dim", "cumsum", "logsumexp", "exp", "log", "log1p", "rsqrt"}
+    differ |= {"pow_scalar", "pow_tensor", "rpow", "softplus", "cumprod", "norm", "norm_p1_dim"}
+    differ |= {"expm1", "log2", "reciprocal", "acos", "sinh"}
     differ |= {"mv", "bilinear"}  # torch CPU: mv stays float32, bilinear refuses mixed inputs
+    differ |= {"scatter_add_mixed"}  # torch CPU refuses mixed dtypes; CUDA promotes
     for case, (fn, specs, _) in CASES.items():
         if case in differ:
             continue
