@@ -176,6 +176,9 @@ def _loop_state(trainer) -> dict:
         "log_step": log_step,
         "replay": [[s, m] for s, m in trainer._logger_connector.sent if s >= log_step],
         "epoch_complete": complete,
+        # a batch whose step "16-mixed" skipped must not step the per-step plateau
+        # schedulers when the resumed run finishes it
+        "skipped_step": bool(getattr(trainer, "_skipped_step", False)),
         "time_elapsed": elapsed,
         "metrics": _metrics_state(trainer),
         "dataloader": _loader_state(loader) if loader is not None else None,
@@ -476,6 +479,7 @@ class _FitResume:
         connector = trainer._logger_connector
         replay = [(int(step), dict(metrics)) for step, metrics in loop.get("replay") or []]
         connector.sent = list(replay)
+        trainer._skipped_step = bool(loop.get("skipped_step", False))
         if trainer.is_global_zero:
             for step, metrics in replay:
                 for logger in trainer.loggers:

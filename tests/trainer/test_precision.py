@@ -13,7 +13,7 @@ import pytest
 import ember
 from ember.callbacks import Callback
 from ember.optim import SGD, Adam
-from ember.optim.lr_scheduler import StepLR
+from ember.optim.lr_scheduler import ReduceLROnPlateau, StepLR
 from ember.trainer import Trainer
 from ember.trainer.precision import Precision, parse_precision
 from tests.trainer.helpers import QUIET, ToyModel, loader
@@ -150,6 +150,47 @@ def test_skipped_step_advances_neither_global_step_nor_schedulers():
     ref = Trainer(precision="32-true", max_epochs=1, gradient_clip_val=0.5, **QUIET)
     ref.fit(clean, [b for i, b in enumerate(loader(16, 4)) if i in (0, 3)])
     np.testing.assert_allclose(weights.data, clean.layer.weight.data, rtol=1e-3, atol=1e-3)
+
+
+class PlateauInfAt(InfAt):
+    """InfAt with a per-step ReduceLROnPlateau on the logged training loss."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        opt = SGD(self.parameters(), lr=0.1)
+        sched = ReduceLROnPlateau(opt, patience=0, factor=0.5, threshold=10.0)
+        config = {"scheduler": sched, "interval": "step", "monitor": "train_loss"}
+        return {"optimizer": opt, "lr_scheduler": config}
+
+
+class SaveAt(Callback):
+    def __init__(self, path, batch_idx):
+        self.path, self.batch_idx = path, batch_idx
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if batch_idx == self.batch_idx:
+            trainer.save_checkpoint(self.path)
+
+
+def test_resume_right_after_a_skipped_step_is_exact(tmp_path):
+    """A checkpoint saved at the end of a skipped batch: the resumed run finishes that batch
+    without stepping the per-step plateau scheduler, as the uninterrupted run did."""
+    path = str(tmp_path / "skipped.ckpt")
+    full, model = _fit("16-mixed", lambda: PlateauInfAt([(0, 1)]), callbacks=[SaveAt(path, 1)])
+    ember.manual_seed(0)
+    resumed_model = PlateauInfAt([(0, 1)])
+    resumed = Trainer(precision="16-mixed", max_epochs=1, **QUIET)
+    resumed.fit(resumed_model, loader(16, 4), ckpt_path=path)
+    want = full.lr_scheduler_configs[0].scheduler.state_dict()
+    got = resumed.lr_scheduler_configs[0].scheduler.state_dict()
+    assert want["last_epoch"] == 3  # 4 batches, one skipped
+    assert got == want
+    assert resumed.global_step == full.global_step == 3
+    np.testing.assert_array_equal(resumed_model.layer.weight.data, model.layer.weight.data)
 
 
 def test_clipping_and_callbacks_see_unscaled_gradients():
