@@ -19,15 +19,20 @@ class UsageError(Exception):
 
 
 @contextlib.contextmanager
-def _initialize(config_dir: str | None, job_name: str):
-    """Hydra set up as ``hydra.main`` sets it up for ``ember-train``: the packaged configs, and
-    a ``--config-dir`` added to the search path the way Hydra adds it."""
+def _initialize(config_dir: str | None, job_name: str, config_path: str | None = None):
+    """Hydra set up as ``hydra.main`` sets it up for ``ember-train``: the packaged configs, or
+    the ``--config-path`` that replaces them (a relative one is found beside
+    ember/recipes/train.py, as Hydra finds it), and a ``--config-dir`` added to the search path
+    the way Hydra adds it. This is how hydra.main builds it (hydra._internal; hydra-core is
+    pinned to 1.3.x in pyproject.toml for that reason): the public initialize_* functions take
+    one directory and no additional one."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_automatic_config_search_path
     from hydra.core.config_search_path import SearchPathQuery
     from hydra.core.global_hydra import GlobalHydra
 
-    search_path = create_automatic_config_search_path(None, None, f"pkg://{CONFIG_MODULE}")
+    primary = f"pkg://{CONFIG_MODULE}" if config_path is None else config_path
+    search_path = create_automatic_config_search_path(None, "ember.recipes.train", primary)
     if config_dir:
         path = os.path.abspath(config_dir)
         if not os.path.isdir(path):
@@ -61,11 +66,18 @@ def first_of_sweeps(overrides: list) -> list:
     return out
 
 
-def compose(config_name: str, overrides: list, config_dir=None, job_name="train", hydra=False):
+def compose(
+    config_name: str,
+    overrides: list,
+    config_dir=None,
+    job_name="train",
+    hydra=False,
+    config_path=None,
+):
     """The composed config (with the ``hydra`` node when ``hydra``)."""
     from hydra import compose as hydra_compose
 
-    with _initialize(config_dir, job_name):
+    with _initialize(config_dir, job_name, config_path):
         return hydra_compose(
             config_name,
             overrides=list(overrides),
@@ -96,7 +108,9 @@ def _groups(loader, parent: str = "") -> list:
     return out
 
 
-def suggestions(config_name: str, overrides: list, config_dir=None, job_name="train") -> list:
+def suggestions(
+    config_name: str, overrides: list, config_dir=None, job_name="train", config_path=None
+) -> list:
     """Hint lines ("did you mean ...?") for the overrides that name no config key, no config
     group, or no option of their group. Keys are judged against the config composed with the
     command line's valid group choices, so ``model=cnn_mnist model.chanels=...`` is compared
@@ -110,7 +124,7 @@ def suggestions(config_name: str, overrides: list, config_dir=None, job_name="tr
     except Exception:
         return []  # a syntax error: Hydra's message says where
     hints = []
-    with _initialize(config_dir, job_name):
+    with _initialize(config_dir, job_name, config_path):
         loader = GlobalHydra.instance().config_loader()
         groups = _groups(loader)
         good_choices = []
@@ -188,15 +202,23 @@ def _error_text(exc: BaseException) -> str:
 
 
 def check_command_line(
-    config_name: str, overrides: list, config_dir=None, multirun: bool = False, job_name="train"
+    config_name: str,
+    overrides: list,
+    config_dir=None,
+    multirun: bool = False,
+    job_name="train",
+    config_path=None,
 ):
     """Compose ``overrides`` (a multirun's first job) and check required values; returns the
     config (without the ``hydra`` node). Raises UsageError with Hydra's message and the hints."""
     to_compose = first_of_sweeps(overrides) if multirun else list(overrides)
     try:
-        cfg = compose(config_name, to_compose, config_dir, job_name)
+        cfg = compose(config_name, to_compose, config_dir, job_name, config_path=config_path)
     except Exception as exc:
-        hints = suggestions(config_name, to_compose, config_dir, job_name)
+        try:
+            hints = suggestions(config_name, to_compose, config_dir, job_name, config_path)
+        except Exception:  # e.g. no primary config dir: Hydra's message below says so
+            hints = []
         text = _error_text(exc)
         if hints:
             text += "\n\n" + "\n".join(hints)

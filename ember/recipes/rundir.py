@@ -20,11 +20,11 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def resolve_run_dir(config_name: str, overrides: list, config_dir=None) -> str:
+def resolve_run_dir(config_name: str, overrides: list, config_dir=None, config_path=None) -> str:
     """``hydra.run.dir`` as Hydra would resolve it now, made absolute."""
     from hydra.core.hydra_config import HydraConfig
 
-    cfg = compose(config_name, overrides, config_dir, hydra=True)
+    cfg = compose(config_name, overrides, config_dir, hydra=True, config_path=config_path)
     hydra_config = HydraConfig.instance()
     previous = hydra_config.cfg
     hydra_config.set_config(cfg)  # for ${hydra:...} inside the pattern
@@ -58,7 +58,7 @@ def refuse_multirun(size: int) -> None:
         )
 
 
-def agree_on_run_dir(config_name: str, overrides: list, config_dir=None) -> list:
+def agree_on_run_dir(config_name: str, overrides: list, config_dir=None, config_path=None) -> list:
     """The overrides every rank passes to Hydra: unchanged for a single process; otherwise
     plus rank 0's run directory (and, on other ranks, no ``.hydra/`` and no log file)."""
     if launcher_size() <= 1:
@@ -71,7 +71,7 @@ def agree_on_run_dir(config_name: str, overrides: list, config_dir=None) -> list
     run_dir, error = None, None
     if comm.rank == 0:
         try:
-            run_dir = resolve_run_dir(config_name, overrides, config_dir)
+            run_dir = resolve_run_dir(config_name, overrides, config_dir, config_path)
         except Exception as exc:  # every rank must leave the broadcast before anyone raises
             error = f"{type(exc).__name__}: {exc}"
     run_dir, error = comm.broadcast_object([run_dir, error])

@@ -31,7 +31,8 @@ def _task(cfg):
 
 
 def parse(argv: list):
-    """Hydra's own argument parser (the flags ``hydra.main`` accepts)."""
+    """Hydra's own argument parser (the flags ``hydra.main`` accepts; hydra._internal, with
+    hydra-core pinned to 1.3.x)."""
     from hydra._internal.utils import get_args_parser
 
     return get_args_parser().parse_args(argv)
@@ -51,12 +52,13 @@ def prepare(argv: list) -> list:
     )
     if multirun:
         refuse_multirun(launcher_size())
-    check_command_line(name, args.overrides, args.config_dir, multirun=multirun)
+    source = {"config_dir": args.config_dir, "config_path": args.config_path}
+    check_command_line(name, args.overrides, multirun=multirun, **source)
     if multirun:
         return argv
     given = set(args.overrides)
     flags = [a for a in argv if a not in given]
-    return flags + agree_on_run_dir(name, args.overrides, args.config_dir)
+    return flags + agree_on_run_dir(name, args.overrides, **source)
 
 
 def main(argv: list | None = None) -> None:

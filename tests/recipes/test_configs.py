@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 
@@ -199,3 +200,29 @@ def test_prepare_passes_the_command_line_on_after_checking_it():
         assert prepare(list(argv)) == argv
     with pytest.raises(UsageError, match="did you mean trainer.max_steps=1"):
         prepare(["-m", "trainer.max_step=1,2"])
+
+
+def test_prepare_composes_from_the_config_path_hydra_will_use(tmp_path):
+    """``-cp``/``--config-path`` replaces the packaged configs for the up-front check too:
+    a required value that only the user's train.yaml has is reported before Hydra starts."""
+    import shutil
+
+    import ember.recipes
+    from ember.recipes.train import prepare
+
+    packaged = os.path.join(os.path.dirname(ember.recipes.__file__), "configs")
+    mine = tmp_path / "mine"
+    shutil.copytree(packaged, mine, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    with open(mine / "train.yaml", "a") as f:
+        f.write("\nnote: ???\n")
+    with pytest.raises(UsageError, match=r"missing required values.*\n  note=\.\.\."):
+        prepare(["-cp", str(mine)])
+    assert prepare(["--config-path", str(mine), "note=hi"]) == [
+        "--config-path",
+        str(mine),
+        "note=hi",
+    ]
+    # a relative path is found beside ember/recipes/train.py, as Hydra finds it
+    assert prepare(["-cp", "configs", "seed=3"]) == ["-cp", "configs", "seed=3"]
+    with pytest.raises(UsageError, match="not found"):
+        prepare(["-cp", str(tmp_path / "nowhere")])
