@@ -42,6 +42,12 @@ def to_torch(arr, requires_grad):
 DEVICE = "cuda" if os.environ.get("EMBER_TEST_DEVICE", "cpu") in ("cuda", "fake-cuda") else "cpu"
 
 
+def cpu_only(why: str):
+    """Skip a test under ``EMBER_TEST_DEVICE=cuda|fake-cuda``: it checks a CPU-only path or
+    artefact (a NumPy-only fast path, the CPU thread pool), which device arrays never take."""
+    return pytest.mark.skipif(DEVICE != "cpu", reason=f"CPU-only: {why}")
+
+
 def to_ember(arr, requires_grad):
     t = ember.tensor(np.array(arr, copy=True), device=DEVICE)
     if requires_grad and t.is_floating_point():

@@ -181,10 +181,10 @@ def test_sdpa_dropout_uses_embers_rng(p):
     out.backward(g)
     # the same keep-mask drawn again from the reseeded generator, applied by ember ops
     ember.manual_seed(123)
-    draw = ember.default_generator.numpy_rng.random((2, 3, 4, 4), dtype=np.float64)
+    draw = ember.rand(2, 3, 4, 4, dtype=ember.float64).numpy()  # the inputs' device generator
     keep = ember.tensor(np.where(draw >= p, 1.0 / (1.0 - p) if p < 1 else 0.0, 0.0))
     ref_in = [ember.tensor(x, requires_grad=True) for x in (q, k, v)]
-    tril = np.tril(np.ones((4, 4), bool))
+    tril = ember.tensor(np.tril(np.ones((4, 4), bool))).data  # on the inputs' device
     probs = attention_probs(ref_in[0], ref_in[1], None, tril, 1 / np.sqrt(5))
     ref = (probs * keep).matmul(ref_in[2])
     ref.backward(g)

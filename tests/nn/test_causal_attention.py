@@ -8,10 +8,11 @@ import ember
 import ember.nn.functional as F
 from ember.nn.functional import _causal_attention as C
 from ember.ops import parallel
-from tests.oracle import check_op, gradcheck_op, torch
+from tests.oracle import check_op, cpu_only, gradcheck_op, torch
 from tests.oracle import rand as _rand
 
 TF = torch.nn.functional
+BLOCKED = "the row-blocked causal path runs on NumPy arrays only"
 
 
 def rand(*shape, **kw):
@@ -57,6 +58,7 @@ def test_blocked_causal_matches_torch(shapes, threads):
         parallel.set_num_threads(before)
 
 
+@cpu_only(BLOCKED)
 def test_blocked_causal_is_used_and_saves_blocks():
     q = ember.tensor(rand(2, 2, 100, 8, seed=1), requires_grad=True)
     out = F.scaled_dot_product_attention(q, q, q, is_causal=True)
@@ -80,6 +82,7 @@ def test_blocked_causal_noncontiguous_heads():
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
+@cpu_only(BLOCKED)
 def test_blocked_causal_output_keeps_the_heads_memory_order():
     """Heads made by view(b, t, h, d).transpose(1, 2) give an output in that memory order (as
     torch's CPU flash attention), so transpose(1, 2).contiguous() copies nothing; contiguous

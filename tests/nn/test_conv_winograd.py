@@ -13,10 +13,13 @@ import ember.nn.functional as F
 from ember.nn.functional import _winograd
 from ember.nn.functional import conv as conv_mod
 from ember.ops import parallel
-from tests.oracle import check_op, gradcheck_op, rand, torch
+from tests.oracle import check_op, cpu_only, gradcheck_op, rand, torch
 
 TF = torch.nn.functional
-pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning"),
+    cpu_only("Winograd is the NumPy conv path; device arrays take im2col + GEMM"),
+]
 
 
 @pytest.fixture

@@ -16,9 +16,10 @@ import ember
 import ember.nn as enn
 from ember.autograd import engine
 from ember.ops import parallel
-from tests.oracle import torch
+from tests.oracle import cpu_only, torch
 
 lin_mod = sys.modules["ember.nn.functional.linear"]
+pytestmark = cpu_only("the deferred weight gradient is the NumPy raw backward on CPU threads")
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ def test_parameter_is_a_tensor_that_requires_grad():
 
 def test_parameter_repr_matches_torch():
     arr = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
-    e = repr(enn.Parameter(ember.tensor(arr)))
+    e = repr(enn.Parameter(ember.tensor(arr, device="cpu")))  # torch's is a CPU tensor
     t = repr(tnn.Parameter(torch.tensor(arr)))
     assert e == t
     assert e.startswith("Parameter containing:\ntensor(") and e.endswith("requires_grad=True)")
@@ -285,7 +285,7 @@ def test_to_dtype_keeps_parameter_identity_and_int_buffers(nets):
     assert w.dtype == ember.float32
     e.double()
     assert w.dtype == ember.float64
-    e.to(ember.zeros(1))  # to(tensor) takes its dtype and device
+    e.to(ember.zeros(1, device="cpu"))  # to(tensor) takes its dtype and device
     assert w.dtype == ember.float32 and w.device == ember.device("cpu")
     e.to("cpu", dtype=ember.float64).cpu()
     assert w.dtype == ember.float64 and w.requires_grad
@@ -368,7 +368,7 @@ def _torch_to_ember(text: str) -> str:
 
 def test_repr_matches_torch(nets):
     e, t = nets
-    assert repr(e) == _torch_to_ember(repr(t))
+    assert repr(e.cpu()) == _torch_to_ember(repr(t))  # torch's parameters are on the CPU
     assert "(0-2): 3 x Block(n=2)" in repr(e)  # ModuleList compresses repeats, as torch does
 
 
@@ -391,10 +391,11 @@ def test_repr_multiline_extra_repr_and_empty_containers():
 
 
 def test_parameter_containers_repr():
-    e = enn.ParameterList([ember.zeros(2, 3), enn.Parameter(ember.ones(1))])
+    cpu = ember.device("cpu")  # torch's parameters are on the CPU: no device in the repr
+    e = enn.ParameterList([ember.zeros(2, 3, device=cpu), enn.Parameter(ember.ones(1, device=cpu))])
     t = tnn.ParameterList([torch.zeros(2, 3), tnn.Parameter(torch.ones(1))])
     assert repr(e) == _torch_to_ember(repr(t))
-    d = enn.ParameterDict({"w": ember.zeros(4)})
+    d = enn.ParameterDict({"w": ember.zeros(4, device=cpu)})
     assert repr(d) == "ParameterDict(  (w): Parameter containing: [ember.float32 of size 4])"
 
 

@@ -151,7 +151,7 @@ def test_parameters_to_vector_and_back():
     torch.nn.utils.vector_to_parameters(torch.from_numpy(new.numpy().copy()), tp)
     for e, t in zip(ep, tp):
         assert e.shape == t.shape and e.dtype is ember.float64
-        np.testing.assert_array_equal(e.data, t.detach().numpy())
+        np.testing.assert_array_equal(e.detach().numpy(), t.detach().numpy())
     new.data[0] = 123.0  # the parameters are views of the vector, as in torch
     assert ep[0].data[0, 0] == 123.0
 

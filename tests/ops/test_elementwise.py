@@ -71,7 +71,7 @@ def test_promotion_follows_torch():
 
 
 def test_numpy_operand_reflected():
-    x = ember.ones(3, requires_grad=True)
+    x = ember.ones(3, requires_grad=True, device="cpu")  # host arrays join CPU tensors only
     y = np.array([1.0, 2.0, 3.0], dtype=np.float32) * x
     assert isinstance(y, ember.Tensor)
     y.sum().backward()
