@@ -84,6 +84,18 @@ def test_mixing_devices_is_a_clear_error(fake_cuda, op):
         op(b, a)
 
 
+def test_attention_mask_on_another_device_is_a_clear_error(fake_cuda):
+    q = ember.ones(1, 2, 3, 4, device="cuda")
+    cpu_mask = ember.ones(3, 3, dtype=ember.bool)
+    for mask in (cpu_mask, cpu_mask.float()):
+        with pytest.raises(RuntimeError, match="same device, got cuda:0 and cpu"):
+            F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+    # a NumPy mask is not a tensor on any device: it goes to the query's
+    host = np.tril(np.ones((3, 3), bool))
+    out = F.scaled_dot_product_attention(q, q, q, attn_mask=host)
+    assert out.device == "cuda:0"
+
+
 def test_cpu_scalar_tensor_joins_a_device_tensor(fake_cuda):
     s = ember.tensor(2.0, requires_grad=True)
     x = ember.ones(3, device="cuda", requires_grad=True)

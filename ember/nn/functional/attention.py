@@ -27,6 +27,7 @@ from ember.autograd.function import Function
 from ember.autograd.grad_mode import state
 from ember.nn.functional import _causal_attention as _causal
 from ember.nn.functional._cross_entropy import work
+from ember.ops.promotion import check_same_device
 from ember.tensor import dtypes
 from ember.tensor.backend import get_array_module
 from ember.tensor.random import draw_uniform
@@ -288,10 +289,11 @@ def _masks(attn_mask, is_causal: bool, q: Tensor, tgt: int, src: int):
             raise RuntimeError(f"{op}: Explicit attn_mask should not be set when is_causal=True")
         allowed = _tril(xp, tgt, src)
     elif attn_mask is not None:
-        if not isinstance(attn_mask, Tensor):
+        if not isinstance(attn_mask, Tensor):  # a NumPy array or a list: on the query's device
             from ember.tensor.creation import as_tensor
 
-            attn_mask = as_tensor(attn_mask)
+            attn_mask = as_tensor(attn_mask, device=q.device)
+        check_same_device(q, attn_mask, op)
         shape = attn_mask.data.shape
         try:
             np.broadcast_shapes(shape, (tgt, src))
