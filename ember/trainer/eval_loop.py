@@ -3,9 +3,13 @@ Lightning's order, and the epoch-level metrics (validation/test) or predictions 
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
+
 from ember.autograd.grad_mode import no_grad
 from ember.trainer.data import iterate, limited_batches, request_loaders, step_args, transfer_batch
-from ember.trainer.hooks import call_hooks, call_module_hook
+from ember.trainer.hooks import call_callback_hooks, call_hooks, call_module_hook
 from ember.trainer.logging import ResultCollection, floats_in_place
 
 _PREFIX = {"validate": "validation", "test": "test"}
@@ -138,3 +142,32 @@ def print_results(results: list[dict], stage: str) -> None:
         rows = [line, f"{head:<{width}}    DataLoader {i}", line]
         rows += [f"{k:<{width}}    {v:.6g}" for k, v in sorted(metrics.items())]
         print("\n".join(rows + [line]))
+
+
+def sanity_check(trainer, val_source) -> None:
+    """A few validation batches before training, so a broken validation_step fails in
+    seconds; its metrics are discarded and the RNG states are restored."""
+    if trainer.num_sanity_val_steps == 0 or not trainer._validation_possible():
+        return
+    from ember.tensor.random import (
+        get_cuda_rng_states,
+        get_rng_state,
+        set_cuda_rng_states,
+        set_rng_state,
+    )
+
+    saved = (get_rng_state(), np.random.get_state(), random.getstate(), get_cuda_rng_states())
+    trainer.state.stage = "sanity_checking"
+    trainer._metrics.reset()
+    try:
+        call_callback_hooks(trainer, "on_sanity_check_start")
+        loop = trainer._val_loop
+        loop.setup_data(val_source)
+        loop.run(max_batches=trainer.num_sanity_val_batches)
+        call_callback_hooks(trainer, "on_sanity_check_end")
+    finally:
+        trainer._metrics.reset()
+        set_rng_state(saved[0])
+        np.random.set_state(saved[1])
+        random.setstate(saved[2])
+        set_cuda_rng_states(saved[3])

@@ -3,7 +3,10 @@ names of Lightning's Trainer properties)."""
 
 from __future__ import annotations
 
+import math
 import os
+
+from ember.trainer.logging import floats_in_place
 
 
 def _named(callback, *names: str) -> bool:
@@ -205,3 +208,30 @@ class TrainerProperties:
         """``print`` on rank 0 only."""
         if self.is_global_zero:
             print(*args, **kwargs)
+
+    # ---------------------------------------------------------------- metrics
+    @property
+    def callback_metrics(self) -> dict:
+        """Every logged value (step values while training, epoch values after), as floats."""
+        return floats_in_place(self._metrics.callback)
+
+    @property
+    def logged_metrics(self) -> dict:
+        """The values last sent to the loggers, as floats."""
+        return floats_in_place(self._metrics.logged)
+
+    @property
+    def progress_bar_metrics(self) -> dict:
+        """The values logged with ``prog_bar=True``, as floats (reading them syncs)."""
+        return floats_in_place(self._metrics.pbar)
+
+    @property
+    def estimated_stepping_batches(self) -> int | float:
+        """Optimizer steps the whole fit will take (for OneCycleLR-like schedulers)."""
+        if self.lightning_module is not None and self._fit_loop.train_loader is None:
+            self._fit_loop.setup_data()
+        batches = self._fit_loop.num_training_batches
+        if batches == math.inf or self.max_epochs == -1:
+            return self.max_steps if self.max_steps != -1 else math.inf
+        steps = math.ceil(batches / self.accumulate_grad_batches) * max(self.max_epochs, 1)
+        return min(steps, self.max_steps) if self.max_steps != -1 else steps

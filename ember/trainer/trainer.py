@@ -5,22 +5,18 @@ optimization in optimization.py, ``self.log`` in logging.py."""
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import random
 import signal
 import sys
 import threading
 import warnings
-
-import numpy as np
 
 from ember.trainer import checkpoint_state as ckpt
 from ember.trainer import preemption
 from ember.trainer import setup as args
 from ember.trainer.data import limited_batches, request_loaders
 from ember.trainer.datamodule import DataModule
-from ember.trainer.eval_loop import EvalLoop, print_results, run_predict
+from ember.trainer.eval_loop import EvalLoop, print_results, run_predict, sanity_check
 from ember.trainer.fit_loop import FitLoop, Progress
 from ember.trainer.hooks import (
     call_callback_hooks,
@@ -29,7 +25,7 @@ from ember.trainer.hooks import (
     call_module_hook,
     is_overridden,
 )
-from ember.trainer.logging import LoggerConnector, MetricStore, floats_in_place
+from ember.trainer.logging import LoggerConnector, MetricStore
 from ember.trainer.module import TrainingModule
 from ember.trainer.optimization import OptimizerProxy, configure_optimizers
 from ember.trainer.precision import Precision
@@ -510,7 +506,7 @@ class Trainer(TrainerProperties):
             self._fit_val_source = val
             self._val_loop.loaders = None
             self._warned_no_val_step = False
-            self._sanity_check(val)
+            sanity_check(self, val)
             self.state.stage = "fitting"
             if self.detect_anomaly:
                 from ember.autograd.anomaly import detect_anomaly
@@ -579,58 +575,3 @@ class Trainer(TrainerProperties):
                 stacklevel=4,
             )
         return defined and has_step and self.limit_val_batches != 0
-
-    def _sanity_check(self, val_source) -> None:
-        """A few validation batches before training, so a broken validation_step fails in
-        seconds; its metrics are discarded and the RNG states are restored."""
-        if self.num_sanity_val_steps == 0 or not self._validation_possible():
-            return
-        from ember.tensor.random import (
-            get_cuda_rng_states,
-            get_rng_state,
-            set_cuda_rng_states,
-            set_rng_state,
-        )
-
-        saved = (get_rng_state(), np.random.get_state(), random.getstate(), get_cuda_rng_states())
-        self.state.stage = "sanity_checking"
-        self._metrics.reset()
-        try:
-            call_callback_hooks(self, "on_sanity_check_start")
-            loop = self._val_loop
-            loop.setup_data(val_source)
-            loop.run(max_batches=self.num_sanity_val_batches)
-            call_callback_hooks(self, "on_sanity_check_end")
-        finally:
-            self._metrics.reset()
-            set_rng_state(saved[0])
-            np.random.set_state(saved[1])
-            random.setstate(saved[2])
-            set_cuda_rng_states(saved[3])
-
-    # ---------------------------------------------------------------- metrics
-    @property
-    def callback_metrics(self) -> dict:
-        """Every logged value (step values while training, epoch values after), as floats."""
-        return floats_in_place(self._metrics.callback)
-
-    @property
-    def logged_metrics(self) -> dict:
-        """The values last sent to the loggers, as floats."""
-        return floats_in_place(self._metrics.logged)
-
-    @property
-    def progress_bar_metrics(self) -> dict:
-        """The values logged with ``prog_bar=True``, as floats (reading them syncs)."""
-        return floats_in_place(self._metrics.pbar)
-
-    @property
-    def estimated_stepping_batches(self) -> int | float:
-        """Optimizer steps the whole fit will take (for OneCycleLR-like schedulers)."""
-        if self.lightning_module is not None and self._fit_loop.train_loader is None:
-            self._fit_loop.setup_data()
-        batches = self._fit_loop.num_training_batches
-        if batches == math.inf or self.max_epochs == -1:
-            return self.max_steps if self.max_steps != -1 else math.inf
-        steps = math.ceil(batches / self.accumulate_grad_batches) * max(self.max_epochs, 1)
-        return min(steps, self.max_steps) if self.max_steps != -1 else steps
