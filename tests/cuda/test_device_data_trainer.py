@@ -111,3 +111,40 @@ def test_checkpoint_rng_states_carry_the_device_generators(fake_cuda):
     set_rng_states(saved)
     np.testing.assert_array_equal(ember.rand(4, device="cuda").cpu().numpy(), expected)
     assert list(get_cuda_rng_states()) == [0]
+
+
+@pytest.mark.parametrize("precision, low", [("16-mixed", "float16"), ("bf16-mixed", "bfloat16")])
+def test_mixed_precision_on_cuda_matches_the_cpu_run(fake_cuda, precision, low):
+    """The GPU recipe's setting: autocast keyed on the device type 'cuda' (the module's
+    products run in the low dtype there), float32 parameters, and the GradScaler's state."""
+
+    class LowProbe(DeviceProbe):
+        def training_step(self, batch, batch_idx):
+            x, _ = batch
+            self.seen.append((x.device, self(x).dtype))
+            return super().training_step(batch, batch_idx)
+
+    runs = {}
+    for accelerator in ("cpu", "cuda"):
+        ember.manual_seed(0)
+        model = LowProbe()
+        trainer = Trainer(
+            **{**QUIET, "accelerator": accelerator}, precision=precision, max_epochs=2
+        )
+        trainer.fit(model, _loader())
+        runs[accelerator] = (model, trainer)
+    (cpu_model, cpu_trainer), (model, trainer) = runs["cpu"], runs["cuda"]
+    low = getattr(ember, low)
+    lows = [s for s in model.seen if len(s) == 2]
+    assert lows and all(s == ("cuda:0", low) for s in lows)
+    assert all(p.dtype == ember.float32 and p.device == "cuda:0" for p in model.parameters())
+    for p, q in zip(cpu_model.parameters(), model.parameters()):
+        np.testing.assert_allclose(
+            q.detach().cpu().numpy(), p.detach().numpy(), rtol=1e-4, atol=1e-5
+        )
+    assert trainer.global_step == cpu_trainer.global_step > 0
+    scaler = trainer.precision_plugin.scaler
+    if precision == "16-mixed":
+        assert scaler.state_dict() == cpu_trainer.precision_plugin.scaler.state_dict()
+    else:
+        assert scaler is None
