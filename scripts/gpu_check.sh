@@ -12,9 +12,10 @@
 # 3. bench:     python -m benchmarks.gpu (Ember vs PyTorch CUDA eager in one process, with
 #               Ember's top kernels).
 # 4. suites:    EMBER_TEST_DEVICE=cuda pytest tests/ops tests/nn: every op and layer test with
-#               its inputs on the GPU against torch on the CPU, with whatever time is left
-#               (informative: ~60 tests assume the CPU - numpy flags, reprs without a device,
-#               host masks passed to internals - and fail there by design; see the fake run).
+#               its inputs on the GPU against torch on the CPU, with whatever time is left.
+#               Tests of CPU-only paths skip there (tests/oracle.py cpu_only); the same run on
+#               the fake CuPy (EMBER_TEST_DEVICE=fake-cuda) is all green, so a failure here
+#               is a GPU bug.
 # Each stage has its own timeout and the whole run stays under 8 minutes. With $OUT set, the
 # logs, the benchmark JSON and summary.md are written there.
 #
