@@ -157,3 +157,16 @@ def marker(path) -> dict:
     """The JSON marker a fake save_checkpoint wrote."""
     with open(path) as f:
         return json.load(f)
+
+
+def top2_with_last(dirpath):
+    """The ModelCheckpoint of the top-k scenarios: the 2 lowest val_loss, plus last.ckpt."""
+    from ember.callbacks.model_checkpoint import ModelCheckpoint
+
+    return ModelCheckpoint(
+        dirpath=dirpath,
+        filename="{epoch}-{step}-{val_loss:.3f}",
+        monitor="val_loss",
+        save_top_k=2,
+        save_last=True,
+    )

@@ -17,7 +17,15 @@ from ember.callbacks import model_checkpoint as mc_mod
 from ember.callbacks.callback import Callback
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.distributed.strategy import SingleDeviceStrategy
-from tests.callbacks.fakes import VALUES, RecordingLogger, fake_trainer, files, marker, run_fit
+from tests.callbacks.fakes import (
+    VALUES,
+    RecordingLogger,
+    fake_trainer,
+    files,
+    marker,
+    run_fit,
+    top2_with_last,
+)
 
 
 def ckpt_trainer(tmp_path, *, write=True, **kw):
@@ -130,13 +138,7 @@ def test_format_checkpoint_name_version_override_and_no_dir():
 
 def test_top_k_scenario_exact_files(tmp_path):
     d = tmp_path / "ck"
-    cb = ModelCheckpoint(
-        dirpath=d,
-        filename="{epoch}-{step}-{val_loss:.3f}",
-        monitor="val_loss",
-        save_top_k=2,
-        save_last=True,
-    )
+    cb = top2_with_last(d)
     trainer = fit(tmp_path, cb, VALUES)
     e3, e4 = (
         os.path.join(str(d), n)

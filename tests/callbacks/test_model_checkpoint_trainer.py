@@ -10,7 +10,7 @@ import os
 import pytest
 
 from ember.callbacks.model_checkpoint import ModelCheckpoint
-from tests.callbacks.fakes import VALUES, files, marker
+from tests.callbacks.fakes import VALUES, files, marker, top2_with_last
 from tests.trainer.helpers import QUIET, ToyModel, loader
 
 
@@ -75,13 +75,7 @@ def real_trainer(tmp_path, callbacks, **kw):
 
 def test_trainer_top_k_scenario(tmp_path, marker_saves):
     d = tmp_path / "ck"
-    cb = ModelCheckpoint(
-        dirpath=d,
-        filename="{epoch}-{step}-{val_loss:.3f}",
-        monitor="val_loss",
-        save_top_k=2,
-        save_last=True,
-    )
+    cb = top2_with_last(d)
     trainer = real_trainer(tmp_path, [cb], num_sanity_val_steps=2)
     trainer.fit(scripted(VALUES), loader(n=12), loader(n=4))
     assert files(d) == {
@@ -178,13 +172,7 @@ def read(path):
 
 def test_real_checkpoints_top_k_and_their_state(tmp_path):
     d = tmp_path / "ck"
-    cb = ModelCheckpoint(
-        dirpath=d,
-        filename="{epoch}-{step}-{val_loss:.3f}",
-        monitor="val_loss",
-        save_top_k=2,
-        save_last=True,
-    )
+    cb = top2_with_last(d)
     trainer = real_trainer(tmp_path, [cb])
     trainer.fit(scripted(VALUES), loader(n=12), loader(n=4))
     best = os.path.join(str(d), "epoch=3-step=12-val_loss=1.000.ckpt")
@@ -208,14 +196,7 @@ def test_real_checkpoints_top_k_and_their_state(tmp_path):
 
 
 def test_real_resume_from_last_continues_top_k_like_one_run(tmp_path):
-    def make(d):
-        return ModelCheckpoint(
-            dirpath=d,
-            filename="{epoch}-{step}-{val_loss:.3f}",
-            monitor="val_loss",
-            save_top_k=2,
-            save_last=True,
-        )
+    make = top2_with_last
 
     whole = make(tmp_path / "whole")
     real_trainer(tmp_path, [whole]).fit(scripted(VALUES), loader(n=12), loader(n=4))
@@ -245,13 +226,7 @@ def test_real_resume_from_last_continues_top_k_like_one_run(tmp_path):
 
 def test_real_fit_ckpt_path_best(tmp_path):
     d = tmp_path / "ck"
-    cb = ModelCheckpoint(
-        dirpath=d,
-        filename="{epoch}-{step}-{val_loss:.3f}",
-        monitor="val_loss",
-        save_top_k=2,
-        save_last=True,
-    )
+    cb = top2_with_last(d)
     trainer = real_trainer(tmp_path, [cb])
     trainer.fit(scripted(VALUES), loader(n=12), loader(n=4))
     best = cb.best_model_path
