@@ -6,14 +6,16 @@ The op policy is PyTorch's CUDA policy, applied on every device type (NumPy arra
 - in the autocast dtype: matmul/mm/bmm/mv, linear, conv1d-3d and conv_transpose1d-3d,
   scaled_dot_product_attention (and so multi-head attention);
 - in float32: softmax, log_softmax, cross_entropy, nll_loss and the other losses, layer_norm,
-  group_norm, sum, exp, log (and torch's other fp32 unary ops), norm;
-- promoted to the widest input dtype: dot, bilinear;
+  group_norm, rms_norm, sum, cumsum, prod, cumprod, logsumexp, norm, pow, softplus, exp, log
+  (and torch's other fp32 unary ops); the reductions and norm only without an explicit dtype;
+- promoted to the widest input dtype: dot, bilinear, scatter_add;
 - everything else runs in whatever dtype its inputs have (``half + float`` promotes to float32
   by the ordinary rules, as under torch).
 
-torch's CPU autocast keeps softmax, log_softmax, layer_norm, group_norm, sum, exp and log in
-the low dtype; Ember uses the CUDA list everywhere, so a CPU run previews the numerics of a GPU
-run, and (NumPy being slow in half precision) more of the graph stays in fast float32.
+torch's CPU autocast keeps softmax, log_softmax, layer_norm, group_norm, sum, exp, log, pow,
+norm and softplus in the low dtype; Ember uses the CUDA list everywhere, so a CPU run previews
+the numerics of a GPU run, and (NumPy being slow in half precision) more of the graph stays in
+fast float32.
 
 float64 tensors are never cast. Parameters keep their dtype: the casts are differentiable, so
 float32 parameters get float32 gradients. Within a region a parameter used twice is cast once.

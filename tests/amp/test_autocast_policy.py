@@ -149,6 +149,14 @@ CASES = {
     "pow_tensor": (lambda t, f, a, b: t.pow(a, b), [((4, 8), "pos-low"), ((4, 8), "low")], "cuda"),
     "rpow": (lambda t, f, x: 2.0**x, [((4, 8), "low")], "cuda"),
     "softplus": (lambda t, f, x: f.softplus(x), [((4, 8), "low")], "cuda"),
+    # one op in torch, composites of float32-listed ops (softplus, expm1) in Ember
+    "mish": (lambda t, f, x: f.mish(x), [((4, 8), "low")], "cuda"),
+    "logsigmoid": (lambda t, f, x: f.logsigmoid(x), [((4, 8), "low")], "cuda"),
+    "elu": (lambda t, f, x: f.elu(x), [((4, 8), "low")], "cuda"),
+    "selu": (lambda t, f, x: f.selu(x), [((4, 8), "low")], "cuda"),
+    "celu": (lambda t, f, x: f.celu(x, 0.5), [((4, 8), "low")], "cuda"),
+    "norm_fro_dim": (lambda t, f, x: t.norm(x, "fro", 1), [((4, 8), "low")], "cuda"),
+    "norm_dtype": (lambda t, f, x: x.norm(dtype=x.dtype), [((4, 8), "low")], "cuda"),
     "prod": (lambda t, f, x: x.prod(), [((4, 8), "pos-low")], "cuda"),
     "prod_dim": (lambda t, f, x: t.prod(x, 1), [((4, 8), "pos-low")], "cuda"),
     "prod_dtype": (lambda t, f, x: x.prod(dtype=t.float16), [((4, 8), "pos-low")], "cuda"),
@@ -247,6 +255,7 @@ def test_the_low_precision_ops_agree_with_torch_cpu_autocast_too():
     differ = {"softmax", "log_softmax", "layer_norm", "group_norm", "rms_norm", "sum"}
     differ |= {"sum_dim", "cumsum", "logsumexp", "exp", "log", "log1p", "rsqrt"}
     differ |= {"pow_scalar", "pow_tensor", "rpow", "softplus", "cumprod", "norm", "norm_p1_dim"}
+    differ |= {"norm_fro_dim"}
     differ |= {"expm1", "log2", "reciprocal", "acos", "sinh"}
     differ |= {"mv", "bilinear"}  # torch CPU: mv stays float32, bilinear refuses mixed inputs
     differ |= {"scatter_add_mixed"}  # torch CPU refuses mixed dtypes; CUDA promotes

@@ -9,6 +9,8 @@ to any order. Overflowing branches are clamped first, so no ``0 * inf`` reaches 
 
 from __future__ import annotations
 
+from ember.autograd.autocast_state import state as _autocast
+from ember.autograd.autocast_state import suspended
 from ember.autograd.function import Function
 from ember.ops.activation import gelu, sigmoid, softplus, tanh
 from ember.ops.activation import relu as _relu
@@ -199,6 +201,17 @@ def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
 
 
 # ---------------------------------------------------------------------- composites
+# torch runs each of these as one op, in the input's dtype under autocast too; built here
+# from ops that autocast would send to float32 (expm1, softplus), they run with it suspended.
+def _as_one_op(fn):
+    def op(*args):
+        return suspended(fn, *args) if _autocast.enabled else fn(*args)
+
+    op.__name__, op.__doc__ = fn.__name__, fn.__doc__
+    return op
+
+
+@_as_one_op
 def _elu(x: Tensor, alpha: float, scale: float, input_scale: float) -> Tensor:
     """scale * x for x > 0, else scale * alpha * (exp(x * input_scale) - 1); the negative
     branch sees min(x, 0), so large x cannot overflow into a NaN gradient."""
@@ -261,8 +274,14 @@ def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, inplace, _hardswish, op="hardswish")
 
 
+@_as_one_op
 def _mish(x: Tensor) -> Tensor:
     return x * tanh(softplus(x))
+
+
+@_as_one_op
+def _logsigmoid(x: Tensor) -> Tensor:
+    return -softplus(-x)
 
 
 def mish(input: Tensor, inplace: bool = False) -> Tensor:
@@ -274,7 +293,7 @@ def mish(input: Tensor, inplace: bool = False) -> Tensor:
 def logsigmoid(input: Tensor) -> Tensor:
     """log(sigmoid(x)) = -softplus(-x), stable for large |x|."""
     float_only(input, "log_sigmoid")
-    return -softplus(-input)
+    return _logsigmoid(input)
 
 
 def softsign(input: Tensor) -> Tensor:
