@@ -21,8 +21,8 @@ class UsageError(Exception):
 @contextlib.contextmanager
 def _initialize(config_dir: str | None, job_name: str, config_path: str | None = None):
     """Hydra set up as ``hydra.main`` sets it up for ``ember-train``: the packaged configs, or
-    the ``--config-path`` that replaces them (a relative one is found beside
-    ember/recipes/train.py, as Hydra finds it), and a ``--config-dir`` added to the search path
+    the ``--config-path`` search path that replaces them (absolute or ``pkg://``, as
+    ``train._search_path_of`` resolves it), and a ``--config-dir`` added to the search path
     the way Hydra adds it. This is how hydra.main builds it (hydra._internal; hydra-core is
     pinned to 1.3.x in pyproject.toml for that reason): the public initialize_* functions take
     one directory and no additional one."""

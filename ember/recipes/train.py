@@ -38,6 +38,26 @@ def parse(argv: list):
     return get_args_parser().parse_args(argv)
 
 
+def _search_path_of(config_path: str) -> str:
+    """``-cp`` as hydra.main resolves it for ``_task``: relative to this file under
+    ``python -m ember.recipes.train``, to the ``ember.recipes`` package under the console
+    script; absolute paths and ``pkg://`` as they are."""
+    from hydra._internal.utils import (
+        compute_search_path_dir,
+        detect_calling_file_or_module_from_task_function,
+        validate_config_path,
+    )
+
+    from ember.recipes.checks import UsageError
+
+    try:
+        validate_config_path(config_path)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    calling_file, calling_module = detect_calling_file_or_module_from_task_function(_task)
+    return compute_search_path_dir(calling_file, calling_module, config_path)
+
+
 def prepare(argv: list) -> list:
     """The command line Hydra should see, after the up-front checks (UsageError on a problem)."""
     from ember.recipes.checks import check_command_line
@@ -52,7 +72,8 @@ def prepare(argv: list) -> list:
     )
     if multirun:
         refuse_multirun(launcher_size())
-    source = {"config_dir": args.config_dir, "config_path": args.config_path}
+    config_path = None if args.config_path is None else _search_path_of(args.config_path)
+    source = {"config_dir": args.config_dir, "config_path": config_path}
     check_command_line(name, args.overrides, multirun=multirun, **source)
     if multirun:
         return argv

@@ -17,7 +17,7 @@ from ember.recipes.checks import (  # noqa: E402
     suggestions,
 )
 from ember.recipes.runner import build, hparams_of  # noqa: E402
-from tests.recipes.helpers import EXPERIMENTS, NEEDS_DATA, compose  # noqa: E402
+from tests.recipes.helpers import EXPERIMENTS, NEEDS_DATA, compose, output, run_cli  # noqa: E402
 
 
 def test_the_issue_experiments_are_packaged():
@@ -226,3 +226,11 @@ def test_prepare_composes_from_the_config_path_hydra_will_use(tmp_path):
     assert prepare(["-cp", "configs", "seed=3"]) == ["-cp", "configs", "seed=3"]
     with pytest.raises(UsageError, match="not found"):
         prepare(["-cp", str(tmp_path / "nowhere")])
+    with pytest.raises(UsageError, match="config_path to specify the config name"):
+        prepare(["-cp", str(mine / "train.yaml")])  # Hydra's own check, before composing
+    # under python -m, Hydra finds a relative path beside train.py (not in the package): so
+    # does the check, which reports the missing value from the user's train.yaml
+    relative = os.path.relpath(mine, os.path.dirname(ember.recipes.__file__))
+    proc = run_cli("train", ["-cp", relative], cwd=tmp_path)
+    assert proc.returncode == 2, output(proc)
+    assert "missing required values" in proc.stderr and "note=..." in proc.stderr, output(proc)
