@@ -94,6 +94,11 @@ def test_attention_mask_on_another_device_is_a_clear_error(fake_cuda):
     host = np.tril(np.ones((3, 3), bool))
     out = F.scaled_dot_product_attention(q, q, q, attn_mask=host)
     assert out.device == "cuda:0"
+    # a CPU scalar mask joins the query's device, as CPU scalars do everywhere
+    plain = F.scaled_dot_product_attention(q, q, q)
+    for scalar in (ember.tensor(True), ember.tensor(0.0)):
+        out = F.scaled_dot_product_attention(q, q, q, attn_mask=scalar)
+        np.testing.assert_allclose(out.cpu().numpy(), plain.cpu().numpy(), rtol=1e-6)
 
 
 def test_cpu_scalar_tensor_joins_a_device_tensor(fake_cuda):

@@ -294,6 +294,8 @@ def _masks(attn_mask, is_causal: bool, q: Tensor, tgt: int, src: int):
 
             attn_mask = as_tensor(attn_mask, device=q.device)
         check_same_device(q, attn_mask, op)
+        if attn_mask.device != q.device:  # a CPU scalar joins the query's device, as in torch
+            attn_mask = attn_mask.to(q.device)
         shape = attn_mask.data.shape
         try:
             np.broadcast_shapes(shape, (tgt, src))
