@@ -7,70 +7,21 @@ from __future__ import annotations
 import json
 import os
 from datetime import timedelta
-from types import SimpleNamespace
 
 import pytest
 
-from ember.callbacks.callback import Callback
 from ember.callbacks.model_checkpoint import ModelCheckpoint
 from ember.distributed.strategy import SingleDeviceStrategy
 from tests.callbacks.fakes import (
     VALUES,
     RecordingLogger,
-    fake_trainer,
+    Script,
+    ckpt_trainer,
     files,
+    fit,
     marker,
     run_fit,
 )
-
-
-def ckpt_trainer(tmp_path, *, write=True, **kw):
-    """A fake Trainer (10 batches = 10 steps per epoch) whose ``save_checkpoint`` writes
-    ``{"epoch", "step", "weights_only", "callbacks": {state_key: state}}`` as JSON."""
-    kw.setdefault("num_training_batches", 10)
-    t = fake_trainer(state=SimpleNamespace(fn="fit"), default_root_dir=str(tmp_path), **kw)
-    t.saved = []
-
-    def save_checkpoint(filepath, weights_only=False):
-        t.saved.append(os.path.basename(filepath))
-        if not write:
-            return
-        os.makedirs(os.path.dirname(filepath), exist_ok=True)
-        states = {cb.state_key: cb.state_dict() for cb in t.callbacks}
-        with open(filepath, "w") as f:
-            json.dump(
-                {
-                    "epoch": t.current_epoch,
-                    "step": t.global_step,
-                    "weights_only": weights_only,
-                    "callbacks": states,
-                },
-                f,
-            )
-
-    t.save_checkpoint = save_checkpoint
-    return t
-
-
-class Script(Callback):
-    """Logs ``values[current_epoch]`` under ``key`` at each validation epoch end."""
-
-    def __init__(self, key, values):
-        self.key, self.values = key, values
-
-    def on_validation_epoch_end(self, trainer, pl_module):
-        if not trainer.sanity_checking:
-            trainer.callback_metrics[self.key] = float(self.values[trainer.current_epoch])
-
-
-def fit(tmp_path, cb, values=None, key="val_loss", epochs=None, **kw):
-    """A fake fit of ``len(values)`` epochs (``epochs`` without values) whose validation
-    logs ``values[epoch]`` under ``key``."""
-    trainer = ckpt_trainer(tmp_path, **kw)
-    trainer.callbacks = [cb]
-    cbs = [cb] if values is None else [Script(key, values), cb]
-    run_fit(trainer, cbs, epochs=epochs or (len(values) if values else 2))
-    return trainer
 
 
 # --------------------------------------------------------------- missing monitor
