@@ -53,8 +53,11 @@ def embedding_backward(idx, g, num: int, deterministic: bool = False):
             order = C.contiguous(cp.argsort(flat, kind="stable"))
             ordered = flat[order]
             bounds = cp.flatnonzero(ordered[1:] != ordered[:-1]) + 1
-            starts = C.contiguous(cp.concatenate((cp.zeros(1, np.int64), bounds, [lookups])))
-            starts = starts.astype(np.int64, copy=False)
+            # CuPy concatenates only device arrays (a Python list raises TypeError)
+            last = cp.full(1, lookups, dtype=np.int64)
+            starts = cp.concatenate(
+                (cp.zeros(1, np.int64), bounds.astype(np.int64, copy=False), last)
+            )
             rows = C.contiguous(ordered[starts[:-1]])
             segments = rows.size
             kernel = C.function(SOURCE, NAMES, f"embedding_backward_sorted<{t}>")

@@ -19,12 +19,16 @@ NAMES = tuple(
     for t in _TYPES
 )
 _MAX_GRID = 65535 * 4
-MAX_COLS_PARAM_GRAD = 6144  # 2 * cols fp32 partial sums must fit 48 KiB of shared memory
+# 2 * cols fp32 partial sums plus the kernel's static 32-float scratch must fit the 48 KiB a
+# block gets without an opt-in: (49152 - 128) // 8 = 6128 (6144 would fail to launch)
+MAX_COLS_PARAM_GRAD = 6128
 
 
 def supports(x, weight, bias) -> bool:
     """A kernel handles x (rows, cols) with these affine parameters (None or x's dtype)."""
     if x.size == 0 or C.ctype(x.dtype) is None or x.shape[-1] >= 2**31:
+        return False
+    if x.size // x.shape[-1] >= 2**31:  # rows travel as an int
         return False
     return all(p is None or (p.dtype == x.dtype and p.size == x.shape[-1]) for p in (weight, bias))
 

@@ -21,8 +21,15 @@ _MAX_GRID = 65535 * 4
 
 
 def supports(x, dim: int) -> bool:
-    """A kernel handles ``x`` along ``dim``: the last axis, a floating kernel dtype, > 0 size."""
-    return dim == x.ndim - 1 and x.size > 0 and x.shape[-1] < 2**31 and C.ctype(x.dtype) is not None
+    """A kernel handles ``x`` along ``dim``: the last axis, a floating kernel dtype, > 0 size,
+    rows and columns that fit the kernel's int arguments."""
+    return (
+        dim == x.ndim - 1
+        and x.size > 0
+        and x.shape[-1] < 2**31
+        and x.size // x.shape[-1] < 2**31
+        and C.ctype(x.dtype) is not None
+    )
 
 
 def _launch(direction: str, log: bool, arrays: tuple, out, cols: int) -> None:

@@ -91,6 +91,13 @@ class _NumpyAsCupy:
     def __getattr__(self, name):
         return getattr(np, name)
 
+    @staticmethod
+    def concatenate(arrays, *args, **kwargs):
+        """CuPy's rule: only device arrays (a list or a scalar raises TypeError)."""
+        if not all(isinstance(a, np.ndarray) for a in arrays):
+            raise TypeError("Only cupy arrays can be concatenated")
+        return np.concatenate(arrays, *args, **kwargs)
+
 
 class _Dev(np.ndarray):
     """A NumPy array with CuPy's ``.data.ptr`` (the unscale launcher builds a pointer table)."""
@@ -164,6 +171,34 @@ def test_layer_norm_wide_rows_skip_the_shared_sums(calls):
     mean, rstd = np.zeros(3, np.float32), np.ones(3, np.float32)
     dx, dw, db = layernorm.layer_norm_backward(x, x, _arr(7001, "float32"), mean, rstd)
     assert dw.shape == db.shape == (7001,) and calls == ["layernorm_backward<float>"]
+
+
+@pytest.mark.parametrize("cols", [6128, 6129, 6144])
+def test_layer_norm_param_sums_fit_shared_memory_beside_the_static_scratch(
+    calls, monkeypatch, cols
+):
+    """48 KiB per block (no opt-in) holds the dynamic 2 * cols floats AND the kernel's static
+    ``__shared__ float scratch[32]``: 6144 columns (exactly 48 KiB dynamic) would not launch."""
+    from ember.cuda import layernorm
+
+    smem = []
+
+    def function(src, names, name):
+        rec = _Recorder(src, name, calls)
+
+        def launch(grid, block, args, shared_mem=0):
+            smem.append(shared_mem)
+            rec(grid, block, args, shared_mem)
+
+        return launch
+
+    monkeypatch.setattr(C, "function", function)
+    x = _arr((3, cols), "float32")
+    mean, rstd = np.zeros(3, np.float32), np.ones(3, np.float32)
+    dx, dw, db = layernorm.layer_norm_backward(x, x, _arr(cols, "float32"), mean, rstd)
+    assert dw.shape == db.shape == (cols,)
+    assert smem and all(s + 32 * 4 <= 48 * 1024 for s in smem), smem
+    assert (smem[0] > 0) == (cols <= layernorm.MAX_COLS_PARAM_GRAD)
 
 
 @pytest.mark.parametrize("dt", DT)
@@ -256,3 +291,21 @@ def test_flash_attention_supports():
     assert not fa.supports(q.astype(np.float64), q, q)
     assert not fa.supports(q, q.astype(np.float16), q)
     assert not fa.supports(q[:, :0], q, q)
+
+
+def test_row_kernels_leave_more_than_int32_rows_to_the_composite():
+    """rows travel as a C ``int``: np.int32(rows) would raise past 2**31 - 1 (a shape stub:
+    the supports() checks read only ndim, size, shape and dtype)."""
+    from types import SimpleNamespace
+
+    from ember.cuda import layernorm, softmax
+
+    def stub(rows, cols):
+        return SimpleNamespace(
+            ndim=2, size=rows * cols, shape=(rows, cols), dtype=np.dtype(np.float32)
+        )
+
+    assert softmax.supports(stub(2**31 - 1, 2), 1)
+    assert not softmax.supports(stub(2**31, 2), 1)
+    assert layernorm.supports(stub(2**31 - 1, 2), None, None)
+    assert not layernorm.supports(stub(2**31, 2), None, None)
