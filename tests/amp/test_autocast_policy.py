@@ -178,6 +178,61 @@ CASES = {
         [((4,), "long"), ((8, 5), "f32")],
         "cuda",
     ),
+    # distances: cosine_similarity is on torch's float32 list, pairwise_distance and normalize
+    # reach it through norm (then the division promotes)
+    "cosine_similarity": (
+        lambda t, f, a, b: f.cosine_similarity(a, b),
+        [((4, 8), "low"), ((4, 8), "low")],
+        "cuda",
+    ),
+    "cosine_similarity_f32": (
+        lambda t, f, a, b: f.cosine_similarity(a, b, 0),
+        [((4, 8), "f32"), ((8,), "low")],
+        "cuda",
+    ),
+    "pairwise_distance": (
+        lambda t, f, a, b: f.pairwise_distance(a, b),
+        [((4, 8), "low"), ((4, 8), "low")],
+        "cuda",
+    ),
+    "normalize": (lambda t, f, x: f.normalize(x), [((4, 8), "low")], "cuda"),
+    # the upsample kernels run in float32; 'area' (adaptive pooling) and pixel_shuffle do not
+    "interpolate_nearest": (
+        lambda t, f, x: f.interpolate(x, scale_factor=2),
+        [((1, 2, 4, 4), "low")],
+        "cuda",
+    ),
+    "interpolate_nearest_exact_1d": (
+        lambda t, f, x: f.interpolate(x, size=7, mode="nearest-exact"),
+        [((1, 2, 4), "low")],
+        "cuda",
+    ),
+    "interpolate_bilinear": (
+        lambda t, f, x: f.interpolate(x, size=(3, 7), mode="bilinear", align_corners=True),
+        [((1, 2, 4, 4), "low")],
+        "cuda",
+    ),
+    "interpolate_linear": (
+        lambda t, f, x: f.interpolate(x, scale_factor=1.5, mode="linear"),
+        [((1, 2, 4), "low")],
+        "cuda",
+    ),
+    "interpolate_trilinear": (
+        lambda t, f, x: f.interpolate(x, size=3, mode="trilinear"),
+        [((1, 2, 2, 2, 2), "low")],
+        "cuda",
+    ),
+    "interpolate_f64": (
+        lambda t, f, x: f.interpolate(x, scale_factor=2, mode="bilinear"),
+        [((1, 2, 4, 4), "f64")],
+        "cuda",
+    ),
+    "interpolate_area": (
+        lambda t, f, x: f.interpolate(x, size=2, mode="area"),
+        [((1, 2, 4, 4), "low")],
+        "cuda",
+    ),
+    "pixel_shuffle": (lambda t, f, x: f.pixel_shuffle(x, 2), [((1, 8, 2, 2), "low")], "cuda"),
 }
 
 
@@ -259,6 +314,9 @@ def test_the_low_precision_ops_agree_with_torch_cpu_autocast_too():
     differ |= {"expm1", "log2", "reciprocal", "acos", "sinh"}
     differ |= {"mv", "bilinear"}  # torch CPU: mv stays float32, bilinear refuses mixed inputs
     differ |= {"scatter_add_mixed"}  # torch CPU refuses mixed dtypes; CUDA promotes
+    differ |= {"cosine_similarity", "pairwise_distance", "normalize"}
+    differ |= {"interpolate_nearest", "interpolate_nearest_exact_1d", "interpolate_bilinear"}
+    differ |= {"interpolate_linear", "interpolate_trilinear"}  # torch CPU: the low dtype
     for case, (fn, specs, _) in CASES.items():
         if case in differ:
             continue
