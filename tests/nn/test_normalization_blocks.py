@@ -44,3 +44,23 @@ def test_layer_norm_in_row_blocks_matches_torch(two_threads, affine):
             atol=1e-5,
             rtol=1e-4,
         )
+
+
+@pytest.mark.parametrize("shape", [(2048, 128), (2049, 128), (7, 5), (1, 1), (96, 3000), (0, 4)])
+def test_col_op_equals_the_plain_broadcast(shape):
+    from ember.nn.functional._norm_common import col_op
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(shape).astype(np.float32)
+    v = rng.standard_normal(shape[1]).astype(np.float32)
+    for ufunc in (np.multiply, np.add):
+        out = np.empty_like(a)
+        col_op(ufunc, a, v, out)
+        np.testing.assert_array_equal(out, ufunc(a, v))
+        inplace = a.copy()
+        col_op(ufunc, inplace, v, inplace)
+        np.testing.assert_array_equal(inplace, ufunc(a, v))
+    strided = np.asfortranarray(a)  # not C-contiguous: the plain broadcast
+    out = np.empty_like(a)
+    col_op(np.multiply, strided, v, out)
+    np.testing.assert_array_equal(out, a * v)

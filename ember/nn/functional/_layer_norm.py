@@ -11,7 +11,13 @@ from ember.autograd.function import Function
 from ember.autograd.grad_mode import state
 from ember.cuda import layernorm as cuda_ln
 from ember.cuda.compile import kernels_enabled
-from ember.nn.functional._norm_common import _cast, _norm_backward_graph, _rowdot, eps_of
+from ember.nn.functional._norm_common import (
+    _cast,
+    _norm_backward_graph,
+    _rowdot,
+    col_op,
+    eps_of,
+)
 from ember.ops.parallel import run_blocks, split
 from ember.ops.pointwise import quiet, to_float32
 from ember.tensor.backend import get_array_module
@@ -183,11 +189,12 @@ def _ln_forward_np(x2, w, b, eps):
         np.reciprocal(r, out=r)
         hb *= r[:, None]
         if w is not None:
-            ob = np.multiply(hb, w, out=out[lo:hi])
+            ob = out[lo:hi]
+            col_op(np.multiply, hb, w, ob)
             if b is not None:
-                ob += b
+                col_op(np.add, ob, b, ob)
         elif b is not None:
-            np.add(hb, b, out=out[lo:hi])
+            col_op(np.add, hb, b, out[lo:hi])
 
     run_blocks(kernel, m, _ln_rows(m, d), LN_THREADS)
     return out, (xhat if affine else None), mean, rstd
@@ -232,7 +239,7 @@ def _ln_backward_np(g2, x2, xhat, mean, rstd, w, need_x, need_w, need_b):
         if w is None:
             np.add(prod, gb, out=ob)
         else:
-            np.multiply(gb, w, out=ob)
+            col_op(np.multiply, gb, w, ob)
             ob += prod
         ob *= r[:, None]
 

@@ -20,6 +20,25 @@ def _cast(arr, dtype):
     return arr if arr.dtype == dtype else arr.astype(dtype)
 
 
+# NumPy broadcasts a (d,) vector over (m, d) rows one short inner loop per row: at d = 128
+# that costs ~1.7x a plain pass (57 vs 33 us for (2048, 128)). Seen as (m / k, k d) rows
+# against the vector tiled k times, the loops are long again (36 us).
+_TILE = 8192  # elements per tiled row
+
+
+def col_op(ufunc, a, v, out) -> None:
+    """``ufunc(a, v, out=out)`` for C-contiguous (m, d) ``a`` and ``out`` and a (d,) ``v``."""
+    m, d = a.shape
+    k = max(1, min(m, _TILE // max(d, 1)))
+    while m % k:
+        k //= 2
+    if k == 1 or not (a.flags.c_contiguous and out.flags.c_contiguous):
+        ufunc(a, v, out=out)
+        return
+    tiled = np.tile(v, k)
+    ufunc(a.reshape(m // k, k * d), tiled, out=out.reshape(m // k, k * d))
+
+
 # --------------------------------------------------------------- Tensor-op backward
 def _norm_backward_graph(g, x, w, axes, view, pshape, eps, stats, needs):
     """The closed-form normalisation backward in Tensor ops, recorded under create_graph.
