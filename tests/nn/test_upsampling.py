@@ -49,11 +49,13 @@ def interp(t, **kw):
 
 
 def torch_nearest_via_2d(t, size=None, scale_factor=None, recompute_scale_factor=None, **_):
-    """torch 2.13's CPU forward of 1-D and 3-D 'nearest' skips ATen's nearest_idx shortcuts
-    (an unchanged size is a copy, a doubled one is i // 2) that its 2-D forward, all its
-    backward kernels and its CUDA kernels take; e.g. length 4 with scale_factor=1.2 gives
-    [0, 0, 1, 2] forward but an identity gradient. Ember follows nearest_idx everywhere, so
-    the oracle for 1-D/3-D runs torch's 2-D kernel, one or two spatial dims at a time."""
+    """torch 2.13's CPU 'nearest' is not consistent with itself when a scale_factor gives an
+    unchanged or doubled size: its backward kernels and its 2-D forward on narrow inputs take
+    ATen's nearest_idx shortcuts (a copy, i // 2), its 1-D/3-D forward and its 2-D forward
+    on wide inputs (~127+) use floor(i / scale); e.g. length 4 with scale_factor=1.2 gives
+    [0, 0, 1, 2] forward but an identity gradient. Ember follows nearest_idx everywhere (its
+    forward and gradient agree), so the oracle for 1-D/3-D runs torch's 2-D kernel, one or
+    two spatial dims at a time, on the narrow shapes these tests use."""
     nd = t.ndim - 2
     sizes = [size] * nd if isinstance(size, int) else list(size or [None] * nd)
     if isinstance(scale_factor, (int, float)):
@@ -131,6 +133,33 @@ def test_interpolate_keeps_bfloat16_and_copies_an_identity_resize():
     np.testing.assert_array_equal(
         got, np.arange(9).reshape(3, 3).repeat(2, 0).repeat(2, 1)[None, None]
     )
+
+
+@pytest.mark.parametrize("low", ["float16", "bfloat16"])
+@pytest.mark.parametrize(
+    "shape, mode",
+    [((2, 3, 9), "linear"), ((2, 3, 6, 7), "bilinear"), ((1, 2, 3, 4, 5), "trilinear")],
+)
+def test_half_linear_modes_accumulate_in_float32(low, shape, mode):
+    """Half inputs are resampled in float32 and rounded once. torch's CPU bilinear kernel
+    does the same (bitwise equal); its linear and trilinear kernels compute in the half dtype,
+    which is less accurate, so those are compared with torch's float32 result rounded."""
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    tlow, elow = getattr(torch, low), getattr(ember, low)
+    xt = torch.tensor(x).to(tlow)
+    rounded = TF.interpolate(xt.float(), scale_factor=1.7, mode=mode).to(tlow).float().numpy()
+    xe = ember.tensor(x).to(elow).requires_grad_()
+    got = F.interpolate(xe, scale_factor=1.7, mode=mode)
+    assert got.dtype == elow
+    got32 = got.detach().float().numpy()
+    # separable float32 passes vs torch's one weighted sum: at most a rare 1-ulp tie-break
+    np.testing.assert_allclose(got32, rounded, rtol=2.0 ** (-7 if low == "bfloat16" else -10))
+    assert (got32 != rounded).mean() < 0.01
+    if mode == "bilinear":
+        want = TF.interpolate(xt, scale_factor=1.7, mode=mode).float().numpy()
+        np.testing.assert_array_equal(rounded, want)
+    got.sum().backward()
+    assert xe.grad.dtype == elow and xe.grad.shape == xe.shape
 
 
 def test_interpolate_gradcheck_and_double_backward():

@@ -15,7 +15,7 @@ from ember.autograd import autocast_state as _amp
 from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function
 from ember.nn.functional import pooling as _pooling
-from ember.ops.conversion import clone
+from ember.ops.conversion import cast_to, clone
 from ember.ops.gather_scatter import IndexAdd, IndexSelect
 from ember.ops.pointwise import check_tensor
 from ember.ops.reduction import sum as _sum
@@ -33,6 +33,7 @@ _KERNEL = {"nearest": "upsample_nearest", "nearest-exact": "_upsample_nearest_ex
 _KERNEL.update({"linear": "upsample_linear", "bilinear": "upsample_bilinear"})
 _KERNEL["trilinear"] = "upsample_trilinear"
 _AXES = ("D", "H", "W")
+_HALF = frozenset((dtypes.float16.np, dtypes.bfloat16.np))
 
 
 def _is_int(v) -> bool:
@@ -164,7 +165,10 @@ def _upsample(input: Tensor, sizes: list, scales: list, mode: str, align_corners
         raise NotImplementedError(f"\"{op}\" not implemented for '{input.dtype.name}'")
     xp = get_array_module(arr)
     ft = np.float64 if arr.dtype == np.float64 else np.float32  # torch's opmath type
-    out = input
+    # half inputs resample in float32 and round once at the end, as torch's kernels do
+    half = linear and arr.dtype in _HALF
+    out = cast_to(input, dtypes.float32) if half else input
+    wt = np.float32 if half else arr.dtype
     for k, (n_in, n_out, scale) in enumerate(zip(spatial, sizes, scales)):
         ax = 2 + k
         if linear:
@@ -172,8 +176,8 @@ def _upsample(input: Tensor, sizes: list, scales: list, mode: str, align_corners
             if plan is not None:
                 i0, i1, l1 = plan
                 w_shape = (n_out,) + (1,) * (len(shape) - 1 - ax)
-                w1 = l1.astype(arr.dtype).reshape(w_shape)
-                w0 = (1 - l1).astype(arr.dtype).reshape(w_shape)
+                w1 = l1.astype(wt).reshape(w_shape)
+                w0 = (1 - l1).astype(wt).reshape(w_shape)
                 out = _Resample(ax, i0, w0, i1, w1).apply(out)
         else:
             idx = _nearest_index(xp, n_in, n_out, scale, mode == "nearest-exact")
@@ -182,6 +186,8 @@ def _upsample(input: Tensor, sizes: list, scales: list, mode: str, align_corners
                 out = _Repeat(ax, k).apply(out)  # integer factor: repeat, and a reshape-sum back
             elif idx is not None:
                 out = IndexSelect(ax, idx).apply(out)
+    if half:
+        out = cast_to(out, input.dtype)
     return clone(input) if out is input else out
 
 
