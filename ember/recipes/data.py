@@ -92,7 +92,50 @@ class CharDataModule(DataModule):
         return self.val_dataloader()
 
 
-class MNISTDataModule(DataModule):
+class _ClassificationData(DataModule):
+    """Labelled samples: ``_build`` makes the (train, val) datasets once, at the first setup;
+    shuffled training batches of ``batch_size``, larger validation batches, test = val."""
+
+    tokens_per_sample = 1
+    drop_last = False
+
+    def __init__(self, batch_size: int, num_workers: int = 0) -> None:
+        super().__init__()
+        self.batch_size, self.num_workers = int(batch_size), num_workers
+        self.train_set = self.val_set = None
+
+    def _build(self) -> tuple:
+        raise NotImplementedError
+
+    def _val_batch_size(self) -> int:
+        return 500
+
+    def model_kwargs(self) -> dict:
+        return {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set, self.val_set = self._build()
+
+    def train_dataloader(self):
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=self.drop_last,
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self):
+        return DataLoader(
+            self.val_set, batch_size=self._val_batch_size(), num_workers=self.num_workers
+        )
+
+    def test_dataloader(self):
+        return self.val_dataloader()
+
+
+class MNISTDataModule(_ClassificationData):
     """MNIST. ``split="standard"``: the 60k training images, validated on the 10k test images.
     ``split="holdout"``: only the 10k test file (all that some machines have), split at random
     (``split_seed``) into ``holdout_train`` training and ``holdout_val`` validation images."""
@@ -107,30 +150,21 @@ class MNISTDataModule(DataModule):
         split_seed: int = 0,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers)
         if split not in ("holdout", "standard"):
             raise ValueError(
                 f"MNISTDataModule: split must be 'holdout' or 'standard', got {split!r}"
             )
-        self.root, self.batch_size, self.split = root, int(batch_size), split
+        self.root, self.split = root, split
         self.holdout = (int(holdout_train), int(holdout_val))
-        self.split_seed, self.num_workers = split_seed, num_workers
-        self.tokens_per_sample = 1
-        self.train_set = self.val_set = None
+        self.split_seed = split_seed
 
-    def model_kwargs(self) -> dict:
-        return {}
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def _build(self) -> tuple:
         from ember.data import random_split
         from ember.data.datasets import MNIST
 
         if self.split == "standard":
-            self.train_set = MNIST(self.root, train=True)
-            self.val_set = MNIST(self.root, train=False)
-            return
+            return MNIST(self.root, train=True), MNIST(self.root, train=False)
         test = MNIST(self.root, train=False)
         n_train, n_val = self.holdout
         if n_train + n_val > len(test):
@@ -141,65 +175,32 @@ class MNISTDataModule(DataModule):
         rest = len(test) - n_train - n_val
         gen = ember.Generator().manual_seed(int(self.split_seed))
         parts = random_split(test, [n_train, n_val, rest], generator=gen)
-        self.train_set, self.val_set = parts[0], parts[1]
-
-    def train_dataloader(self):
-        return DataLoader(
-            self.train_set, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers
-        )
-
-    def val_dataloader(self):
-        return DataLoader(self.val_set, batch_size=500, num_workers=self.num_workers)
-
-    def test_dataloader(self):
-        return self.val_dataloader()
+        return parts[0], parts[1]
 
 
-class CIFAR10DataModule(DataModule):
+class CIFAR10DataModule(_ClassificationData):
     """CIFAR-10 (50k train / 10k test); ``augment``: random crop (padding 4) and horizontal
     flip on the training images."""
+
+    drop_last = True
 
     def __init__(
         self, root=None, batch_size: int = 128, augment: bool = True, num_workers: int = 0
     ) -> None:
-        super().__init__()
-        self.root, self.batch_size = root, int(batch_size)
-        self.augment, self.num_workers = augment, num_workers
-        self.tokens_per_sample = 1
-        self.train_set = self.val_set = None
+        super().__init__(batch_size, num_workers)
+        self.root, self.augment = root, augment
 
-    def model_kwargs(self) -> dict:
-        return {}
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def _build(self) -> tuple:
         from ember.data import transforms as T
         from ember.data.datasets import CIFAR10
 
         aug = None
         if self.augment:
             aug = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()])
-        self.train_set = CIFAR10(self.root, train=True, transform=aug)
-        self.val_set = CIFAR10(self.root, train=False)
-
-    def train_dataloader(self):
-        return DataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=self.num_workers,
-        )
-
-    def val_dataloader(self):
-        return DataLoader(self.val_set, batch_size=500, num_workers=self.num_workers)
-
-    def test_dataloader(self):
-        return self.val_dataloader()
+        return CIFAR10(self.root, train=True, transform=aug), CIFAR10(self.root, train=False)
 
 
-class SyntheticDataModule(DataModule):
+class SyntheticDataModule(_ClassificationData):
     """A learnable random classification task (no files): Gaussian inputs of ``shape``, labels
     from a fixed random linear teacher. For smoke runs and the MLP recipe."""
 
@@ -212,33 +213,19 @@ class SyntheticDataModule(DataModule):
         val_fraction: float = 0.25,
         seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size)
         self.num_samples, self.shape = int(num_samples), tuple(int(s) for s in shape)
-        self.num_classes, self.batch_size = int(num_classes), int(batch_size)
+        self.num_classes = int(num_classes)
         self.val_fraction, self.seed = val_fraction, seed
-        self.tokens_per_sample = 1
-        self.train_set = self.val_set = None
 
-    def model_kwargs(self) -> dict:
-        return {}
+    def _val_batch_size(self) -> int:
+        return self.batch_size * 4
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def _build(self) -> tuple:
         rng = np.random.default_rng(self.seed)
         x = rng.standard_normal((self.num_samples, *self.shape), dtype=np.float32)
         teacher = rng.standard_normal((int(np.prod(self.shape)), self.num_classes))
         y = (x.reshape(self.num_samples, -1) @ teacher).argmax(1).astype(np.int64)
         n_val = max(1, int(self.num_samples * self.val_fraction))
         xt, yt = ember.tensor(x), ember.tensor(y)
-        self.train_set = TensorDataset(xt[n_val:], yt[n_val:])
-        self.val_set = TensorDataset(xt[:n_val], yt[:n_val])
-
-    def train_dataloader(self):
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
-
-    def val_dataloader(self):
-        return DataLoader(self.val_set, batch_size=self.batch_size * 4)
-
-    def test_dataloader(self):
-        return self.val_dataloader()
+        return TensorDataset(xt[n_val:], yt[n_val:]), TensorDataset(xt[:n_val], yt[:n_val])
