@@ -59,6 +59,17 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     return warp_max(v);
 }
 
+// Fold one value into a thread's running (max, sum of exp(x - max)). -inf is skipped (it adds
+// exp(-inf) = 0; folding it naively would give exp(-inf + inf) = NaN); NaN propagates.
+__device__ __forceinline__ void online_add(float v, float& m, float& s) {
+    if (v > m) {
+        s = s * expf(m - v) + 1.0f;
+        m = v;
+    } else if (v != neg_inf()) {  // NaN != -inf: it propagates
+        s += expf(v - m);
+    }
+}
+
 // 16 bytes of T: one 128-bit load or store.
 template <typename T> struct alignas(16) Pack {
     static constexpr int N = 16 / sizeof(T);

@@ -5,19 +5,6 @@
 // Backward: dS = scale * y * (g - sum_j(g * y)); masked entries get 0.
 #include "_common.cu"
 
-namespace {
-
-__device__ __forceinline__ void online_add(float v, float& m, float& s) {
-    if (v > m) {
-        s = s * expf(m - v) + 1.0f;
-        m = v;
-    } else if (v != ember::neg_inf()) {
-        s += expf(v - m);
-    }
-}
-
-}  // namespace
-
 template <typename T>
 __global__ void causal_softmax_forward(const T* __restrict__ x, T* __restrict__ y, int rows,
                                        int tgt, int src, float scale) {
@@ -27,7 +14,7 @@ __global__ void causal_softmax_forward(const T* __restrict__ x, T* __restrict__ 
         const int visible = min(row % tgt + 1, src);
         float m = ember::neg_inf(), s = 0.0f;
         for (int j = threadIdx.x; j < visible; j += blockDim.x) {
-            online_add(scale * ember::to_f(x[base + j]), m, s);
+            ember::online_add(scale * ember::to_f(x[base + j]), m, s);
         }
         const float row_max = ember::block_max(m, scratch);
         const float mine = (s == 0.0f) ? 0.0f : s * expf(m - row_max);

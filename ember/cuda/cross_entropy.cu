@@ -7,19 +7,6 @@
 // replaced by a valid class), so no index here is out of range.
 #include "_common.cu"
 
-namespace {
-
-__device__ __forceinline__ void online_add(float v, float& m, float& s) {
-    if (v > m) {
-        s = s * expf(m - v) + 1.0f;
-        m = v;
-    } else if (v != ember::neg_inf()) {
-        s += expf(v - m);
-    }
-}
-
-}  // namespace
-
 // loss[row] = rowscale * ((1 - eps) * (lse - x[y]) + eps * (lse - mean(x))); lse[row] saved.
 template <typename T>
 __global__ void cross_entropy_forward(const T* __restrict__ logits,
@@ -38,14 +25,14 @@ __global__ void cross_entropy_forward(const T* __restrict__ logits,
 #pragma unroll
                 for (int k = 0; k < P::N; ++k) {
                     const float v = ember::to_f(p.v[k]);
-                    online_add(v, m, s);
+                    ember::online_add(v, m, s);
                     total += v;
                 }
             }
         } else {
             for (int i = threadIdx.x; i < cols; i += blockDim.x) {
                 const float v = ember::to_f(xr[i]);
-                online_add(v, m, s);
+                ember::online_add(v, m, s);
                 total += v;
             }
         }

@@ -7,17 +7,6 @@
 
 namespace {
 
-// Fold one value into a thread's running (max, sum of exp(x - max)). -inf is skipped (it adds
-// exp(-inf) = 0; folding it naively would give exp(-inf + inf) = NaN); NaN propagates.
-__device__ __forceinline__ void online_add(float v, float& m, float& s) {
-    if (v > m) {
-        s = s * expf(m - v) + 1.0f;
-        m = v;
-    } else if (v != ember::neg_inf()) {  // NaN != -inf: it propagates
-        s += expf(v - m);
-    }
-}
-
 // Combine every thread's (m, s) into the row's (max, sum) on all threads.
 __device__ __forceinline__ void row_stats(float m, float s, float* scratch, float& row_max,
                                           float& row_sum) {
@@ -43,10 +32,10 @@ __global__ void softmax_forward(const T* __restrict__ x, T* __restrict__ y, int 
             for (int i = threadIdx.x * P::N; i < cols; i += blockDim.x * P::N) {
                 const P p = *reinterpret_cast<const P*>(xr + i);
 #pragma unroll
-                for (int k = 0; k < P::N; ++k) online_add(ember::to_f(p.v[k]), m, s);
+                for (int k = 0; k < P::N; ++k) ember::online_add(ember::to_f(p.v[k]), m, s);
             }
         } else {
-            for (int i = threadIdx.x; i < cols; i += blockDim.x) online_add(ember::to_f(xr[i]), m, s);
+            for (int i = threadIdx.x; i < cols; i += blockDim.x) ember::online_add(ember::to_f(xr[i]), m, s);
         }
         float row_max, row_sum;
         row_stats(m, s, scratch, row_max, row_sum);
