@@ -9,21 +9,35 @@ from ember.ops import parallel as P
 from tests.oracle import torch
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("n", [1000, 300_001, 1 << 20])
-def test_gelu_blocks_agree_with_one_block_and_torch(threads, n, monkeypatch):
-    x = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 3
+def _set_block(monkeypatch, block: int) -> None:
+    monkeypatch.setattr(A, "_GELU_BLOCK", block)
+    monkeypatch.setattr(A, "_GELU_MIN_BLOCK", block)
+
+
+def _blocked_equals_one_block(x, threads: int, block, monkeypatch):
+    """(gelu, gelu') of x in blocks of ``block`` (None: the defaults) on ``threads`` threads,
+    after checking they are bitwise the one-block, one-thread result."""
     before = P.get_num_threads()
     P.set_num_threads(threads)
     try:
-        out, deriv = A._gelu_exact_f32(x)
-        monkeypatch.setattr(A, "_GELU_BLOCK", 1 << 30)  # one block, one thread
-        monkeypatch.setattr(A, "_GELU_MIN_BLOCK", 1 << 30)
-        out1, deriv1 = A._gelu_exact_f32(x)
+        with np.errstate(all="ignore"):  # as Gelu.forward: x * x overflows for 3e38
+            if block is not None:
+                _set_block(monkeypatch, block)
+            out, deriv = A._gelu_exact_f32(x)
+            _set_block(monkeypatch, 1 << 30)  # one block, one thread
+            out1, deriv1 = A._gelu_exact_f32(x)
     finally:
         P.set_num_threads(before)
     np.testing.assert_array_equal(out, out1)
     np.testing.assert_array_equal(deriv, deriv1)
+    return out, deriv
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", [1000, 300_001, 1 << 20])
+def test_gelu_blocks_agree_with_one_block_and_torch(threads, n, monkeypatch):
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 3
+    out, deriv = _blocked_equals_one_block(x, threads, None, monkeypatch)
     xt = torch.tensor(x, requires_grad=True)
     yt = torch.nn.functional.gelu(xt)
     yt.sum().backward()
@@ -40,20 +54,7 @@ def test_gelu_exp2_range_guard_large_and_special_inputs(threads, monkeypatch):
     x = rng.standard_normal(1 << 18).astype(np.float32) * 10
     x[:8] = [np.inf, -np.inf, 1e30, -1e30, 3e38, -3e38, 13.25, -13.25]
     x[-70_000:] = rng.standard_normal(70_000).astype(np.float32)  # blocks on the fast path
-    before = P.get_num_threads()
-    P.set_num_threads(threads)
-    try:
-        with np.errstate(all="ignore"):  # as Gelu.forward: x * x overflows for 3e38
-            monkeypatch.setattr(A, "_GELU_BLOCK", 1 << 14)
-            monkeypatch.setattr(A, "_GELU_MIN_BLOCK", 1 << 14)
-            out, deriv = A._gelu_exact_f32(x)
-            monkeypatch.setattr(A, "_GELU_BLOCK", 1 << 30)
-            monkeypatch.setattr(A, "_GELU_MIN_BLOCK", 1 << 30)
-            out1, deriv1 = A._gelu_exact_f32(x)
-    finally:
-        P.set_num_threads(before)
-    np.testing.assert_array_equal(out, out1)
-    np.testing.assert_array_equal(deriv, deriv1)
+    out, deriv = _blocked_equals_one_block(x, threads, 1 << 14, monkeypatch)
     xt = torch.tensor(x, requires_grad=True)
     yt = torch.nn.functional.gelu(xt)
     yt.sum().backward()
