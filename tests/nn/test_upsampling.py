@@ -181,6 +181,54 @@ def test_interpolate_gradcheck_and_double_backward():
     )
 
 
+@pytest.mark.parametrize("mode", ["linear", "bilinear", "trilinear"])
+def test_dense_products_equal_the_gathers(mode, monkeypatch):
+    """Short NumPy axes resample as BLAS products with the weight matrix (forward and input
+    gradient); with the products switched off (every axis longer than DENSE_MAX_IN) the
+    gather / scatter-add path must give the same values. Long axes always take the gathers."""
+    from ember.nn.functional import _resample
+
+    nd = {"linear": 1, "bilinear": 2, "trilinear": 3}[mode]
+    x = rand(*((2, 3) + (5, 7, 4)[:nd]), seed=3)
+    g = rand(*((2, 3) + (9, 13, 6)[:nd]), seed=4)
+
+    def run():
+        t = ember.tensor(x, requires_grad=True)
+        out = F.interpolate(t, size=(9, 13, 6)[:nd], mode=mode)
+        out.backward(ember.tensor(g))
+        return out.detach().numpy(), t.grad.numpy()
+
+    dense = run()
+    monkeypatch.setattr(_resample, "DENSE_MAX_IN", 0)
+    gathered = run()
+    for a, b in zip(dense, gathered):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    long_axis = rand(2, 3, 300, seed=5)  # 300 > DENSE_MAX_IN: the gathers, against torch
+    monkeypatch.undo()
+    check_op(lambda t: interp(t, scale_factor=1.5, mode="linear"), [long_axis])
+
+
+def test_non_finite_values_keep_the_gathers():
+    """A zero weight times inf is NaN, so an inf must not reach the dense product: the output
+    and the gradient keep torch's inf/NaN pattern (NaN only where torch has it)."""
+    x = rand(1, 2, 4, 5, seed=7)
+    x[0, 1, 2, 3] = np.inf
+    x[0, 0, 0, 0] = np.nan
+    g = rand(1, 2, 8, 10, seed=8)
+    g[0, 0, 5, 5] = -np.inf
+    t = ember.tensor(x, requires_grad=True)
+    out = F.interpolate(t, scale_factor=2, mode="bilinear")
+    out.backward(ember.tensor(g))
+    tt = torch.tensor(x, requires_grad=True)
+    want = TF.interpolate(tt, scale_factor=2, mode="bilinear")
+    want.backward(torch.tensor(g))
+    for got, ref in ((out.detach().numpy(), want.detach().numpy()), (t.grad, tt.grad.numpy())):
+        got = np.asarray(got.numpy() if isinstance(got, ember.Tensor) else got)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)  # infs compared by sign
+    assert np.isnan(out.detach().numpy()).any() and np.isinf(t.grad.numpy()).any()
+
+
 def test_upsample_modules_match_torch():
     mods = [
         ({"scale_factor": 2}, {}),

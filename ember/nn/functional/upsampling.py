@@ -4,7 +4,9 @@ Resizing is separable: each spatial axis is resampled in turn with one gather (n
 weighted gathers (linear) whose index arrays and weights are computed once per axis with
 torch's formulas (nearest_idx; area_pixel_compute_source_index in float32 for float32/16
 inputs, float64 for float64), so there is no Python loop over pixels. The gradient is the
-scatter-add adjoint (IndexAdd), itself differentiable. 'area' is adaptive average pooling.
+scatter-add adjoint (IndexAdd), itself differentiable. Short NumPy axes run the linear passes as
+BLAS products with the weight matrix instead, and integer nearest factors sum their gradient
+runs with strided adds (_resample.py). 'area' is adaptive average pooling.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import numpy as np
 from ember.autograd import autocast_state as _amp
 from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function
+from ember.autograd.grad_mode import state
+from ember.nn.functional import _resample
 from ember.nn.functional import pooling as _pooling
 from ember.ops.conversion import cast_to, clone
 from ember.ops.gather_scatter import IndexAdd, IndexSelect
@@ -178,7 +182,10 @@ def _upsample(input: Tensor, sizes: list, scales: list, mode: str, align_corners
                 w_shape = (n_out,) + (1,) * (len(shape) - 1 - ax)
                 w1 = l1.astype(wt).reshape(w_shape)
                 w0 = (1 - l1).astype(wt).reshape(w_shape)
-                out = _Resample(ax, i0, w0, i1, w1).apply(out)
+                dense = None
+                if xp is np and n_in <= _resample.DENSE_MAX_IN:
+                    dense = _resample.interpolation_matrix(n_in, i0, 1 - l1, i1, l1, wt)
+                out = _Resample(ax, i0, w0, i1, w1, dense).apply(out)
         else:
             idx = _nearest_index(xp, n_in, n_out, scale, mode == "nearest-exact")
             k = n_out // n_in
@@ -237,13 +244,18 @@ class _Resample(Function):
     """Linear resampling along ``axis``: out[j] = w0[j] * a[i0[j]] + w1[j] * a[i1[j]].
 
     The weights are constants shaped to broadcast along ``axis``; the backward scatter-adds
-    the weighted gradient at i0 and i1 (IndexAdd, whose own backward is a gather)."""
+    the weighted gradient at i0 and i1 (IndexAdd, whose own backward is a gather). With
+    ``dense`` (the same weights as an (n_in, n_out) matrix, for short NumPy axes) finite
+    arrays take BLAS products instead, both ways (ember/nn/functional/_resample.py)."""
 
-    def __init__(self, axis: int, i0, w0, i1, w1):
+    def __init__(self, axis: int, i0, w0, i1, w1, dense=None):
         self.axis, self.i0, self.w0, self.i1, self.w1 = axis, i0, w0, i1, w1
+        self.dense = dense
 
     def forward(self, a):
         self.shape = a.shape
+        if self.dense is not None and _resample.all_finite(a):
+            return _resample.resample_axis(a, self.dense, self.axis)
         xp = get_array_module(a)
         out = xp.take(a, self.i0, axis=self.axis)
         out *= self.w0
@@ -252,6 +264,8 @@ class _Resample(Function):
 
     def backward(self, g):
         ax, shape = self.axis, self.shape
+        if self.dense is not None and not state.enabled and _resample.all_finite(g.data):
+            return Tensor(_resample.resample_axis(g.data, self.dense.T, ax))
         g0 = IndexAdd(ax, self.i0, shape).apply(None, g * Tensor(self.w0))
         return g0 + IndexAdd(ax, self.i1, shape).apply(None, g * Tensor(self.w1))
 
@@ -272,6 +286,8 @@ class _Repeat(Function):
 
     def backward(self, g):
         ax, shape = self.axis, self.shape
+        if not state.enabled and type(g.data) is np.ndarray:  # no double backward: raw adds
+            return Tensor(_resample.sum_runs(g.data, ax, self.k))
         runs = reshape(g, shape[:ax] + (shape[ax], self.k) + shape[ax + 1 :])
         return _sum(runs, ax + 1)
 
