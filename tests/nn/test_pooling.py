@@ -215,6 +215,44 @@ def test_adaptive_1d_pools_match_torch():
         )
 
 
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x, lib=F: lib.adaptive_avg_pool2d(x, 1),  # the global pool of a CNN head
+        lambda x, lib=F: lib.adaptive_avg_pool2d(x, (2, 4)),
+        lambda x, lib=F: lib.avg_pool2d(x, 4),  # 18 = 4 * 4 + 2 left over (floor mode)
+        lambda x, lib=F: lib.avg_pool2d(x, (8, 2)),
+        lambda x, lib=F: lib.avg_pool2d(x, 4, divisor_override=3),
+    ],
+)
+def test_large_side_by_side_windows_match_torch(fn):
+    """Windows of >= 16 elements with stride = kernel take one reduction over a window view
+    (and a broadcast copy back) instead of a loop over kernel offsets; uneven sizes leave the
+    rows past the last window out of the forward and with a zero gradient."""
+    for shape in [(2, 3, 16, 16), (2, 3, 18, 17), (3, 18, 17)]:
+        check_op(fn, [rand(*shape, seed=19)], torch_fn=lambda x, f=fn: f(x, lib=TF))
+
+
+def test_large_windows_in_1d_3d_integers_and_float64():
+    check_op(
+        lambda x, lib=F: lib.avg_pool1d(x, 16),
+        [rand(2, 3, 35, seed=20)],
+        torch_fn=lambda x: TF.avg_pool1d(x, 16),
+    )
+    check_op(
+        lambda x, lib=F: lib.adaptive_avg_pool3d(x, 1),
+        [rand(2, 2, 4, 4, 4, seed=21)],
+        torch_fn=lambda x: TF.adaptive_avg_pool3d(x, 1),
+    )
+    x = (rand(2, 3, 8, 8, seed=22) * 10).astype(np.int64)
+    e = F.avg_pool2d(ember.tensor(x), 4)
+    np.testing.assert_array_equal(e.numpy(), TF.avg_pool2d(torch.tensor(x), 4).numpy())
+    fn = lambda t: F.avg_pool2d(t, 4)  # noqa: E731
+    gradcheck_op(fn, [rand(1, 2, 9, 8, seed=23)])
+    t64 = ember.tensor(rand(1, 2, 9, 8, seed=23).astype(np.float64), requires_grad=True)
+    assert ember.autograd.gradgradcheck(fn, [t64])
+
+
 def test_noncontiguous_input():
     for fn in (
         lambda x, lib=F: lib.max_pool2d(x, 2),
