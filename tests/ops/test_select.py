@@ -280,6 +280,42 @@ def test_where_noncontiguous_gradcheck_double_backward():
     assert ember.autograd.gradgradcheck(lambda t: ember.where(t > 0, t * t, t * 3), [x])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int32, np.int64])
+def test_large_where_blends_bits_exactly(dtype):
+    """From _SELECT_MIN elements on, NumPy arrays select by blending bit patterns (no branch
+    per element): the result must be np.where's bit for bit, NaN payloads and signed zeros
+    included, with array, broadcast and scalar branches."""
+    from ember.ops.pointwise import _SELECT_MIN, select
+
+    rng = np.random.default_rng(0)
+    shape = (4, _SELECT_MIN // 2)
+    cond = rng.standard_normal(shape) > 0
+    a = (rng.standard_normal(shape) * 100).astype(dtype)
+    b = (rng.standard_normal(shape[1:]) * 100).astype(dtype)  # broadcast along rows
+    if np.dtype(dtype).kind == "f":
+        a[0, :3] = [np.nan, -0.0, np.inf]
+        a[1, 0] = np.nan
+        a.view(np.dtype(f"u{a.itemsize}"))[1, 0] |= 1  # a NaN with other payload bits
+    for x, y in [(a, b), (a, dtype(3)), (-2, b), (a, a[::-1])]:
+        want = np.where(cond, x, y)
+        got = select(cond, x, y)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        bits = np.dtype(f"u{want.itemsize}")
+        np.testing.assert_array_equal(got.view(bits), want.view(bits))
+
+
+def test_large_where_and_leaky_relu_match_torch():
+    x = rand(64, 1024, seed=31)
+    y = rand(64, 1024, seed=32)
+    check_op(lambda t, u: ember.where(t > 0, t * 2, u), [x, y],
+             torch_fn=lambda t, u: torch.where(t > 0, t * 2, u))  # fmt: skip
+    import ember.nn.functional as F
+
+    check_op(lambda t: F.leaky_relu(t, 0.2), [x],
+             torch_fn=lambda t: torch.nn.functional.leaky_relu(t, 0.2))  # fmt: skip
+    check_op(lambda t: F.elu(t), [x], torch_fn=lambda t: torch.nn.functional.elu(t))
+
+
 def test_where_errors_and_single_argument():
     with pytest.raises(
         RuntimeError,

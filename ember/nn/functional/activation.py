@@ -18,7 +18,15 @@ from ember.ops.activation import silu as _silu_op
 from ember.ops.inplace import apply_inplace
 from ember.ops.nn_ops import log_softmax as _log_softmax
 from ember.ops.nn_ops import softmax as _softmax
-from ember.ops.pointwise import check_tensor, const, float_only, quiet, scale_grad, to_float32
+from ember.ops.pointwise import (
+    check_tensor,
+    const,
+    float_only,
+    quiet,
+    scale_grad,
+    select,
+    to_float32,
+)
 from ember.ops.select import clamp_max, where
 from ember.ops.unary import abs as _abs
 from ember.ops.unary import expm1
@@ -110,10 +118,8 @@ class LeakyRelu(_Masked):
         self.slope = slope
 
     def forward(self, x):
-        xp = get_array_module(x)
-        pos = x > 0
-        self.w = xp.where(pos, const(x, 1), const(x, self.slope))
-        return xp.where(pos, x, x * const(x, self.slope))
+        self.w = select(x > 0, const(x, 1), const(x, self.slope))
+        return x * self.w  # x itself where x > 0 (times one), x * slope elsewhere
 
 
 class Hardtanh(_Masked):

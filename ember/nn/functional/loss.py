@@ -12,8 +12,11 @@ import numpy as np
 
 from ember.autograd import autocast_state as _amp
 from ember.autograd.function import Function
+from ember.autograd.grad_mode import state
 from ember.nn.functional import _reduction as R
 from ember.nn.functional._cross_entropy import CrossEntropy, IndexTarget, work
+from ember.ops.pointwise import const, quiet, scale_grad, to_float32
+from ember.ops.select import clamp
 from ember.tensor import dtypes
 from ember.tensor.backend import get_array_module
 from ember.tensor.tensor import Tensor
@@ -262,14 +265,43 @@ def l1_loss(
     return R.apply(loss, reduction)
 
 
-def _quadratic_then_linear(diff: Tensor, cut: float, slope: float) -> Tensor:
-    """0.5 d^2 * (slope / cut) inside ``|d| < cut``, slope * (|d| - cut / 2) outside."""
-    from ember.ops.select import where
+class QuadraticThenLinear(Function):
+    """0.5 d^2 * (slope / cut) inside ``|d| < cut``, slope * (|d| - cut / 2) outside, as
+    ``k m (|d| - m / 2)`` with ``m = min(|d|, cut)``, ``k = slope / cut``: five passes where
+    the composite (abs, square, two products, a where, and their gradients) took 7 ms
+    forward and 9 backward on 2M elements. Its gradient ``g * clip(k d, -slope, slope)`` is
+    torch's (0 at d = 0, +-slope from |d| = cut on), in Tensor ops under create_graph."""
 
-    ad = diff.abs()
-    inner = diff.square() * (0.5 * slope / cut)
-    outer = (ad - 0.5 * cut) * slope if slope != 1.0 else ad - 0.5 * cut
-    return where(ad < cut, inner, outer)
+    def __init__(self, cut: float, slope: float):
+        self.cut, self.slope, self.k = cut, slope, slope / cut
+
+    def forward(self, d):
+        xp = get_array_module(d)
+        x = to_float32(d).reshape(-1)  # 1-D: 0-d arrays would come back as NumPy scalars
+        with quiet():
+            ad = xp.abs(x)
+            m = xp.minimum(ad, const(x, self.cut))
+            out = m * const(x, 0.5)
+            xp.subtract(ad, out, out=out)
+            out *= m
+            if self.k != 1.0:
+                out *= const(x, self.k)
+        self.save_for_backward(d)
+        return out.reshape(d.shape).astype(d.dtype, copy=False)
+
+    def backward(self, g):
+        (d,) = self.saved_tensors
+        if state.enabled:  # create_graph: the same slope, recorded
+            return g * clamp(d * self.k, -self.slope, self.slope)
+        x = to_float32(d.data).reshape(-1)
+        with quiet():
+            w = x * const(x, self.k)
+            get_array_module(x).clip(w, -self.slope, self.slope, out=w)
+        return scale_grad(g, w.reshape(d.data.shape).astype(d.data.dtype, copy=False))
+
+
+def _quadratic_then_linear(diff: Tensor, cut: float, slope: float) -> Tensor:
+    return QuadraticThenLinear(cut, slope).apply(diff)
 
 
 def smooth_l1_loss(
