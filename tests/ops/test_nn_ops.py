@@ -6,7 +6,7 @@ import pytest
 
 import ember
 from ember.ops.nn_ops import embedding
-from tests.oracle import check_op, gradcheck_op, rand, torch
+from tests.oracle import check_op, cpu_only, gradcheck_op, rand, torch
 
 F = torch.nn.functional
 OPS = ["softmax", "log_softmax"]
@@ -80,6 +80,38 @@ def test_masked_rows_like_attention(op):
     np.testing.assert_array_equal(np.isnan(e), np.isnan(t))
     np.testing.assert_allclose(e[0], t[0], rtol=1e-6)
     check_op(lambda t: getattr(t, op)(1), [x[:1]])
+
+
+@cpu_only("the row blocks are a NumPy path")
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_last_axis_row_blocks_are_bitwise_the_composite(op, dtype, monkeypatch):
+    """From _BLOCKED_MIN elements on, the last axis runs in row blocks on the CPU threads with
+    the composite's own per-row operations: the same bits forward and backward as one block,
+    masked (-inf) entries and an all -inf row included, and torch's values."""
+    from ember.ops import nn_ops
+
+    x = rand(8, 4, 64, 128, seed=7, low=-6, high=6).astype(dtype)
+    x[0, 0, 0, :5] = -np.inf
+    x[1, 1, 1, :] = -np.inf  # NaN row, quietly
+    g = rand(*x.shape, seed=8).astype(dtype)
+
+    def run():
+        t = ember.tensor(x, requires_grad=True)
+        y = getattr(t, op)(-1)
+        y.backward(ember.tensor(g))
+        return y.detach().numpy(), t.grad.numpy()
+
+    blocked = run()
+    monkeypatch.setattr(nn_ops, "_BLOCKED_MIN", x.size + 1)  # one composite, one thread
+    whole = run()
+    for a, b in zip(blocked, whole):
+        np.testing.assert_array_equal(a, b)
+    monkeypatch.undo()
+    finite = x.copy()
+    finite[np.isinf(finite)] = 0
+    check_op(lambda t: getattr(t, op)(-1), [finite], atol=1e-5)
 
 
 @pytest.mark.parametrize("op", OPS)
