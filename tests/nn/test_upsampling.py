@@ -11,7 +11,7 @@ import pytest
 import ember
 import ember.nn as enn
 import ember.nn.functional as F
-from tests.oracle import check_op, gradcheck_op, rand, torch
+from tests.oracle import check_op, cpu_only, gradcheck_op, rand, torch
 
 tnn = torch.nn
 TF = torch.nn.functional
@@ -181,6 +181,7 @@ def test_interpolate_gradcheck_and_double_backward():
     )
 
 
+@cpu_only("the dense products are a NumPy path")
 @pytest.mark.parametrize("mode", ["linear", "bilinear", "trilinear"])
 def test_dense_products_equal_the_gathers(mode, monkeypatch):
     """Short NumPy axes resample as BLAS products with the weight matrix (forward and input
