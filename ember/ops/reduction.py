@@ -14,6 +14,7 @@ from ember.autograd import autocast_state as _amp
 from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function, as_array
 from ember.ops.dims import normalize_dims
+from ember.ops.parallel import run_blocks, split
 from ember.tensor import dtypes
 from ember.tensor.backend import get_array_module
 from ember.tensor.tensor import Tensor
@@ -198,6 +199,43 @@ def logsumexp(input: Tensor, dim, keepdim: bool = False) -> Tensor:
     return LogSumExp(reduction_axes(dim, input.data.ndim, "logsumexp"), keepdim).apply(input)
 
 
+# np.cumsum is a sequential loop per line: 7 ms along the last axis of (32, 128, 512) float32,
+# 20 ms along axis 1 (it walks the line across memory). The same additions in the same order,
+# arranged better: lines along the last axis in row blocks on the CPU threads; any other axis
+# as one vectorised add per step (out[j] = out[j - 1] + a[j] over the whole slab): 2.4 ms.
+_CUMSUM_MIN = 1 << 16
+_SLAB_MIN = 256  # elements per step below which the per-step Python call costs too much
+
+
+def _cumsum_np(a, axis: int, reverse: bool):
+    out = np.empty(a.shape, np.result_type(a, np.add.reduce(a[:0], axis=None)))
+    if axis == a.ndim - 1:
+        n = a.shape[-1]
+        src, dst = a.reshape(-1, n), out.reshape(-1, n)
+        step = slice(None, None, -1) if reverse else slice(None)
+
+        def block(lo, hi):
+            np.cumsum(src[lo:hi, step], axis=1, out=dst[lo:hi, step])
+
+        rows = src.shape[0]
+        run_blocks(block, rows, split(rows, max(1, (1 << 15) // max(n, 1))))
+        return out
+    if a.size // a.shape[axis] < _SLAB_MIN:
+        flip = (lambda x: np.flip(x, axis)) if reverse else (lambda x: x)
+        return flip(np.cumsum(flip(a), axis=axis, dtype=out.dtype))
+    lead = (slice(None),) * axis
+    order = range(a.shape[axis] - 1, -1, -1) if reverse else range(a.shape[axis])
+    prev = None
+    for j in order:
+        cur = lead + (j,)
+        if prev is None:
+            out[cur] = a[cur]
+        else:
+            np.add(out[prev], a[cur], out=out[cur])
+        prev = cur
+    return out
+
+
 class CumSum(Function):
     """Cumulative sum along one axis; ``reverse`` sums from the end (that is its gradient)."""
 
@@ -208,6 +246,8 @@ class CumSum(Function):
         xp = get_array_module(a)
         if a.ndim == 0:
             return a.copy()
+        if xp is np and a.size >= _CUMSUM_MIN:
+            return _cumsum_np(a, self.axis, self.reverse)
         if self.reverse:
             return xp.flip(xp.cumsum(xp.flip(a, self.axis), axis=self.axis), self.axis)
         return xp.cumsum(a, axis=self.axis)

@@ -329,6 +329,32 @@ def test_cumsum_cumprod_dtypes_0d_empty(op):
     check_op(lambda x: getattr(x, op)(0), [np.zeros((0, 3), np.float32)])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int64])
+@pytest.mark.parametrize(
+    "shape, axis", [((16, 64, 96), 2), ((16, 64, 96), 1), ((40, 9, 300), 0), ((40000, 2), 0)]
+)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_large_cumsum_is_np_cumsum_bit_for_bit(dtype, shape, axis, reverse):
+    """From _CUMSUM_MIN elements on, NumPy cumsums run as row blocks on the threads (last
+    axis) or one vectorised add per step (other axes, slabs of >= _SLAB_MIN elements, else
+    np.cumsum): the same additions in the same order, so the same bits as np.cumsum, and the
+    reversed sum (the gradient) as the flipped one."""
+    from ember.ops.reduction import _CUMSUM_MIN, CumSum
+
+    rng = np.random.default_rng(axis)
+    a = (rng.standard_normal(shape) * 10).astype(dtype)
+    assert a.size >= _CUMSUM_MIN
+    want = np.flip(np.cumsum(np.flip(a, axis), axis), axis) if reverse else np.cumsum(a, axis)
+    got = CumSum(axis, reverse).forward(a)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+def test_large_cumsum_matches_torch():
+    check_op(lambda x: x.cumsum(-1), [rand(8, 32, 512, seed=28)], atol=1e-4)
+    check_op(lambda x: x.cumsum(1), [rand(8, 512, 32, seed=29)], atol=1e-4)
+
+
 @pytest.mark.parametrize("zeros", [[2], [1, 3], [0, 4]])
 def test_cumprod_with_zeros(zeros):
     x = rand(2, 5, seed=27, positive=True)
