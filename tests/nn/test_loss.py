@@ -448,6 +448,31 @@ def test_quadratic_then_linear_losses_large_and_double_backward(name, kw):
         np.testing.assert_allclose(e, t_, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_mse_loss_fused_large_and_double_backward(reduction):
+    """Same-shaped float arrays with a mean or sum take SquaredError (one difference and its
+    dot product): against torch on 100K elements, gradients for both operands, and its
+    recorded gradient against torch's double backward and a float64 gradgradcheck."""
+    x, t = rand(200, 500, seed=53), rand(200, 500, seed=54)
+    fn = lambda lib: lambda a, b: lib.mse_loss(a, b, reduction=reduction)  # noqa: E731
+    check_op(fn(F), [x, t], torch_fn=fn(TF), rtol=1e-5)
+    x64, t64 = rand(3, 4, seed=55).astype(np.float64), rand(3, 4, seed=56).astype(np.float64)
+    assert ember.autograd.gradgradcheck(
+        fn(F), [ember.tensor(x64, requires_grad=True), ember.tensor(t64, requires_grad=True)]
+    )
+    grads = []
+    for lib, mk, grad in (
+        (F, lambda a: ember.tensor(a, requires_grad=True), ember.autograd.grad),
+        (TF, lambda a: torch.tensor(a, requires_grad=True), torch.autograd.grad),
+    ):
+        a, b = mk(x64), mk(t64)
+        ga, gb = grad(fn(lib)(a, b), (a, b), create_graph=True)
+        (gg,) = grad((ga * gb).sum(), a)
+        grads.append([v.detach().numpy() for v in (ga, gb, gg)])
+    for e, t_ in zip(*grads):
+        np.testing.assert_allclose(e, t_, rtol=1e-10, atol=1e-12)
+
+
 def test_regression_extreme_values_and_errors():
     x = np.array([1e30, -1e30, 0.0], dtype=np.float32)
     check_op(F.smooth_l1_loss, [x, np.zeros(3, np.float32)], torch_fn=TF.smooth_l1_loss)

@@ -241,10 +241,68 @@ def mse_loss(
     input, target = _as_tensor(input, "mse_loss"), _as_tensor(target, "mse_loss")
     R.warn_if_broadcast("mse_loss", input, target)
     reduction = R.resolve(size_average, reduce, reduction)
+    if weight is None and reduction != "none" and SquaredError.fits(input.data, target.data):
+        return SquaredError(reduction == "mean").apply(input, target)
     loss = (input - target).square()
     if weight is not None:
         return _pointwise_weight(loss, input, weight, reduction, True)
     return R.apply(loss, reduction)
+
+
+_SQUARES_ROW = 1024
+
+
+def _sum_of_squares(d):
+    """sum(d * d) of a 1-D float array: dot products of 1024-long rows (one BLAS pass),
+    added up in float64, so the float32 error stays that of a 1024-term sum (a single BLAS
+    dot over 2M terms was 2e-6 off torch's cascade sum)."""
+    whole = d.size - d.size % _SQUARES_ROW
+    rows = d[:whole].reshape(-1, 1, _SQUARES_ROW)
+    parts = np.matmul(rows, rows.reshape(-1, _SQUARES_ROW, 1)).reshape(-1)
+    tail = d[whole:]
+    return parts.sum(dtype=np.float64) + float(np.dot(tail, tail))
+
+
+class SquaredError(Function):
+    """sum((x - t)^2), or its mean, for same-shaped float32/float64 NumPy arrays: the
+    difference once and its BLAS dot product with itself (3 passes forward and 2 back, where
+    the composite's square, mean and their gradients took 8: 5.3 against 1.5 ms for torch at
+    2M elements). The gradient ``2 (x - t) g / n`` is recorded in Tensor ops under
+    create_graph."""
+
+    def __init__(self, mean: bool):
+        self.mean = mean
+
+    @staticmethod
+    def fits(x, t) -> bool:
+        return (
+            type(x) is np.ndarray
+            and type(t) is np.ndarray
+            and x.shape == t.shape
+            and x.dtype == t.dtype
+            and x.dtype in (np.float32, np.float64)
+            and x.size > 0
+        )
+
+    def forward(self, x, t):
+        d = np.subtract(x, t).reshape(-1)
+        self.n = d.size if self.mean else 1
+        total = _sum_of_squares(d)
+        self.save_for_backward(x, t, d.reshape(x.shape))
+        return np.asarray(total / self.n if self.mean else total, dtype=x.dtype)
+
+    def backward(self, g):
+        ng = self.needs_input_grad
+        x, t, d = self.saved_tensors
+        if state.enabled:  # create_graph: the difference again, as recorded ops
+            scaled = (x - t) * (g * (2.0 / self.n))
+            return (scaled if ng[0] else None, -scaled if ng[1] else None)
+        k = d.data.dtype.type(2.0 / self.n) * g.data
+        gx = np.asarray(d.data * k)  # 0-d arithmetic gives NumPy scalars
+        return (
+            Tensor(gx) if ng[0] else None,
+            Tensor(np.asarray(np.negative(gx))) if ng[1] else None,
+        )
 
 
 def l1_loss(
