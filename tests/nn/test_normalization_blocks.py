@@ -1,4 +1,4 @@
-"""The NumPy layer-norm kernel over several row blocks on two threads (LN_THREADS = 2): the
+"""The NumPy layer-norm kernel over several row blocks on two threads (small _LN_BLOCK): the
 per-block partial sums of dw and db, the last short block, with and without affine."""
 
 import numpy as np
@@ -17,8 +17,7 @@ TF = torch.nn.functional
 def two_threads(monkeypatch):
     before = parallel.get_num_threads()
     parallel.set_num_threads(2)
-    monkeypatch.setattr(N, "LN_THREADS", 2)
-    monkeypatch.setattr(N, "_LN_MIN_BLOCK", 64)  # many small blocks
+    monkeypatch.setattr(N, "_LN_BLOCK", 28 * 16)  # many small blocks
     yield
     parallel.set_num_threads(before)
 
