@@ -436,13 +436,20 @@ def _run_index(start: int, step: int, length: int) -> slice:
 
 class IndexPad(Function):
     """reflect / replicate / circular padding: per padded axis, the output is a concatenation
-    of runs of the input (reversed for reflect, broadcast for replicate)."""
+    of runs of the input (reversed for reflect, broadcast for replicate).
 
-    def __init__(self, plan: tuple, mode: str):
-        self.plan, self.mode = plan, mode  # plan: ((axis, n_in, runs), ...)
+    Without cropping (``fills`` given), the input is copied once into the middle of the
+    output and each axis's borders are then filled from the output itself, axis after axis
+    (one full copy, where a concatenation per axis made one each: reflect-padding (32, 64,
+    32, 32) by 1 took 8.7 ms forward + backward against torch's 2.7)."""
+
+    def __init__(self, plan: tuple, mode: str, fills=None):
+        self.plan, self.mode, self.fills = plan, mode, fills  # plan: ((axis, n_in, runs), ...)
 
     def forward(self, a):
         xp = get_array_module(a)
+        if self.fills is not None and a.size:
+            return _fill_borders(xp, a, self.fills)
         for ax, _, runs in self.plan:
             if not runs:  # an empty output dim
                 a = a[axis_index(ax, slice(0, 0))]
@@ -459,7 +466,7 @@ class IndexPad(Function):
         return a if all(r for _, _, r in self.plan) else a.copy()
 
     def backward(self, g):
-        return PadFold(self.plan, self.mode).apply(g)
+        return PadFold(self.plan, self.mode, self.fills).apply(g)
 
     def name(self) -> str:
         return {"reflect": "ReflectionPad", "replicate": "ReplicationPad"}.get(
@@ -467,14 +474,75 @@ class IndexPad(Function):
         ) + "Backward"
 
 
+def _border_fills(mode: str, n: int, lo: int, hi: int) -> tuple:
+    """(destination, source, broadcast) per run of border positions along one axis, as
+    slices of output positions: the ``lo`` and ``hi`` borders filled from the copied input
+    at ``lo .. lo + n`` (``broadcast``: replicate's one source for the whole run)."""
+    idx = _source_index(mode, n, lo, hi)
+    fills = []
+    for first, stop in ((0, lo), (lo + n, lo + n + hi)):
+        pos = first
+        for start, step, length in _runs([lo + q for q in idx[first:stop]]):
+            dst = slice(pos, pos + length)
+            fills.append((dst, _run_index(start, step, length), step == 0 and length > 1))
+            pos += length
+    return tuple(fills)
+
+
+def _fill_slices(fills, k: int, ax_slice: slice, ndim: int) -> tuple:
+    """The index of a border slab of the k-th padded axis: the axes filled before it at full
+    extent, those after it over their copied middle only."""
+    key = [slice(None)] * ndim
+    for j, (ax, lo, n, _, _) in enumerate(fills):
+        if j > k:
+            key[ax] = slice(lo, lo + n)
+    key[fills[k][0]] = ax_slice
+    return tuple(key)
+
+
+def _middle(fills, ndim: int) -> tuple:
+    key = [slice(None)] * ndim
+    for ax, lo, n, _, _ in fills:
+        key[ax] = slice(lo, lo + n)
+    return tuple(key)
+
+
+def _fill_borders(xp, a, fills):
+    shape = list(a.shape)
+    for ax, lo, n, hi, _ in fills:
+        shape[ax] = lo + n + hi
+    out = xp.empty(tuple(shape), a.dtype)
+    out[_middle(fills, a.ndim)] = a
+    for k, fill in enumerate(fills):
+        for dst, src, _ in fill[4]:
+            out[_fill_slices(fills, k, dst, a.ndim)] = out[_fill_slices(fills, k, src, a.ndim)]
+    return out
+
+
+def _fold_borders(xp, g, fills):
+    """The adjoint of _fill_borders: border slabs added back onto their sources, the last
+    filled axis first, on one copy of ``g``; the middle of it is the gradient (a view)."""
+    work = g.copy()
+    for k in range(len(fills) - 1, -1, -1):
+        ax = fills[k][0]
+        for dst, src, broadcast in fills[k][4]:
+            part = work[_fill_slices(fills, k, dst, g.ndim)]
+            if broadcast:
+                part = part.sum(axis=ax, keepdims=True)
+            work[_fill_slices(fills, k, src, g.ndim)] += part
+    return work[_middle(fills, g.ndim)]
+
+
 class PadFold(Function):
     """The adjoint of IndexPad: each padded position's gradient is added to its source."""
 
-    def __init__(self, plan: tuple, mode: str):
-        self.plan, self.mode = plan, mode
+    def __init__(self, plan: tuple, mode: str, fills=None):
+        self.plan, self.mode, self.fills = plan, mode, fills
 
     def forward(self, g):
         xp = get_array_module(g)
+        if self.fills is not None and g.size:
+            return _fold_borders(xp, g, self.fills)
         for ax, n, runs in reversed(self.plan):
             parts, pos = [], 0
             for start, step, length in runs:
@@ -501,7 +569,7 @@ class PadFold(Function):
         return g
 
     def backward(self, gg):
-        return IndexPad(self.plan, self.mode).apply(gg)
+        return IndexPad(self.plan, self.mode, self.fills).apply(gg)
 
 
 def _index_pad(input: Tensor, widths: list, mode: str, npad: int) -> Tensor:
@@ -548,7 +616,13 @@ def _index_pad(input: Tensor, widths: list, mode: str, npad: int) -> Tensor:
         from ember.ops.conversion import clone
 
         return clone(input)
-    return IndexPad(tuple(plan), mode).apply(input)
+    fills = None
+    if all(widths[ax][0] >= 0 and widths[ax][1] >= 0 for ax, _, _ in plan):  # no cropping
+        fills = tuple(
+            (ax, widths[ax][0], n, widths[ax][1], _border_fills(mode, n, *widths[ax]))
+            for ax, n, _ in plan
+        )
+    return IndexPad(tuple(plan), mode, fills).apply(input)
 
 
 def pad(input: Tensor, pad, mode: str = "constant", value=None) -> Tensor:

@@ -188,6 +188,41 @@ def test_pad_other_dtypes(mode):
         check_op(lambda a: tpad(a, (1, 2), mode=mode), [x.astype(np.bool_)])
 
 
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize(
+    "shape, pad",
+    [((2, 3, 9), (2, 3)), ((2, 3, 8, 7), (1, 2, 3, 0)), ((1, 2, 5, 6, 7), (2, 1, 0, 3, 1, 2))],
+)
+def test_pad_without_cropping_fills_the_borders_in_place(mode, shape, pad):
+    """Non-negative pads copy the input once into the output and fill each axis's borders
+    from the output itself (the gradient: one copy, borders folded back). Forward, gradient
+    and double backward are the per-axis concatenation's bit for bit."""
+    from ember.ops import join
+
+    x = rand(*shape, seed=13)
+    w = rand(*shape, seed=15)
+    g = rand(*torch.nn.functional.pad(torch.tensor(x), pad, mode=mode).shape, seed=14)
+
+    def run():
+        t = ember.tensor(x, requires_grad=True)
+        gt = ember.tensor(g, requires_grad=True)
+        y = ember.nn.functional.pad(t, pad, mode=mode)
+        (gx,) = ember.autograd.grad(y, t, gt, create_graph=True)
+        (gg,) = ember.autograd.grad((gx * ember.tensor(w)).sum(), gt)  # the pad of w again
+        return y.detach().numpy(), gx.detach().numpy(), gg.numpy()
+
+    filled = run()
+    real_index_pad = join.IndexPad
+    join.IndexPad = lambda plan, mode, fills=None: real_index_pad(plan, mode, None)
+    try:
+        concatenated = run()
+    finally:
+        join.IndexPad = real_index_pad
+    for a, b in zip(filled, concatenated):
+        np.testing.assert_array_equal(a, b)
+    check_op(lambda a: tpad(a, pad, mode=mode), [x])
+
+
 def test_pad_value_is_cast_to_the_dtype():
     check_op(lambda a: tpad(a, (1, 1), value=2.5), [(rand(2, 3, seed=12) * 3).astype(np.int64)])
     check_op(lambda a: tpad(a, (1, 1, 0, 1), value=-1.0), [rand(2, 3, seed=12)])
