@@ -155,6 +155,13 @@ def cases(torch) -> list:
             lambda f, lib, x: f.log_softmax(x, -1),
             torch,
         ),
+        fb_case(
+            "pad reflect",
+            "pad(x, (1, 1, 1, 1), mode='reflect')",
+            [MAPS],
+            lambda f, lib, x: f.pad(x, (1, 1, 1, 1), mode="reflect"),
+            torch,
+        ),
         fb_case("cumsum -1", "cumsum(x, -1)", [SEQ], lambda f, lib, x: lib.cumsum(x, -1), torch),
         fb_case("cumsum 1", "cumsum(x, 1)", [SEQ], lambda f, lib, x: lib.cumsum(x, 1), torch),
     ]
