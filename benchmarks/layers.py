@@ -156,6 +156,13 @@ def cases(torch) -> list:
             torch,
         ),
         fb_case(
+            "conv2d depthwise",
+            "conv2d(x, w (64, 1, 3, 3), padding=1, groups=64)",
+            [MAPS, (64, 1, 3, 3)],
+            lambda f, lib, x, w: f.conv2d(x, w, padding=1, groups=64),
+            torch,
+        ),
+        fb_case(
             "pad reflect",
             "pad(x, (1, 1, 1, 1), mode='reflect')",
             [MAPS],

@@ -18,8 +18,8 @@ from __future__ import annotations
 from ember.autograd import autocast_state as _amp
 from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function
+from ember.nn.functional import _depthwise, _winograd, _workspace
 from ember.nn.functional import _im2col as kernels
-from ember.nn.functional import _winograd, _workspace
 from ember.ops.promotion import check_same_device
 from ember.tensor.dtypes import FLOATING_NP
 from ember.tensor.tensor import Tensor
@@ -31,6 +31,14 @@ _SHAPES = {
     2: ("(C, H, W)", "(N, C, H, W)"),
     3: ("(C, D, H, W)", "(N, C, D, H, W)"),
 }
+
+
+def _depthwise_fits(x, wshape, geo, out_spatial) -> bool:
+    """The depthwise NumPy kernels (_depthwise.py) apply, and give ``out_spatial``."""
+    return _depthwise.supported(x, wshape, geo) and (
+        out_spatial is None
+        or tuple(out_spatial) == _depthwise.out_spatial(x.shape[2:], wshape, geo)
+    )
 
 
 def _sum_dims(g: Tensor) -> Tensor:
@@ -48,7 +56,11 @@ class _Conv(Function):
         own = self.cols is None
         geo = self.geo
         self.wino_block = None
-        if own and _winograd.supported(x, w, geo.kernel, geo.stride, geo.dilation, geo.groups):
+        if own and _depthwise_fits(x, w.shape, geo, self.out_spatial) and w.dtype == x.dtype:
+            y, cols = _depthwise.forward(x, w, geo), None
+            if b is not None:
+                y += b.reshape((1, -1, 1, 1))
+        elif own and _winograd.supported(x, w, geo.kernel, geo.stride, geo.dilation, geo.groups):
             # keeps the transformed input (4x x, not im2col's 9x) for the weight gradient
             size = _winograd.transformed_bytes(x, geo.pads, self.out_spatial)
             keep = ng[1] and size <= SAVE_COLS_BYTES
@@ -101,7 +113,14 @@ class _ConvTranspose(Function):
         self.save_for_backward(x if ng[1] else None, w if ng[0] else None)
         self.wshape = w.shape
         self.in_spatial = x.shape[2:]
-        y = kernels.conv_grad_input(x, w, self.geo, self.out_spatial)
+        if (
+            _depthwise.supported(x, w.shape, self.geo)
+            and w.dtype == x.dtype
+            and _depthwise.out_spatial(self.out_spatial, w.shape, self.geo) == x.shape[2:]
+        ):
+            y = _depthwise.grad_input(x, w, self.geo, self.out_spatial)
+        else:
+            y = kernels.conv_grad_input(x, w, self.geo, self.out_spatial)
         if b is not None:
             y += b.reshape((1, -1) + (1,) * (y.ndim - 2))
         return y
@@ -138,6 +157,8 @@ class _ConvWeightGrad(Function):
         self.cols = None
         if not own and self.wino_block is not None:
             return _winograd.grad_weight(g, cols, self.wshape[1], self.wino_block)
+        if own and _depthwise_fits(x, self.wshape, self.geo, g.shape[2:]) and g.dtype == x.dtype:
+            return _depthwise.grad_weight(x, g, self.wshape, self.geo)
         if own:
             cols = kernels.im2col(x, self.geo, g.shape[2:])
         gw = kernels.conv_grad_weight(g, cols, self.wshape, self.geo.groups)

@@ -1,0 +1,139 @@
+"""Depthwise 2-D convolution on NumPy arrays (groups = in channels = out channels, stride 1):
+forward, input gradient and weight gradient without im2col.
+
+Why: im2col writes kH * kW copies of the input, and a depthwise conv then multiplies each
+group's single row of weights into them: 64 thin products, 14 ms forward at (32, 64, 32, 32)
+against torch's 2. Here each image's padded planes are kept flat (rows of Wp values, a few
+zeros past the end), so the input under kernel offset (i, j) is one contiguous slice starting
+at i * d * Wp + j * d, and the output (with Wp - Wo junk columns per row, cropped at the end)
+is the sum over offsets of that slice times the channel's weight: kH * kW contiguous passes
+per block of images, in cache, over the CPU threads. The input gradient is the adjoint (each
+weighted gradient added back into its slice), the weight gradient the per-channel dot product
+of the gradient with each slice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.ops.parallel import run_blocks
+
+_IMAGES_PER_BLOCK = 2  # ~0.6 MB of planes per block: the passes stay in cache
+
+
+def supported(x, wshape, geo) -> bool:
+    """A NumPy float (N, C, H, W) array convolved depthwise (weight (C, 1, kH, kW)) at
+    stride 1. ``x`` is the conv's input, or the output gradient for the input gradient."""
+    return (
+        type(x) is np.ndarray
+        and x.ndim == 4
+        and x.dtype in (np.float32, np.float64)
+        and len(wshape) == 4
+        and geo.groups == x.shape[1] == wshape[0]
+        and wshape[1] == 1
+        and tuple(geo.stride) == (1, 1)
+        and x.shape[0] > 0
+    )
+
+
+class _Layout:
+    """The flat padded planes of one conv: sizes and the start of each kernel offset."""
+
+    def __init__(self, channels: int, in_spatial, kernel, pads, dilation):
+        (self.top, bottom), (self.left, right) = pads
+        dh, dw = dilation
+        kh, kw = kernel
+        self.c = channels
+        self.h, self.w = in_spatial
+        self.hp, self.wp = self.h + self.top + bottom, self.w + self.left + right
+        self.ho, self.wo = self.hp - dh * (kh - 1), self.wp - dw * (kw - 1)
+        self.run = self.ho * self.wp  # output values per plane, junk columns included
+        self.flat = self.hp * self.wp + dw * (kw - 1)  # the last slice reads past the planes
+        self.offsets = [i * dh * self.wp + j * dw for i in range(kh) for j in range(kw)]
+
+    def weights(self, w):
+        """Each offset's weights as a (1, C, 1) column, to broadcast along the planes."""
+        taps = w.reshape(self.c, -1)
+        return [
+            np.ascontiguousarray(taps[:, k]).reshape(1, self.c, 1) for k in range(taps.shape[1])
+        ]
+
+    def planes(self, x):
+        """Zero-padded flat planes (b, C, flat) of a block of images."""
+        b = x.shape[0]
+        out = np.zeros((b, self.c, self.flat), x.dtype)
+        grid = out[:, :, : self.hp * self.wp].reshape(b, self.c, self.hp, self.wp)
+        grid[:, :, self.top : self.top + self.h, self.left : self.left + self.w] = x
+        return out
+
+    def crop(self, planes):
+        b = planes.shape[0]
+        grid = planes[:, :, : self.hp * self.wp].reshape(b, self.c, self.hp, self.wp)
+        return grid[:, :, self.top : self.top + self.h, self.left : self.left + self.w]
+
+    def spread(self, g):
+        """A block of output gradients as flat rows of Wp with zero junk columns."""
+        b = g.shape[0]
+        out = np.zeros((b, self.c, self.ho, self.wp), g.dtype)
+        out[..., : self.wo] = g
+        return out.reshape(b, self.c, self.run)
+
+    def slice(self, planes, k: int):
+        return planes[:, :, self.offsets[k] : self.offsets[k] + self.run]
+
+
+def out_spatial(in_spatial, wshape, geo) -> tuple:
+    lay = _Layout(wshape[0], in_spatial, wshape[2:], geo.pads, geo.dilation)
+    return lay.ho, lay.wo
+
+
+def forward(x, w, geo):
+    lay = _Layout(x.shape[1], x.shape[2:], w.shape[2:], geo.pads, geo.dilation)
+    taps = lay.weights(w)
+    y = np.empty((x.shape[0], lay.c, lay.ho, lay.wo), x.dtype)
+
+    def block(lo, hi):
+        planes = lay.planes(x[lo:hi])
+        acc = np.multiply(lay.slice(planes, 0), taps[0])
+        tmp = np.empty_like(acc)
+        for k in range(1, len(taps)):
+            np.multiply(lay.slice(planes, k), taps[k], out=tmp)
+            acc += tmp
+        y[lo:hi] = acc.reshape(hi - lo, lay.c, lay.ho, lay.wp)[..., : lay.wo]
+
+    run_blocks(block, x.shape[0], _IMAGES_PER_BLOCK)
+    return y
+
+
+def grad_input(g, w, geo, in_spatial):
+    lay = _Layout(g.shape[1], in_spatial, w.shape[2:], geo.pads, geo.dilation)
+    taps = lay.weights(w)
+    gx = np.empty(g.shape[:2] + tuple(in_spatial), g.dtype)
+
+    def block(lo, hi):
+        rows = lay.spread(g[lo:hi])
+        acc = np.zeros((hi - lo, lay.c, lay.flat), g.dtype)
+        tmp = np.empty_like(rows)
+        for k in range(len(taps)):
+            np.multiply(rows, taps[k], out=tmp)
+            lay.slice(acc, k)[...] += tmp
+        gx[lo:hi] = lay.crop(acc)
+
+    run_blocks(block, g.shape[0], _IMAGES_PER_BLOCK)
+    return gx
+
+
+def grad_weight(x, g, wshape, geo):
+    lay = _Layout(x.shape[1], x.shape[2:], wshape[2:], geo.pads, geo.dilation)
+    n, taps = x.shape[0], len(lay.offsets)
+    parts = np.empty((-(-n // _IMAGES_PER_BLOCK), taps, lay.c), x.dtype)
+
+    def block(lo, hi):
+        planes, rows = lay.planes(x[lo:hi]), lay.spread(g[lo:hi])
+        for k in range(taps):
+            dots = np.matmul(rows[:, :, None, :], lay.slice(planes, k)[:, :, :, None])
+            parts[lo // _IMAGES_PER_BLOCK, k] = dots.reshape(hi - lo, lay.c).sum(axis=0)
+
+    run_blocks(block, n, _IMAGES_PER_BLOCK)
+    total = parts.sum(axis=0)  # blocks in order: the same sum whichever thread ran them
+    return np.ascontiguousarray(total.T).reshape(wshape)
