@@ -105,7 +105,14 @@ def _log_softmax_grad_rows(o, g, y):
     np.subtract(g, p, out=o)
 
 
-class Softmax(Function):
+class _RowNormalized(Function):
+    """softmax and log_softmax: the empty case, the CUDA kernel, the NumPy row blocks, and
+    the composite (``_composite`` / ``_grad`` in the subclasses) for everything else."""
+
+    log = False
+    rows = staticmethod(_softmax_rows)
+    grad_rows = staticmethod(_softmax_grad_rows)
+
     def __init__(self, dim: int):
         self.dim = dim
         self.fused = False
@@ -114,35 +121,38 @@ class Softmax(Function):
         xp = get_array_module(a)
         if a.size == 0:
             y = a.copy()
-            self.save_for_backward(y)
-            return y
-        if _kernel(xp, a, self.dim):
+        elif _kernel(xp, a, self.dim):
             self.fused = True
-            y = cuda_softmax.softmax_forward(a, log=False)
-            self.save_for_backward(y)
-            return y
-        if _row_blocks(a, self.dim):
+            y = cuda_softmax.softmax_forward(a, log=self.log)
+        elif _row_blocks(a, self.dim):
             y = np.empty_like(a)
             with np.errstate(invalid="ignore"):
-                _by_rows(_softmax_rows, y, a)
-            self.save_for_backward(y)
-            return y
-        e = _shifted(a, self.dim)
-        xp.exp(e, out=e)
-        with np.errstate(invalid="ignore"):
-            e /= e.sum(axis=self.dim, keepdims=True)
-        y = e.astype(a.dtype, copy=False)
+                _by_rows(self.rows, y, a)
+        else:
+            y = self._composite(xp, a)
         self.save_for_backward(y)
         return y
 
     def backward(self, g):
         (y,) = self.saved_tensors
         if self.fused and not state.enabled and kernels_enabled():
-            return Tensor(cuda_softmax.softmax_backward(y.data, g.data, log=False))
+            return Tensor(cuda_softmax.softmax_backward(y.data, g.data, log=self.log))
         if not state.enabled and _same_rows(g.data, y.data, self.dim):
             out = np.empty_like(y.data)
-            _by_rows(_softmax_grad_rows, out, np.ascontiguousarray(g.data), y.data)
+            _by_rows(self.grad_rows, out, np.ascontiguousarray(g.data), y.data)
             return Tensor(out)
+        return self._grad(g, y)
+
+
+class Softmax(_RowNormalized):
+    def _composite(self, xp, a):
+        e = _shifted(a, self.dim)
+        xp.exp(e, out=e)
+        with np.errstate(invalid="ignore"):
+            e /= e.sum(axis=self.dim, keepdims=True)
+        return e.astype(a.dtype, copy=False)
+
+    def _grad(self, g, y):
         if not state.enabled:  # plain backward: y * (g - sum(g * y)) on raw arrays
             gy = g.data * y.data
             gy -= y.data * gy.sum(axis=self.dim, keepdims=True)
@@ -150,44 +160,19 @@ class Softmax(Function):
         return y * (g - (g * y).sum(self.dim, keepdim=True))
 
 
-class LogSoftmax(Function):
-    def __init__(self, dim: int):
-        self.dim = dim
-        self.fused = False
+class LogSoftmax(_RowNormalized):
+    log = True
+    rows = staticmethod(_log_softmax_rows)
+    grad_rows = staticmethod(_log_softmax_grad_rows)
 
-    def forward(self, a):
-        xp = get_array_module(a)
-        if a.size == 0:
-            y = a.copy()
-            self.save_for_backward(y)
-            return y
-        if _kernel(xp, a, self.dim):
-            self.fused = True
-            y = cuda_softmax.softmax_forward(a, log=True)
-            self.save_for_backward(y)
-            return y
-        if _row_blocks(a, self.dim):
-            y = np.empty_like(a)
-            with np.errstate(invalid="ignore"):
-                _by_rows(_log_softmax_rows, y, a)
-            self.save_for_backward(y)
-            return y
+    def _composite(self, xp, a):
         t = _shifted(a, self.dim)
         lse = xp.exp(t).sum(axis=self.dim, keepdims=True)
         xp.log(lse, out=lse)
         t -= lse
-        y = t.astype(a.dtype, copy=False)
-        self.save_for_backward(y)
-        return y
+        return t.astype(a.dtype, copy=False)
 
-    def backward(self, g):
-        (y,) = self.saved_tensors
-        if self.fused and not state.enabled and kernels_enabled():
-            return Tensor(cuda_softmax.softmax_backward(y.data, g.data, log=True))
-        if not state.enabled and _same_rows(g.data, y.data, self.dim):
-            out = np.empty_like(y.data)
-            _by_rows(_log_softmax_grad_rows, out, np.ascontiguousarray(g.data), y.data)
-            return Tensor(out)
+    def _grad(self, g, y):
         if not state.enabled:  # plain backward: g - exp(y) * sum(g) on raw arrays
             xp = get_array_module(y.data)
             p = xp.exp(y.data)
