@@ -473,6 +473,27 @@ def test_mse_loss_fused_large_and_double_backward(reduction):
         np.testing.assert_allclose(e, t_, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("beta", [0.3, 0.1, 1e-3])
+def test_smooth_l1_linear_part_is_torch_to_the_bit(beta):
+    """The fused form keeps torch's slope * (|d| - cut / 2) outside the quadratic part (a
+    rounded slope / cut times cut would be 1 ulp off on a third of the elements)."""
+    d = (np.random.default_rng(57).standard_normal(100_000) * 3).astype(np.float32)
+    got = F.smooth_l1_loss(ember.tensor(d), ember.zeros(d.size), reduction="none", beta=beta)
+    want = TF.smooth_l1_loss(torch.tensor(d), torch.zeros(d.size), reduction="none", beta=beta)
+    outside = np.abs(d) > beta
+    np.testing.assert_array_equal(got.numpy()[outside], want.numpy()[outside])
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_smooth_l1_with_a_beta_too_small_for_its_reciprocal():
+    d = np.array([0.0, 1e-40, 0.5, -2.0], np.float32)
+    check_op(
+        lambda a, b: F.smooth_l1_loss(a, b, reduction="none", beta=1e-39),
+        [d, np.zeros(4, np.float32)],
+        torch_fn=lambda a, b: TF.smooth_l1_loss(a, b, reduction="none", beta=1e-39),
+    )
+
+
 def test_regression_extreme_values_and_errors():
     x = np.array([1e30, -1e30, 0.0], dtype=np.float32)
     check_op(F.smooth_l1_loss, [x, np.zeros(3, np.float32)], torch_fn=TF.smooth_l1_loss)

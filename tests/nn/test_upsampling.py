@@ -209,6 +209,19 @@ def test_dense_products_equal_the_gathers(mode, monkeypatch):
     check_op(lambda t: interp(t, scale_factor=1.5, mode="linear"), [long_axis])
 
 
+@pytest.mark.parametrize("low, big", [("float16", 2048.0), ("bfloat16", 256.0)])
+def test_half_nearest_gradient_adds_in_float32(low, big):
+    """A run of 16 gradients into one half-precision input adds up in float32 and rounds
+    once, as torch does (adding in the half dtype loses the small terms: 2060 for 2064)."""
+    g = np.ones((1, 1, 4, 4), np.float32)
+    g[0, 0, 0, 0] = big
+    x = ember.zeros(1, 1, 1, 1, dtype=getattr(ember, low), requires_grad=True)
+    F.interpolate(x, scale_factor=4).backward(ember.tensor(g).to(getattr(ember, low)))
+    tx = torch.zeros(1, 1, 1, 1, dtype=getattr(torch, low), requires_grad=True)
+    TF.interpolate(tx, scale_factor=4).backward(torch.tensor(g).to(getattr(torch, low)))
+    assert x.grad.float().item() == tx.grad.float().item()
+
+
 def test_non_finite_values_keep_the_gathers():
     """A zero weight times inf is NaN, so an inf must not reach the dense product: the output
     and the gradient keep torch's inf/NaN pattern (NaN only where torch has it)."""

@@ -66,8 +66,9 @@ def sum_runs(g, axis: int, k: int):
     runs = g.reshape(shape[:axis] + (shape[axis] // k, k) + shape[axis + 1 :])
     pick = [slice(None)] * runs.ndim
     pick[axis + 1] = 0
-    out = runs[tuple(pick)].copy()
+    half = g.dtype.itemsize < 4  # float16 / bfloat16 add up in float32 and round once, as torch
+    out = runs[tuple(pick)].astype(np.float32 if half else g.dtype)
     for j in range(1, k):
         pick[axis + 1] = j
         out += runs[tuple(pick)]
-    return out
+    return out.astype(g.dtype, copy=False)
