@@ -6,6 +6,8 @@ every broadcast gradient goes back to its input's shape through ``sum_to_shape``
 
 from __future__ import annotations
 
+import numpy as np
+
 from ember.autograd import autocast_state as _amp
 from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function, as_array
@@ -54,10 +56,11 @@ class Mul(Function):
         sa, sb = self.shapes
         if not state.enabled:  # no create_graph: raw products, no Function per product
             gd = g.data
-            return (
-                sum_to_shape(Tensor(as_array(gd * b.data)), sa) if b is not None else None,
-                sum_to_shape(Tensor(as_array(gd * a.data)), sb) if a is not None else None,
-            )
+            with np.errstate(all="ignore"):
+                return (
+                    sum_to_shape(Tensor(as_array(gd * b.data)), sa) if b is not None else None,
+                    sum_to_shape(Tensor(as_array(gd * a.data)), sb) if a is not None else None,
+                )
         return (
             sum_to_shape(g * b, sa) if b is not None else None,
             sum_to_shape(g * a, sb) if a is not None else None,
@@ -104,20 +107,31 @@ class Pow(Function):
         ng = self.needs_input_grad
         ga = gb = None
         if ng[0]:
-            ga = sum_to_shape(g * b * a ** (b - 1), sa)
+            slope = b * a ** (b - 1)
+            zero = b.data == 0
+            if get_array_module(zero).any(zero):  # x ** 0 has slope 0 everywhere (torch),
+                from ember.ops.select import where  # not 0 * 0 ** -1 = nan at x = 0
+
+                slope = where(Tensor(as_array(zero)), 0.0, slope)
+            ga = sum_to_shape(g * slope, sa)
         if ng[1]:
             from ember.ops.unary import log
 
+            # torch: 0 where the base is 0 and the exponent >= 0 (0 ** b is constant there),
+            # nan for a negative base (log of it), out * log(a) elsewhere
             xp = get_array_module(a.data)
-            safe = Tensor(xp.where(a.data > 0, a.data, 1).astype(a.data.dtype))
-            gb = sum_to_shape(g * out * log(safe) * Tensor(as_array(a.data > 0)), sb)
+            flat = (a.data == 0) & (b.data >= 0)
+            safe = Tensor(as_array(xp.where(flat, 1, a.data).astype(a.data.dtype)))
+            gb = sum_to_shape(g * out * log(safe), sb)
         return ga, gb
 
 
 def _binary(fn: Function, a, b, op: str) -> Tensor:
-    """Apply a broadcasting binary Function; a shape mismatch names the op and both shapes."""
+    """Apply a broadcasting binary Function; a shape mismatch names the op and both shapes.
+    Overflow, 0 / 0 and inf - inf give inf / nan quietly, as in torch (NumPy would warn)."""
     try:
-        return fn.apply(a, b)
+        with np.errstate(all="ignore"):
+            return fn.apply(a, b)
     except ValueError:
         from ember.ops.pointwise import broadcast_error
 
@@ -155,6 +169,13 @@ def div(input, other, *, rounding_mode=None, out=None):
     xa = a.data if isinstance(a, Tensor) else a
     xb = b.data if isinstance(b, Tensor) else b
     xp = get_array_module(xa if isinstance(a, Tensor) else xb)
+    if not _is_float(xa, xb):  # integers by zero: NumPy warns (torch raises), left as is
+        return Tensor(xp.asarray(_rounded_div(xp, xa, xb, rounding_mode)))
+    with np.errstate(all="ignore"):
+        return Tensor(xp.asarray(_rounded_div(xp, xa, xb, rounding_mode)))
+
+
+def _rounded_div(xp, xa, xb, rounding_mode):
     if rounding_mode == "floor":
         res = xp.floor_divide(xa, xb) if not _is_float(xa, xb) else xp.floor(xa / xb)
     elif rounding_mode == "trunc":
@@ -167,7 +188,7 @@ def div(input, other, *, rounding_mode=None, out=None):
         raise ValueError(
             f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}"
         )
-    return Tensor(xp.asarray(res))
+    return res
 
 
 def _is_float(xa, xb) -> bool:

@@ -111,3 +111,29 @@ def test_augmented_assignment_is_in_place_like_torch():
     i = ember.tensor([1, 2])
     with pytest.raises(RuntimeError, match="can't be cast"):
         i /= 2
+
+
+@pytest.mark.filterwarnings("error")
+def test_inf_and_nan_arithmetic_is_quiet_like_torch():
+    """Overflow, x / 0, 0 / 0 and inf - inf give inf / nan without NumPy's RuntimeWarnings
+    (torch is silent), forward and backward, and the values are torch's."""
+    a = np.array([1e30, 1.0, 0.0, np.inf, -2.0], np.float32)
+    b = np.array([1e-30, 0.0, 0.0, np.inf, 0.0], np.float32)
+    for fn in (
+        lambda x, y: x / y,
+        lambda x, y: x * x * y,
+        lambda x, y: (x - y) + (y - x),
+        lambda x, y: x**y,
+    ):
+        e = [ember.tensor(v, requires_grad=True) for v in (a, b)]
+        t = [torch.tensor(v, requires_grad=True) for v in (a, b)]
+        ye, yt = fn(*e), fn(*t)
+        ye.sum().backward()
+        yt.sum().backward()
+        np.testing.assert_array_equal(ye.detach().numpy(), yt.detach().numpy())
+        for ge, gt in zip(e, t):
+            np.testing.assert_array_equal(ge.grad.numpy(), gt.grad.numpy())
+    floor = ember.tensor(a).div(ember.tensor(b), rounding_mode="floor")
+    np.testing.assert_array_equal(
+        floor.numpy(), torch.tensor(a).div(torch.tensor(b), rounding_mode="floor").numpy()
+    )
