@@ -324,3 +324,25 @@ def test_empty_and_scalar_inputs():
         e_fn, t_fn = _lib_call(FUNCTIONAL[name])
         check_op(e_fn, [np.zeros((0, 3), np.float32)], torch_fn=t_fn)
         check_op(e_fn, [np.array(-0.7, np.float32)], torch_fn=t_fn)
+
+
+@pytest.mark.parametrize("name", ["elu", "elu_0.5", "selu", "celu"])
+def test_elu_family_large_with_edges_matches_torch(name):
+    """One Function (EluFn) on arrays large enough for the branch-free select: values and
+    gradients against torch, with inf, -inf, NaN, -0.0 and huge inputs included (torch's
+    elu_backward gives the positive slope at NaN)."""
+    fn = FUNCTIONAL[name]
+    x = rand(64, 1024, seed=9, low=-6, high=6)
+    x[0, :6] = [np.inf, -np.inf, np.nan, -0.0, 1e30, -1e30]
+    e = ember.tensor(x, requires_grad=True)
+    t = torch.tensor(x, requires_grad=True)
+    ye, yt = fn(F, e), fn(TF, t)
+    g = rand(64, 1024, seed=10)
+    ye.backward(ember.tensor(g))
+    yt.backward(torch.tensor(g))
+    for a, b in ((ye.detach().numpy(), yt.detach().numpy()), (e.grad.numpy(), t.grad.numpy())):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-6)
+    half = fn(F, ember.tensor(x[1:]).half()).float().numpy()
+    want = fn(TF, torch.tensor(x[1:]).half()).float().numpy()
+    np.testing.assert_allclose(half, want, rtol=1e-3, atol=1e-3)
