@@ -106,22 +106,23 @@ class Pow(Function):
         sa, sb = self.shapes
         ng = self.needs_input_grad
         ga = gb = None
+        from ember.ops.select import where
+
+        with np.errstate(all="ignore"):  # NaN exponents compare quietly (bfloat16 warns)
+            zero = b.data == 0
+            flat = (a.data == 0) & (b.data >= 0)
         if ng[0]:
             slope = b * a ** (b - 1)
-            zero = b.data == 0
             if get_array_module(zero).any(zero):  # x ** 0 has slope 0 everywhere (torch),
-                from ember.ops.select import where  # not 0 * 0 ** -1 = nan at x = 0
-
-                slope = where(Tensor(as_array(zero)), 0.0, slope)
+                slope = where(Tensor(as_array(zero)), 0.0, slope)  # not 0 * inf = nan at 0
             ga = sum_to_shape(g * slope, sa)
         if ng[1]:
             from ember.ops.unary import log
 
             # torch: 0 where the base is 0 and the exponent >= 0 (0 ** b is constant there),
-            # nan for a negative base (log of it), out * log(a) elsewhere
-            xp = get_array_module(a.data)
-            flat = (a.data == 0) & (b.data >= 0)
-            safe = Tensor(as_array(xp.where(flat, 1, a.data).astype(a.data.dtype)))
+            # nan for a negative base (log of it), out * log(a) elsewhere; ``a`` stays in the
+            # graph, so the second derivative sees log(a)'s own slope
+            safe = where(Tensor(as_array(flat)), 1.0, a) if flat.any() else a
             gb = sum_to_shape(g * out * log(safe), sb)
         return ga, gb
 
@@ -132,7 +133,9 @@ def _binary(fn: Function, a, b, op: str) -> Tensor:
     try:
         with np.errstate(all="ignore"):
             return fn.apply(a, b)
-    except ValueError:
+    except ValueError as exc:
+        if "broadcast" not in str(exc):  # e.g. NumPy's integers to negative integer powers
+            raise RuntimeError(f"{op}: {exc}") from None
         from ember.ops.pointwise import broadcast_error
 
         sa = getattr(getattr(a, "data", a), "shape", ())

@@ -343,6 +343,9 @@ def test_elu_family_large_with_edges_matches_torch(name):
     for a, b in ((ye.detach().numpy(), yt.detach().numpy()), (e.grad.numpy(), t.grad.numpy())):
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
         np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-6)
+    np.testing.assert_array_equal(  # -0.0 stays -0.0 (the sign of zero), as torch
+        np.signbit(ye.detach().numpy()[0, :6]), np.signbit(yt.detach().numpy()[0, :6])
+    )
     half = fn(F, ember.tensor(x[1:]).half()).float().numpy()
     want = fn(TF, torch.tensor(x[1:]).half()).float().numpy()
     np.testing.assert_allclose(half, want, rtol=1e-3, atol=1e-3)

@@ -137,3 +137,28 @@ def test_inf_and_nan_arithmetic_is_quiet_like_torch():
     np.testing.assert_array_equal(
         floor.numpy(), torch.tensor(a).div(torch.tensor(b), rounding_mode="floor").numpy()
     )
+
+
+@pytest.mark.filterwarnings("error")
+def test_pow_gradient_edges_match_torch():
+    """The exponent's gradient keeps the base in the graph (its second derivative includes
+    log(a)'s slope), NaN exponents in bfloat16 compare quietly, and NumPy's refusal of
+    integers to negative integer powers is reported as such, not as a broadcast error."""
+    a, b = np.array([2.0, 3.0], np.float64), np.array([2.0, 0.5], np.float64)
+    res = []
+    for lib in (ember, torch):
+        ta, tb = (lib.tensor(v, requires_grad=True) for v in (a, b))
+        grad = ember.autograd.grad if lib is ember else torch.autograd.grad
+        (gb,) = grad((ta**tb).sum(), tb, create_graph=True)
+        (gab,) = grad(gb.sum(), ta)
+        res.append((gb.detach().numpy(), gab.numpy()))
+    for e, t in zip(*res):
+        np.testing.assert_allclose(e, t, rtol=1e-12)
+    x = ember.tensor([2.0], requires_grad=True).to(ember.bfloat16)
+    y = ember.tensor([float("nan")], requires_grad=True).to(ember.bfloat16)
+    x.retain_grad()
+    y.retain_grad()
+    (x**y).sum().backward()
+    assert np.isnan(x.grad.float().numpy()).all() and np.isnan(y.grad.float().numpy()).all()
+    with pytest.raises(RuntimeError, match="pow: Integers to negative integer powers"):
+        ember.tensor([2, 3]) ** ember.tensor([-1, 1])

@@ -222,16 +222,16 @@ class EluFn(Function):
     """elu / selu / celu as one op (torch's elu kernel): scale * x where x > 0, else
     scale * alpha * (exp(x * input_scale) - 1), in float32 for half inputs and rounded once;
     the gradient is torch's elu_backward (scale where x > 0, else input_scale * scale *
-    alpha * exp(x * input_scale), NaN at NaN). One Function instead of five ops and their
-    gradients. The negative branch sees min(x, 0), so large x cannot overflow into a NaN
-    gradient."""
+    alpha * exp(x * input_scale); NaN at NaN, as torch's vectorised kernel). One Function
+    instead of five ops and their gradients. The negative branch sees min(x, 0), so large x
+    cannot overflow into a NaN gradient."""
 
     def __init__(self, alpha: float, scale: float, input_scale: float):
         self.alpha, self.scale, self.input_scale = alpha, scale, input_scale
 
     def _exp_branch(self, x32):
         xp = get_array_module(x32)
-        t = xp.minimum(x32, const(x32, 0))
+        t = xp.minimum(const(x32, 0), x32)  # ties give the second operand: x's signed zero
         if self.input_scale != 1:
             t *= const(x32, self.input_scale)
         return t
@@ -242,9 +242,9 @@ class EluFn(Function):
         xp = get_array_module(x32)
         with quiet():
             out = self._exp_branch(x32)
-            xp.expm1(out, out=out)  # 0 where x > 0, so adding scale * max(x, 0) selects
+            xp.expm1(out, out=out)  # 0 where x > 0, so adding scale * max(-0, x) selects
             out *= const(x32, self.scale * self.alpha)
-            pos = xp.maximum(x32, const(x32, 0))
+            pos = xp.maximum(const(x32, -0.0), x32)  # -0 where x < 0, x's own zero at 0
             if self.scale != 1:
                 pos *= const(x32, self.scale)
             out += pos

@@ -332,7 +332,8 @@ class QuadraticThenLinear(Function):
     torch's (0 at d = 0, +-slope from |d| = cut on), in Tensor ops under create_graph."""
 
     def __init__(self, cut: float, slope: float):
-        self.cut, self.slope, self.k = cut, slope, slope / cut
+        # a cut so small that slope / cut overflows: only |d| < cut (subnormal) would see k
+        self.cut, self.slope, self.k = cut, slope, min(slope / cut, _K_MAX)
 
     def forward(self, d):
         xp = get_array_module(d)
@@ -360,19 +361,10 @@ class QuadraticThenLinear(Function):
 
 
 def _quadratic_then_linear(diff: Tensor, cut: float, slope: float) -> Tensor:
-    if slope / cut <= _SLOPE_MAX:
-        return QuadraticThenLinear(cut, slope).apply(diff)
-    # a cut so small that slope / cut overflows float32: the plain composite
-    from ember.ops.select import clamp_max, where
-
-    ad = diff.abs()
-    # slope / cut would overflow, and so would d^2 / cut outside: only |d| < cut is used
-    inner = clamp_max(ad, cut).square() * (0.5 * slope) / cut
-    outer = (ad - 0.5 * cut) * slope if slope != 1.0 else ad - 0.5 * cut
-    return where(ad < cut, inner, outer)
+    return QuadraticThenLinear(cut, slope).apply(diff)
 
 
-_SLOPE_MAX = float(np.finfo(np.float32).max) / 16
+_K_MAX = float(np.finfo(np.float32).max)
 
 
 def smooth_l1_loss(
