@@ -360,10 +360,6 @@ class QuadraticThenLinear(Function):
         return scale_grad(g, w.reshape(d.data.shape).astype(d.data.dtype, copy=False))
 
 
-def _quadratic_then_linear(diff: Tensor, cut: float, slope: float) -> Tensor:
-    return QuadraticThenLinear(cut, slope).apply(diff)
-
-
 _K_MAX = float(np.finfo(np.float32).max)
 
 
@@ -382,7 +378,7 @@ def smooth_l1_loss(
     if beta < 0:
         raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
     diff = input - target
-    loss = diff.abs() if beta == 0 else _quadratic_then_linear(diff, float(beta), 1.0)
+    loss = diff.abs() if beta == 0 else QuadraticThenLinear(float(beta), 1.0).apply(diff)
     return R.apply(loss, reduction)
 
 
@@ -395,7 +391,7 @@ def huber_loss(
     reduction = R.resolve(None, None, reduction)
     if delta <= 0:
         raise RuntimeError("huber_loss does not support non-positive values for delta.")
-    loss = _quadratic_then_linear(input - target, float(delta), float(delta))
+    loss = QuadraticThenLinear(float(delta), float(delta)).apply(input - target)
     if weight is not None:
         return _pointwise_weight(loss, input, weight, reduction, False)
     return R.apply(loss, reduction)
