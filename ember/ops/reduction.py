@@ -208,7 +208,7 @@ _SLAB_MIN = 256  # elements per step below which the per-step Python call costs 
 
 
 def _cumsum_np(a, axis: int, reverse: bool):
-    out = np.empty(a.shape, np.result_type(a, np.add.reduce(a[:0], axis=None)))
+    out = np.empty(a.shape, np.cumsum(a.reshape(-1)[:0]).dtype)  # np.cumsum's result dtype
     if axis == a.ndim - 1:
         n = a.shape[-1]
         src, dst = a.reshape(-1, n), out.reshape(-1, n)
