@@ -13,6 +13,13 @@ from tests.oracle import rand as _rand
 TF = torch.nn.functional
 
 
+@pytest.fixture(autouse=True)
+def numpy_path(monkeypatch):
+    """These tests are about the NumPy layer-norm blocks: ember/cpu's fused loop stays off (it is
+    tested against these blocks in tests/cpu)."""
+    monkeypatch.setenv("EMBER_CPU_KERNELS", "0")
+
+
 @pytest.fixture
 def two_threads(monkeypatch):
     before = parallel.get_num_threads()

@@ -9,6 +9,13 @@ from ember.ops import parallel as P
 from tests.oracle import torch
 
 
+@pytest.fixture(autouse=True)
+def numpy_path(monkeypatch):
+    """These tests are about the NumPy gelu blocks: ember/cpu's fused loop stays off (it is
+    tested against these blocks in tests/cpu)."""
+    monkeypatch.setenv("EMBER_CPU_KERNELS", "0")
+
+
 def _set_block(monkeypatch, block: int) -> None:
     monkeypatch.setattr(A, "_GELU_BLOCK", block)
     monkeypatch.setattr(A, "_GELU_MIN_BLOCK", block)

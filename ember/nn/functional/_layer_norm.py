@@ -9,6 +9,7 @@ import numpy as np
 
 from ember.autograd.function import Function
 from ember.autograd.grad_mode import state
+from ember.cpu import layernorm as cpu_ln
 from ember.cuda import layernorm as cuda_ln
 from ember.cuda.compile import kernels_enabled
 from ember.nn.functional._norm_common import (
@@ -53,10 +54,9 @@ class LayerNormFn(Function):
                     None if bias is None else _cast(bias, wd).reshape(-1),
                     self.eps,
                 )
-            if xhat is None:
-                self.save_for_backward(x, None, None, mean, rstd)
-            else:
-                self.save_for_backward(x, weight, xhat, None, rstd)
+            # xhat is None when the output is xhat (no weight, no bias) or the fused loops
+            # ran (their backward recomputes xhat from x, mean and rstd)
+            self.save_for_backward(x, weight, xhat, mean, rstd)
             return _cast(out.reshape(x.shape), x.dtype)
         with quiet():
             mean = xp.einsum("ij->i", x2)
@@ -167,15 +167,25 @@ def _ln_rows(m: int, d: int) -> int:
 
 
 def _ln_forward_np(x2, w, b, eps):
-    """(out, xhat or None, mean, rstd) of a float32 (m, d) array; xhat is None (and out is
-    xhat) without weight and bias."""
+    """(out, xhat or None, mean, rstd) of a float32 (m, d) array; xhat is None without weight
+    and bias (out is xhat) and after ember/cpu's loop (its backward recomputes xhat)."""
     m, d = x2.shape
-    out = np.empty_like(x2)
+    out = np.empty((m, d), np.float32)
+    mean, rstd = np.empty(m, np.float32), np.empty(m, np.float32)
+    e = np.float32(eps)
+    fused = cpu_ln.row_kernels()
+    if fused is not None:  # ember/cpu: a row at a time, ~1.6x faster than the blocks below
+        x2 = np.ascontiguousarray(x2)
+        wv = np.ones(d, np.float32) if w is None else np.ascontiguousarray(w)
+        bv = np.zeros(d, np.float32) if b is None else np.ascontiguousarray(b)
+        run_blocks(
+            lambda lo, hi: fused[0](x2, wv, bv, e, out, mean, rstd, lo, hi),
+            m, _ln_rows(m, d), LN_THREADS,
+        )  # fmt: skip
+        return out, None, mean, rstd
     affine = w is not None or b is not None
     xhat = np.empty_like(x2) if affine else out
-    mean, rstd = np.empty(m, np.float32), np.empty(m, np.float32)
     ones = np.ones(d, np.float32)
-    e = np.float32(eps)
 
     def kernel(lo, hi):
         xb, hb = x2[lo:hi], xhat[lo:hi]
@@ -208,6 +218,9 @@ def _ln_backward_np(g2, x2, xhat, mean, rstd, w, need_x, need_w, need_b):
     m, d = g2.shape
     rows = _ln_rows(m, d)
     nblocks = -(-m // rows)
+    fused = cpu_ln.row_kernels()
+    if fused is not None and mean is not None:  # ember/cpu (mean is saved by its forward)
+        return _ln_backward_fused(fused[1], g2, x2, mean, rstd, w, need_x, need_w, need_b)
     dwp = np.empty((nblocks, d), np.float32) if need_w else None
     dbp = np.empty((nblocks, d), np.float32) if need_b else None
     dx = np.empty_like(g2) if need_x else None
@@ -247,3 +260,27 @@ def _ln_backward_np(g2, x2, xhat, mean, rstd, w, need_x, need_w, need_b):
 
     run_blocks(kernel, m, rows, LN_THREADS)
     return (dx, None if dwp is None else dwp.sum(axis=0), None if dbp is None else dbp.sum(axis=0))
+
+
+def _ln_backward_fused(kernel, g2, x2, mean, rstd, w, need_x, need_w, need_b):
+    """(dx, dw, db) from ember/cpu's row loop, over the same row blocks as the NumPy path."""
+    m, d = g2.shape
+    rows = _ln_rows(m, d)
+    nblocks = -(-m // rows)
+    x2 = np.ascontiguousarray(x2)
+    wv = np.ones(d, np.float32) if w is None else np.ascontiguousarray(w)
+    dx = np.empty_like(g2) if need_x else np.empty((1, d), np.float32)
+    dwp = np.zeros((nblocks, d) if need_w else (1, d), np.float64)
+    dbp = np.zeros((nblocks, d) if need_b else (1, d), np.float64)
+
+    def block(lo, hi):
+        i = lo // rows
+        dw_i, db_i = dwp[i if need_w else 0], dbp[i if need_b else 0]
+        kernel(g2, x2, mean, rstd, wv, dx, dw_i, db_i, need_x, need_w, need_b, lo, hi)
+
+    run_blocks(block, m, rows, LN_THREADS)
+    return (
+        dx if need_x else None,
+        dwp.sum(axis=0).astype(np.float32) if need_w else None,
+        dbp.sum(axis=0).astype(np.float32) if need_b else None,
+    )

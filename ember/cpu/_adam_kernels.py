@@ -1,0 +1,87 @@
+"""One Adam/AdamW step as one loop: each element of p, m, v (and AMSGrad's max) is read and
+written once, where ember.optim.adam's NumPy kernel makes a dozen passes.
+
+Bitwise the NumPy kernel (and so torch): the same float32 operations in the same order, every
+scalar the float32 NumPy rounds it to (NEP 50), and no fastmath, so LLVM neither reorders nor
+fuses a multiply and an add. The launcher passes the scalars already rounded (np.float32): a
+Python float here would be float64 and promote the arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+from ember.cpu.compile import JIT_OPTIONS
+
+_F32 = "float32[::1]"
+
+
+@njit(
+    f"void({_F32}, {_F32}, {_F32}, {_F32}, float32, float32, float32, float32, float32, "
+    "float32, float32, float32, boolean, boolean, boolean, boolean)",
+    **JIT_OPTIONS,
+)
+def adam_step(
+    p, g, m, v, keep, wd, weight, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step_size,
+    decay, l2, maximize, lerp_low,
+):  # fmt: skip
+    """Adam without AMSGrad. ``decay``: ``p *= keep`` first (AdamW); ``l2``: ``g + wd p``
+    (Adam); ``lerp_low``: torch's lerp formula for weights < 0.5, ``weight`` being 1 - beta1
+    then, else beta1 rounded from 1 - (1 - beta1) as ``lerp_`` does."""
+    for i in range(p.size):
+        pi = p[i]
+        if decay:
+            pi = pi * keep
+        gi = g[i]
+        if maximize:  # -g + wd p is the NumPy path's wd p - g: a - b is a + (-b) in IEEE
+            gi = -gi
+        if l2:
+            gi = pi * wd + gi
+        mi = m[i]
+        d = gi - mi
+        if lerp_low:
+            mi = mi + d * weight
+        else:
+            mi = gi - d * weight
+        vi = v[i] * beta2 + gi * one_minus_beta2 * gi
+        m[i] = mi
+        v[i] = vi
+        denom = math.sqrt(vi) / bc2_sqrt + eps
+        p[i] = pi + mi * neg_step_size / denom
+
+
+@njit(
+    f"void({_F32}, {_F32}, {_F32}, {_F32}, {_F32}, float32, float32, float32, float32, "
+    "float32, float32, float32, float32, boolean, boolean, boolean, boolean)",
+    **JIT_OPTIONS,
+)
+def adam_step_amsgrad(
+    p, g, m, v, vmax, keep, wd, weight, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step_size,
+    decay, l2, maximize, lerp_low,
+):  # fmt: skip
+    """``adam_step`` with AMSGrad: the denominator uses ``vmax = maximum(vmax, v)``."""
+    for i in range(p.size):
+        pi = p[i]
+        if decay:
+            pi = pi * keep
+        gi = g[i]
+        if maximize:
+            gi = -gi
+        if l2:
+            gi = pi * wd + gi
+        mi = m[i]
+        d = gi - mi
+        if lerp_low:
+            mi = mi + d * weight
+        else:
+            mi = gi - d * weight
+        vi = v[i] * beta2 + gi * one_minus_beta2 * gi
+        m[i] = mi
+        v[i] = vi
+        hi = vmax[i]
+        hi = hi if hi >= vi or hi != hi else vi  # np.maximum: a NaN on either side wins
+        vmax[i] = hi
+        denom = math.sqrt(hi) / bc2_sqrt + eps
+        p[i] = pi + mi * neg_step_size / denom

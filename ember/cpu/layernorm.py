@@ -1,0 +1,21 @@
+"""Launcher of the fused layer-norm row loops (``_layernorm_kernels.py``); imports no numba."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.cpu.compile import load
+
+
+def row_kernels():
+    """``(forward, backward)`` row-block loops for C-contiguous float32 (m, d) arrays, or None
+    while CPU kernels are off (the caller keeps NumPy's path). See ``_layernorm_kernels``."""
+    kernels = load("layernorm")
+    if kernels is None:
+        return None
+    return kernels.layer_norm_forward, kernels.layer_norm_backward
+
+
+def supports(*arrays) -> bool:
+    """Every array a float32 NumPy array (not a subclass, not CuPy)."""
+    return all(type(a) is np.ndarray and a.dtype == np.float32 for a in arrays)
