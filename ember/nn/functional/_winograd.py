@@ -19,6 +19,12 @@ NumPy layout choices (measured on the reference cnn, see benchmarks/notes/worklo
   2*tw + 2 values is read as tw + 1 value pairs, and each column transform is one long 1-D
   pass. The junk tiles' products are computed and never read.
 
+With the CPU kernels on (ember/cpu/winograd.py), each transform is instead one numba loop over
+the block that reads x (or g) and writes y directly: no padded copy, no junk tiles (tiles =
+th * tw per image instead of th * (tw + 1)), and the kept v is a (16, N*C*tiles) view of a
+(16, stride) array (``_row_stride``). grad_weight tells the two layouts of the saved v apart
+by its width.
+
 Accuracy: the transforms use only 1/2 and sums (G, B, A of Lavin & Gray), so float32 results
 match the direct convolution to a few ulps of the output scale (tests/nn/test_conv_winograd.py).
 """
@@ -30,6 +36,7 @@ import threading
 
 import numpy as np
 
+from ember.cpu import winograd as cpu_winograd
 from ember.nn.functional import _workspace
 from ember.ops.parallel import get_num_threads, run_blocks
 
@@ -60,12 +67,43 @@ def supported(x, w, kernel: tuple, stride: tuple, dilation: tuple, groups: int) 
     )
 
 
+def _fused(x):
+    """The fused transform loops for x, or None (kernels off, or not a float NumPy array)."""
+    return cpu_winograd.transform_kernels() if cpu_winograd.supports(x) else None
+
+
+def _tiles(th: int, tw: int, fused: bool) -> int:
+    """Tiles per image plane: the NumPy passes carry one junk tile per tile row."""
+    return th * tw if fused else th * (tw + 1)
+
+
+def _row_stride(cols: int, itemsize: int) -> int:
+    """A row length >= cols for the 16 rows of v, m or gm that the fused loops touch at once:
+    rows 256 bytes past a multiple of 4 KiB, so they fall in different L1 cache sets. With
+    rows a multiple of 4 KiB apart (the cnn's shapes) all 16 share one 8-way set and the
+    per-tile loops ran 3-10x slower."""
+    unit, offset = 4096 // itemsize, 256 // itemsize
+    return cols + (offset - cols) % unit
+
+
+def _rows(name, cols: int, dtype, fresh: bool = False):
+    """A (16, stride) array (``_row_stride``) and its (16, cols) view, from the per-thread
+    scratch or (``fresh``) the workspace pool."""
+    dtype = np.dtype(dtype)
+    shape = (16, _row_stride(cols, dtype.itemsize))
+    full = _workspace.take(np, shape, dtype) if fresh else _buffer(name, shape, dtype)
+    return full, full[:, :cols]
+
+
 def transformed_bytes(x, pads: tuple, out_sp: tuple | None = None) -> int:
     """The size of the transformed input :func:`conv3x3` keeps with ``keep=True``."""
     n, c, h, wd = x.shape
     (top, bottom), (left, right) = pads
     ho, wo = (h + top + bottom - 2, wd + left + right - 2) if out_sp is None else tuple(out_sp)
-    return 16 * n * c * (-(-ho // 2)) * (-(-wo // 2) + 1) * x.dtype.itemsize
+    th, tw = -(-ho // 2), -(-wo // 2)
+    if _fused(x) is None:
+        return 16 * n * c * _tiles(th, tw, False) * x.dtype.itemsize
+    return 16 * _row_stride(n * c * th * tw, x.dtype.itemsize) * x.dtype.itemsize
 
 
 def transform_kernel(w):
@@ -217,10 +255,15 @@ def conv3x3(x, w, pads: tuple, out_sp: tuple | None = None, keep: bool = False):
     dt = x.dtype
     u = transform_kernel(w)
     y = np.empty((n, o, ho, wo), dt)
-    tiles = th * (tw + 1)
+    fused = _fused(x)
+    tiles = _tiles(th, tw, fused is not None)
     threads = get_num_threads()
     nb = block_images(c, tiles, dt.itemsize, n, threads)
     even = ho == 2 * th and wo == 2 * tw
+    if fused is not None:
+        full, saved = _rows(None, n * c * tiles, dt, fresh=True) if keep else (None, None)
+        _conv3x3_fused(fused, np.ascontiguousarray(x), u, y, full, pads, nb, threads)
+        return y, saved, nb
     saved = _workspace.take(np, (16, n * c * tiles), dt) if keep else None
     c0, c1 = max(0, -left), min(wd, wp - left)  # columns of x inside the padded tile grid
 
@@ -245,6 +288,31 @@ def conv3x3(x, w, pads: tuple, out_sp: tuple | None = None, keep: bool = False):
 
     run_blocks(kernel, n, nb, threads)
     return y, saved, nb
+
+
+def _conv3x3_fused(fused, x, u, y, saved, pads: tuple, nb: int, threads: int) -> None:
+    """conv3x3's blocks with the fused transforms: x -> v, the 16 GEMMs, m -> y (cropped).
+    ``saved``: the whole (16, stride) array that keeps v, or None."""
+    n, c = x.shape[:2]
+    o, ho, wo = y.shape[1:]
+    (top, _), (left, _) = pads
+    th, tw = -(-ho // 2), -(-wo // 2)
+    tiles = th * tw
+    input_transform, output_transform, _ = fused
+
+    def kernel(lo: int, hi: int) -> None:
+        b = hi - lo
+        if saved is None:
+            v, col0 = _rows("v", b * c * tiles, x.dtype)[0], 0
+        else:
+            v, col0 = saved, lo * c * tiles
+        input_transform(x, v, col0, lo, hi, top, left, th, tw)
+        vb = v[:, col0 : col0 + b * c * tiles].reshape(16, c, b * tiles)
+        m, mv = _rows("m", o * b * tiles, x.dtype)
+        np.matmul(u, vb, out=mv.reshape(16, o, b * tiles))
+        output_transform(m, y, lo, hi, th, tw)
+
+    run_blocks(kernel, n, nb, threads)
 
 
 def _grad_transform(gs, gm, th: int, tw: int) -> None:
@@ -277,8 +345,14 @@ def grad_weight(g, v, c: int, block: int):
     dU[ab] = sum over tiles of (A g A^T)[ab] V[ab]^T, then dW = G^T dU G."""
     n, o, ho, wo = g.shape
     th, tw = -(-ho // 2), -(-wo // 2)
-    tiles = th * (tw + 1)
     dt = g.dtype
+    # conv3x3 kept v in the fused layout (no junk tiles) exactly when v has that width
+    fused_layout = v.shape[1] == n * c * th * tw
+    tiles = _tiles(th, tw, fused_layout)
+    fused = _fused(g) if fused_layout else None
+    grad_transform = None if fused is None else fused[2]
+    if grad_transform is not None:
+        g = np.ascontiguousarray(g)
     count = -(-n // block)
     # the larger channel count as the result's rows: (64, K) @ (K, 32) ran at 34 GMAC/s
     # against 28 for (32, K) @ (K, 64); equal counts are the same either way
@@ -287,10 +361,19 @@ def grad_weight(g, v, c: int, block: int):
 
     def kernel(lo: int, hi: int) -> None:
         b = hi - lo
-        gs = _buffer(("gpad", ho, wo), (o, b, 2, th, 2 * tw + 2), dt, zero=True)
-        _split_rows(gs[..., :wo], g[lo:hi].transpose(1, 0, 2, 3), 0)
-        gm = _buffer("gm", (16, o * b * tiles), dt)
-        _grad_transform(gs, gm, th, tw)
+        if grad_transform is not None:
+            full, gm = _rows("gm", o * b * tiles, dt)
+            grad_transform(g, full, lo, hi, th, tw)
+        else:
+            gm = _buffer("gm", (16, o * b * tiles), dt)
+            gs = _buffer(("gpad", ho, wo), (o, b, 2, th, 2 * tw + 2), dt, zero=True)
+            _split_rows(gs[..., :wo], g[lo:hi].transpose(1, 0, 2, 3), 0)
+            if fused_layout:  # kernels switched off since the forward: drop the junk tiles
+                junk = _buffer("gmj", (16, o * b * th, tw + 1), dt)
+                _grad_transform(gs, junk.reshape(16, -1), th, tw)
+                gm.reshape(16, o * b * th, tw)[...] = junk[..., :tw]
+            else:
+                _grad_transform(gs, gm, th, tw)
         vb = v[:, lo * c * tiles : hi * c * tiles].reshape(16, c, b * tiles)
         gb = gm.reshape(16, o, b * tiles)
         if rows_o:
