@@ -22,6 +22,8 @@ from ember.autograd import autocast_state as _amp
 from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function
 from ember.autograd.grad_mode import no_grad, state
+from ember.cpu import batchnorm as cpu_bn
+from ember.ops.parallel import run_blocks
 from ember.ops.pointwise import quiet, to_float32
 from ember.ops.shape import reshape
 from ember.ops.unary import rsqrt
@@ -54,11 +56,16 @@ class BatchNormFn(Function):
     The per-channel elementwise steps run on the (N, C*L) view against a (C*L,) row of
     per-channel values: NumPy broadcasts a long contiguous row about 1.7x faster than a
     (C, 1) column, which makes it walk the array in L-long pieces.
+
+    float32 NumPy inputs with L >= _BN_MIN_L go through ember/cpu's channel loops instead
+    (``_forward_fused``/``_backward_fused``): a channel's passes stay in cache, and its sums
+    are float64 across rows, so they are more accurate than the NumPy passes (the oracle).
     """
 
     def __init__(self, training: bool, eps: float, running_mean=None, running_var=None):
         self.training, self.eps = training, eps
         self.rm, self.rv = running_mean, running_var
+        self.mean_lo = None  # from ember/cpu's forward: what rounding the mean to float32 lost
 
     def name(self) -> str:
         return "NativeBatchNormBackward"
@@ -73,6 +80,10 @@ class BatchNormFn(Function):
         if m == 0:
             self.mean = self.var = self.rstd = xp.zeros(c, wd)
             return xp.empty(x.shape, x.dtype)
+        fused = cpu_bn.channel_kernels() if L >= _BN_MIN_L and cpu_bn.supports(x2) else None
+        if fused is not None:  # ember/cpu: a channel block at a time
+            out = self._forward_fused(fused[0], x2.reshape(n, c, L), weight, bias)
+            return _cast(out.reshape(x.shape), x.dtype)
         with quiet():
             if self.training:
                 mean = _channel_sum(xp, x2.reshape(n, c, L)) / m
@@ -126,6 +137,18 @@ class BatchNormFn(Function):
                 xp.zeros(c, self.b_dtype) if need_b else None,
             )
         mean, rstd = self.mean, self.rstd
+        fused = None
+        if L >= _BN_MIN_L and cpu_bn.supports(g2, x2, mean, rstd):
+            fused = cpu_bn.channel_kernels()
+        if fused is not None:
+            dx, dw, db = self._backward_fused(
+                fused[1], g2.reshape(n, c, L), x2.reshape(n, c, L), None if w is None else w
+            )
+            return (
+                None if dx is None else _cast(dx.reshape(x.shape), x.dtype),
+                None if dw is None else _cast(dw, w.dtype),
+                None if db is None else _cast(db, self.b_dtype),
+            )
         dx = dw = db = None
         with quiet():
             sum_g = _channel_sum(xp, g2.reshape(n, c, L))
@@ -148,6 +171,69 @@ class BatchNormFn(Function):
                     dx = g2 * _row(xp, k, L)
                 dx = _cast(dx.reshape(x.shape), x.dtype)
         return dx, dw, db
+
+    def _forward_fused(self, kernel, x3, weight, bias):
+        """The forward of ember/cpu's channel loops on a float32 (N, C, L) array: statistics
+        and output in one call per channel block (training), or the output alone (eval)."""
+        n, c, L = x3.shape  # noqa: N806
+        f32 = np.float32
+        x3 = np.ascontiguousarray(x3)
+        out = np.empty_like(x3)
+        wv = np.ones(c, f32) if weight is None else np.ascontiguousarray(weight, f32)
+        bv = np.zeros(c, f32) if bias is None else np.ascontiguousarray(bias, f32)
+        e, training = f32(self.eps), self.training
+        var = np.empty(c, f32)  # written in training only
+        mean_lo = np.empty(c, f32) if training else np.zeros(c, f32)
+        if training:
+            mean, rstd = np.empty(c, f32), np.empty(c, f32)
+        else:
+            mean = self.rm.astype(f32)  # copies: buffers move
+            with quiet():
+                rstd = np.sqrt(self.rv.astype(f32) + e)
+                np.reciprocal(rstd, out=rstd)
+        run_blocks(
+            lambda lo, hi: kernel(x3, wv, bv, e, training, out, mean, mean_lo, var, rstd, lo, hi),
+            c, _bn_channels(n * L, c), BN_THREADS,
+        )  # fmt: skip
+        self.mean, self.mean_lo, self.rstd = mean, mean_lo, rstd
+        if training:
+            self.var = var
+        return out
+
+    def _backward_fused(self, kernel, g3, x3, w):
+        """(dx, dw, db) float32 from ember/cpu's channel loops (None where not wanted)."""
+        need_x, need_w, need_b = self.needs_input_grad
+        n, c, L = x3.shape  # noqa: N806
+        g3, x3 = np.ascontiguousarray(g3), np.ascontiguousarray(x3)
+        mean, rstd = np.ascontiguousarray(self.mean), np.ascontiguousarray(self.rstd)
+        mean_lo = np.zeros(c, np.float32) if self.mean_lo is None else self.mean_lo
+        wv = np.ones(c, np.float32) if w is None else np.ascontiguousarray(w, np.float32)
+        dx = np.empty_like(g3) if need_x else g3  # g3: a placeholder the kernel never writes
+        dw, db = np.empty(c, np.float32), np.empty(c, np.float32)
+        need_sums = need_w or need_b or (need_x and self.training)
+        training = self.training
+        run_blocks(
+            lambda lo, hi: kernel(
+                g3, x3, mean, mean_lo, rstd, wv, training, need_x, need_sums, dx, dw, db, lo, hi
+            ),
+            c, _bn_channels(n * L, c), BN_THREADS,
+        )  # fmt: skip
+        return (dx if need_x else None, dw if need_w else None, db if need_b else None)
+
+
+# ember/cpu's batch norm runs blocks of whole channels of about _BN_BLOCK elements (1 MB) on
+# the CPU threads: a small input is one block on the calling thread; the cnn's (64, 32, 32, 32)
+# is 8 blocks of 4 channels. Each channel's sums are its own, so the bits do not depend on it.
+# Its rows are L long: an (N, C) input (L = 1) walks each channel a strided element at a time,
+# 2.3x slower than NumPy's path for (4096, 256) f+b, which it therefore keeps; from L = 4 on
+# the loops win ((1024, 256, 4) 4.9 vs 6.4 ms, (64, 256, 64) 1.0 vs 1.9 ms).
+BN_THREADS = None  # the default thread count
+_BN_BLOCK = 1 << 18
+_BN_MIN_L = 4
+
+
+def _bn_channels(m: int, c: int) -> int:
+    return max(1, min(c, _BN_BLOCK // max(m, 1)))
 
 
 def _verify_batch_size(shape: tuple, op: str) -> None:
