@@ -11,4 +11,4 @@ Sits beside ember.cuda, between ember.tensor and ember.autograd: it imports only
 ember.tensor and (lazily) numba.
 """
 
-FAMILIES = ("gelu", "layernorm", "adam", "winograd", "batchnorm")
+FAMILIES = ("gelu", "layernorm", "adam", "winograd", "batchnorm", "pointwise")

@@ -17,6 +17,7 @@ from ember.autograd import autocast_state as _amp
 from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.function import Function, as_array
 from ember.cpu import gelu as cpu_gelu
+from ember.cpu import pointwise as cpu_pointwise
 from ember.cuda import gelu as cuda_gelu
 from ember.cuda.compile import kernels_enabled
 from ember.ops.parallel import get_num_threads, run_blocks, ufunc_blocks
@@ -486,6 +487,69 @@ def softplus(input, beta=1.0, threshold=20.0):
     if _autocast.enabled:  # on torch's autocast float32 list
         return _amp.call(_amp.FP32, softplus, input, beta, threshold)
     return Softplus(beta, threshold).apply(float_only(input, "softplus"))
+
+
+# ------------------------------------------- leaky_relu / elu loops (ember/cpu/pointwise)
+# The Functions are ember.nn.functional.activation's LeakyRelu and EluFn; these run their
+# float32 NumPy arrays as one loop each (forward, and gradient recomputed from the input)
+# instead of 3-6 ufunc passes, and return None where the NumPy path stays.
+def pointwise_loop(kernel, arrays, *scalars):
+    """``kernel(*arrays, *scalars, out)`` over the flattened same-shape float32 ``arrays``,
+    in blocks on the CPU threads once an array is large enough to pay for a thread's wake-up;
+    returns ``out`` in their shape."""
+    shape = arrays[0].shape
+    flat = [np.ascontiguousarray(a).reshape(-1) for a in arrays]
+    out = np.empty(flat[0].size, np.float32)
+    n = out.size
+    block, threads = cpu_pointwise.blocks(n, get_num_threads())
+
+    def run(lo, hi):
+        kernel(*[a[lo:hi] for a in flat], *scalars, out[lo:hi])
+
+    run_blocks(run, n, block, threads)
+    return out.reshape(shape)
+
+
+def leaky_relu_f32(x, slope):
+    """``x * select(x > 0, 1, slope)`` by ember/cpu's loop (bitwise), or None."""
+    loops = cpu_pointwise.leaky_relu() if cpu_pointwise.supports(x) else None
+    return None if loops is None else pointwise_loop(loops[0], [x], np.float32(slope))
+
+
+def leaky_relu_grad_f32(g, x, slope):
+    """``g * select(x > 0, 1, slope)`` by ember/cpu's loop (bitwise), or None."""
+    ok = cpu_pointwise.supports(g, x) and g.shape == x.shape
+    loops = cpu_pointwise.leaky_relu() if ok else None
+    return None if loops is None else pointwise_loop(loops[1], [g, x], np.float32(slope))
+
+
+def _elu_loops(arrays, input_scale):
+    """The loops while they apply: float32 arrays, and an exp argument that is never positive
+    (celu with a negative alpha keeps NumPy's path)."""
+    with quiet():  # celu's 1 / alpha may overflow float32, as in the NumPy path
+        ok = cpu_pointwise.supports(*arrays) and np.float32(input_scale) > 0
+    return cpu_pointwise.elu() if ok else None
+
+
+def elu_f32(x, alpha, scale, input_scale):
+    """EluFn's forward by ember/cpu's loop (expm1 within 1 ulp of the exact value), or None."""
+    loops = _elu_loops([x], input_scale)
+    if loops is None:
+        return None
+    with quiet():
+        coefs = (np.float32(input_scale), np.float32(scale * alpha), np.float32(scale))
+    return pointwise_loop(loops[0], [x], *coefs)
+
+
+def elu_grad_f32(g, x, alpha, scale, input_scale):
+    """EluFn's first-order gradient by ember/cpu's loop (exp within 1 ulp), or None."""
+    loops = _elu_loops([g, x], input_scale) if g.shape == x.shape else None
+    if loops is None:
+        return None
+    with quiet():
+        k = input_scale * scale * alpha
+        coefs = (np.float32(input_scale), np.float32(k), np.float32(scale))
+    return pointwise_loop(loops[1], [g, x], *coefs)
 
 
 FUNCTIONS = {

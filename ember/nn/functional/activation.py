@@ -13,7 +13,16 @@ from ember.autograd.autocast_state import state as _autocast
 from ember.autograd.autocast_state import suspended
 from ember.autograd.function import Function
 from ember.autograd.grad_mode import state
-from ember.ops.activation import gelu, sigmoid, softplus, tanh
+from ember.ops.activation import (
+    elu_f32,
+    elu_grad_f32,
+    gelu,
+    leaky_relu_f32,
+    leaky_relu_grad_f32,
+    sigmoid,
+    softplus,
+    tanh,
+)
 from ember.ops.activation import relu as _relu
 from ember.ops.activation import silu as _silu_op
 from ember.ops.inplace import apply_inplace
@@ -119,8 +128,22 @@ class LeakyRelu(_Masked):
         self.slope = slope
 
     def forward(self, x):
+        out = leaky_relu_f32(x, self.slope)  # float32: one loop (ember/cpu), None otherwise
+        if out is not None:
+            self.w = None  # the gradient loop reads x instead of a slopes array
+            self.save_for_backward(x)
+            return out
         self.w = select(x > 0, const(x, 1), const(x, self.slope))
         return x * self.w  # x itself where x > 0 (times one), x * slope elsewhere
+
+    def backward(self, g):
+        if self.w is None:
+            (x,) = self.saved_tensors
+            gx = None if state.enabled else leaky_relu_grad_f32(g.data, x.data, self.slope)
+            if gx is not None:
+                return Tensor(gx)
+            self.w = select(x.data > 0, const(x.data, 1), const(x.data, self.slope))
+        return scale_grad(g, self.w)
 
 
 class Hardtanh(_Masked):
@@ -238,6 +261,9 @@ class EluFn(Function):
 
     def forward(self, x):
         self.save_for_backward(x)
+        out = elu_f32(x, self.alpha, self.scale, self.input_scale)  # float32: ember/cpu's loop
+        if out is not None:
+            return out
         x32 = to_float32(x).reshape(-1)  # 1-D: 0-d arithmetic gives NumPy scalars
         xp = get_array_module(x32)
         with quiet():
@@ -256,6 +282,9 @@ class EluFn(Function):
         if state.enabled:  # create_graph: the same slope, recorded
             t = clamp_max(x, 0) * self.input_scale if self.input_scale != 1 else clamp_max(x, 0)
             return g * where(x > 0, self.scale, exp(t) * k)
+        gx = elu_grad_f32(g.data, x.data, self.alpha, self.scale, self.input_scale)
+        if gx is not None:
+            return Tensor(gx)
         x32 = to_float32(x.data).reshape(-1)
         with quiet():
             w = self._exp_branch(x32)

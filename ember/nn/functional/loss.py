@@ -13,8 +13,10 @@ import numpy as np
 from ember.autograd import autocast_state as _amp
 from ember.autograd.function import Function
 from ember.autograd.grad_mode import state
+from ember.cpu import pointwise as cpu_pointwise
 from ember.nn.functional import _reduction as R
 from ember.nn.functional._cross_entropy import CrossEntropy, IndexTarget, work
+from ember.ops.activation import pointwise_loop
 from ember.ops.pointwise import const, quiet, scale_grad, to_float32
 from ember.ops.select import clamp
 from ember.tensor import dtypes
@@ -336,6 +338,11 @@ class QuadraticThenLinear(Function):
         self.cut, self.slope, self.k = cut, slope, min(slope / cut, _K_MAX)
 
     def forward(self, d):
+        self.save_for_backward(d)
+        loops = cpu_pointwise.quadratic_then_linear() if cpu_pointwise.supports(d) else None
+        if loops is not None:  # float32: one loop (ember/cpu), the same operations bitwise
+            f32 = np.float32
+            return pointwise_loop(loops[0], [d], f32(self.cut), f32(self.k), f32(self.slope))
         xp = get_array_module(d)
         x = to_float32(d).reshape(-1)  # 1-D: 0-d arrays would come back as NumPy scalars
         with quiet():
@@ -346,18 +353,32 @@ class QuadraticThenLinear(Function):
             out = m * const(x, 0.5)
             xp.subtract(ad, out, out=out)
             out *= mk
-        self.save_for_backward(d)
         return out.reshape(d.shape).astype(d.dtype, copy=False)
 
     def backward(self, g):
         (d,) = self.saved_tensors
         if state.enabled:  # create_graph: the same slope, recorded
             return g * clamp(d * self.k, -self.slope, self.slope)
+        gx = self._grad_loop(g.data, d.data)
+        if gx is not None:
+            return Tensor(gx)
         x = to_float32(d.data).reshape(-1)
         with quiet():
             w = x * const(x, self.k)
             get_array_module(x).clip(w, -self.slope, self.slope, out=w)
         return scale_grad(g, w.reshape(d.data.shape).astype(d.data.dtype, copy=False))
+
+    def _grad_loop(self, g, d):
+        """``g * clip(k d, -slope, slope)`` by ember/cpu's loop (bitwise), or None. A mean's
+        or sum's gradient arrives broadcast (stride 0): its one value goes in as a scalar."""
+        ok = cpu_pointwise.supports(g, d) and g.shape == d.shape and d.size
+        loops = cpu_pointwise.quadratic_then_linear() if ok else None
+        if loops is None:
+            return None
+        k, slope = np.float32(self.k), np.float32(self.slope)
+        if not any(g.strides):
+            return pointwise_loop(loops[2], [d], g.reshape(-1)[0], k, slope)
+        return pointwise_loop(loops[1], [g, d], k, slope)
 
 
 _K_MAX = float(np.finfo(np.float32).max)
