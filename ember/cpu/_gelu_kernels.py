@@ -35,21 +35,36 @@ _P = tuple(np.float32(math.log(2.0) ** k / math.factorial(k)) for k in range(8))
 _P0, _P1, _P2, _P3, _P4, _P5, _P6, _P7 = _P
 
 
-@njit("void(float32[::1], float32[::1], float32[::1])", **JIT_OPTIONS)
-def gelu_exact(x, out, deriv):
+@njit(**JIT_OPTIONS)
+def _phi(v):
+    """(Phi(x), exp(-x^2 / 2)) of one float32 x."""
+    t = _AS_AK / (abs(v) + _AS_K)  # a t, t = 1 / (1 + p |x| / sqrt 2)
+    h = ((((t + _C1) * t + _C2) * t + _C3) * t + _C4) * t  # r(t) t / 2
+    y = v * v * _HALF_LOG2E
+    yc = y if y > _EXP2_MIN else _EXP2_MIN
+    r = yc + _ROUND
+    n = f32_bits(r) - _ROUND_BITS
+    f = yc - (r - _ROUND)
+    p = ((((((_P7 * f + _P6) * f + _P5) * f + _P4) * f + _P3) * f + _P2) * f + _P1) * f + _P0
+    e = p * bits_f32((n + np.int32(127)) << np.int32(23))
+    e = e if y >= _EXP2_MIN else _ZERO  # exp(-x^2/2)
+    q = _HALF - h * e  # Phi(-|x|) = q, Phi(|x|) = 1 - q
+    return bits_f32(f32_bits(q) ^ (f32_bits(v) & _SIGN)) + _HALF, e
+
+
+@njit("void(float32[::1], float32[::1])", **JIT_OPTIONS)
+def gelu_exact(x, out):
+    """out = x Phi(x)."""
     for i in range(x.size):
         v = x[i]
-        t = _AS_AK / (abs(v) + _AS_K)  # a t, t = 1 / (1 + p |x| / sqrt 2)
-        h = ((((t + _C1) * t + _C2) * t + _C3) * t + _C4) * t  # r(t) t / 2
-        y = v * v * _HALF_LOG2E
-        yc = y if y > _EXP2_MIN else _EXP2_MIN
-        r = yc + _ROUND
-        n = f32_bits(r) - _ROUND_BITS
-        f = yc - (r - _ROUND)
-        p = ((((((_P7 * f + _P6) * f + _P5) * f + _P4) * f + _P3) * f + _P2) * f + _P1) * f + _P0
-        e = p * bits_f32((n + np.int32(127)) << np.int32(23))
-        e = e if y >= _EXP2_MIN else _ZERO  # exp(-x^2/2)
-        q = _HALF - h * e  # Phi(-|x|) = q, Phi(|x|) = 1 - q
-        phi = bits_f32(f32_bits(q) ^ (f32_bits(v) & _SIGN)) + _HALF  # Phi(x)
-        out[i] = v * phi
-        deriv[i] = v * e * _INV_SQRT_2PI + phi
+        out[i] = v * _phi(v)[0]
+
+
+@njit("void(float32[::1], float32[::1], float32[::1])", **JIT_OPTIONS)
+def gelu_exact_grad(g, x, out):
+    """out = g gelu'(x), gelu'(x) = x phi(x) + Phi(x), recomputed from x: cheaper than keeping
+    gelu'(x) from the forward (a full array written, kept, and read back)."""
+    for i in range(x.size):
+        v = x[i]
+        phi, e = _phi(v)
+        out[i] = g[i] * (v * e * _INV_SQRT_2PI + phi)

@@ -1,4 +1,4 @@
-"""Launcher of the fused exact-GELU loop (``_gelu_kernels.py``); imports no numba."""
+"""Launcher of the fused exact-GELU loops (``_gelu_kernels.py``); imports no numba."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import numpy as np
 from ember.cpu.compile import load
 
 
-def gelu_exact_block():
-    """``f(x, out, deriv)`` that writes gelu(x) and gelu'(x) for contiguous 1-D float32
-    arrays in one pass, or None while CPU kernels are off (the caller keeps NumPy's path)."""
+def gelu_exact():
+    """``(f(x, out), grad(g, x, out))`` over contiguous 1-D float32 arrays: gelu(x) and
+    g gelu'(x) in one pass each, or None while CPU kernels are off (the caller keeps NumPy's
+    path)."""
     kernels = load("gelu")
-    return None if kernels is None else kernels.gelu_exact
+    return None if kernels is None else (kernels.gelu_exact, kernels.gelu_exact_grad)
 
 
-def supports(x) -> bool:
-    """The loop takes float32 NumPy arrays (not subclasses, not CuPy)."""
-    return type(x) is np.ndarray and x.dtype == np.float32
+def supports(*arrays) -> bool:
+    """The loops take float32 NumPy arrays (not subclasses, not CuPy)."""
+    return all(type(x) is np.ndarray and x.dtype == np.float32 for x in arrays)

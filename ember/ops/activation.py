@@ -216,9 +216,6 @@ _EXP2_MIN = np.float32(-126)  # exp2's smallest normal result
 # 128K 2.71 / 1.59, 256K 2.63 / 1.47 (16K: 3.36 / 4.05).
 _GELU_BLOCK = 1 << 18
 _GELU_MIN_BLOCK = 1 << 16  # smaller arrays: at least two blocks per thread of this size
-# The fused loop (ember/cpu) runs ~0.55 ns per element: below ~100 us of work, a second
-# thread's wake-up (60-130 us on this VM) costs more than it saves.
-_GELU_FUSED_MIN_SPLIT = 1 << 17
 
 
 def _gelu_exact_block(x, out, deriv, t, h):
@@ -266,12 +263,6 @@ def _gelu_exact_f32(x):
     out = np.empty_like(x)
     deriv = np.empty_like(x)
     n = x.size
-    fused = cpu_gelu.gelu_exact_block()
-    if fused is not None:  # ember/cpu: one pass, ~5x faster than the 23 below
-        threads = get_num_threads() if n >= _GELU_FUSED_MIN_SPLIT else 1
-        block = max(_GELU_FUSED_MIN_SPLIT // 2, -(-n // (4 * threads)))
-        run_blocks(lambda lo, hi: fused(x[lo:hi], out[lo:hi], deriv[lo:hi]), n, block, threads)
-        return out.reshape(shape), deriv.reshape(shape)
 
     def kernel(lo, hi):
         t = np.empty(hi - lo, np.float32)
@@ -319,6 +310,11 @@ def _gelu_tanh_grad(g, x, t):
     return r
 
 
+def _gelu_loops(*arrays):
+    """ember/cpu's exact-GELU loops (forward, backward) for float32 NumPy arrays, or None."""
+    return cpu_gelu.gelu_exact() if cpu_gelu.supports(*arrays) else None
+
+
 def _gelu_kernel(x) -> bool:
     """ember/cuda/gelu.cu replaces the tanh-approximation composite for this CuPy array."""
     return get_array_module(x) is not np and kernels_enabled() and cuda_gelu.supports(x)
@@ -337,6 +333,8 @@ class Gelu(Function):
         with quiet():
             if self.approximate == "tanh":
                 out, self.aux = _gelu_tanh(x32)  # tanh(...) for backward
+            elif (loops := _gelu_loops(x32)) is not None:  # ember/cpu: one pass each way
+                out, self.aux = pointwise_loop(loops[0], [x32]), None
             elif cpu_gelu.supports(x32):
                 out, self.aux = _gelu_exact_f32(x32)  # gelu'(x) for backward
             else:
@@ -359,18 +357,30 @@ class GeluGrad(Function):
 
     def forward(self, g, x):
         self.save_for_backward(g, x)
-        if self.aux is None:  # the forward ran ember/cuda/gelu.cu
-            if _gelu_kernel(x):
-                return cuda_gelu.gelu_backward(x, g)[0].astype(g.dtype, copy=False)
-            self.aux = _gelu_tanh(to_float32(x))[1]  # kernels switched off since
         x32 = to_float32(x)
         g32 = to_float32(g)
+        if self.aux is None:  # the forward ran a kernel: ember/cuda/gelu.cu or ember/cpu
+            if self.approximate == "tanh" and _gelu_kernel(x):
+                return cuda_gelu.gelu_backward(x, g)[0].astype(g.dtype, copy=False)
+            loops = _gelu_loops(g32, x32) if self.approximate == "none" else None
+            if loops is not None and g32.shape == x32.shape:
+                return _back_to(pointwise_loop(loops[1], [g32, x32]), g.dtype)
+            self.aux = self._recompute(x32)  # kernels switched off since
         with quiet():
             if self.approximate == "tanh":
                 r = _gelu_tanh_grad(g32, x32, self.aux)
             else:
                 r = g32 * self.aux  # memory-bound: a second thread does not help
         return _back_to(r, g.dtype)
+
+    def _recompute(self, x32):
+        """The saved slope of the forward, for a forward that ran a kernel instead."""
+        with quiet():
+            if self.approximate == "tanh":
+                return _gelu_tanh(x32)[1]
+            if cpu_gelu.supports(x32):
+                return _gelu_exact_f32(x32)[1]
+            return _gelu_deriv(x32, _gelu_cdf(x32))
 
     def backward(self, gg):
         g, x = self.saved_tensors

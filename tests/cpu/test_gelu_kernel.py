@@ -25,24 +25,34 @@ def _inputs(n: int) -> np.ndarray:
     return x
 
 
-def _gelu(x, threads: int):
+def _threads(fn, threads: int):
     before = P.get_num_threads()
     P.set_num_threads(threads)
     try:
         with np.errstate(all="ignore"):
-            return A._gelu_exact_f32(x)
+            return fn()
     finally:
         P.set_num_threads(before)
 
 
+def _fused(x, threads: int):
+    """(gelu(x), gelu'(x)) from ember/cpu's loops: the backward loop with g = 1."""
+    forward, backward = cpu_gelu.gelu_exact()
+    ones = np.ones_like(x)
+    return _threads(
+        lambda: (A.pointwise_loop(forward, [x]), A.pointwise_loop(backward, [ones, x])), threads
+    )
+
+
+def _numpy_blocks(x, threads: int):
+    return _threads(lambda: A._gelu_exact_f32(x), threads)
+
+
 @pytest.mark.parametrize("n", [1, 100, 70_001, 1 << 20])
-def test_fused_gelu_matches_the_numpy_blocks_and_torch(n, kernels_on, monkeypatch, count_calls):
+def test_fused_gelu_matches_the_numpy_blocks_and_torch(n, kernels_on):
     x = _inputs(n)
-    calls = count_calls(cpu_compile.load("gelu"), "gelu_exact")
-    out, deriv = _gelu(x, 2)
-    assert calls, "the fused loop did not run"
-    monkeypatch.setenv("EMBER_CPU_KERNELS", "0")
-    ref_out, ref_deriv = _gelu(x, 2)
+    out, deriv = _fused(x, 2)
+    ref_out, ref_deriv = _numpy_blocks(x, 2)
     np.testing.assert_array_equal(np.isnan(out), np.isnan(ref_out))
     np.testing.assert_array_equal(np.isnan(deriv), np.isnan(ref_deriv))
     fin = np.isfinite(ref_out) & np.isfinite(ref_deriv)
@@ -64,27 +74,58 @@ def test_fused_gelu_matches_the_numpy_blocks_and_torch(n, kernels_on, monkeypatc
 
 def test_fused_gelu_is_the_same_on_one_and_two_threads(kernels_on):
     x = _inputs(1 << 20)
-    one, two = _gelu(x, 1), _gelu(x, 2)
+    one, two = _fused(x, 1), _fused(x, 2)
     np.testing.assert_array_equal(one[0], two[0])
     np.testing.assert_array_equal(one[1], two[1])
 
 
-def test_gelu_module_uses_the_loop_forward_and_backward(kernels_on, count_calls):
-    calls = count_calls(cpu_compile.load("gelu"), "gelu_exact")
-    x = np.random.default_rng(1).standard_normal((64, 33)).astype(np.float32)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_gelu_module_uses_the_loops_forward_and_backward(dtype, kernels_on, count_calls):
+    kernels = cpu_compile.load("gelu")
+    forward = count_calls(kernels, "gelu_exact")
+    backward = count_calls(kernels, "gelu_exact_grad")
+    x = (np.random.default_rng(1).standard_normal((640, 513)) * 3).astype(dtype)
     xe = ember.tensor(x, requires_grad=True)
     y = F.gelu(xe)
+    g = np.random.default_rng(2).standard_normal(x.shape).astype(dtype)
+    y.backward(ember.tensor(g))
+    assert forward and backward, "the fused loops did not run"
+    xt = torch.tensor(x.astype(np.float32), requires_grad=True)
+    yt = torch.nn.functional.gelu(xt)
+    yt.backward(torch.tensor(g.astype(np.float32)))
+    tol = 2e-6 if dtype == np.float32 else 2e-3
+    ref_y = yt.detach().numpy().astype(dtype).astype(np.float32)
+    ref_g = xt.grad.numpy().astype(dtype).astype(np.float32)
+    np.testing.assert_allclose(y.detach().numpy().astype(np.float32), ref_y, rtol=tol, atol=tol)
+    np.testing.assert_allclose(xe.grad.numpy().astype(np.float32), ref_g, rtol=tol, atol=tol)
+
+
+def test_kernels_switched_off_between_forward_and_backward(kernels_on, monkeypatch):
+    """The forward kept no gelu'(x) (the loop recomputes it): the NumPy backward rebuilds it."""
+    x = np.random.default_rng(3).standard_normal((64, 33)).astype(np.float32)
+    xe = ember.tensor(x, requires_grad=True)
+    y = F.gelu(xe)
+    monkeypatch.setenv("EMBER_CPU_KERNELS", "0")
     y.backward(ember.ones_like(y))
-    assert len(calls) == 1  # the backward reuses the forward's gelu'
     xt = torch.tensor(x, requires_grad=True)
     torch.nn.functional.gelu(xt).sum().backward()
-    yt = torch.nn.functional.gelu(xt).detach().numpy()
-    np.testing.assert_allclose(y.detach().numpy(), yt, rtol=2e-6, atol=2e-6)
     np.testing.assert_allclose(xe.grad.numpy(), xt.grad.numpy(), rtol=2e-6, atol=2e-6)
 
 
+def test_double_backward_through_the_loops(kernels_on):
+    x = np.random.default_rng(4).standard_normal(50).astype(np.float32)
+    xe = ember.tensor(x, requires_grad=True)
+    (gx,) = ember.autograd.grad(F.gelu(xe).sum(), xe, create_graph=True)
+    (ggx,) = ember.autograd.grad(gx.sum(), xe)
+    xt = torch.tensor(x, requires_grad=True)
+    (tx,) = torch.autograd.grad(torch.nn.functional.gelu(xt).sum(), xt, create_graph=True)
+    (ttx,) = torch.autograd.grad(tx.sum(), xt)
+    np.testing.assert_allclose(gx.detach().numpy(), tx.detach().numpy(), rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(ggx.numpy(), ttx.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_kernels_off_means_no_loop(kernels_off):
-    assert cpu_gelu.gelu_exact_block() is None
+    assert cpu_gelu.gelu_exact() is None
     assert cpu_compile.load("gelu") is None
 
 
