@@ -1,11 +1,10 @@
 """One Adam/AdamW step as one loop: each element of p, m, v (and AMSGrad's max) is read and
 written once, where ember.optim.adam's NumPy kernel makes a dozen passes.
 
-Bitwise the NumPy kernel (and so torch): the same float32 operations in the same order, every
-scalar the float32 NumPy rounds it to (NEP 50), and no fastmath, so LLVM neither reorders nor
-fuses a multiply and an add. The launcher passes the scalars already rounded (np.float32): a
-Python float here would be float64 and promote the arithmetic.
-"""
+Bitwise the NumPy kernel (which is within an ulp of torch's): the same float32 operations in the
+same order, every scalar the float32 NumPy rounds it to (NEP 50), and no fastmath, so LLVM
+neither reorders nor fuses a multiply and an add. The launcher passes the scalars already
+rounded (np.float32): a Python float here would be float64 and promote the arithmetic."""
 
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ from numba import njit
 
 from ember.cpu.compile import JIT_OPTIONS
 
+_ZERO = np.float32(0.0)
+
 # Row sums may be reassociated (and so vectorised): a plain ``s += a[j]`` is otherwise one chain
 # of dependent adds, 2.5x slower here. The summation order then follows the CPU's vector width:
 # the same machine gives the same bits every run.
@@ -66,7 +68,10 @@ def layer_norm_forward(x, w, b, eps, out, mean, rstd, lo, hi):
         s1, s2 = _centred_sums(row, mu)
         shift = s1 / fd
         mu += shift
-        r = np.float32(1.0) / np.sqrt((s2 / fd - shift * shift) + eps)
+        var = s2 / fd - shift * shift
+        if var < _ZERO:  # rounding (a constant row); NaN stays NaN
+            var = _ZERO
+        r = np.float32(1.0) / np.sqrt(var + eps)
         for j in range(d):
             o[j] = (row[j] - mu) * r * w[j] + b[j]
         mean[i] = mu

@@ -2,8 +2,9 @@
 
 Kernel modules (``ember/cpu/_<family>_kernels.py``) import numba at the top and compile their
 loops for fixed signatures when imported, from numba's on-disk cache after the first time
-(``cache=True``: next to the source, or numba's user cache dir when that is read-only). Importing
-``ember`` therefore never imports numba; the first call of a fused op does, once per process.
+(``cache=True``: next to the source, or numba's user cache dir when that is read-only; with
+neither writable, in memory once per process). Importing ``ember`` therefore never imports
+numba; the first call of a fused op does, once per process.
 
 ``EMBER_CPU_KERNELS=0`` switches every kernel off (checked at each call, so tests can flip it).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 import threading
 
 _lock = threading.Lock()
@@ -31,7 +33,8 @@ def kernels_enabled() -> bool:
 
 
 def load(family: str):
-    """The compiled kernel module of ``family``, or None while kernels are off."""
+    """The compiled kernel module of ``family``, or None while kernels are off. A failed
+    compile raises the same error at every call (without compiling again)."""
     if not kernels_enabled():
         return None
     module = _modules.get(family)
@@ -39,15 +42,34 @@ def load(family: str):
         with _lock:  # two threads' first calls compile once
             module = _modules.get(family)
             if module is None:
-                try:
-                    module = importlib.import_module(f"ember.cpu._{family}_kernels")
-                except Exception as exc:
-                    raise RuntimeError(
-                        f"ember.cpu: compiling the {family} kernels with numba failed ({exc}); "
-                        "EMBER_CPU_KERNELS=0 runs Ember on its NumPy paths instead"
-                    ) from exc
-                _modules[family] = module
+                module = _modules[family] = _compile(family)
+    if isinstance(module, Exception):
+        raise module
     return module
+
+
+def _compile(family: str):
+    """Import (and so compile) ``ember.cpu._<family>_kernels``; the error, if that fails."""
+    name = f"ember.cpu._{family}_kernels"
+    try:
+        try:
+            return importlib.import_module(name)
+        except RuntimeError as exc:
+            # numba's cache=True raises at compile time when neither the source folder nor
+            # its user cache dir can be written (a read-only install and HOME): compile in
+            # memory instead, once per process
+            if "no locator available" not in str(exc) or not JIT_OPTIONS["cache"]:
+                raise
+            JIT_OPTIONS["cache"] = False
+            sys.modules.pop(name, None)
+            return importlib.import_module(name)
+    except Exception as exc:
+        error = RuntimeError(
+            f"ember.cpu: compiling the {family} kernels with numba failed ({exc}); "
+            "EMBER_CPU_KERNELS=0 runs Ember on its NumPy paths instead"
+        )
+        error.__cause__ = exc
+        return error
 
 
 # Keyword arguments of every kernel: no GIL (the launchers run blocks on Ember's CPU threads),

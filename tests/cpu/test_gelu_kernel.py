@@ -145,10 +145,46 @@ def test_the_loop_takes_plain_float32_arrays_only(arr, ok):
 def test_a_kernel_that_fails_to_compile_says_how_to_go_on(kernels_on, monkeypatch):
     import importlib
 
+    calls = []
+
     def broken(name, *args):
+        calls.append(name)
         raise ImportError("no LLVM here")
 
     monkeypatch.setattr(cpu_compile, "_modules", {})
     monkeypatch.setattr(importlib, "import_module", broken)
-    with pytest.raises(RuntimeError, match="gelu kernels with numba failed.*EMBER_CPU_KERNELS=0"):
-        cpu_compile.load("gelu")
+    for _ in range(2):  # the same error again, without a second attempt
+        with pytest.raises(RuntimeError, match="gelu kernels with numba failed.*KERNELS=0"):
+            cpu_compile.load("gelu")
+    assert len(calls) == 1
+
+
+def test_no_writable_cache_compiles_in_memory(kernels_on, monkeypatch):
+    """numba's cache=True raises "no locator available" where neither the package folder nor
+    the user cache dir is writable (a read-only install): the loops then compile uncached."""
+    import importlib
+    import sys
+
+    real = importlib.import_module
+    calls = []
+
+    def no_locator_first(name, *args):
+        if name != "ember.cpu._gelu_kernels":  # numba's own imports while compiling
+            return real(name, *args)
+        calls.append(name)
+        if len(calls) == 1:
+            raise RuntimeError(
+                f"cannot cache function 'gelu_exact': no locator available for {name}"
+            )
+        return real(name, *args)
+
+    monkeypatch.setattr(cpu_compile, "_modules", {})
+    monkeypatch.setitem(cpu_compile.JIT_OPTIONS, "cache", True)
+    monkeypatch.delitem(sys.modules, "ember.cpu._gelu_kernels", raising=False)
+    monkeypatch.setattr(importlib, "import_module", no_locator_first)
+    module = cpu_compile.load("gelu")
+    assert len(calls) >= 2  # the failed import, then the uncached one
+    assert cpu_compile.JIT_OPTIONS["cache"] is False
+    out = np.empty(3, np.float32)
+    module.gelu_exact(np.array([-1.0, 0.0, 1.0], np.float32), out)
+    np.testing.assert_allclose(out, [-0.15865526, 0.0, 0.8413447], rtol=1e-6)
