@@ -17,6 +17,20 @@ from ember.cpu.compile import JIT_OPTIONS
 _F32 = "float32[::1]"
 
 
+@njit(**JIT_OPTIONS)
+def _moments(pi, gi, mi, vi, keep, wd, weight, beta2, one_minus_beta2, decay, l2, maximize, low):
+    """(p after decay, m, v) of one element: the NumPy kernel's ops up to the square root."""
+    if decay:
+        pi = pi * keep
+    if maximize:  # -g + wd p is the NumPy path's wd p - g: a - b is a + (-b) in IEEE
+        gi = -gi
+    if l2:
+        gi = pi * wd + gi
+    d = gi - mi
+    mi = mi + d * weight if low else gi - d * weight
+    return pi, mi, vi * beta2 + gi * one_minus_beta2 * gi
+
+
 @njit(
     f"void({_F32}, {_F32}, {_F32}, {_F32}, float32, float32, float32, float32, float32, "
     "float32, float32, float32, boolean, boolean, boolean, boolean)",
@@ -30,25 +44,13 @@ def adam_step(
     (Adam); ``lerp_low``: torch's lerp formula for weights < 0.5, ``weight`` being 1 - beta1
     then, else beta1 rounded from 1 - (1 - beta1) as ``lerp_`` does."""
     for i in range(p.size):
-        pi = p[i]
-        if decay:
-            pi = pi * keep
-        gi = g[i]
-        if maximize:  # -g + wd p is the NumPy path's wd p - g: a - b is a + (-b) in IEEE
-            gi = -gi
-        if l2:
-            gi = pi * wd + gi
-        mi = m[i]
-        d = gi - mi
-        if lerp_low:
-            mi = mi + d * weight
-        else:
-            mi = gi - d * weight
-        vi = v[i] * beta2 + gi * one_minus_beta2 * gi
+        pi, mi, vi = _moments(
+            p[i], g[i], m[i], v[i], keep, wd, weight, beta2, one_minus_beta2,
+            decay, l2, maximize, lerp_low,
+        )  # fmt: skip
         m[i] = mi
         v[i] = vi
-        denom = math.sqrt(vi) / bc2_sqrt + eps
-        p[i] = pi + mi * neg_step_size / denom
+        p[i] = pi + mi * neg_step_size / (math.sqrt(vi) / bc2_sqrt + eps)
 
 
 @njit(
@@ -62,25 +64,13 @@ def adam_step_amsgrad(
 ):  # fmt: skip
     """``adam_step`` with AMSGrad: the denominator uses ``vmax = maximum(vmax, v)``."""
     for i in range(p.size):
-        pi = p[i]
-        if decay:
-            pi = pi * keep
-        gi = g[i]
-        if maximize:
-            gi = -gi
-        if l2:
-            gi = pi * wd + gi
-        mi = m[i]
-        d = gi - mi
-        if lerp_low:
-            mi = mi + d * weight
-        else:
-            mi = gi - d * weight
-        vi = v[i] * beta2 + gi * one_minus_beta2 * gi
+        pi, mi, vi = _moments(
+            p[i], g[i], m[i], v[i], keep, wd, weight, beta2, one_minus_beta2,
+            decay, l2, maximize, lerp_low,
+        )  # fmt: skip
         m[i] = mi
         v[i] = vi
         hi = vmax[i]
         hi = hi if hi >= vi or hi != hi else vi  # np.maximum: a NaN on either side wins
         vmax[i] = hi
-        denom = math.sqrt(hi) / bc2_sqrt + eps
-        p[i] = pi + mi * neg_step_size / denom
+        p[i] = pi + mi * neg_step_size / (math.sqrt(hi) / bc2_sqrt + eps)
