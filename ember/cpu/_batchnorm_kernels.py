@@ -11,34 +11,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ember.cpu._rows import SUM_OPTIONS, centred_sums, row_sum
 from ember.cpu.compile import JIT_OPTIONS
 
-# Row sums may be reassociated (and so vectorised), as in layer norm: the order then follows
-# the CPU's vector width, and the same machine gives the same bits every run.
-_SUM_OPTIONS = dict(JIT_OPTIONS, fastmath={"reassoc"})
 
-
-@njit(**_SUM_OPTIONS)
-def _row_sum(a):
-    """sum(a) over a float32 row."""
-    s = np.float32(0.0)
-    for j in range(a.size):
-        s += a[j]
-    return s
-
-
-@njit(**_SUM_OPTIONS)
-def _centred_sums(a, mu):
-    """(sum(a - mu), sum((a - mu)^2)) over a float32 row."""
-    s1 = s2 = np.float32(0.0)
-    for j in range(a.size):
-        c = a[j] - mu
-        s1 += c
-        s2 += c * c
-    return s1, s2
-
-
-@njit(**_SUM_OPTIONS)
+@njit(**SUM_OPTIONS)
 def _grad_sums(g, a, mu):
     """(sum(g), sum(g * (a - mu))) over float32 rows."""
     s1 = s2 = np.float32(0.0)
@@ -64,13 +41,13 @@ def batch_norm_forward(x, w, b, eps, training, out, mean, mean_lo, var, rstd, lo
         if training:
             s = 0.0
             for i in range(n):
-                s += _row_sum(x[i, c])
+                s += row_sum(x[i, c])
             mu = np.float32(s / m)
             # the corrected two-pass variance: the centred sums fix the mean's rounding (a
             # channel at 1e4 with a spread of 1 keeps its precision)
             s1 = s2 = 0.0
             for i in range(n):
-                a1, a2 = _centred_sums(x[i, c], mu)
+                a1, a2 = centred_sums(x[i, c], mu)
                 s1 += a1
                 s2 += a2
             shift = s1 / m

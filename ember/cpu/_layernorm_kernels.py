@@ -11,43 +11,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ember.cpu._rows import centred_sums, row_dot, row_sum
 from ember.cpu.compile import JIT_OPTIONS
 
 _ZERO = np.float32(0.0)
-
-# Row sums may be reassociated (and so vectorised): a plain ``s += a[j]`` is otherwise one chain
-# of dependent adds, 2.5x slower here. The summation order then follows the CPU's vector width:
-# the same machine gives the same bits every run.
-_SUM_OPTIONS = dict(JIT_OPTIONS, fastmath={"reassoc"})
-
-
-@njit(**_SUM_OPTIONS)
-def _row_dot(a, b):
-    """sum(a * b) over two float32 rows."""
-    s = np.float32(0.0)
-    for j in range(a.size):
-        s += a[j] * b[j]
-    return s
-
-
-@njit(**_SUM_OPTIONS)
-def _row_sum(a):
-    """sum(a) over a float32 row."""
-    s = np.float32(0.0)
-    for j in range(a.size):
-        s += a[j]
-    return s
-
-
-@njit(**_SUM_OPTIONS)
-def _centred_sums(a, mu):
-    """(sum(a - mu), sum((a - mu)^2)) over a float32 row."""
-    s1 = s2 = np.float32(0.0)
-    for j in range(a.size):
-        c = a[j] - mu
-        s1 += c
-        s2 += c * c
-    return s1, s2
 
 
 @njit(
@@ -62,10 +29,10 @@ def layer_norm_forward(x, w, b, eps, out, mean, rstd, lo, hi):
     fd = np.float32(d)
     for i in range(lo, hi):
         row, o = x[i], out[i]
-        mu = _row_sum(row) / fd
+        mu = row_sum(row) / fd
         # the corrected two-pass variance: the centred sum fixes the mean's rounding (a row at
         # 1e4 with a spread of 1 keeps its precision), and costs no extra pass
-        s1, s2 = _centred_sums(row, mu)
+        s1, s2 = centred_sums(row, mu)
         shift = s1 / fd
         mu += shift
         var = s2 / fd - shift * shift
@@ -104,8 +71,8 @@ def layer_norm_backward(g, x, mean, rstd, w, dx, dw, db, need_x, need_w, need_b,
         if need_x:
             for j in range(d):
                 gw[j] = gr[j] * w[j]
-            s1 = _row_sum(gw) / fd
-            s2 = _row_dot(gw, xhat) / -fd
+            s1 = row_sum(gw) / fd
+            s2 = row_dot(gw, xhat) / -fd
             o = dx[i]
             for j in range(d):
                 o[j] = (xhat[j] * s2 - s1 + gw[j]) * r
