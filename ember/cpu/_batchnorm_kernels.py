@@ -11,18 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ember.cpu._rows import SUM_OPTIONS, centred_sums, row_sum
+from ember.cpu._rows import centred_sums, grad_sums, row_sum
 from ember.cpu.compile import JIT_OPTIONS
-
-
-@njit(**SUM_OPTIONS)
-def _grad_sums(g, a, mu):
-    """(sum(g), sum(g * (a - mu))) over float32 rows."""
-    s1 = s2 = np.float32(0.0)
-    for j in range(a.size):
-        s1 += g[j]
-        s2 += g[j] * (a[j] - mu)
-    return s1, s2
 
 
 @njit(
@@ -88,7 +78,7 @@ def batch_norm_backward(
         sg = sgx = 0.0
         if need_sums:
             for i in range(n):
-                a1, a2 = _grad_sums(g[i, c], x[i, c], mu)
+                a1, a2 = grad_sums(g[i, c], x[i, c], mu)
                 sg += a1
                 sgx += a2
             sgx -= sg * mu_lo

@@ -1,5 +1,5 @@
-"""Sums over one float32 row, shared by the row and channel loops (layer norm, batch norm,
-softmax).
+"""Sums over one float32 row, shared by the row and channel loops (layer, batch and group
+norm, softmax).
 
 They may be reassociated (and so vectorised): a plain ``s += a[j]`` is otherwise one chain of
 dependent adds that LLVM may not reorder without fastmath, 2.5x slower on layer norm's rows;
@@ -44,4 +44,14 @@ def centred_sums(a, mu):
         c = a[j] - mu
         s1 += c
         s2 += c * c
+    return s1, s2
+
+
+@njit(**SUM_OPTIONS)
+def grad_sums(g, a, mu):
+    """(sum(g), sum(g * (a - mu))) over two float32 rows: a normalisation's backward sums."""
+    s1 = s2 = np.float32(0.0)
+    for j in range(a.size):
+        s1 += g[j]
+        s2 += g[j] * (a[j] - mu)
     return s1, s2

@@ -34,6 +34,7 @@ from ember.tensor.tensor import Tensor
 __all__ = ["batch_norm", "layer_norm", "group_norm", "rms_norm", "instance_norm"]
 
 
+from ember.nn.functional._group_norm import GroupNormFn, fused_kernels
 from ember.nn.functional._layer_norm import LayerNormFn  # noqa: F401 (re-exported)
 from ember.nn.functional._norm_common import (  # noqa: F401 (SyncBatchNorm reaches them here)
     _cast,
@@ -375,8 +376,9 @@ def group_norm(
     bias: Tensor | None = None,
     eps: float = 1e-5,
 ) -> Tensor:
-    """Normalise each group of C / num_groups channels (layer norm over (N, G, -1)), then a
-    per-channel scale and shift."""
+    """Normalise each group of C / num_groups channels, then a per-channel scale and shift:
+    float32 NumPy inputs in one fused Function (``_group_norm.GroupNormFn``, ember/cpu's
+    loops), others as layer norm over (N, G, -1) followed by the affine in Tensor ops."""
     return _group_norm(input, num_groups, weight, bias, eps, "group_norm")
 
 
@@ -403,6 +405,14 @@ def _group_norm(input, num_groups, weight, bias, eps, op: str) -> Tensor:
                 f"{op}: {name} should have shape ({c},) (one value per channel "
                 f"of the input of shape {shape}), got {_shape(t)}"
             )
+    kernels = fused_kernels(
+        input.data,
+        None if weight is None else weight.data,
+        None if bias is None else bias.data,
+        num_groups,
+    )
+    if kernels is not None:  # float32 NumPy: ember/cpu's (sample, group) loops
+        return GroupNormFn(num_groups, eps, kernels).apply(input, weight, bias)
     if input.data.size == 0:
         grouped = reshape(input, shape)
     else:
