@@ -100,8 +100,11 @@ class Mean(Function):
         return a.mean(axis=self.axes, keepdims=self.keepdim, dtype=a.dtype)
 
     def backward(self, g):
-        g = _expand_back(g, self.shape, self.axes, self.keepdim)
-        return g / self.count if self.count else g
+        # divide the reduced gradient, then broadcast it (a stride-0 view, as Sum's): the
+        # same values as dividing the full-size array, without writing it
+        if self.count:
+            g = g / self.count
+        return _expand_back(g, self.shape, self.axes, self.keepdim)
 
 
 def _sum_dtype(t: Tensor, dtype):
