@@ -171,7 +171,10 @@ def _grad_weight_flat(x, g, parts, part, lo, hi, c0, c1, kw, top, left, dh, dw):
                     for k in range(run):
                         lane[k] += spread[k] * s[k]
         for k in range(taps):
-            parts[part, ci, k] = _fold(acc[k], fold)
+            lane = acc[k]
+            for oy in range(ho):  # junk columns: 0 * x there is NaN for an inf x, drop them
+                lane[oy * wp + wo : (oy + 1) * wp] = 0
+            parts[part, ci, k] = _fold(lane, fold)
 
 
 @njit(

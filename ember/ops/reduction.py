@@ -70,10 +70,11 @@ class Sum(Function):
     def forward(self, a):
         self.shape = a.shape
         self.src = a.dtype
-        if a.dtype in _HALF and (self.dtype is None or self.dtype == a.dtype):
-            out = a.sum(axis=self.axes, keepdims=self.keepdim, dtype=np.float32)
-            return out.astype(a.dtype)
-        return a.sum(axis=self.axes, keepdims=self.keepdim, dtype=self.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # inf - inf: NaN, quietly (torch)
+            if a.dtype in _HALF and (self.dtype is None or self.dtype == a.dtype):
+                out = a.sum(axis=self.axes, keepdims=self.keepdim, dtype=np.float32)
+                return out.astype(a.dtype)
+            return a.sum(axis=self.axes, keepdims=self.keepdim, dtype=self.dtype)
 
     def backward(self, g):
         from ember.ops.conversion import cast_to
@@ -95,9 +96,11 @@ class Mean(Function):
         if n == 0:  # torch: nan, without NumPy's "Mean of empty slice" warning
             with np.errstate(invalid="ignore"):
                 return a.sum(axis=self.axes, keepdims=self.keepdim) / a.dtype.type(0)
-        if a.dtype in _HALF:
-            return a.mean(axis=self.axes, keepdims=self.keepdim, dtype=np.float32).astype(a.dtype)
-        return a.mean(axis=self.axes, keepdims=self.keepdim, dtype=a.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if a.dtype in _HALF:
+                out = a.mean(axis=self.axes, keepdims=self.keepdim, dtype=np.float32)
+                return out.astype(a.dtype)
+            return a.mean(axis=self.axes, keepdims=self.keepdim, dtype=a.dtype)
 
     def backward(self, g):
         # divide the reduced gradient, then broadcast it (a stride-0 view, as Sum's): the

@@ -126,3 +126,24 @@ def test_kernels_off_keeps_the_numpy_path(kernels_off, count_calls):
     assert not any(calls)
     for a, b in zip(fast, _run((2, 3, 6, 5), 3, 1, 1, 1, lib="torch")):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernels", ["1", "0"])
+@pytest.mark.parametrize("padding", [0, 1])
+def test_an_inf_input_spoils_only_the_taps_that_read_it(kernels, padding, monkeypatch):
+    """At stride 1 the flat passes also compute junk columns (a row's run reads into the next
+    row): their 0 * inf must not reach the weight gradient. Torch is the oracle."""
+    monkeypatch.setenv("EMBER_CPU_KERNELS", kernels)
+    x = np.ones((2, 3, 5, 6), np.float32)
+    x[0, 0, 1, 0] = np.inf
+    x[1, 2, 3, 5] = np.nan
+    w = np.random.default_rng(0).standard_normal((3, 1, 3, 3)).astype(np.float32)
+    xe, we = ember.tensor(x, requires_grad=True), ember.tensor(w, requires_grad=True)
+    F.conv2d(xe, we, padding=padding, groups=3).sum().backward()
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    torch.nn.functional.conv2d(xt, wt, padding=padding, groups=3).sum().backward()
+    ref = wt.grad.numpy()
+    np.testing.assert_array_equal(np.isnan(we.grad.numpy()), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(we.grad.numpy()), np.isinf(ref))
+    fin = np.isfinite(ref)
+    np.testing.assert_allclose(we.grad.numpy()[fin], ref[fin], rtol=1e-5, atol=1e-5)

@@ -170,12 +170,15 @@ def grad_weight(x, g, wshape, geo):
 
     def block(lo, hi):
         planes, rows = lay.planes(x[lo:hi]), lay.spread(g[lo:hi])
+        grid = (hi - lo, lay.c, lay.ho, lay.wp)
+        rows = rows.reshape(grid)[..., : lay.wo]  # without the junk columns: 0 * inf is NaN
         for k in range(taps):
-            dots = np.matmul(rows[:, :, None, :], lay.slice(planes, k)[:, :, :, None])
-            parts[lo // _IMAGES_PER_BLOCK, k] = dots.reshape(hi - lo, lay.c).sum(axis=0)
+            cols = lay.slice(planes, k).reshape(grid)[..., : lay.wo]
+            parts[lo // _IMAGES_PER_BLOCK, k] = np.einsum("bcij,bcij->c", rows, cols)
 
     run_blocks(block, n, _IMAGES_PER_BLOCK)
-    total = parts.sum(axis=0)  # blocks in order: the same sum whichever thread ran them
+    with np.errstate(invalid="ignore"):  # inf + -inf is NaN, quietly (as torch)
+        total = parts.sum(axis=0)  # blocks in order: the same sum whichever thread ran them
     return np.ascontiguousarray(total.T).reshape(wshape)
 
 
@@ -227,4 +230,5 @@ def _fused_grad_weight(kernel, x, g, wshape, geo):
             kernel(x, g, parts, part, i0, min(n, i0 + images), c0, min(c, c0 + channels), kw, *args)
 
     run_blocks(block, parts.shape[0] * per_part, 1)
-    return parts.sum(axis=0).reshape(wshape)
+    with np.errstate(invalid="ignore"):
+        return parts.sum(axis=0).reshape(wshape)
