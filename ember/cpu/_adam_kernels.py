@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import math
 
-from numba import njit
-
-from ember.cpu.compile import JIT_OPTIONS
+from ember.cpu.compile import JIT_OPTIONS, jit
 
 _F32 = "float32[::1]"
 
 
-@njit(**JIT_OPTIONS)
+@jit(**JIT_OPTIONS)
 def _moments(pi, gi, mi, vi, keep, wd, weight, beta2, one_minus_beta2, decay, l2, maximize, low):
     """(p after decay, m, v) of one element: the NumPy kernel's ops up to the square root."""
     if decay:
@@ -31,7 +29,7 @@ def _moments(pi, gi, mi, vi, keep, wd, weight, beta2, one_minus_beta2, decay, l2
     return pi, mi, vi * beta2 + gi * one_minus_beta2 * gi
 
 
-@njit(
+@jit(
     f"void({_F32}, {_F32}, {_F32}, {_F32}, float32, float32, float32, float32, float32, "
     "float32, float32, float32, boolean, boolean, boolean, boolean)",
     **JIT_OPTIONS,
@@ -53,7 +51,7 @@ def adam_step(
         p[i] = pi + mi * neg_step_size / (math.sqrt(vi) / bc2_sqrt + eps)
 
 
-@njit(
+@jit(
     f"void({_F32}, {_F32}, {_F32}, {_F32}, {_F32}, float32, float32, float32, float32, "
     "float32, float32, float32, float32, boolean, boolean, boolean, boolean)",
     **JIT_OPTIONS,

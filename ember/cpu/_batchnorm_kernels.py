@@ -9,13 +9,12 @@ float64, so results do not depend on how the channels are split over threads.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from ember.cpu._rows import centred_sums, grad_sums, row_sum
-from ember.cpu.compile import JIT_OPTIONS
+from ember.cpu.compile import JIT_OPTIONS, jit
 
 
-@njit(
+@jit(
     "void(float32[:, :, ::1], float32[::1], float32[::1], float32, boolean, "
     "float32[:, :, ::1], float32[::1], float32[::1], float32[::1], float32[::1], int64, int64)",
     **JIT_OPTIONS,
@@ -58,7 +57,7 @@ def batch_norm_forward(x, w, b, eps, training, out, mean, mean_lo, var, rstd, lo
                 o[j] = ((xr[j] - mu) - mu_lo) * scale + bias
 
 
-@njit(
+@jit(
     "void(float32[:, :, ::1], float32[:, :, ::1], float32[::1], float32[::1], float32[::1], "
     "float32[::1], boolean, boolean, boolean, float32[:, :, ::1], float32[::1], float32[::1], "
     "int64, int64)",

@@ -27,16 +27,15 @@ the loop, and LLVM did not vectorise it (7.5 ms instead of ~2 for the forward at
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from ember.cpu.compile import JIT_OPTIONS
+from ember.cpu.compile import JIT_OPTIONS, jit
 
 
 def _signatures(template: str) -> list:
     return [template.format(t=t) for t in ("float32", "float64")]
 
 
-@njit("void(int64[::1], int64[::1], int64, int64, int64, int64, int64)", **JIT_OPTIONS)
+@jit("void(int64[::1], int64[::1], int64, int64, int64, int64, int64)", **JIT_OPTIONS)
 def _columns(first, end, left, step, dil, width, out_width):
     """Per kernel column j: the output columns [first[j], end[j]) whose input column
     ox * step + j * dil - left lies in [0, width)."""
@@ -47,7 +46,7 @@ def _columns(first, end, left, step, dil, width, out_width):
         end[j] = max(a, min(out_width, (width - 1 - off) // step + 1))
 
 
-@njit(**JIT_OPTIONS)
+@jit(**JIT_OPTIONS)
 def _forward_flat(x, w, y, lo, hi, top, left, dh, dw):
     """``forward`` at stride 1: one plane at a time is copied into a zero-bordered flat scratch
     plane of rows Wp = left + W + right (in L1), so offset (i, j) reads the contiguous run
@@ -82,7 +81,7 @@ def _forward_flat(x, w, y, lo, hi, top, left, dh, dw):
 _LANES = 32
 
 
-@njit(**JIT_OPTIONS)
+@jit(**JIT_OPTIONS)
 def _fold(values, fold):
     """The sum of values in a fixed order: first into _LANES partial sums (value m into lane
     m % _LANES, adds that vectorise), then the lanes and the tail in order, in float64. A plain
@@ -102,7 +101,7 @@ def _fold(values, fold):
     return total
 
 
-@njit(**JIT_OPTIONS)
+@jit(**JIT_OPTIONS)
 def _into_flat(dst, plane, row0, col0, width):
     """Copy plane (h, w) into the flat scratch dst (rows of ``width``) at (row0, col0)."""
     h, w = plane.shape
@@ -112,7 +111,7 @@ def _into_flat(dst, plane, row0, col0, width):
             d[k] = src[k]
 
 
-@njit(**JIT_OPTIONS)
+@jit(**JIT_OPTIONS)
 def _grad_input_flat(g, w, gx, lo, hi, top, left, dh, dw):
     """``grad_input`` at stride 1 as ``_forward_flat`` does it: g's plane sits in a zero-bordered
     flat scratch at row dh*(kH-1) - top, column dw*(kW-1) - left, so offset (i, j) reads the run
@@ -143,7 +142,7 @@ def _grad_input_flat(g, w, gx, lo, hi, top, left, dh, dw):
                 row[k] = src[k]
 
 
-@njit(**JIT_OPTIONS)
+@jit(**JIT_OPTIONS)
 def _grad_weight_flat(x, g, parts, part, lo, hi, c0, c1, kw, top, left, dh, dw):
     """``grad_weight`` at stride 1 on flat scratch planes: x zero-bordered as in
     ``_forward_flat``, g spread into rows of Wp (zero junk columns), one partial sum per
@@ -177,7 +176,7 @@ def _grad_weight_flat(x, g, parts, part, lo, hi, c0, c1, kw, top, left, dh, dw):
             parts[part, ci, k] = _fold(lane, fold)
 
 
-@njit(
+@jit(
     _signatures(
         "void({t}[:, :, :, ::1], {t}[:, :, :, ::1], {t}[:, :, :, ::1], "
         "int64, int64, int64, int64, int64, int64, int64, int64)"
@@ -220,7 +219,7 @@ def forward(x, w, y, lo, hi, top, left, sh, sw, dh, dw):
                             r[k] += t * s[k]
 
 
-@njit(
+@jit(
     _signatures(
         "void({t}[:, :, :, ::1], {t}[:, :, :, ::1], {t}[:, :, :, ::1], "
         "int64, int64, int64, int64, int64, int64, int64, int64)"
@@ -263,7 +262,7 @@ def grad_input(g, w, gx, lo, hi, top, left, sh, sw, dh, dw):
                             r[k] += t * s[k]
 
 
-@njit(
+@jit(
     _signatures(
         "void({t}[:, :, :, ::1], {t}[:, :, :, ::1], {t}[:, :, ::1], int64, int64, int64, "
         "int64, int64, int64, int64, int64, int64, int64, int64, int64)"

@@ -8,10 +8,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from ember.cpu._bits import bits_f32, f32_bits
-from ember.cpu.compile import JIT_OPTIONS
+from ember.cpu.compile import JIT_OPTIONS, jit
 
 _ONE = np.float32(1.0)
 
@@ -34,7 +33,7 @@ _BIAS = np.int32(127)
 _MANT = np.int32(23)
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@jit(inline="always", **JIT_OPTIONS)
 def _reduce(t):
     """(n, expm1(r)) with t = n ln2 + r, for t >= -104 (or NaN)."""
     k = t * _INV_LN2 + _ROUND
@@ -45,7 +44,7 @@ def _reduce(t):
     return n, r * (r * q + _ONE)  # r (1 + r q): expm1(-0) = -0
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@jit(inline="always", **JIT_OPTIONS)
 def expm1_neg(t):
     """expm1(t) of a float32 t <= 0 (or NaN)."""
     tc = _EXPM1_MIN if t < _EXPM1_MIN else t  # NaN stays NaN
@@ -55,7 +54,7 @@ def expm1_neg(t):
     return em if n == np.int32(0) else e  # n = 0: em itself keeps expm1(-0) = -0
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@jit(inline="always", **JIT_OPTIONS)
 def exp_neg(t):
     """exp(t) of a float32 t <= 0 (or NaN)."""
     tc = _EXP_MIN if t < _EXP_MIN else t

@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from ember.cpu._bits import bits_f32, f32_bits
-from ember.cpu.compile import JIT_OPTIONS
+from ember.cpu.compile import JIT_OPTIONS, jit
 
 _AS_K = np.float32(math.sqrt(2.0) / 0.3275911)
 _AS_R = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
@@ -35,7 +34,7 @@ _P = tuple(np.float32(math.log(2.0) ** k / math.factorial(k)) for k in range(8))
 _P0, _P1, _P2, _P3, _P4, _P5, _P6, _P7 = _P
 
 
-@njit(**JIT_OPTIONS)
+@jit(**JIT_OPTIONS)
 def _phi(v):
     """(Phi(x), exp(-x^2 / 2)) of one float32 x."""
     t = _AS_AK / (abs(v) + _AS_K)  # a t, t = 1 / (1 + p |x| / sqrt 2)
@@ -52,7 +51,7 @@ def _phi(v):
     return bits_f32(f32_bits(q) ^ (f32_bits(v) & _SIGN)) + _HALF, e
 
 
-@njit("void(float32[::1], float32[::1])", **JIT_OPTIONS)
+@jit("void(float32[::1], float32[::1])", **JIT_OPTIONS)
 def gelu_exact(x, out):
     """out = x Phi(x)."""
     for i in range(x.size):
@@ -60,7 +59,7 @@ def gelu_exact(x, out):
         out[i] = v * _phi(v)[0]
 
 
-@njit("void(float32[::1], float32[::1], float32[::1])", **JIT_OPTIONS)
+@jit("void(float32[::1], float32[::1], float32[::1])", **JIT_OPTIONS)
 def gelu_exact_grad(g, x, out):
     """out = g gelu'(x), gelu'(x) = x phi(x) + Phi(x), recomputed from x: cheaper than keeping
     gelu'(x) from the forward (a full array written, kept, and read back)."""

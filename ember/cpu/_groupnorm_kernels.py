@@ -13,10 +13,9 @@ threads.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from ember.cpu._rows import centred_sums, grad_sums, row_sum
-from ember.cpu.compile import JIT_OPTIONS
+from ember.cpu.compile import JIT_OPTIONS, jit
 
 # Elements per float32 partial sum of a group: a group of (16, 256, 16, 16) / 32 groups is 2048
 # elements, of (32, 64, 32, 32) / 8 groups 8192; float32 sums over 512 lose at most ~3e-5
@@ -24,7 +23,7 @@ from ember.cpu.compile import JIT_OPTIONS
 _CHUNK = 512
 
 
-@njit(
+@jit(
     "void(float32[:, ::1], float32[::1], float32[::1], float32, int64, int64, "
     "float32[:, ::1], float32[::1], float32[::1], float32[::1], int64, int64)",
     **JIT_OPTIONS,
@@ -72,7 +71,7 @@ def group_norm_forward(x, w, b, eps, groups, L, out, mean, mean_lo, rstd, lo, hi
                 oc[j] = ((xc[j] - mu) - mu_lo) * scale + bias
 
 
-@njit(
+@jit(
     "void(float32[:, ::1], float32[:, ::1], float32[::1], float32[::1], float32[::1], "
     "float32[::1], int64, int64, boolean, float32[:, ::1], float64[:, ::1], float64[:, ::1], "
     "int64, int64)",

@@ -9,15 +9,14 @@ adds the blocks).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from ember.cpu._rows import centred_sums, row_dot, row_sum
-from ember.cpu.compile import JIT_OPTIONS
+from ember.cpu.compile import JIT_OPTIONS, jit
 
 _ZERO = np.float32(0.0)
 
 
-@njit(
+@jit(
     "void(float32[:, ::1], float32[::1], float32[::1], float32, "
     "float32[:, ::1], float32[::1], float32[::1], int64, int64)",
     **JIT_OPTIONS,
@@ -45,7 +44,7 @@ def layer_norm_forward(x, w, b, eps, out, mean, rstd, lo, hi):
         rstd[i] = r
 
 
-@njit(
+@jit(
     "void(float32[:, ::1], float32[:, ::1], float32[::1], float32[::1], float32[::1], "
     "float32[:, ::1], float64[::1], float64[::1], boolean, boolean, boolean, int64, int64)",
     **JIT_OPTIONS,

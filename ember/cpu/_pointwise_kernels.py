@@ -11,10 +11,9 @@ reading a saved slope would, and the forward writes one array instead of two."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from ember.cpu._exp import exp_neg, expm1_neg
-from ember.cpu.compile import JIT_OPTIONS
+from ember.cpu.compile import JIT_OPTIONS, jit
 
 _ZERO = np.float32(0.0)
 _NEG_ZERO = np.float32(-0.0)
@@ -23,7 +22,7 @@ _HALF = np.float32(0.5)
 
 
 # ------------------------------------------------------------------ leaky_relu
-@njit("void(float32[::1], float32, float32[::1])", **JIT_OPTIONS)
+@jit("void(float32[::1], float32, float32[::1])", **JIT_OPTIONS)
 def leaky_relu(x, slope, out):
     """``x * (1 if x > 0 else slope)``: NumPy's ``x * select(x > 0, 1, slope)``."""
     for i in range(x.size):
@@ -31,14 +30,14 @@ def leaky_relu(x, slope, out):
         out[i] = v * (_ONE if v > _ZERO else slope)
 
 
-@njit("void(float32[::1], float32[::1], float32, float32[::1])", **JIT_OPTIONS)
+@jit("void(float32[::1], float32[::1], float32, float32[::1])", **JIT_OPTIONS)
 def leaky_relu_grad(g, x, slope, out):
     for i in range(x.size):
         out[i] = g[i] * (_ONE if x[i] > _ZERO else slope)
 
 
 # ------------------------------------------------------------------------- elu
-@njit("void(float32[::1], float32, float32, float32, float32[::1])", **JIT_OPTIONS)
+@jit("void(float32[::1], float32, float32, float32, float32[::1])", **JIT_OPTIONS)
 def elu(x, input_scale, neg_coef, scale, out):
     """``expm1(min(x, 0) input_scale) neg_coef + max(-0, x) scale`` (NumPy's order; the two
     terms are 0 where the other applies, signed zeros included) for ``input_scale > 0``."""
@@ -49,7 +48,7 @@ def elu(x, input_scale, neg_coef, scale, out):
         out[i] = expm1_neg(t) * neg_coef + p * scale
 
 
-@njit("void(float32[::1], float32[::1], float32, float32, float32, float32[::1])", **JIT_OPTIONS)
+@jit("void(float32[::1], float32[::1], float32, float32, float32, float32[::1])", **JIT_OPTIONS)
 def elu_grad(g, x, input_scale, neg_coef, scale, out):
     """``g * (scale if x > 0 else exp(min(x, 0) input_scale) neg_coef)`` (torch's
     elu_backward on the input; NaN at NaN)."""
@@ -61,7 +60,7 @@ def elu_grad(g, x, input_scale, neg_coef, scale, out):
 
 
 # ------------------------------------------------------- smooth_l1 / huber
-@njit(inline="always", **JIT_OPTIONS)
+@jit(inline="always", **JIT_OPTIONS)
 def _quadratic_then_linear(d, cut, k, slope):
     ad = abs(d)
     m = cut if ad > cut else ad  # minimum(|d|, cut), NaN kept
@@ -70,27 +69,27 @@ def _quadratic_then_linear(d, cut, k, slope):
     return (ad - m * _HALF) * mk
 
 
-@njit("void(float32[::1], float32, float32, float32, float32[::1])", **JIT_OPTIONS)
+@jit("void(float32[::1], float32, float32, float32, float32[::1])", **JIT_OPTIONS)
 def quadratic_then_linear(d, cut, k, slope, out):
     """``(|d| - min(|d|, cut) / 2) min(k |d|, slope)``, NumPy's operations in order."""
     for i in range(d.size):
         out[i] = _quadratic_then_linear(d[i], cut, k, slope)
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@jit(inline="always", **JIT_OPTIONS)
 def _clip(w, slope):
     w = -slope if w < -slope else w  # NaN kept, as np.clip
     return slope if w > slope else w
 
 
-@njit("void(float32[::1], float32[::1], float32, float32, float32[::1])", **JIT_OPTIONS)
+@jit("void(float32[::1], float32[::1], float32, float32, float32[::1])", **JIT_OPTIONS)
 def quadratic_then_linear_grad(g, d, k, slope, out):
     """``g * clip(d k, -slope, slope)``."""
     for i in range(d.size):
         out[i] = g[i] * _clip(d[i] * k, slope)
 
 
-@njit("void(float32[::1], float32, float32, float32, float32[::1])", **JIT_OPTIONS)
+@jit("void(float32[::1], float32, float32, float32, float32[::1])", **JIT_OPTIONS)
 def quadratic_then_linear_grad_scalar(d, g, k, slope, out):
     """The same for one gradient broadcast to every element (a mean's or a sum's)."""
     for i in range(d.size):

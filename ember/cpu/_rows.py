@@ -10,14 +10,13 @@ vector width: the same machine gives the same bits every run.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from ember.cpu.compile import JIT_OPTIONS
+from ember.cpu.compile import JIT_OPTIONS, jit
 
 SUM_OPTIONS = dict(JIT_OPTIONS, fastmath={"reassoc"})
 
 
-@njit(**SUM_OPTIONS)
+@jit(**SUM_OPTIONS)
 def row_sum(a):
     """sum(a) over a float32 row."""
     s = np.float32(0.0)
@@ -26,7 +25,7 @@ def row_sum(a):
     return s
 
 
-@njit(**SUM_OPTIONS)
+@jit(**SUM_OPTIONS)
 def row_dot(a, b):
     """sum(a * b) over two float32 rows."""
     s = np.float32(0.0)
@@ -35,7 +34,7 @@ def row_dot(a, b):
     return s
 
 
-@njit(**SUM_OPTIONS)
+@jit(**SUM_OPTIONS)
 def centred_sums(a, mu):
     """(sum(a - mu), sum((a - mu)^2)) over a float32 row: with the first, a mean rounded to
     float32 is corrected (the corrected two-pass variance) at no extra pass."""
@@ -47,7 +46,7 @@ def centred_sums(a, mu):
     return s1, s2
 
 
-@njit(**SUM_OPTIONS)
+@jit(**SUM_OPTIONS)
 def grad_sums(g, a, mu):
     """(sum(g), sum(g * (a - mu))) over two float32 rows: a normalisation's backward sums."""
     s1 = s2 = np.float32(0.0)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic
 
 from ember.cpu._exp import exp_neg
 from ember.cpu._rows import row_dot, row_sum
-from ember.cpu.compile import JIT_OPTIONS
+from ember.cpu.compile import JIT_OPTIONS, jit
 
 _NEG_INF = np.float32(-np.inf)
 
@@ -38,7 +38,7 @@ def _maxnum(typingctx, a, b):
     return sig, codegen
 
 
-@njit(**JIT_OPTIONS)
+@jit(**JIT_OPTIONS)
 def _row_max(a):
     """max(a) over a float32 row, NaN ignored (-inf for a row of NaN); 6x faster than
     ``if v > m`` here, which LLVM does not vectorise."""
@@ -48,7 +48,7 @@ def _row_max(a):
     return m
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@jit(inline="always", **JIT_OPTIONS)
 def _exp_shifted(row, m, o):
     """o = exp(row - m), for m = max(row); returns sum(o)."""
     for j in range(row.size):
@@ -56,7 +56,7 @@ def _exp_shifted(row, m, o):
     return row_sum(o)
 
 
-@njit("void(float32[:, ::1], float32[:, ::1], int64, int64)", **JIT_OPTIONS)
+@jit("void(float32[:, ::1], float32[:, ::1], int64, int64)", **JIT_OPTIONS)
 def softmax_forward(x, out, lo, hi):
     """Rows lo..hi: out = exp(x - max) / sum(exp(x - max))."""
     for i in range(lo, hi):
@@ -66,7 +66,7 @@ def softmax_forward(x, out, lo, hi):
             o[j] = o[j] / s
 
 
-@njit("void(float32[:, ::1], float32[:, ::1], int64, int64)", **JIT_OPTIONS)
+@jit("void(float32[:, ::1], float32[:, ::1], int64, int64)", **JIT_OPTIONS)
 def log_softmax_forward(x, out, lo, hi):
     """Rows lo..hi: out = (x - max) - log(sum(exp(x - max))) (``out`` holds the exps first)."""
     for i in range(lo, hi):
@@ -77,7 +77,7 @@ def log_softmax_forward(x, out, lo, hi):
             o[j] = (row[j] - m) - lse
 
 
-@njit("void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64, int64)", **JIT_OPTIONS)
+@jit("void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64, int64)", **JIT_OPTIONS)
 def softmax_backward(g, y, out, lo, hi):
     """Rows lo..hi: out = g y - y sum(g y), y the softmax."""
     for i in range(lo, hi):
@@ -87,7 +87,7 @@ def softmax_backward(g, y, out, lo, hi):
             o[j] = gr[j] * yr[j] - yr[j] * s
 
 
-@njit("void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64, int64)", **JIT_OPTIONS)
+@jit("void(float32[:, ::1], float32[:, ::1], float32[:, ::1], int64, int64)", **JIT_OPTIONS)
 def log_softmax_backward(g, y, out, lo, hi):
     """Rows lo..hi: out = g - exp(y) sum(g), y the log_softmax (never positive)."""
     for i in range(lo, hi):

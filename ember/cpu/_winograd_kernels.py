@@ -20,16 +20,15 @@ so results match them bit for bit.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from ember.cpu.compile import JIT_OPTIONS
+from ember.cpu.compile import JIT_OPTIONS, jit
 
 
 def _signatures(template: str) -> list:
     return [template.format(t=t) for t in ("float32", "float64")]
 
 
-@njit(
+@jit(
     _signatures(
         "void({t}[:, :, :, ::1], {t}[:, ::1], int64, int64, int64, int64, int64, int64, int64)"
     ),
@@ -71,7 +70,7 @@ def input_transform(x, v, col0, lo, hi, top, left, th, tw):
                         v3[col + tj] = e1 - e3
 
 
-@njit(**JIT_OPTIONS)
+@jit(**JIT_OPTIONS)
 def _output_tile(m, k):
     """A^T M A of the tile in column k of m: (y00, y01, y10, y11)."""
     # A^T M: the rows of M give (m0 + (m1 + m2), (m1 - m2) - m3), as the NumPy passes
@@ -86,7 +85,7 @@ def _output_tile(m, k):
     return z00 + (z10 + z20), z01 + (z11 + z21), (z10 - z20) - z30, (z11 - z21) - z31
 
 
-@njit(
+@jit(
     _signatures("void({t}[:, ::1], {t}[:, :, :, ::1], int64, int64, int64, int64)"),
     **JIT_OPTIONS,
 )
@@ -112,7 +111,7 @@ def output_transform(m, y, lo, hi, th, tw):
                     y0[2 * full], y1[2 * full] = y00, y10
 
 
-@njit(**JIT_OPTIONS)
+@jit(**JIT_OPTIONS)
 def _grad_tile(gm, k, a0, a1, c0, c1):
     """Column k of gm from the 2x2 tile ((a0, a1), (c0, c1)): the rows of A g are (g0,
     g0 + g1, g0 - g1, g1) and each row (e0, e1) gives (e0, e0 + e1, e0 - e1, e1)."""
@@ -124,7 +123,7 @@ def _grad_tile(gm, k, a0, a1, c0, c1):
     gm[12, k], gm[13, k], gm[14, k], gm[15, k] = c0, c0 + c1, c0 - c1, c1
 
 
-@njit(
+@jit(
     _signatures("void({t}[:, :, :, ::1], {t}[:, ::1], int64, int64, int64, int64)"),
     **JIT_OPTIONS,
 )

@@ -2,20 +2,24 @@
 
 Kernel modules (``ember/cpu/_<family>_kernels.py``) import numba at the top and compile their
 loops for fixed signatures when imported, from numba's on-disk cache after the first time
-(``cache=True``: next to the source, or numba's user cache dir when that is read-only; with
-neither writable, in memory once per process). Importing ``ember`` therefore never imports
-numba; the first call of a fused op does, once per process.
+(``cache=True``, in ``$NUMBA_CACHE_DIR`` or ``~/.cache/ember/numba``, under a hash of the
+sources; where nothing is writable, in memory once per process). Importing ``ember`` therefore
+never imports numba; the first call of a fused op does, once per process.
 
 ``EMBER_CPU_KERNELS=0`` switches every kernel off (checked at each call, so tests can flip it).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
 import importlib.util
 import os
+import shutil
 import sys
 import threading
+from pathlib import Path
 
 _lock = threading.Lock()
 _modules: dict = {}
@@ -46,6 +50,66 @@ def load(family: str):
     if isinstance(module, Exception):
         raise module
     return module
+
+
+def jit(*args, **options):
+    """``numba.njit`` for Ember's loops: with ``cache=True`` the compiled code goes to
+    ``_cache_dir()`` (numba fixes a function's cache location when it is decorated, so the
+    setting is changed for that moment only and the user's numba code is left alone)."""
+    from numba import njit
+    from numba.core import config
+
+    def decorate(fn):
+        before = config.CACHE_DIR
+        if options.get("cache"):
+            config.CACHE_DIR = _cache_dir()
+        try:
+            return njit(*args, **options)(fn)
+        finally:
+            config.CACHE_DIR = before
+
+    return decorate
+
+
+@functools.lru_cache(maxsize=1)
+def _sources_hash() -> str:
+    """A hash of every ember/cpu source file and the numba version. numba's cache checks only
+    the stamp of the file that defines a kernel, not of the helpers inlined into it
+    (``_rows``, ``_exp``, ``_bits``): keyed by this hash, an edited helper (a checkout, an
+    upgrade) gets a fresh cache instead of the old machine code."""
+    import numba
+
+    digest = hashlib.sha256(numba.__version__.encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _cache_dir() -> str:
+    """Where the compiled loops are kept: $NUMBA_CACHE_DIR (or the user cache,
+    ``~/.cache/ember/numba``) / the sources' hash."""
+    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "ember",
+        "numba",
+    )
+    path = os.path.join(base, _sources_hash())
+    if not os.path.isdir(path):
+        _prune(base)
+    return path
+
+
+_KEEP = 8  # cache directories of other source versions kept (~2-4 MB each)
+
+
+def _prune(base: str) -> None:
+    """Remove all but the newest _KEEP cache directories of earlier source versions."""
+    try:
+        old = sorted(Path(base).iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:  # no cache yet, or not readable: numba decides what to do with it
+        return
+    for path in old[_KEEP:]:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _compile(family: str):

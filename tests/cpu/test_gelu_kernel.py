@@ -188,3 +188,31 @@ def test_no_writable_cache_compiles_in_memory(kernels_on, monkeypatch):
     out = np.empty(3, np.float32)
     module.gelu_exact(np.array([-1.0, 0.0, 1.0], np.float32), out)
     np.testing.assert_allclose(out, [-0.15865526, 0.0, 0.8413447], rtol=1e-6)
+
+
+def test_loops_are_cached_under_a_hash_of_every_cpu_source(kernels_on, monkeypatch, tmp_path):
+    """numba's cache checks only the defining file's stamp; Ember keys the cache directory by
+    all of ember/cpu's sources, so an edited helper (``_exp``, ``_rows``) means a fresh cache."""
+    from pathlib import Path
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    cpu_compile._sources_hash.cache_clear()
+    before = cpu_compile._sources_hash()
+
+    @cpu_compile.jit("float32(float32)", **cpu_compile.JIT_OPTIONS)
+    def twice(v):
+        return v + v
+
+    assert twice(np.float32(1.5)) == 3.0
+    assert list((tmp_path / before).rglob("*.nbi")), "nothing cached under the sources' hash"
+    real = Path.read_bytes
+
+    def edited(path):
+        data = real(path)
+        return data + b"# edited" if path.name == "_exp.py" else data
+
+    monkeypatch.setattr(Path, "read_bytes", edited)
+    cpu_compile._sources_hash.cache_clear()
+    assert cpu_compile._sources_hash() != before
+    monkeypatch.undo()
+    cpu_compile._sources_hash.cache_clear()
