@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember.cpu import index as cpu_index
 from ember.tensor.backend import get_array_module
 
 # ``add_at`` builds an int64 map of the target's positions when the target is at most this
@@ -39,7 +40,9 @@ def add_rows(out, idx, src) -> None:
     """``out[idx[k]] += src[k]`` for every k, repeated indices accumulating.
 
     ``out`` is a C-contiguous array of shape (N, ...); ``idx`` is 1-D, non-negative and in
-    range; ``src`` has shape (len(idx), ...) matching ``out``'s trailing shape.
+    range; ``src`` has shape (len(idx), ...) matching ``out``'s trailing shape. Float32/64 NumPy
+    arrays with int32/64 indices take the CPU kernel (``ember.cpu.index``: every row added in
+    index order, np.add.at's bits into any target); the rest, and kernels off, the paths below.
     """
     k = idx.size
     if k == 0:
@@ -48,6 +51,8 @@ def add_rows(out, idx, src) -> None:
     if xp is not np:
         _gpu_add_at(xp, out, idx, src)
         return
+    if cpu_index.supports(out, idx, src) and cpu_index.add_rows(out, idx, src):
+        return  # ember/cpu/_index_kernels.py: one in-order loop, np.add.at's bits
     if not out.flags.c_contiguous:
         np.add.at(out, idx, src)
         return
