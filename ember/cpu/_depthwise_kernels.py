@@ -176,6 +176,20 @@ def _grad_weight_flat(x, g, parts, part, lo, hi, c0, c1, kw, top, left, dh, dw):
             parts[part, ci, k] = _fold(lane, fold)
 
 
+@jit(inline="always", **JIT_OPTIONS)
+def _add_scaled(r, t, s, n):
+    """r[:n] += t * s[:n], from index 0 (so the loop vectorises)."""
+    for k in range(n):
+        r[k] += t * s[k]
+
+
+@jit(inline="always", **JIT_OPTIONS)
+def _add_product(r, a, s, n):
+    """r[:n] += a[:n] * s[:n], from index 0."""
+    for k in range(n):
+        r[k] += a[k] * s[k]
+
+
 @jit(
     _signatures(
         "void({t}[:, :, :, ::1], {t}[:, :, :, ::1], {t}[:, :, :, ::1], "
@@ -209,14 +223,10 @@ def forward(x, w, y, lo, hi, top, left, sh, sw, dh, dw):
                 for j in range(kw):
                     t, a, b = taps[i, j], first[j], end[j]
                     r, start = row[a:b], a * sw + j * dw - left
-                    if sw == 1:
-                        s = src[start : start + b - a]
-                        for k in range(b - a):
-                            r[k] += t * s[k]
+                    if sw == 1:  # a contiguous view vectorises; a strided one cannot be it
+                        _add_scaled(r, t, src[start : start + b - a], b - a)
                     else:
-                        s = src[start::sw]
-                        for k in range(b - a):
-                            r[k] += t * s[k]
+                        _add_scaled(r, t, src[start::sw], b - a)
 
 
 @jit(
@@ -253,13 +263,9 @@ def grad_input(g, w, gx, lo, hi, top, left, sh, sw, dh, dw):
                     t, a, b = taps[i, j], first[j], end[j]
                     s, start = src[a:b], a * sw + j * dw - left
                     if sw == 1:
-                        r = row[start : start + b - a]
-                        for k in range(b - a):
-                            r[k] += t * s[k]
+                        _add_scaled(row[start : start + b - a], t, s, b - a)
                     else:
-                        r = row[start::sw]
-                        for k in range(b - a):
-                            r[k] += t * s[k]
+                        _add_scaled(row[start::sw], t, s, b - a)
 
 
 @jit(
@@ -302,13 +308,9 @@ def grad_weight(x, g, parts, part, lo, hi, c0, c1, kw, top, left, sh, sw, dh, dw
                         lane, gr = acc[i * kw + j, a:b], grow[a:b]
                         start = a * sw + j * dw - left
                         if sw == 1:
-                            s = src[start : start + b - a]
-                            for k in range(b - a):
-                                lane[k] += gr[k] * s[k]
+                            _add_product(lane, gr, src[start : start + b - a], b - a)
                         else:
-                            s = src[start::sw]
-                            for k in range(b - a):
-                                lane[k] += gr[k] * s[k]
+                            _add_product(lane, gr, src[start::sw], b - a)
         for k in range(taps):
             total = 0.0
             for ox in range(wo):
