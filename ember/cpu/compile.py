@@ -2,7 +2,7 @@
 
 Kernel modules (``ember/cpu/_<family>_kernels.py``) import numba at the top and compile their
 loops for fixed signatures when imported, from numba's on-disk cache after the first time
-(``cache=True``, in ``$NUMBA_CACHE_DIR`` or ``~/.cache/ember/numba``, under a hash of the
+(``cache=True``, in ``$NUMBA_CACHE_DIR/ember`` or ``~/.cache/ember/numba``, under a hash of the
 sources; where nothing is writable, in memory once per process). Importing ``ember`` therefore
 never imports numba; the first call of a fused op does, once per process.
 
@@ -86,13 +86,15 @@ def _sources_hash() -> str:
 
 
 def _cache_dir() -> str:
-    """Where the compiled loops are kept: $NUMBA_CACHE_DIR (or the user cache,
-    ``~/.cache/ember/numba``) / the sources' hash."""
-    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "ember",
-        "numba",
-    )
+    """Where the compiled loops are kept: ``$NUMBA_CACHE_DIR/ember`` (or the user cache,
+    ``~/.cache/ember/numba``) / the sources' hash. The ``ember`` folder is Ember's own, so
+    pruning old versions never touches other numba caches in $NUMBA_CACHE_DIR."""
+    user = os.environ.get("NUMBA_CACHE_DIR")
+    if user:
+        base = os.path.join(user, "ember")
+    else:
+        home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        base = os.path.join(home, "ember", "numba")
     path = os.path.join(base, _sources_hash())
     if not os.path.isdir(path):
         _prune(base)

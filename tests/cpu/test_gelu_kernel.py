@@ -204,7 +204,7 @@ def test_loops_are_cached_under_a_hash_of_every_cpu_source(kernels_on, monkeypat
         return v + v
 
     assert twice(np.float32(1.5)) == 3.0
-    assert list((tmp_path / before).rglob("*.nbi")), "nothing cached under the sources' hash"
+    assert list((tmp_path / "ember" / before).rglob("*.nbi")), "nothing cached under the hash"
     real = Path.read_bytes
 
     def edited(path):
@@ -215,4 +215,26 @@ def test_loops_are_cached_under_a_hash_of_every_cpu_source(kernels_on, monkeypat
     cpu_compile._sources_hash.cache_clear()
     assert cpu_compile._sources_hash() != before
     monkeypatch.undo()
+    cpu_compile._sources_hash.cache_clear()
+
+
+def test_pruning_old_versions_keeps_other_numba_caches(kernels_on, monkeypatch, tmp_path):
+    """Only Ember's own folder in $NUMBA_CACHE_DIR is pruned: a user's numba caches beside it
+    stay, and the newest _KEEP older versions of Ember's stay too."""
+    import os
+    import time
+
+    theirs = tmp_path / "their_project"
+    theirs.mkdir()
+    old = tmp_path / "ember"
+    for i in range(cpu_compile._KEEP + 3):
+        (old / f"v{i:02d}").mkdir(parents=True)
+        os.utime(old / f"v{i:02d}", (time.time() + i, time.time() + i))
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    cpu_compile._sources_hash.cache_clear()
+    path = cpu_compile._cache_dir()
+    assert theirs.is_dir()
+    kept = sorted(p.name for p in old.iterdir())
+    assert kept == [f"v{i:02d}" for i in range(3, cpu_compile._KEEP + 3)]
+    assert path.startswith(str(old))
     cpu_compile._sources_hash.cache_clear()
