@@ -21,6 +21,8 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
+
 _lock = threading.Lock()
 _modules: dict = {}
 _HAVE_NUMBA: bool | None = None
@@ -34,6 +36,11 @@ def kernels_enabled() -> bool:
     if _HAVE_NUMBA is None:
         _HAVE_NUMBA = importlib.util.find_spec("numba") is not None
     return _HAVE_NUMBA
+
+
+def float32_numpy(*arrays) -> bool:
+    """Every array a float32 NumPy array (not a subclass, not CuPy): what most loops take."""
+    return all(type(a) is np.ndarray and a.dtype == np.float32 for a in arrays)
 
 
 def load(family: str):

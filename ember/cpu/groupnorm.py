@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from ember.cpu.compile import load
+from ember.cpu.compile import float32_numpy, load
 
 
 def group_kernels():
@@ -20,4 +18,4 @@ def group_kernels():
 def supports(*arrays) -> bool:
     """Every array a float32 NumPy array (not a subclass, not CuPy); None counts as supported
     (an absent weight or bias)."""
-    return all(a is None or (type(a) is np.ndarray and a.dtype == np.float32) for a in arrays)
+    return float32_numpy(*(a for a in arrays if a is not None))

@@ -9,9 +9,7 @@ should split an array over the CPU threads (``ember.ops.parallel.run_blocks``).
 
 from __future__ import annotations
 
-import numpy as np
-
-from ember.cpu.compile import load
+from ember.cpu.compile import float32_numpy, load
 
 # The loops run 0.2-0.5 ns per element (memory-bound; elu's polynomial adds a little): below
 # ~100 us of work a second thread's wake-up (60-130 us on this VM) costs more than it saves.
@@ -55,6 +53,4 @@ def quadratic_then_linear():
     )
 
 
-def supports(*arrays) -> bool:
-    """Every array a float32 NumPy array (not a subclass, not CuPy)."""
-    return all(type(a) is np.ndarray and a.dtype == np.float32 for a in arrays)
+supports = float32_numpy  # the loops take float32 NumPy arrays

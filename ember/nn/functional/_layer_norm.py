@@ -215,12 +215,12 @@ def _ln_forward_np(x2, w, b, eps):
 def _ln_backward_np(g2, x2, xhat, mean, rstd, w, need_x, need_w, need_b):
     """(dx, dw, db) of the float32 layer norm from g2, xhat (or x2 and mean) and rstd.
     dw and db are summed per row block, then over the blocks."""
-    m, d = g2.shape
-    rows = _ln_rows(m, d)
-    nblocks = -(-m // rows)
     fused = cpu_ln.row_kernels()
     if fused is not None and mean is not None:  # ember/cpu (mean is saved by its forward)
         return _ln_backward_fused(fused[1], g2, x2, mean, rstd, w, need_x, need_w, need_b)
+    m, d = g2.shape
+    rows = _ln_rows(m, d)
+    nblocks = -(-m // rows)
     dwp = np.empty((nblocks, d), np.float32) if need_w else None
     dbp = np.empty((nblocks, d), np.float32) if need_b else None
     dx = np.empty_like(g2) if need_x else None
