@@ -238,3 +238,16 @@ def test_pruning_old_versions_keeps_other_numba_caches(kernels_on, monkeypatch, 
     assert kept == [f"v{i:02d}" for i in range(3, cpu_compile._KEEP + 3)]
     assert path.startswith(str(old))
     cpu_compile._sources_hash.cache_clear()
+
+
+def test_families_lists_every_kernel_module():
+    """``ember.cpu.FAMILIES`` names exactly the ``_<family>_kernels.py`` modules ``load`` takes."""
+    from pathlib import Path
+
+    import ember.cpu
+
+    found = {
+        p.name[1 : -len("_kernels.py")]
+        for p in Path(ember.cpu.__file__).parent.glob("_*_kernels.py")
+    }
+    assert set(ember.cpu.FAMILIES) == found
